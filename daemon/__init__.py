@@ -1,0 +1,1 @@
+"""sqjobsd: the supervisor-managed daemon of sqjobs workers and beaters."""

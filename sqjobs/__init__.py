@@ -1,0 +1,34 @@
+"""sqjobs: Simple Queue Jobs. Plain functions become background jobs.
+
+    from sqjobs import job
+
+    @job(queue="emails", retries=5)
+    def send_welcome(user_id): ...
+
+    send_welcome.delay(42)
+"""
+
+from .errors import ConfigError, JobTimeoutError, MessageTooLargeError, Retry, SQJobsError, UnknownJobError
+from .job import Job, job, registry
+from .runtime import configure, create_eager_broker, create_sqs_broker, get_broker
+from .status import JobHandle, Status
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "Job",
+    "JobHandle",
+    "JobTimeoutError",
+    "MessageTooLargeError",
+    "Retry",
+    "SQJobsError",
+    "Status",
+    "UnknownJobError",
+    "configure",
+    "create_eager_broker",
+    "create_sqs_broker",
+    "get_broker",
+    "job",
+    "registry",
+]

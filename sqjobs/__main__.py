@@ -1,0 +1,5 @@
+"""``python -m sqjobs`` runs the ``sqjobs`` command."""
+
+from .cli import main
+
+main()

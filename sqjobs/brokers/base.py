@@ -1,0 +1,313 @@
+"""The broker contract: a few SQS-shaped operations every broker implements.
+
+A broker stores message bodies (strings) in named queues. Each queue has a
+dead-letter queue named ``<queue>-dead`` (``<base>-dead.fifo`` for FIFO
+queues). Receiving a message hides it for a visibility timeout; deleting it
+with its receipt removes it for good; if it is not deleted in time it is
+delivered again with its receive count raised by one. That is all a worker
+needs for at-least-once delivery, and all the contract test suite checks.
+
+Subclasses implement the abstract methods; the job-level helpers
+(:meth:`Broker.enqueue`, :meth:`Broker.add_job`) are shared.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+from .. import defaults
+from ..errors import DelayTooLongError
+from ..message import JobMessage, check_size, encode, new_job_id
+
+if TYPE_CHECKING:
+    from ..job import Job
+    from ..status import JobHandle
+
+#: Message attribute that holds why a message was dead-lettered.
+REASON_ATTRIBUTE = "sqjobs-dead-reason"
+#: Message attribute that holds the queue a dead message came from.
+ORIGIN_ATTRIBUTE = "sqjobs-origin-queue"
+
+
+def dead_letter_name(queue: str) -> str:
+    """Return the dead-letter queue's name for ``queue`` (FIFO names keep their suffix)."""
+    if queue.endswith(".fifo"):
+        return queue[: -len(".fifo")] + defaults.DEAD_SUFFIX + ".fifo"
+    return queue + defaults.DEAD_SUFFIX
+
+
+def is_dead_letter_name(queue: str) -> bool:
+    """Return True if ``queue`` is named like a dead-letter queue."""
+    base = queue[: -len(".fifo")] if queue.endswith(".fifo") else queue
+    return base.endswith(defaults.DEAD_SUFFIX)
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """One message to send, as given to :meth:`Broker.send_batch`."""
+
+    body: str
+    delay_s: float = 0
+    attributes: dict[str, str] = field(default_factory=dict)
+    #: FIFO queues only: messages of one group are delivered in order, one at a time.
+    group_id: str | None = None
+    #: FIFO queues only: a second send with the same id within 5 minutes is dropped.
+    dedup_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    """A message handed to a consumer; ``receipt`` is what delete and change_visibility take."""
+
+    queue: str
+    message_id: str
+    receipt: str
+    body: str
+    #: How many times the message has been received, this time included: the attempt number.
+    receive_count: int
+    attributes: dict[str, str] = field(default_factory=dict)
+    sent_at: float = 0.0
+    group_id: str | None = None
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """Counts for one queue, as ``sqjobs queues`` shows them (approximate on SQS)."""
+
+    queue: str
+    visible: int
+    in_flight: int
+    delayed: int
+    dead: int
+
+
+class Broker(abc.ABC):
+    """Base class of every broker: the contract plus shared job-level helpers."""
+
+    #: URL scheme this broker is chosen by.
+    scheme: str = ""
+    #: Largest body accepted by send, in bytes.
+    max_message_bytes: int = defaults.MAX_MESSAGE_BYTES
+    #: Longest delay accepted by send, in seconds.
+    max_delay_s: float = defaults.MAX_DELAY_S
+    #: True when enqueuing runs the job at once (eager mode).
+    runs_inline: bool = False
+
+    def __init__(self) -> None:
+        self._ensured: set[str] = set()
+        self._ensure_lock = threading.Lock()
+        #: Set by :meth:`interrupt` to cut a waiting receive short.
+        self.wakeup = threading.Event()
+
+    # -- the contract ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _create_queue(self, queue: str) -> None:
+        """Create ``queue`` and its dead-letter queue if they do not exist (idempotent)."""
+
+    @abc.abstractmethod
+    def send(
+        self,
+        queue: str,
+        body: str,
+        delay_s: float = 0,
+        attributes: dict[str, str] | None = None,
+        group_id: str | None = None,
+        dedup_id: str | None = None,
+    ) -> str:
+        """Store one message; return its message id. It becomes visible after ``delay_s``."""
+
+    def send_batch(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[str]:
+        """Store several messages; return their ids in order. Brokers override this to batch."""
+        return [
+            self.send(queue, m.body, m.delay_s, m.attributes, m.group_id, m.dedup_id) for m in messages
+        ]
+
+    @abc.abstractmethod
+    def receive(
+        self,
+        queue: str,
+        max_messages: int = 1,
+        wait_s: float = 0,
+        visibility_timeout_s: float = defaults.VISIBILITY_TIMEOUT_S,
+    ) -> list[ReceivedMessage]:
+        """Claim up to ``max_messages`` visible messages, hiding them for ``visibility_timeout_s``.
+
+        Waits up to ``wait_s`` for the first one; returns ``[]`` if none came
+        (or :meth:`interrupt` was called).
+        """
+
+    @abc.abstractmethod
+    def delete(self, queue: str, receipt: str) -> None:
+        """Remove a received message for good. A stale receipt is ignored."""
+
+    def delete_batch(self, queue: str, receipts: Sequence[str]) -> None:
+        """Remove several received messages. Brokers override this to batch."""
+        for receipt in receipts:
+            self.delete(queue, receipt)
+
+    @abc.abstractmethod
+    def change_visibility(self, queue: str, receipt: str, timeout_s: float) -> None:
+        """Hide a received message for ``timeout_s`` more seconds from now (0: visible at once)."""
+
+    def change_visibility_batch(self, queue: str, receipts: Sequence[str], timeout_s: float) -> None:
+        """Change the visibility of several received messages. Brokers override this to batch."""
+        for receipt in receipts:
+            self.change_visibility(queue, receipt, timeout_s)
+
+    @abc.abstractmethod
+    def stats(self, queue: str) -> QueueStats:
+        """Return the counts for ``queue`` and its dead-letter queue."""
+
+    @abc.abstractmethod
+    def purge(self, queue: str) -> None:
+        """Delete every message of ``queue`` (not of its dead-letter queue)."""
+
+    @abc.abstractmethod
+    def queues(self) -> list[str]:
+        """Return the names of the known queues, dead-letter queues excluded, sorted."""
+
+    @abc.abstractmethod
+    def peek(self, queue: str, max_messages: int = 10) -> list[ReceivedMessage]:
+        """Return up to ``max_messages`` visible messages without claiming them (for inspection)."""
+
+    def dead_letter(self, queue: str, message: ReceivedMessage, reason: str) -> None:
+        """Move a received message to the queue's dead-letter queue, recording ``reason``.
+
+        The default sends a copy and then deletes the original, so a crash in
+        between duplicates the message rather than losing it.
+        """
+        attributes = dict(message.attributes)
+        attributes[REASON_ATTRIBUTE] = reason[:1000]
+        attributes[ORIGIN_ATTRIBUTE] = queue
+        dead = dead_letter_name(queue)
+        fifo = dead.endswith(".fifo")
+        self.ensure_queue(queue)
+        self.send(
+            dead,
+            message.body,
+            0,
+            attributes,
+            group_id=(message.group_id or "dead") if fifo else None,
+            dedup_id=message.message_id if fifo else None,
+        )
+        self.delete(queue, message.receipt)
+
+    def close(self) -> None:
+        """Release connections. The broker may not be used afterwards."""
+
+    # -- shared helpers -------------------------------------------------------------
+
+    def ensure_queue(self, queue: str) -> None:
+        """Create ``queue`` and its dead-letter queue once per broker instance."""
+        if queue in self._ensured:
+            return
+        with self._ensure_lock:
+            if queue not in self._ensured:
+                self._create_queue(queue)
+                self._ensured.add(queue)
+                self._ensured.add(dead_letter_name(queue))
+
+    def interrupt(self) -> None:
+        """Make a receive that is waiting return early (called from signal handlers)."""
+        self.wakeup.set()
+
+    def check_delay(self, delay_s: float) -> None:
+        """Raise DelayTooLongError/ValueError if ``delay_s`` cannot be held by this broker."""
+        if delay_s < 0:
+            raise ValueError(f"delay must not be negative, got {delay_s}")
+        if delay_s > self.max_delay_s:
+            raise DelayTooLongError(
+                f"delay of {delay_s:g} s is over this broker's limit of {self.max_delay_s:g} s"
+            )
+
+    def _outgoing(
+        self,
+        job_class: type[Job],
+        args: Sequence[Any],
+        kwargs: dict[str, Any] | None,
+        queue: str,
+        delay_s: float = 0,
+        job_id: str | None = None,
+        group_id: str | None = None,
+        dedup_id: str | None = None,
+    ) -> tuple[JobMessage, OutgoingMessage]:
+        """Build, check and record one job message before it is sent."""
+        from ..status import record_enqueued
+
+        message = JobMessage(name=job_class.name, args=list(args), kwargs=dict(kwargs or {}),
+                             id=job_id or new_job_id())
+        body = encode(message)
+        check_size(body, self.max_message_bytes)
+        self.check_delay(delay_s)
+        if queue.endswith(".fifo"):
+            group_id = group_id or job_class.group or job_class.name
+            dedup_id = dedup_id or message.id
+        else:
+            group_id = dedup_id = None
+        record_enqueued(job_class, message, queue)
+        return message, OutgoingMessage(body, delay_s, {}, group_id, dedup_id)
+
+    def enqueue(
+        self,
+        job_class: type[Job],
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        queue: str | None = None,
+        delay_s: float = 0,
+        job_id: str | None = None,
+        group_id: str | None = None,
+        dedup_id: str | None = None,
+    ) -> JobHandle:
+        """Send one job; return its handle.
+
+        Raises TypeError for arguments JSON cannot carry, MessageTooLargeError
+        and DelayTooLongError for what the broker cannot hold.
+        """
+        from ..status import JobHandle
+
+        target = queue or job_class.queue
+        message, out = self._outgoing(job_class, args, kwargs, target, delay_s, job_id, group_id, dedup_id)
+        self.send(target, out.body, out.delay_s, None, out.group_id, out.dedup_id)
+        return JobHandle(message.id, job_class.name, target)
+
+    def enqueue_many(
+        self,
+        job_class: type[Job],
+        calls: Iterable[tuple[Sequence[Any], dict[str, Any]]],
+        queue: str | None = None,
+    ) -> list[JobHandle]:
+        """Send one job per ``(args, kwargs)`` in ``calls``, in batches; return their handles."""
+        from ..status import JobHandle
+
+        target = queue or job_class.queue
+        handles: list[JobHandle] = []
+        batch: list[OutgoingMessage] = []
+        for args, kwargs in calls:
+            message, out = self._outgoing(job_class, args, kwargs, target)
+            batch.append(out)
+            handles.append(JobHandle(message.id, job_class.name, target))
+            if len(batch) == defaults.MAX_BATCH:
+                self.send_batch(target, batch)
+                batch = []
+        if batch:
+            self.send_batch(target, batch)
+        return handles
+
+    def add_job(self, job_class: type[Job], *args: Any, **kwargs: Any) -> tuple[str, Job]:
+        """The seed talk's API: enqueue ``job_class(*args, **kwargs)``; return ``(job_id, job)``.
+
+        In eager mode ``job.result`` holds the return value.
+        """
+        handle = self.enqueue(job_class, args, kwargs)
+        instance = handle.job if handle.job is not None else job_class()
+        return handle.id, instance
+
+    def add_job_by_name(self, name: str, *args: Any, **kwargs: Any) -> tuple[str, Job]:
+        """Like :meth:`add_job`, finding the job class by its registered name."""
+        from ..job import registry
+
+        return self.add_job(registry.get(name), *args, **kwargs)

@@ -1,0 +1,171 @@
+"""An in-process broker for tests: thread-safe, with ``join(queue)`` to wait until a queue is drained."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from .. import defaults
+from .base import (
+    ORIGIN_ATTRIBUTE,
+    REASON_ATTRIBUTE,
+    Broker,
+    OutgoingMessage,
+    QueueStats,
+    ReceivedMessage,
+    dead_letter_name,
+    is_dead_letter_name,
+)
+
+
+@dataclass
+class _Stored:
+    message_id: str
+    body: str
+    attributes: dict[str, str]
+    group_id: str | None
+    sent_at: float
+    visible_at: float
+    sequence: int
+    receive_count: int = 0
+    receipt: str | None = None
+
+
+class MemoryBroker(Broker):
+    """Queues in this process's memory. ``join(queue)`` blocks until the queue is empty."""
+
+    scheme = "memory"
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
+        self.clock = clock
+        self._queues: dict[str, list[_Stored]] = {}
+        self._changed = threading.Condition()
+        self._sequence = itertools.count()
+
+    def _create_queue(self, queue: str) -> None:
+        with self._changed:
+            self._queues.setdefault(queue, [])
+            self._queues.setdefault(dead_letter_name(queue), [])
+
+    def _messages(self, queue: str) -> list[_Stored]:
+        self.ensure_queue(queue)
+        return self._queues[queue]
+
+    def send(self, queue: str, body: str, delay_s: float = 0, attributes: dict[str, str] | None = None,
+             group_id: str | None = None, dedup_id: str | None = None) -> str:
+        return self.send_batch(queue, [OutgoingMessage(body, delay_s, attributes or {}, group_id, dedup_id)])[0]
+
+    def send_batch(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[str]:
+        stored = self._messages(queue)
+        now = self.clock()
+        ids = []
+        with self._changed:
+            for message in messages:
+                item = _Stored(uuid.uuid4().hex, message.body, dict(message.attributes), message.group_id, now,
+                               now + max(message.delay_s, 0), next(self._sequence))
+                stored.append(item)
+                ids.append(item.message_id)
+            self._changed.notify_all()
+        return ids
+
+    def receive(self, queue: str, max_messages: int = 1, wait_s: float = 0,
+                visibility_timeout_s: float = defaults.VISIBILITY_TIMEOUT_S) -> list[ReceivedMessage]:
+        stored = self._messages(queue)
+        deadline = time.monotonic() + wait_s
+        with self._changed:
+            while True:
+                now = self.clock()
+                ready = sorted((m for m in stored if m.visible_at <= now),
+                               key=lambda m: (m.visible_at, m.sequence))[:max(1, max_messages)]
+                if ready or time.monotonic() >= deadline or self.wakeup.is_set():
+                    break
+                self._changed.wait(min(defaults.SQLITE_POLL_INTERVAL_S, max(deadline - time.monotonic(), 0)))
+            claimed = []
+            for item in ready:
+                item.receive_count += 1
+                item.receipt = uuid.uuid4().hex
+                item.visible_at = now + visibility_timeout_s
+                claimed.append(ReceivedMessage(queue, item.message_id, item.receipt, item.body,
+                                               item.receive_count, dict(item.attributes), item.sent_at,
+                                               item.group_id))
+            return claimed
+
+    def _find(self, queue: str, receipt: str) -> _Stored | None:
+        for item in self._messages(queue):
+            if item.receipt == receipt:
+                return item
+        return None
+
+    def delete(self, queue: str, receipt: str) -> None:
+        with self._changed:
+            item = self._find(queue, receipt)
+            if item is not None:
+                self._queues[queue].remove(item)
+            self._changed.notify_all()
+
+    def change_visibility(self, queue: str, receipt: str, timeout_s: float) -> None:
+        with self._changed:
+            item = self._find(queue, receipt)
+            if item is not None:
+                item.visible_at = self.clock() + max(timeout_s, 0)
+            self._changed.notify_all()
+
+    def dead_letter(self, queue: str, message: ReceivedMessage, reason: str) -> None:
+        """Move the message to the dead-letter queue under one lock."""
+        with self._changed:
+            item = self._find(queue, message.receipt)
+            if item is None:
+                return
+            self._queues[queue].remove(item)
+            item.attributes[REASON_ATTRIBUTE] = reason[:1000]
+            item.attributes[ORIGIN_ATTRIBUTE] = queue
+            item.receive_count, item.receipt, item.visible_at = 0, None, self.clock()
+            self._messages(dead_letter_name(queue)).append(item)
+            self._changed.notify_all()
+
+    def stats(self, queue: str) -> QueueStats:
+        now = self.clock()
+        with self._changed:
+            stored = self._messages(queue)
+            return QueueStats(
+                queue=queue,
+                visible=sum(1 for m in stored if m.visible_at <= now),
+                in_flight=sum(1 for m in stored if m.visible_at > now and m.receive_count > 0),
+                delayed=sum(1 for m in stored if m.visible_at > now and m.receive_count == 0),
+                dead=len(self._messages(dead_letter_name(queue))),
+            )
+
+    def purge(self, queue: str) -> None:
+        with self._changed:
+            self._messages(queue).clear()
+            self._changed.notify_all()
+
+    def queues(self) -> list[str]:
+        with self._changed:
+            return sorted(name for name in self._queues if not is_dead_letter_name(name))
+
+    def peek(self, queue: str, max_messages: int = 10) -> list[ReceivedMessage]:
+        now = self.clock()
+        with self._changed:
+            ready = sorted((m for m in self._messages(queue) if m.visible_at <= now),
+                           key=lambda m: (m.visible_at, m.sequence))[:max_messages]
+            return [ReceivedMessage(queue, m.message_id, "", m.body, m.receive_count, dict(m.attributes),
+                                    m.sent_at, m.group_id) for m in ready]
+
+    def join(self, queue: str, timeout_s: float | None = None) -> None:
+        """Block until ``queue`` holds no message (visible, delayed or in flight).
+
+        Raises TimeoutError after ``timeout_s``.
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._changed:
+            while self._messages(queue):
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"queue {queue!r} still holds {len(self._queues[queue])} message(s)")
+                self._changed.wait(0.05 if remaining is None else min(remaining, 0.05))

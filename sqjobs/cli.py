@@ -1,0 +1,207 @@
+"""The ``sqjobs`` command: worker, enqueue, queues, dead."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import sys
+from typing import Any
+
+import click
+
+from . import runtime
+from .brokers.base import ORIGIN_ATTRIBUTE, REASON_ATTRIBUTE, Broker, dead_letter_name
+from .config import Settings
+from .errors import BrokerAuthError, SQJobsError
+from .job import registry
+from .message import MalformedMessageError, decode
+
+logger = logging.getLogger("sqjobs.cli")
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
+
+
+def _setup(config: str | None, import_jobs: bool = True) -> tuple[Settings, Broker]:
+    settings = runtime.configure(config)
+    if import_jobs:
+        for module in settings.job_modules:
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                raise click.ClickException(
+                    f"{settings.source or 'configuration'}: [sqjobs] jobs: cannot import {module!r}: {exc}")
+    return settings, runtime.get_broker()
+
+
+def _parse_json(option: str, text: str, kind: type) -> Any:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint=option) from None
+    if not isinstance(value, kind):
+        raise click.BadParameter(f"must be a JSON {'list' if kind is list else 'object'}", param_hint=option)
+    return value
+
+
+config_option = click.option("-c", "--config", "config", envvar="SQJOBS_CONFIG", default=None,
+                             type=click.Path(dir_okay=False), help="Config file (default: $SQJOBS_CONFIG).")
+
+
+class SQJobsGroup(click.Group):
+    """Turns SQJobsError into a one-line error and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokerAuthError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(2)
+        except SQJobsError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=SQJobsGroup)
+@click.option("-v", "--verbose", count=True, help="More logging (-v debug).")
+def main(verbose: int) -> None:
+    """sqjobs: Simple Queue Jobs."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT)
+
+
+@main.command()
+@config_option
+@click.argument("queues", nargs=-1)
+@click.option("--group", "group_name", default=None, help="Take options from [worker:GROUP].")
+@click.option("--burst", is_flag=True, help="Exit 0 once the queues are empty.")
+@click.option("--max-jobs", type=click.IntRange(min=0), default=None, help="Exit 0 after N jobs.")
+@click.option("--prefetch", type=click.IntRange(1, 10), default=None, help="Messages received at once.")
+@click.option("--visibility-timeout", type=click.FloatRange(min=0.1), default=None,
+              help="Seconds a received message stays hidden (kept up by the heartbeat).")
+@click.option("--status-file", default=None, help="File to write the last poll and job to.")
+def worker(config: str | None, queues: tuple[str, ...], group_name: str | None, burst: bool,
+           max_jobs: int | None, prefetch: int | None, visibility_timeout: float | None,
+           status_file: str | None) -> None:
+    """Consume QUEUES (default: the group's queues) and run their jobs."""
+    from .worker import Worker
+
+    settings, broker = _setup(config)
+    group = settings.worker_group(group_name) if group_name else (
+        settings.workers[0] if settings.workers else None)
+    chosen = list(queues) or list(group.queues if group else ("default",))
+    consumer = Worker(
+        broker,
+        chosen,
+        prefetch=prefetch or (group.prefetch if group else 10),
+        visibility_timeout_s=visibility_timeout or (group.visibility_timeout_s if group else 60.0),
+        max_jobs=max_jobs if max_jobs is not None else (group.max_jobs if group else 0),
+        burst=burst,
+        status_file=status_file,
+    )
+    consumer.install_signal_handlers()
+    sys.exit(consumer.run())
+
+
+@main.command()
+@config_option
+@click.argument("name")
+@click.option("--args", "args_json", default="[]", help="JSON list of positional arguments.")
+@click.option("--kwargs", "kwargs_json", default="{}", help="JSON object of keyword arguments.")
+@click.option("--queue", default=None, help="Queue (default: the job's, or 'default' if unknown here).")
+@click.option("--delay", type=click.FloatRange(min=0), default=0.0, help="Seconds before it may run.")
+def enqueue(config: str | None, name: str, args_json: str, kwargs_json: str, queue: str | None,
+            delay: float) -> None:
+    """Send job NAME and print its id. NAME need not be importable here."""
+    from .job import Job
+    from .message import JobMessage, check_size, encode
+
+    args = _parse_json("--args", args_json, list)
+    kwargs = _parse_json("--kwargs", kwargs_json, dict)
+    settings, broker = _setup(config)
+    if name in registry:
+        handle = registry.get(name).apply_async(args=args, kwargs=kwargs, queue=queue, delay=delay)
+        click.echo(handle.id)
+        return
+    target = queue or Job.queue
+    message = JobMessage(name=name, args=args, kwargs=kwargs)
+    body = encode(message)
+    check_size(body, broker.max_message_bytes)
+    broker.check_delay(delay)
+    fifo = target.endswith(".fifo")
+    broker.send(target, body, delay, None, name if fifo else None, message.id if fifo else None)
+    click.echo(message.id)
+
+
+@main.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def queues(config: str | None, as_json: bool) -> None:
+    """Show each queue: visible, in flight, delayed and dead messages."""
+    settings, broker = _setup(config, import_jobs=False)
+    rows = [broker.stats(name) for name in broker.queues()]
+    if as_json:
+        click.echo(json.dumps([row.__dict__ for row in rows], indent=2))
+        return
+    click.echo(f"{'queue':<30} {'visible':>8} {'in_flight':>9} {'delayed':>8} {'dead':>6}")
+    for row in rows:
+        click.echo(f"{row.queue:<30} {row.visible:>8} {row.in_flight:>9} {row.delayed:>8} {row.dead:>6}")
+
+
+def _describe_dead(body: str, message_id: str) -> dict[str, Any]:
+    try:
+        decoded = decode(body, message_id)
+        return {"job_id": decoded.id, "name": decoded.name, "args": decoded.args, "kwargs": decoded.kwargs}
+    except MalformedMessageError:
+        return {"job_id": None, "name": None, "body": body[:200]}
+
+
+@main.command()
+@config_option
+@click.argument("queue")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--requeue", is_flag=True, help="Move every dead message back to QUEUE.")
+@click.option("--purge", is_flag=True, help="Delete every dead message.")
+@click.option("--limit", type=click.IntRange(min=1), default=100, help="Most messages listed.")
+def dead(config: str | None, queue: str, as_json: bool, requeue: bool, purge: bool, limit: int) -> None:
+    """List the dead-letter queue of QUEUE with reasons; or requeue or purge it."""
+    if requeue and purge:
+        raise click.UsageError("--requeue and --purge exclude each other")
+    settings, broker = _setup(config, import_jobs=False)
+    dead_queue = dead_letter_name(queue)
+    broker.ensure_queue(queue)
+    if purge:
+        count = broker.stats(queue).dead
+        broker.purge(dead_queue)
+        click.echo(f"purged {count} message(s) from {dead_queue}")
+        return
+    if requeue:
+        moved = 0
+        while True:
+            batch = broker.receive(dead_queue, 10, 0, 30)
+            if not batch:
+                break
+            for message in batch:
+                fifo = queue.endswith(".fifo")
+                broker.send(queue, message.body, 0, None, (message.group_id or "requeued") if fifo else None,
+                            None)
+                broker.delete(dead_queue, message.receipt)
+                moved += 1
+        click.echo(f"requeued {moved} message(s) from {dead_queue} to {queue}")
+        return
+    rows = []
+    for message in broker.peek(dead_queue, limit):
+        row = {"message_id": message.message_id, "reason": message.attributes.get(REASON_ATTRIBUTE, ""),
+               "origin": message.attributes.get(ORIGIN_ATTRIBUTE, queue)}
+        row.update(_describe_dead(message.body, message.message_id))
+        rows.append(row)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo(f"{dead_queue} is empty")
+    for row in rows:
+        click.echo(f"{row['message_id']}  {row['name'] or '?'}  {row['reason']}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,58 @@
+"""Every default of sqjobs in one place, each with the reason it has that value."""
+
+from __future__ import annotations
+
+#: Queue a job goes to when neither the job nor the call names one.
+QUEUE = "default"
+
+#: Suffix of the dead-letter queue that goes with every queue (FIFO: before ``.fifo``).
+DEAD_SUFFIX = "-dead"
+
+#: Embedded broker and status database when no configuration exists: files in
+#: the current directory, so a first run needs nothing installed or running.
+BROKER_URL = "sqlite:///sqjobs-queue.db"
+DATABASE_URL = "sqlite:///sqjobs.db"
+
+#: Largest message body: what SQS accepts, so a job that works on the embedded
+#: broker keeps working on SQS.
+MAX_MESSAGE_BYTES = 256 * 1024
+
+#: Longest delay at enqueue: SQS DelaySeconds caps at 15 minutes.
+MAX_DELAY_S = 15 * 60
+
+#: Longest visibility timeout SQS allows (12 hours).
+MAX_VISIBILITY_TIMEOUT_S = 12 * 60 * 60
+
+#: Messages per batch call: the SQS limit for send, delete and visibility batches.
+MAX_BATCH = 10
+
+#: Longest long poll SQS allows.
+MAX_WAIT_S = 20
+
+#: How long a received message stays hidden before it is delivered again when
+#: its worker dies. The worker's heartbeat extends it while a job runs, so it
+#: only bounds how long a crash delays a job.
+VISIBILITY_TIMEOUT_S = 60.0
+
+#: How many messages a worker receives at once. Ten is one SQS request for ten
+#: jobs; long jobs want 1 so that other workers can take the rest.
+PREFETCH = 10
+
+#: Extra attempts after the first failure, unless a job says otherwise.
+RETRIES = 0
+
+#: First backoff delay in seconds; doubled at each attempt.
+RETRY_DELAY_S = 10.0
+
+#: Longest backoff delay, so a job retried many times still runs within the hour.
+MAX_RETRY_DELAY_S = 3600.0
+
+#: Share of the backoff added at random, so failures do not return in lockstep.
+RETRY_JITTER = 0.1
+
+#: How long an idle embedded-broker worker waits in one receive call. Short, so
+#: SIGTERM is answered within a second or two.
+SQLITE_WAIT_S = 1.0
+
+#: How often a waiting embedded-broker receive looks at the table again.
+SQLITE_POLL_INTERVAL_S = 0.05

@@ -1,0 +1,72 @@
+"""The one exception tree of sqjobs: everything raised on purpose derives from SQJobsError."""
+
+from __future__ import annotations
+
+
+class SQJobsError(Exception):
+    """Root of every error sqjobs raises on purpose."""
+
+
+class ConfigError(SQJobsError):
+    """The configuration is wrong: the message names the file, section and key."""
+
+
+class BrokerError(SQJobsError):
+    """A broker could not do what was asked (connection, permission, missing queue)."""
+
+
+class BrokerConnectionError(BrokerError):
+    """The broker could not be reached; callers may retry later."""
+
+
+class BrokerAuthError(BrokerError):
+    """The broker refused our credentials or permissions; retrying will not help."""
+
+
+class MessageError(SQJobsError):
+    """A message cannot be built or read."""
+
+
+class MessageTooLargeError(MessageError, ValueError):
+    """An encoded message is over the broker's size limit."""
+
+
+class DelayTooLongError(MessageError, ValueError):
+    """A delay is longer than the broker can hold."""
+
+
+class MalformedMessageError(MessageError):
+    """A received body is not a job message; ``reason`` says why (it goes to the dead-letter queue)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class JobError(SQJobsError):
+    """A problem with a job definition or lookup."""
+
+
+class JobDefinitionError(JobError, TypeError):
+    """A job is defined wrongly (unknown decorator option, missing run method...)."""
+
+
+class UnknownJobError(JobError, LookupError):
+    """No job is registered under that name."""
+
+
+class JobTimeoutError(JobError):
+    """A job ran longer than its ``timeout`` and was interrupted."""
+
+
+class Retry(SQJobsError):
+    """Raised from inside a job to ask for another attempt after ``delay`` seconds.
+
+    The attempt counts against the job's ``retries``; with none left the
+    message goes to the dead-letter queue.
+    """
+
+    def __init__(self, delay: float | None = None, reason: str = "retry requested") -> None:
+        super().__init__(reason)
+        self.delay = delay
+        self.reason = reason

@@ -1,0 +1,234 @@
+"""Jobs: the ``Job`` base class, the ``@job`` decorator and the registry of job names.
+
+A job is a class with a ``run`` method and a few optional hooks. ``@job``
+turns a plain function into such a class. Either way the class is registered
+under its ``name``, which is what messages carry and workers look up.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from typing import Any, Callable, ClassVar, Sequence
+
+from . import defaults
+from .errors import JobDefinitionError, UnknownJobError
+
+
+class Registry:
+    """Job classes by name. Workers resolve message names here."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, type[Job]] = {}
+        self._lock = threading.Lock()
+
+    def register(self, job_class: type[Job]) -> None:
+        """Add ``job_class`` under its name; a different class under a taken name is an error."""
+        with self._lock:
+            existing = self._jobs.get(job_class.name)
+            if existing is not None and existing is not job_class and (
+                existing.__module__, existing.__qualname__) != (job_class.__module__, job_class.__qualname__):
+                raise JobDefinitionError(
+                    f"job name {job_class.name!r} is taken by {existing.__module__}.{existing.__qualname__}; "
+                    f"give {job_class.__module__}.{job_class.__qualname__} another name="
+                )
+            self._jobs[job_class.name] = job_class
+
+    def get(self, name: str) -> type[Job]:
+        """Return the job class registered as ``name``; raise UnknownJobError otherwise."""
+        try:
+            return self._jobs[name]
+        except KeyError:
+            raise UnknownJobError(f"no job is registered as {name!r}") from None
+
+    def names(self) -> list[str]:
+        """Return every registered name, sorted."""
+        return sorted(self._jobs)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._jobs
+
+
+#: The process-wide registry that ``Job`` subclasses and ``@job`` add to.
+registry = Registry()
+
+
+class Job:
+    """Base class of every job. Subclass it and implement :meth:`run`.
+
+    Class attributes configure the job; a subclass without ``run`` of its own
+    (an abstract base such as ``TimedJob``) is not registered.
+
+    While a job runs, the instance carries ``id``, ``queue``, ``attempt``
+    (1 for the first) and, after success, ``result``.
+    """
+
+    #: Registered name; messages carry it. Default: ``module.ClassName``.
+    name: ClassVar[str] = ""
+    #: Queue the job is sent to unless the call names another.
+    queue: ClassVar[str] = defaults.QUEUE
+    #: Extra attempts after a failure.
+    retries: ClassVar[int] = defaults.RETRIES
+    #: First backoff delay in seconds, doubled at each attempt, capped and jittered.
+    retry_delay: ClassVar[float] = defaults.RETRY_DELAY_S
+    #: Hard limit in seconds for one attempt; None for no limit.
+    timeout: ClassVar[float | None] = None
+    #: Record status and result in the database (see ``sqjobs.status``).
+    track: ClassVar[bool] = False
+    #: FIFO queues: message group (default: the job name).
+    group: ClassVar[str | None] = None
+    #: Periodic jobs: a cron expression and the IANA time zone it is read in.
+    schedule: ClassVar[str | None] = None
+    timezone: ClassVar[str] = "UTC"
+    #: True on classes that only provide behaviour for other jobs (not registered).
+    abstract: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("abstract", False) or "run" not in _methods_defined_below_job(cls):
+            return
+        if not cls.__dict__.get("name"):
+            cls.name = f"{cls.__module__}.{cls.__qualname__}"
+        registry.register(cls)
+
+    def __init__(self) -> None:
+        self.id: str | None = None
+        self.queue_name: str | None = None
+        self.attempt: int = 0
+        self.result: Any = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    # -- hooks ------------------------------------------------------------------------
+
+    def set_up(self, *args: Any, **kwargs: Any) -> None:
+        """Called before :meth:`run` with the same arguments."""
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        """Do the work; the return value is the job's result (JSON if tracked)."""
+        raise NotImplementedError
+
+    def tear_down(self, *args: Any, **kwargs: Any) -> None:
+        """Called after :meth:`run`, also when it raised."""
+
+    def on_success(self, result: Any) -> None:
+        """Called after a successful attempt with its result."""
+
+    def on_failure(self, exc: BaseException) -> None:
+        """Called when the last attempt failed (the message goes to the dead-letter queue)."""
+
+    def on_retry(self, exc: BaseException) -> None:
+        """Called when an attempt failed and another one is scheduled."""
+
+    # -- sending ----------------------------------------------------------------------
+
+    @classmethod
+    def delay(cls, *args: Any, **kwargs: Any) -> Any:
+        """Enqueue this job with these arguments on the configured broker; return a JobHandle."""
+        return cls.apply_async(args=args, kwargs=kwargs)
+
+    @classmethod
+    def apply_async(
+        cls,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        queue: str | None = None,
+        delay: float = 0,
+        job_id: str | None = None,
+        group: str | None = None,
+        dedup_id: str | None = None,
+    ) -> Any:
+        """Enqueue with options: ``queue``, ``delay`` in seconds, FIFO ``group``/``dedup_id``.
+
+        Returns a JobHandle. Raises TypeError for arguments JSON cannot carry.
+        """
+        from .runtime import get_broker
+
+        return get_broker().enqueue(cls, args, kwargs, queue, delay, job_id, group, dedup_id)
+
+
+def _methods_defined_below_job(cls: type) -> set[str]:
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if klass is Job:
+            break
+        names.update(klass.__dict__)
+    return names
+
+
+#: Options ``@job`` takes that become class attributes.
+_ATTRIBUTE_OPTIONS = {"queue", "name", "retries", "retry_delay", "timeout", "track", "group",
+                      "schedule", "timezone"}
+#: Options ``@job`` takes that become hook methods (called with the job instance first).
+_HOOK_OPTIONS = {"set_up", "tear_down", "on_success", "on_failure", "on_retry"}
+
+
+class JobFunction:
+    """What ``@job`` returns: the function, still callable inline, plus ``delay`` and friends."""
+
+    def __init__(self, fn: Callable[..., Any], job_class: type[Job]) -> None:
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.job_class = job_class
+
+    @property
+    def name(self) -> str:
+        """The registered job name."""
+        return self.job_class.name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def delay(self, *args: Any, **kwargs: Any) -> Any:
+        """Enqueue ``fn(*args, **kwargs)``; return a JobHandle."""
+        return self.job_class.apply_async(args=args, kwargs=kwargs)
+
+    def apply_async(self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None,
+                    **options: Any) -> Any:
+        """Enqueue with options (``queue``, ``delay``, ``job_id``, ``group``, ``dedup_id``)."""
+        return self.job_class.apply_async(args=args, kwargs=kwargs, **options)
+
+    def __repr__(self) -> str:
+        return f"<job {self.name}>"
+
+
+def job(fn: Callable[..., Any] | None = None, *, base: type[Job] = Job, **options: Any) -> Any:
+    """Turn a function into a registered job.
+
+    ``@job`` or ``@job(queue=..., name=..., retries=..., retry_delay=...,
+    timeout=..., track=..., group=..., schedule=..., timezone=..., base=...,
+    set_up=..., tear_down=..., on_success=..., on_failure=..., on_retry=...)``.
+    Hook functions are called with the job instance first, like methods:
+    ``on_failure(job, exc)``. Unknown options raise JobDefinitionError at once.
+    """
+    unknown = set(options) - _ATTRIBUTE_OPTIONS - _HOOK_OPTIONS
+    if unknown:
+        known = ", ".join(sorted(_ATTRIBUTE_OPTIONS | _HOOK_OPTIONS | {"base"}))
+        raise JobDefinitionError(f"@job got unknown option(s) {', '.join(sorted(unknown))}; known: {known}")
+    if not (isinstance(base, type) and issubclass(base, Job)):
+        raise JobDefinitionError(f"@job base= must be a Job subclass, got {base!r}")
+    for hook in _HOOK_OPTIONS & set(options):
+        if not callable(options[hook]):
+            raise JobDefinitionError(f"@job {hook}= must be callable, got {options[hook]!r}")
+
+    def decorate(func: Callable[..., Any]) -> JobFunction:
+        attributes: dict[str, Any] = {key: options[key] for key in _ATTRIBUTE_OPTIONS & set(options)}
+        attributes.setdefault("name", f"{func.__module__}.{func.__qualname__}")
+        for hook in _HOOK_OPTIONS & set(options):
+            attributes[hook] = options[hook]
+
+        def run(self: Job, *args: Any, **kwargs: Any) -> Any:
+            return func(*args, **kwargs)
+
+        attributes["run"] = run
+        attributes["__module__"] = func.__module__
+        attributes["__doc__"] = func.__doc__
+        job_class = type(func.__name__, (base,), attributes)
+        return JobFunction(func, job_class)
+
+    if fn is not None:
+        if not callable(fn):
+            raise JobDefinitionError("@job takes keyword options only, e.g. @job(queue='emails')")
+        return decorate(fn)
+    return decorate

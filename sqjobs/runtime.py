@@ -1,0 +1,82 @@
+"""The process's current settings and broker, resolved on first use, never at import.
+
+Order: what :func:`configure` was given, else the file named by
+``SQJOBS_CONFIG``, else the embedded defaults in the current directory.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any
+
+from .brokers import Broker, create_broker
+from .config import Settings, load_settings
+
+_lock = threading.RLock()
+_settings: Settings | None = None
+_broker: Broker | None = None
+
+
+def configure(config: str | None = None, *, broker: Broker | str | None = None,
+              settings: Settings | None = None) -> Settings:
+    """Choose this process's settings and broker; return the settings.
+
+    ``config`` is a config file path; ``settings`` already-read settings;
+    ``broker`` a Broker instance or URL overriding the settings' broker.
+    Calling it again replaces what an earlier call chose.
+    """
+    global _settings, _broker
+    with _lock:
+        chosen = settings or load_settings(config)
+        for path in reversed(chosen.import_paths):
+            if path not in sys.path:
+                sys.path.insert(0, path)
+        _settings = chosen
+        if isinstance(broker, Broker):
+            _broker = broker
+        else:
+            _broker = create_broker(broker or chosen.broker_url, chosen)
+        return chosen
+
+
+def get_settings() -> Settings:
+    """Return the current settings, reading them on first use."""
+    with _lock:
+        if _settings is None:
+            configure()
+        assert _settings is not None
+        return _settings
+
+
+def get_broker() -> Broker:
+    """Return the current broker, creating it on first use."""
+    with _lock:
+        if _broker is None:
+            configure()
+        assert _broker is not None
+        return _broker
+
+
+def reset() -> None:
+    """Forget the settings and broker (tests use this between cases)."""
+    global _settings, _broker
+    with _lock:
+        _settings = None
+        _broker = None
+
+
+def create_eager_broker() -> Broker:
+    """The seed talk's eager broker: jobs run inside ``add_job``/``.delay()``. Also makes it current."""
+    from .brokers.eager import EagerBroker
+
+    broker = EagerBroker()
+    configure(broker=broker)
+    return broker
+
+
+def create_sqs_broker(**options: Any) -> Broker:
+    """The seed talk's SQS broker: ``access_key``, ``secret_key``, ``region``, ``endpoint_url``..."""
+    from .brokers.sqs import SQSBroker
+
+    return SQSBroker(**options)

@@ -1,0 +1,308 @@
+"""The worker: receive -> run -> delete, retry or dead-letter, with a visibility heartbeat.
+
+One worker is one process consuming one or more queues in priority order (the
+first queue is served first). It holds the messages it received (the running
+one and the prefetched ones) and a heartbeat thread keeps them hidden while it
+does. SIGTERM or SIGINT stops it gracefully: no new receive, the running job
+finishes, the prefetched messages are handed back at once, exit code 0.
+
+Tests drive it without threads or signals through :meth:`Worker.run_once`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Any, Callable, Sequence
+
+from . import defaults
+from .brokers.base import Broker, ReceivedMessage
+from .errors import BrokerAuthError, MalformedMessageError, UnknownJobError
+from .execution import AttemptResult, Outcome, backoff_delay, run_attempt
+from .job import Job, Registry, registry as default_registry
+from .message import JobMessage, decode
+from .status import record_outcome, record_started, should_skip
+
+logger = logging.getLogger("sqjobs.worker")
+
+#: Pause after a broker error before trying again (doubled up to the cap).
+ERROR_PAUSE_S = 1.0
+ERROR_PAUSE_MAX_S = 30.0
+
+
+class HeldMessages:
+    """The messages a worker holds, and the heartbeat that keeps them hidden."""
+
+    def __init__(self, broker: Broker, visibility_timeout_s: float) -> None:
+        self.broker = broker
+        self.visibility_timeout_s = visibility_timeout_s
+        self._held: dict[str, ReceivedMessage] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def interval_s(self) -> float:
+        """Seconds between two extensions: a third of the visibility timeout."""
+        return max(self.visibility_timeout_s / 3.0, 0.1)
+
+    def add(self, messages: Sequence[ReceivedMessage]) -> None:
+        """Start holding ``messages``."""
+        with self._lock:
+            for message in messages:
+                self._held[message.receipt] = message
+
+    def release(self, message: ReceivedMessage) -> None:
+        """Stop holding ``message`` (before it is deleted, retried or dead-lettered)."""
+        with self._lock:
+            self._held.pop(message.receipt, None)
+
+    def hand_back(self, messages: Sequence[ReceivedMessage]) -> None:
+        """Make unstarted ``messages`` visible again at once."""
+        by_queue: dict[str, list[str]] = {}
+        with self._lock:
+            for message in messages:
+                if self._held.pop(message.receipt, None) is not None:
+                    by_queue.setdefault(message.queue, []).append(message.receipt)
+            for queue, receipts in by_queue.items():
+                self.broker.change_visibility_batch(queue, receipts, 0)
+        if by_queue:
+            logger.info("handed back %d unstarted message(s)", sum(map(len, by_queue.values())))
+
+    def extend(self) -> None:
+        """Push the visibility of every held message a full timeout into the future."""
+        with self._lock:
+            by_queue: dict[str, list[str]] = {}
+            for message in self._held.values():
+                by_queue.setdefault(message.queue, []).append(message.receipt)
+            for queue, receipts in by_queue.items():
+                for start in range(0, len(receipts), defaults.MAX_BATCH):
+                    self.broker.change_visibility_batch(
+                        queue, receipts[start:start + defaults.MAX_BATCH], self.visibility_timeout_s)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.extend()
+            except Exception:
+                logger.exception("heartbeat could not extend the visibility of held messages")
+
+    def start(self) -> None:
+        """Run the heartbeat in a daemon thread."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._beat, name="sqjobs-heartbeat", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the heartbeat thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+
+class Worker:
+    """Consumes ``queues`` of ``broker`` and runs the jobs their messages name."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        queues: Sequence[str],
+        *,
+        prefetch: int = defaults.PREFETCH,
+        visibility_timeout_s: float = defaults.VISIBILITY_TIMEOUT_S,
+        wait_s: float | None = None,
+        max_jobs: int = 0,
+        burst: bool = False,
+        registry: Registry = default_registry,
+        status_file: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not queues:
+            raise ValueError("a worker needs at least one queue")
+        self.broker = broker
+        self.queues = list(queues)
+        self.prefetch = max(1, min(prefetch, defaults.MAX_BATCH))
+        self.visibility_timeout_s = visibility_timeout_s
+        self.wait_s = getattr(broker, "default_wait_s", defaults.SQLITE_WAIT_S) if wait_s is None else wait_s
+        self.max_jobs = max_jobs
+        self.burst = burst
+        self.registry = registry
+        self.status_file = status_file
+        self.clock = clock
+        self.held = HeldMessages(broker, visibility_timeout_s)
+        self.jobs_done = 0
+        self.last_job: str | None = None
+        self._stopping = threading.Event()
+        self._last_status_write = 0.0
+        for queue in self.queues:
+            broker.ensure_queue(queue)
+
+    # -- stopping ----------------------------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        """True once a stop was asked for (signal, --max-jobs reached)."""
+        return self._stopping.is_set()
+
+    def request_stop(self, *_: Any) -> None:
+        """Ask the worker to stop after the running job; safe from a signal handler."""
+        self._stopping.set()
+        self.broker.interrupt()
+
+    def install_signal_handlers(self) -> None:
+        """Make SIGTERM and SIGINT graceful stops."""
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    # -- one step ----------------------------------------------------------------------
+
+    def receive(self, wait_s: float) -> list[ReceivedMessage]:
+        """Receive from the first queue (in priority order) that has messages; wait on the last."""
+        for index, queue in enumerate(self.queues):
+            last = index == len(self.queues) - 1
+            messages = self.broker.receive(queue, self.prefetch, wait_s if last else 0, self.visibility_timeout_s)
+            if messages:
+                return messages
+            if self.stopping:
+                break
+        return []
+
+    def run_once(self, wait_s: float = 0) -> int:
+        """Receive one batch and process it; return how many messages were handled."""
+        self._write_status()
+        messages = self.receive(wait_s)
+        self.held.add(messages)
+        handled = 0
+        try:
+            for message in messages:
+                if self.stopping:
+                    break
+                self.process(message)
+                handled += 1
+                if self.max_jobs and self.jobs_done >= self.max_jobs:
+                    self._stopping.set()
+        finally:
+            self.held.hand_back(messages[handled:])
+        return handled
+
+    def process(self, message: ReceivedMessage) -> None:
+        """Decode, run and settle one message; never raises for a bad message or a failed job."""
+        try:
+            decoded = decode(message.body, message.message_id)
+            job_class = self.registry.get(decoded.name)
+        except MalformedMessageError as exc:
+            self._dead_letter(message, f"malformed message: {exc.reason}")
+            return
+        except UnknownJobError:
+            name = json.dumps(decoded.name)
+            self._dead_letter(message, f"unknown job name {name}: no registered job has it")
+            return
+        if should_skip(job_class, decoded):
+            logger.info("job %s %s on %s: already succeeded, not run again", decoded.id, decoded.name,
+                        message.queue)
+            self._settle(message, lambda: self.broker.delete(message.queue, message.receipt))
+            return
+        self._run(message, job_class, decoded)
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _run(self, message: ReceivedMessage, job_class: type[Job], decoded: JobMessage) -> None:
+        attempt_no = message.receive_count
+        last_attempt = attempt_no > job_class.retries
+        logger.info("job %s %s on %s: attempt %d started", decoded.id, decoded.name, message.queue, attempt_no)
+        record_started(job_class, decoded, message.queue, attempt_no)
+        attempt = run_attempt(job_class, decoded, message.queue, attempt_no, last_attempt)
+        self.jobs_done += 1
+        self.last_job = decoded.id
+        record_outcome(job_class, decoded, attempt, final=last_attempt or attempt.outcome is Outcome.SUCCESS)
+        if attempt.outcome is Outcome.SUCCESS:
+            logger.info("job %s %s on %s: attempt %d succeeded in %.3f s", decoded.id, decoded.name,
+                        message.queue, attempt_no, attempt.duration_s)
+            self._settle(message, lambda: self.broker.delete(message.queue, message.receipt))
+        elif last_attempt:
+            reason = self._failure_reason(attempt, attempt_no)
+            logger.error("job %s %s on %s: attempt %d failed in %.3f s, no attempts left: %s", decoded.id,
+                         decoded.name, message.queue, attempt_no, attempt.duration_s, reason)
+            self._dead_letter(message, reason)
+        else:
+            delay_s = attempt.requested_delay_s
+            if delay_s is None:
+                delay_s = backoff_delay(job_class, attempt_no)
+            delay_s = min(delay_s, defaults.MAX_VISIBILITY_TIMEOUT_S)
+            logger.warning("job %s %s on %s: attempt %d failed in %.3f s, retry in %.1f s: %s", decoded.id,
+                           decoded.name, message.queue, attempt_no, attempt.duration_s, delay_s,
+                           self._error_text(attempt))
+            self._settle(message, lambda: self.broker.change_visibility(message.queue, message.receipt, delay_s))
+
+    @staticmethod
+    def _error_text(attempt: AttemptResult) -> str:
+        error = attempt.error
+        return f"{type(error).__name__}: {error}" if error is not None else "unknown error"
+
+    def _failure_reason(self, attempt: AttemptResult, attempt_no: int) -> str:
+        return f"failed after {attempt_no} attempt(s): {self._error_text(attempt)}"
+
+    def _dead_letter(self, message: ReceivedMessage, reason: str) -> None:
+        logger.error("message %s on %s moved to the dead-letter queue: %s", message.message_id, message.queue,
+                     reason)
+        self._settle(message, lambda: self.broker.dead_letter(message.queue, message, reason))
+
+    def _settle(self, message: ReceivedMessage, action: Callable[[], None]) -> None:
+        """Stop holding ``message`` and apply ``action``; a broker error leaves it to be redelivered."""
+        self.held.release(message)
+        try:
+            action()
+        except BrokerAuthError:
+            raise
+        except Exception:
+            logger.exception("message %s on %s: could not settle it; it will be delivered again",
+                             message.message_id, message.queue)
+
+    def _write_status(self) -> None:
+        """Write the status file (last poll, last job) at most once a second, atomically."""
+        if not self.status_file:
+            return
+        now = self.clock()
+        if now - self._last_status_write < 1.0:
+            return
+        self._last_status_write = now
+        temporary = f"{self.status_file}.{os.getpid()}.tmp"
+        try:
+            with open(temporary, "w", encoding="utf-8") as handle:
+                json.dump({"pid": os.getpid(), "last_poll": now, "last_job": self.last_job,
+                           "jobs_done": self.jobs_done, "queues": self.queues}, handle)
+            os.replace(temporary, self.status_file)
+        except OSError:
+            logger.exception("cannot write the worker status file %s", self.status_file)
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Consume until stopped (signal, --max-jobs, or --burst with empty queues); return exit code 0."""
+        logger.info("worker %d consuming %s", os.getpid(), ", ".join(self.queues))
+        self.held.start()
+        pause_s = ERROR_PAUSE_S
+        try:
+            while not self.stopping:
+                try:
+                    handled = self.run_once(0 if self.burst else self.wait_s)
+                    pause_s = ERROR_PAUSE_S
+                except BrokerAuthError:
+                    raise
+                except Exception:
+                    logger.exception("broker error while receiving; trying again in %.0f s", pause_s)
+                    self._stopping.wait(pause_s)
+                    pause_s = min(pause_s * 2, ERROR_PAUSE_MAX_S)
+                    continue
+                if self.burst and handled == 0:
+                    logger.info("worker %d: queues empty, leaving (--burst)", os.getpid())
+                    break
+        finally:
+            self.held.stop()
+        logger.info("worker %d stopped after %d job(s)", os.getpid(), self.jobs_done)
+        return 0

@@ -1,0 +1,100 @@
+"""Jobs that test worker processes import (``[sqjobs] jobs = jobs_for_tests``).
+
+Each job records what it did by appending one line to a file named in its
+arguments; small appends with O_APPEND are atomic between processes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from sqjobs import Job, Retry, job
+
+
+def record(path: str, line: str) -> None:
+    """Append ``line`` to ``path`` atomically."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+@job(queue="default", name="record")
+def record_job(path: str, token: str) -> str:
+    """Record ``token`` and return it."""
+    record(path, f"{token} {os.getpid()}")
+    return token
+
+
+@job(queue="default", name="slow")
+def slow_job(path: str, token: str, seconds: float) -> str:
+    """Record the start, sleep ``seconds``, record the end."""
+    record(path, f"start {token} {os.getpid()}")
+    time.sleep(seconds)
+    record(path, f"end {token} {os.getpid()}")
+    return token
+
+
+@job(queue="default", name="wait_for_file")
+def wait_for_file_job(path: str, token: str, release: str, limit_s: float = 60) -> str:
+    """Record the start, wait until ``release`` exists, record the end (lets tests act mid-job)."""
+    record(path, f"start {token} {os.getpid()}")
+    deadline = time.monotonic() + limit_s
+    while not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    record(path, f"end {token} {os.getpid()}")
+    return token
+
+
+def _flaky(path: str, token: str, failures: int) -> str:
+    done = sum(1 for line in Path(path).read_text().splitlines() if line.startswith(f"try {token} ")) \
+        if os.path.exists(path) else 0
+    record(path, f"try {token} {time.time():.3f}")
+    if done < failures:
+        raise RuntimeError(f"planned failure {done + 1} of {failures}")
+    record(path, f"ok {token}")
+    return token
+
+
+@job(queue="default", name="flaky2", retries=2, retry_delay=0.3)
+def flaky_two_retries(path: str, token: str, failures: int) -> str:
+    """Fail ``failures`` times, then succeed; two retries allowed."""
+    return _flaky(path, token, failures)
+
+
+@job(queue="default", name="flaky1", retries=1, retry_delay=0.3)
+def flaky_one_retry(path: str, token: str, failures: int) -> str:
+    """Fail ``failures`` times, then succeed; one retry allowed."""
+    return _flaky(path, token, failures)
+
+
+@job(queue="default", name="asks_retry", retries=3)
+def asks_retry(path: str, token: str) -> str:
+    """Ask for a retry in 0.2 s once, then succeed."""
+    if not os.path.exists(path):
+        record(path, f"retry {token}")
+        raise Retry(delay=0.2)
+    record(path, f"ok {token}")
+    return token
+
+
+@job(queue="default", name="too_slow", timeout=0.5)
+def too_slow(path: str, token: str) -> str:
+    """Run past its 0.5 s timeout."""
+    record(path, f"start {token}")
+    time.sleep(30)
+    record(path, f"end {token}")
+    return token
+
+
+class AdderJob(Job):
+    """The seed talk's AdderJob."""
+
+    name = "adder_job"
+    queue = "default"
+
+    def run(self, *args: int, **kwargs: object) -> int:
+        return sum(args)
