@@ -1,0 +1,50 @@
+"""Shared fixtures: a fresh runtime per test and the broker kinds the contract suite runs on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from sqjobs import runtime
+from sqjobs.brokers.base import Broker
+from sqjobs.brokers.eager import EagerBroker
+from sqjobs.brokers.memory import MemoryBroker
+from sqjobs.brokers.sqlite import SQLiteBroker
+
+
+@pytest.fixture(autouse=True)
+def fresh_runtime() -> Iterator[None]:
+    """Each test starts with no configured broker, and leaves none behind."""
+    runtime.reset()
+    yield
+    runtime.reset()
+
+
+def _sqlite(tmp_path: Path, request: pytest.FixtureRequest) -> Broker:
+    return SQLiteBroker(str(tmp_path / "queue.db"))
+
+
+def _memory(tmp_path: Path, request: pytest.FixtureRequest) -> Broker:
+    return MemoryBroker()
+
+
+def _eager(tmp_path: Path, request: pytest.FixtureRequest) -> Broker:
+    return EagerBroker()
+
+
+#: Broker kind -> factory(tmp_path, request). The contract suite runs once per entry.
+BROKER_FACTORIES: dict[str, Callable[[Path, pytest.FixtureRequest], Broker]] = {
+    "sqlite": _sqlite,
+    "memory": _memory,
+    "eager": _eager,
+}
+
+
+@pytest.fixture(params=sorted(BROKER_FACTORIES))
+def any_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
+    """Each broker kind in turn, new and empty."""
+    broker = BROKER_FACTORIES[request.param](tmp_path, request)
+    yield broker
+    broker.close()
