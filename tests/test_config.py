@@ -1,0 +1,97 @@
+"""The one config file: typed settings, and errors that name the file, section and key."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from sqjobs.config import default_settings, load, load_settings
+from sqjobs.errors import ConfigError
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "etc" / "sqjobs.conf.example"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "sqjobs.conf"
+    path.write_text(text)
+    return path
+
+
+def test_the_documented_example_loads_with_every_key(tmp_path: Path) -> None:
+    settings = load(str(EXAMPLE))
+    assert settings.get("sqjobs", "broker").startswith("sqlite:///")
+    assert settings.workers and settings.workers[0].name == "default"
+    assert settings.get("sqs", "wait_time_s") == 20
+
+
+def test_values_are_typed_and_relative_sqlite_paths_follow_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+[sqjobs]
+broker = sqlite:///data/queue.db   ; inline comment
+jobs = myapp.jobs, billing.jobs
+path = src
+
+[worker:emails]
+queues = emails, default
+processes = 3
+visibility_timeout_s = 2.5
+""")
+    settings = load(str(path))
+    assert settings.broker_url == f"sqlite:///{tmp_path}/data/queue.db"
+    assert settings.job_modules == ("myapp.jobs", "billing.jobs")
+    assert settings.import_paths == (os.path.join(str(tmp_path), "src"),)
+    group = settings.worker_group("emails")
+    assert (group.queues, group.processes, group.visibility_timeout_s) == (("emails", "default"), 3, 2.5)
+    assert settings.get("sqjobs", "database") == "sqlite:///sqjobs.db"
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("[sqjobs]\nbrokr = memory://\n", "[sqjobs] brokr: unknown key"),
+        ("[workers:x]\nqueues = a\n", "[workers:x]: unknown section"),
+        ("[worker:default]\nprocesses = two\n", "[worker:default] processes = 'two'"),
+        ("[worker:default]\nprocesses = -1\n", "[worker:default] processes = '-1': must not be negative"),
+        ("[sqs]\nwait_time_s = soon\n", "[sqs] wait_time_s = 'soon'"),
+        ("[sqjobs]\ntrack = sometimes\n", "[sqjobs] track = 'sometimes': must be all, marked or none"),
+        ("[worker:]\nqueues = a\n", "a worker section needs a name"),
+        ("[worker:x]\nqueues =\n", "[worker:x] queues: names no queue"),
+        ("no section header\n", "not a valid INI file"),
+    ],
+)
+def test_bad_lines_name_the_file_section_and_key(tmp_path: Path, text: str, named: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load(str(path))
+    assert str(path) in str(caught.value)
+    assert named in str(caught.value)
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the config file"):
+        load(str(tmp_path / "nope.conf"))
+
+
+def test_no_file_means_the_embedded_defaults_in_the_current_directory(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SQJOBS_CONFIG", raising=False)
+    settings = load_settings()
+    assert settings.source is None
+    assert settings.broker_url == f"sqlite:///{tmp_path}/sqjobs-queue.db"
+    assert default_settings().workers[0].queues == ("default",)
+
+
+def test_sqjobs_config_environment_variable_names_the_file(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "[sqjobs]\nbroker = memory://\n")
+    monkeypatch.setenv("SQJOBS_CONFIG", str(path))
+    assert load_settings().broker_url == "memory://"
+
+
+def test_unknown_worker_group_is_an_error(tmp_path: Path) -> None:
+    settings = load(str(write(tmp_path, "[worker:a]\nqueues = a\n")))
+    with pytest.raises(ConfigError, match=r"no \[worker:b\] section"):
+        settings.worker_group("b")

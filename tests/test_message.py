@@ -1,0 +1,93 @@
+"""The wire format: what other languages send must run, and what JSON cannot carry is refused."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+
+import pytest
+
+from sqjobs.errors import MalformedMessageError, MessageTooLargeError
+from sqjobs.message import JobMessage, check_size, decode, encode
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def test_encode_is_base64_of_json_with_id_name_args_kwargs() -> None:
+    body = encode(JobMessage(name="adder_job", args=[1, 2], kwargs={"x": "é"}, id="abc"))
+    data = json.loads(base64.b64decode(body).decode("utf-8"))
+    assert data["id"] == "abc" and data["name"] == "adder_job"
+    assert data["args"] == [1, 2] and data["kwargs"] == {"x": "é"}
+
+
+def test_round_trip() -> None:
+    message = JobMessage(name="n", args=[1, [2, {"a": None}]], kwargs={"k": 1.5})
+    assert decode(encode(message), "fallback") == message
+
+
+def test_php_shaped_message_with_only_name_args_kwargs_decodes_with_the_broker_id() -> None:
+    body = b64(json.dumps({"name": "adder_job", "args": [1, 2, 3], "kwargs": {}}))
+    message = decode(body, "broker-id-1")
+    assert (message.name, message.args, message.kwargs, message.id) == ("adder_job", [1, 2, 3], {}, "broker-id-1")
+
+
+def test_plain_json_body_is_accepted_and_missing_args_default_to_empty() -> None:
+    message = decode('{"name": "ping"}', "m1")
+    assert (message.args, message.kwargs) == ([], {})
+
+
+def test_unknown_fields_are_ignored_but_kept_as_extra() -> None:
+    message = decode(b64(json.dumps({"name": "n", "eta": 5, "future": {"x": 1}})), "m")
+    assert message.name == "n"
+    assert message.extra == {"eta": 5, "future": {"x": 1}}
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("%%% not base64 %%%", "neither base64 nor JSON"),
+        (b64("not json at all"), "not valid JSON"),
+        (base64.b64encode(b"\xff\xfe").decode(), "not UTF-8"),
+        (b64("[1, 2]"), "not an object"),
+        (b64('{"args": []}'), "no job 'name'"),
+        (b64('{"name": "", "args": []}'), "no job 'name'"),
+        (b64('{"name": "n", "args": {"a": 1}}'), "'args' is a JSON dict, not a list"),
+        (b64('{"name": "n", "kwargs": [1]}'), "'kwargs' is a JSON list, not an object"),
+        ('{"name": "n", "args": 5', "not valid JSON"),
+    ],
+)
+def test_malformed_bodies_raise_with_a_reason(body: str, reason: str) -> None:
+    with pytest.raises(MalformedMessageError) as caught:
+        decode(body, "m")
+    assert reason in caught.value.reason
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "named"),
+    [
+        ([object()], {}, "argument 0"),
+        ([1, {1: "int key"}], {}, "argument 1"),
+        ([], {"when": math.nan}, "argument 'when'"),
+        ([], {"items": [1, {2, 3}]}, "argument 'items'[1]"),
+        ([b"bytes"], {}, "argument 0"),
+    ],
+)
+def test_values_json_cannot_carry_raise_type_error_naming_the_argument(args: list, kwargs: dict,
+                                                                        named: str) -> None:
+    with pytest.raises(TypeError) as caught:
+        encode(JobMessage(name="n", args=args, kwargs=kwargs))
+    assert named in str(caught.value)
+
+
+def test_tuples_become_lists() -> None:
+    body = encode(JobMessage(name="n", args=[(1, 2)]))
+    assert decode(body, "m").args == [[1, 2]]
+
+
+def test_check_size_refuses_bodies_over_the_limit() -> None:
+    check_size("x" * 100, 100)
+    with pytest.raises(MessageTooLargeError, match="101 bytes.*limit of 100"):
+        check_size("x" * 101, 100)

@@ -1,0 +1,280 @@
+"""The worker loop stepped in-process on the memory broker: settling, retries, poison, hand-back."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+from typing import Any
+
+import pytest
+
+from sqjobs import Job, Retry, job
+from sqjobs.brokers.base import REASON_ATTRIBUTE
+from sqjobs.brokers.memory import MemoryBroker
+from sqjobs.execution import backoff_delay
+from sqjobs.worker import Worker
+
+
+class Clock:
+    """A clock tests move by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+calls: list[str] = []
+
+
+@job(queue="steps", name="steps.ok")
+def ok_job(value: int) -> int:
+    calls.append(f"ok {value}")
+    return value
+
+
+@job(queue="steps", name="steps.flaky", retries=2, retry_delay=10)
+def flaky_job(failures: int) -> str:
+    calls.append("try")
+    if calls.count("try") <= failures:
+        raise RuntimeError(f"failure {calls.count('try')}")
+    return "done"
+
+
+@job(queue="steps", name="steps.retry_me", retries=1)
+def retry_me() -> None:
+    calls.append("retry_me")
+    raise Retry(delay=42)
+
+
+@job(queue="steps", name="steps.timeout", timeout=0.2)
+def timeout_job() -> None:
+    import time
+
+    calls.append("timeout start")
+    time.sleep(10)
+    calls.append("timeout end")
+
+
+class HookedJob(Job):
+    name = "steps.hooked"
+    queue = "steps"
+    retries = 1
+    retry_delay = 1
+
+    def run(self, fail: bool) -> str:
+        if fail:
+            raise ValueError("nope")
+        return "fine"
+
+    def tear_down(self, fail: bool) -> None:
+        calls.append("tear_down")
+
+    def on_success(self, result: Any) -> None:
+        calls.append(f"on_success {result}")
+
+    def on_retry(self, exc: BaseException) -> None:
+        calls.append(f"on_retry {exc}")
+
+    def on_failure(self, exc: BaseException) -> None:
+        calls.append(f"on_failure {exc}")
+
+
+@pytest.fixture()
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture()
+def broker(clock: Clock) -> MemoryBroker:
+    calls.clear()
+    return MemoryBroker(clock=clock)
+
+
+def make_worker(broker: MemoryBroker, **options: Any) -> Worker:
+    return Worker(broker, ["steps"], wait_s=0, **options)
+
+
+def dead_reasons(broker: MemoryBroker) -> list[str]:
+    return [m.attributes[REASON_ATTRIBUTE] for m in broker.peek("steps-dead", 100)]
+
+
+def test_success_deletes_the_message(broker: MemoryBroker) -> None:
+    broker.enqueue(ok_job.job_class, (5,))
+    worker = make_worker(broker)
+    assert worker.run_once() == 1
+    assert calls == ["ok 5"]
+    stats = broker.stats("steps")
+    assert (stats.visible, stats.in_flight, stats.dead) == (0, 0, 0)
+
+
+def test_failure_with_attempts_left_hides_the_same_message_for_the_backoff(broker: MemoryBroker,
+                                                                          clock: Clock) -> None:
+    broker.enqueue(flaky_job.job_class, (2,))
+    worker = make_worker(broker)
+    worker.run_once()
+    assert broker.stats("steps").in_flight == 1
+    clock.now += 9.9  # first backoff is 10 s (+ at most 10 % jitter)
+    assert worker.run_once() == 0
+    clock.now += 1.2
+    worker.run_once()
+    assert calls == ["try", "try"]
+    clock.now += 25  # second backoff is 20-22 s
+    worker.run_once()
+    assert calls == ["try", "try", "try"]
+    stats = broker.stats("steps")
+    assert (stats.visible, stats.in_flight, stats.dead) == (0, 0, 0)
+
+
+def test_failure_on_the_last_attempt_dead_letters_with_the_reason(broker: MemoryBroker, clock: Clock) -> None:
+    broker.enqueue(flaky_job.job_class, (5,))
+    worker = make_worker(broker)
+    for _ in range(3):
+        worker.run_once()
+        clock.now += 100
+    assert calls == ["try", "try", "try"]
+    assert dead_reasons(broker) == ["failed after 3 attempt(s): RuntimeError: failure 3"]
+
+
+def test_backoff_grows_is_capped_and_jittered() -> None:
+    rng = random.Random(1)
+    delays = [backoff_delay(flaky_job.job_class, attempt, rng) for attempt in range(1, 6)]
+    assert all(later > earlier for earlier, later in zip(delays, delays[1:]))
+    assert 10 <= delays[0] <= 11 and 20 <= delays[1] <= 22
+    assert backoff_delay(flaky_job.job_class, 40, rng) <= 3600 * 1.1
+
+
+def test_retry_exception_uses_the_requested_delay_and_counts_as_an_attempt(broker: MemoryBroker,
+                                                                          clock: Clock) -> None:
+    broker.enqueue(retry_me.job_class)
+    worker = make_worker(broker)
+    worker.run_once()
+    clock.now += 41
+    assert worker.run_once() == 0
+    clock.now += 2
+    worker.run_once()
+    assert calls == ["retry_me", "retry_me"]
+    assert dead_reasons(broker) == ["failed after 2 attempt(s): Retry: retry requested"]
+
+
+def test_hard_timeout_interrupts_the_job_and_counts_as_a_failure(broker: MemoryBroker) -> None:
+    broker.enqueue(timeout_job.job_class)
+    make_worker(broker).run_once()
+    assert calls == ["timeout start"]
+    [reason] = dead_reasons(broker)
+    assert "JobTimeoutError" in reason and "timeout of 0.2 s" in reason
+
+
+def test_hooks_order_on_retry_failure_and_success(broker: MemoryBroker, clock: Clock) -> None:
+    broker.enqueue(HookedJob, (True,))
+    worker = make_worker(broker)
+    worker.run_once()
+    clock.now += 5
+    worker.run_once()
+    broker.enqueue(HookedJob, (False,))
+    worker.run_once()
+    assert calls == ["tear_down", "on_retry nope", "tear_down", "on_failure nope", "tear_down",
+                     "on_success fine"]
+
+
+def _raw(data: Any) -> str:
+    return base64.b64encode(json.dumps(data).encode()).decode()
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("@@not base64@@", "malformed message: body is neither base64 nor JSON"),
+        (base64.b64encode(b"not json").decode(), "malformed message: body is not valid JSON"),
+        (_raw({"args": [1]}), "malformed message: message has no job 'name'"),
+        (_raw({"name": "no.such.job"}), 'unknown job name "no.such.job"'),
+        (_raw({"name": "steps.ok", "args": "1"}), "malformed message: 'args' is a JSON str, not a list"),
+        (_raw({"name": "steps.ok", "args": [1], "kwargs": [2]}), "malformed message: 'kwargs' is a JSON list"),
+    ],
+)
+def test_poison_messages_go_to_the_dead_letter_queue_and_the_next_message_runs(
+        broker: MemoryBroker, body: str, reason: str) -> None:
+    broker.send("steps", body)
+    broker.enqueue(ok_job.job_class, (1,))
+    worker = make_worker(broker, prefetch=10)
+    assert worker.run_once() == 2
+    assert calls == ["ok 1"]
+    [dead] = dead_reasons(broker)
+    assert dead.startswith(reason)
+
+
+def test_a_job_with_bad_arguments_for_its_signature_fails_like_any_error(broker: MemoryBroker) -> None:
+    broker.send("steps", _raw({"name": "steps.ok", "args": [1, 2, 3]}))
+    make_worker(broker).run_once()
+    [reason] = dead_reasons(broker)
+    assert "TypeError" in reason
+
+
+def test_stop_hands_back_prefetched_messages_at_once(broker: MemoryBroker) -> None:
+    for value in range(5):
+        broker.enqueue(ok_job.job_class, (value,))
+
+    class StopAfterFirst(Worker):
+        def process(self, message: Any) -> None:
+            super().process(message)
+            self.request_stop()
+
+    worker = StopAfterFirst(broker, ["steps"], wait_s=0, prefetch=10)
+    assert worker.run_once() == 1
+    assert calls == ["ok 0"]
+    stats = broker.stats("steps")
+    assert (stats.visible, stats.in_flight) == (4, 0)
+
+
+def test_max_jobs_stops_the_worker(broker: MemoryBroker) -> None:
+    for value in range(5):
+        broker.enqueue(ok_job.job_class, (value,))
+    worker = make_worker(broker, max_jobs=2, prefetch=10)
+    assert worker.run() == 0
+    assert calls == ["ok 0", "ok 1"]
+    assert broker.stats("steps").visible == 3
+
+
+def test_burst_run_drains_and_returns(broker: MemoryBroker) -> None:
+    for value in range(25):
+        broker.enqueue(ok_job.job_class, (value,))
+    assert make_worker(broker, burst=True).run() == 0
+    assert len(calls) == 25
+
+
+def test_heartbeat_extends_every_held_message(broker: MemoryBroker, clock: Clock) -> None:
+    broker.enqueue(ok_job.job_class, (1,))
+    broker.enqueue(ok_job.job_class, (2,))
+    worker = make_worker(broker, visibility_timeout_s=30)
+    messages = worker.receive(0)
+    worker.held.add(messages)
+    clock.now += 25
+    worker.held.extend()
+    clock.now += 25  # 50 s after the receive, past the original timeout
+    assert broker.receive("steps", 10) == []
+    assert broker.stats("steps").in_flight == 2
+
+
+def test_queues_are_served_in_priority_order(clock: Clock) -> None:
+    calls.clear()
+    broker = MemoryBroker(clock=clock)
+    broker.enqueue(ok_job.job_class, (2,), queue="low")
+    broker.enqueue(ok_job.job_class, (1,), queue="high")
+    worker = Worker(broker, ["high", "low"], wait_s=0, prefetch=1)
+    worker.run_once()
+    worker.run_once()
+    assert calls == ["ok 1", "ok 2"]
+
+
+def test_worker_status_file_records_the_last_poll_and_job(broker: MemoryBroker, tmp_path: Any,
+                                                          clock: Clock) -> None:
+    broker.enqueue(ok_job.job_class, (1,))
+    status = tmp_path / "worker.json"
+    worker = make_worker(broker, status_file=str(status), clock=clock)
+    worker.run_once()
+    clock.now += 2
+    worker.run_once()
+    data = json.loads(status.read_text())
+    assert data["last_poll"] == clock.now and data["jobs_done"] == 1 and data["last_job"]
