@@ -95,6 +95,8 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[str], Any], Any]]] = {
         "run_dir": (_as_text, "run"),
         "log_dir": (_as_text, "log"),
         "stop_timeout_s": (_as_optional_seconds, None),
+        "stall_timeout_s": (_as_optional_seconds, None),
+        "watchdog_interval_s": (_as_seconds, 5.0),
     },
 }
 

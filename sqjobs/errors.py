@@ -59,6 +59,14 @@ class JobTimeoutError(JobError):
     """A job ran longer than its ``timeout`` and was interrupted."""
 
 
+class DaemonError(SQJobsError):
+    """sqjobsd cannot do what was asked (already running, socket path too long, supervisord failed)."""
+
+
+class DaemonNotRunningError(DaemonError):
+    """No supervisord of sqjobsd answers in the configured run directory."""
+
+
 class Retry(SQJobsError):
     """Raised from inside a job to ask for another attempt after ``delay`` seconds.
 
