@@ -1,0 +1,103 @@
+"""The sqjobs command: enqueue, queues, dead (list, requeue, purge)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import sqjobs
+from sqjobs.cli import main
+from sqjobs.message import decode
+from tests.support import read_lines, sqlite_config
+
+
+@pytest.fixture()
+def config(tmp_path: Path) -> Path:
+    path = sqlite_config(tmp_path)
+    sqjobs.configure(str(path))
+    return path
+
+
+def run(*args: str) -> str:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_enqueue_prints_the_id_and_a_worker_runs_it(config: Path, tmp_path: Path) -> None:
+    record = tmp_path / "record.txt"
+    job_id = run("enqueue", "-c", str(config), "record", "--args", json.dumps([str(record), "cli"])).strip()
+    assert len(job_id) == 32
+    broker = sqjobs.get_broker()
+    [message] = broker.peek("default")
+    assert decode(message.body, "").id == job_id
+    worker = subprocess.run([sys.executable, "-m", "sqjobs", "worker", "-c", str(config), "default", "--burst"],
+                            capture_output=True, timeout=60)
+    assert worker.returncode == 0
+    assert read_lines(record)[0].startswith("cli ")
+
+
+def test_enqueue_a_name_unknown_here_with_queue_and_delay(config: Path) -> None:
+    job_id = run("enqueue", "-c", str(config), "elsewhere.job", "--kwargs", '{"a": 1}', "--queue", "remote",
+                 "--delay", "60").strip()
+    stats = sqjobs.get_broker().stats("remote")
+    assert stats.delayed == 1 and job_id
+
+
+@pytest.mark.parametrize(("option", "value", "error"), [
+    ("--args", "{", "not valid JSON"),
+    ("--args", '{"a": 1}', "must be a JSON list"),
+    ("--kwargs", "[1]", "must be a JSON object"),
+])
+def test_enqueue_refuses_bad_json(config: Path, option: str, value: str, error: str) -> None:
+    result = CliRunner().invoke(main, ["enqueue", "-c", str(config), "record", option, value])
+    assert result.exit_code == 2
+    assert error in result.output
+
+
+def test_queues_shows_visible_in_flight_delayed_and_dead(config: Path) -> None:
+    run("enqueue", "-c", str(config), "a", "--queue", "q1")
+    run("enqueue", "-c", str(config), "a", "--queue", "q1", "--delay", "100")
+    broker = sqjobs.get_broker()
+    broker.send("q2", "poison")
+    [message] = broker.receive("q2", 1)
+    broker.dead_letter("q2", message, "bad")
+    rows = {row["queue"]: row for row in json.loads(run("queues", "-c", str(config), "--json"))}
+    assert rows["q1"] == {"queue": "q1", "visible": 1, "in_flight": 0, "delayed": 1, "dead": 0}
+    assert rows["q2"]["dead"] == 1
+    text = run("queues", "-c", str(config))
+    assert "q1" in text and "in_flight" in text
+
+
+def test_dead_lists_reasons_requeues_and_purges(config: Path) -> None:
+    broker = sqjobs.get_broker()
+    body = base64.b64encode(json.dumps({"name": "adder_job", "args": [1, 2]}).encode()).decode()
+    for _ in range(3):
+        broker.send("jobs", body)
+    for message in broker.receive("jobs", 10):
+        broker.dead_letter("jobs", message, "failed after 1 attempt(s): boom")
+    rows = json.loads(run("dead", "-c", str(config), "jobs", "--json"))
+    assert len(rows) == 3
+    assert rows[0]["reason"] == "failed after 1 attempt(s): boom"
+    assert rows[0]["name"] == "adder_job" and rows[0]["args"] == [1, 2]
+    assert "failed after 1 attempt(s): boom" in run("dead", "-c", str(config), "jobs")
+    assert "requeued 3 message(s)" in run("dead", "-c", str(config), "jobs", "--requeue")
+    assert broker.stats("jobs").visible == 3 and broker.stats("jobs").dead == 0
+    for message in broker.receive("jobs", 10):
+        broker.dead_letter("jobs", message, "again")
+    assert "purged 3 message(s)" in run("dead", "-c", str(config), "jobs", "--purge")
+    assert broker.stats("jobs").dead == 0
+    assert "jobs-dead is empty" in run("dead", "-c", str(config), "jobs")
+
+
+def test_unknown_jobs_module_is_a_one_line_error(tmp_path: Path) -> None:
+    config = sqlite_config(tmp_path, jobs="no_such_module_here")
+    result = CliRunner().invoke(main, ["worker", "-c", str(config), "--burst"])
+    assert result.exit_code == 1
+    assert "[sqjobs] jobs: cannot import 'no_such_module_here'" in result.output
