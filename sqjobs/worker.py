@@ -139,6 +139,8 @@ class Worker:
         self.last_job: str | None = None
         self._stopping = threading.Event()
         self._last_status_write = 0.0
+        #: Messages whose job succeeded, deleted together when the batch is done.
+        self._succeeded: list[ReceivedMessage] = []
         for queue in self.queues:
             broker.ensure_queue(queue)
 
@@ -188,6 +190,7 @@ class Worker:
                     self._stopping.set()
         finally:
             self.held.hand_back(messages[handled:])
+            self._flush_deletes()
         return handled
 
     def process(self, message: ReceivedMessage) -> None:
@@ -205,7 +208,7 @@ class Worker:
         if should_skip(job_class, decoded):
             logger.info("job %s %s on %s: already succeeded, not run again", decoded.id, decoded.name,
                         message.queue)
-            self._settle(message, lambda: self.broker.delete(message.queue, message.receipt))
+            self._succeeded.append(message)
             return
         self._run(message, job_class, decoded)
 
@@ -223,7 +226,7 @@ class Worker:
         if attempt.outcome is Outcome.SUCCESS:
             logger.info("job %s %s on %s: attempt %d succeeded in %.3f s", decoded.id, decoded.name,
                         message.queue, attempt_no, attempt.duration_s)
-            self._settle(message, lambda: self.broker.delete(message.queue, message.receipt))
+            self._succeeded.append(message)
         elif last_attempt:
             reason = self._failure_reason(attempt, attempt_no)
             logger.error("job %s %s on %s: attempt %d failed in %.3f s, no attempts left: %s", decoded.id,
@@ -246,6 +249,27 @@ class Worker:
 
     def _failure_reason(self, attempt: AttemptResult, attempt_no: int) -> str:
         return f"failed after {attempt_no} attempt(s): {self._error_text(attempt)}"
+
+    def _flush_deletes(self) -> None:
+        """Delete the messages whose jobs succeeded, in batches per queue, then stop holding them.
+
+        Until then the heartbeat keeps them hidden; a crash before the flush
+        runs them again, which at-least-once delivery allows.
+        """
+        succeeded, self._succeeded = self._succeeded, []
+        by_queue: dict[str, list[ReceivedMessage]] = {}
+        for message in succeeded:
+            by_queue.setdefault(message.queue, []).append(message)
+        for queue, messages in by_queue.items():
+            for message in messages:
+                self.held.release(message)
+            try:
+                self.broker.delete_batch(queue, [m.receipt for m in messages])
+            except BrokerAuthError:
+                raise
+            except Exception:
+                logger.exception("could not delete %d finished message(s) on %s; they will be delivered again",
+                                 len(messages), queue)
 
     def _dead_letter(self, message: ReceivedMessage, reason: str) -> None:
         logger.error("message %s on %s moved to the dead-letter queue: %s", message.message_id, message.queue,
