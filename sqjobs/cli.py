@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
 import sys
 from typing import Any
 
@@ -22,10 +23,13 @@ logger = logging.getLogger("sqjobs.cli")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
 
 
-def _setup(config: str | None, import_jobs: bool = True) -> tuple[Settings, Broker]:
+def _setup(config: str | None, import_jobs: bool = True,
+           extra_modules: tuple[str, ...] = ()) -> tuple[Settings, Broker]:
     settings = runtime.configure(config)
+    if extra_modules and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     if import_jobs:
-        for module in settings.job_modules:
+        for module in (*settings.job_modules, *extra_modules):
             try:
                 importlib.import_module(module)
             except ImportError as exc:
@@ -79,13 +83,15 @@ def main(verbose: int) -> None:
 @click.option("--visibility-timeout", type=click.FloatRange(min=0.1), default=None,
               help="Seconds a received message stays hidden (kept up by the heartbeat).")
 @click.option("--status-file", default=None, help="File to write the last poll and job to.")
+@click.option("-i", "--import", "import_modules", multiple=True,
+              help="Also import this job module (from the current directory too); repeatable.")
 def worker(config: str | None, queues: tuple[str, ...], group_name: str | None, burst: bool,
            max_jobs: int | None, prefetch: int | None, visibility_timeout: float | None,
-           status_file: str | None) -> None:
+           status_file: str | None, import_modules: tuple[str, ...]) -> None:
     """Consume QUEUES (default: the group's queues) and run their jobs."""
     from .worker import Worker
 
-    settings, broker = _setup(config)
+    settings, broker = _setup(config, extra_modules=import_modules)
     group = settings.worker_group(group_name) if group_name else (
         settings.workers[0] if settings.workers else None)
     chosen = list(queues) or list(group.queues if group else ("default",))

@@ -1,0 +1,1 @@
+"""Runnable examples: the demo configuration and the jobs of the README's tour."""
