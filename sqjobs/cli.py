@@ -34,7 +34,8 @@ def _setup(config: str | None, import_jobs: bool = True,
                 importlib.import_module(module)
             except ImportError as exc:
                 raise click.ClickException(
-                    f"{settings.source or 'configuration'}: [sqjobs] jobs: cannot import {module!r}: {exc}")
+                    f"{settings.source or 'configuration'}: [sqjobs] jobs: cannot import {module!r}: {exc}"
+                ) from None
     return settings, runtime.get_broker()
 
 

@@ -23,7 +23,8 @@ from . import defaults
 from .brokers.base import Broker, ReceivedMessage
 from .errors import BrokerAuthError, MalformedMessageError, UnknownJobError
 from .execution import AttemptResult, Outcome, backoff_delay, run_attempt
-from .job import Job, Registry, registry as default_registry
+from .job import Job, Registry
+from .job import registry as default_registry
 from .message import JobMessage, decode
 from .status import record_outcome, record_started, should_skip
 

@@ -85,7 +85,7 @@ def stop_process(process: subprocess.Popen, timeout_s: float = DEADLINE_S) -> in
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-            raise AssertionError(f"process {process.pid} ignored SIGTERM for {timeout_s:g} s")
+            raise AssertionError(f"process {process.pid} ignored SIGTERM for {timeout_s:g} s") from None
     return process.returncode
 
 

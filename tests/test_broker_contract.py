@@ -5,8 +5,6 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
-
 from sqjobs.brokers.base import (
     ORIGIN_ATTRIBUTE,
     REASON_ATTRIBUTE,

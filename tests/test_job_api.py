@@ -122,7 +122,8 @@ def test_abstract_bases_are_not_registered_and_names_default_to_module_and_class
         def run(self) -> None:
             return None
 
-    assert Unnamed.name == f"{__name__}.test_abstract_bases_are_not_registered_and_names_default_to_module_and_class.<locals>.Unnamed"
+    assert Unnamed.name == f"{__name__}.{Unnamed.__qualname__}"
+    assert Unnamed.name.endswith("<locals>.Unnamed")
     assert registry.get(Unnamed.name) is Unnamed
 
 

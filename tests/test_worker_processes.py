@@ -53,17 +53,17 @@ def test_kill_9_mid_job_the_message_comes_back_and_another_worker_completes_it(s
     release = record.parent / "release"
     jobs.wait_for_file_job.delay(str(record), "victim", str(release))
     first = start_worker(config, ["default"], "--visibility-timeout", "1", "--prefetch", "1")
-    wait_until(lambda: any(l.startswith("start victim") for l in read_lines(record)), what="the job to start")
+    wait_until(lambda: any(line.startswith("start victim") for line in read_lines(record)), what="the job to start")
     first.send_signal(signal.SIGKILL)
     assert first.wait(10) == -signal.SIGKILL
     release.touch()
     second = start_worker(config, ["default"], "--visibility-timeout", "1")
     try:
-        wait_until(lambda: any(l.startswith("end victim") for l in read_lines(record)), what="the redelivery")
+        wait_until(lambda: any(line.startswith("end victim") for line in read_lines(record)), what="the redelivery")
     finally:
         assert stop_process(second) == 0
     lines = read_lines(record)
-    assert [l.split()[0] for l in lines] == ["start", "start", "end"]
+    assert [line.split()[0] for line in lines] == ["start", "start", "end"]
     assert lines[1].split()[2] == str(second.pid)
     assert broker.stats("default").in_flight == 0 and broker.stats("default").visible == 0
 
@@ -75,22 +75,22 @@ def test_sigterm_mid_job_finishes_the_job_exits_0_and_hands_back_prefetched_mess
     for i in range(5):
         jobs.record_job.delay(str(record), f"later{i}")
     worker = start_worker(config, ["default"], "--prefetch", "10", "--visibility-timeout", "300")
-    wait_until(lambda: any(l.startswith("start running") for l in read_lines(record)), what="the job to start")
+    wait_until(lambda: any(line.startswith("start running") for line in read_lines(record)), what="the job to start")
     assert broker.stats("default").in_flight == 6  # the running job and five prefetched
     worker.send_signal(signal.SIGTERM)
     release.touch()
     assert worker.wait(30) == 0
-    assert any(l.startswith("end running") for l in read_lines(record))
+    assert any(line.startswith("end running") for line in read_lines(record))
     stats = broker.stats("default")
     assert (stats.visible, stats.in_flight) == (5, 0), "prefetched messages are available at once"
-    assert not any(l.startswith("later") for l in read_lines(record))
+    assert not any(line.startswith("later") for line in read_lines(record))
 
 
 def test_an_idle_worker_exits_0_promptly_on_sigterm_and_sigint(setup: tuple) -> None:
     config, broker, record = setup
     for sig in (signal.SIGTERM, signal.SIGINT):
         worker = start_worker(config, ["default"])
-        wait_until(lambda: "consuming default" in worker_log(worker), what="the worker to start")
+        wait_until(lambda w=worker: "consuming default" in worker_log(w), what="the worker to start")
         worker.send_signal(sig)
         assert worker.wait(5) == 0
 
@@ -100,12 +100,12 @@ def test_a_job_longer_than_the_visibility_timeout_runs_once_thanks_to_the_heartb
     jobs.slow_job.delay(str(record), "long", 3.0)
     workers = [start_worker(config, ["default"], "--visibility-timeout", "1") for _ in range(2)]
     try:
-        wait_until(lambda: any(l.startswith("end long") for l in read_lines(record)), what="the long job")
+        wait_until(lambda: any(line.startswith("end long") for line in read_lines(record)), what="the long job")
         wait_until(lambda: broker.stats("default").in_flight == 0, what="the delete")
     finally:
         for worker in workers:
             assert stop_process(worker) == 0
-    assert [l.split()[0] for l in read_lines(record)] == ["start", "end"]
+    assert [line.split()[0] for line in read_lines(record)] == ["start", "end"]
 
 
 def _b64(data: object) -> str:
@@ -144,14 +144,14 @@ def test_retries_two_failures_then_success_and_one_retry_too_few_ends_dead(setup
     jobs.flaky_one_retry.delay(str(record), "one", 2)
     worker = start_worker(config, ["default"])
     try:
-        wait_until(lambda: any(l == "ok two" for l in read_lines(record)), what="attempt 3 to succeed")
+        wait_until(lambda: any(line == "ok two" for line in read_lines(record)), what="attempt 3 to succeed")
         wait_until(lambda: broker.stats("default").dead == 1, what="the one-retry job to die")
     finally:
         assert stop_process(worker) == 0
     lines = read_lines(record)
-    tries_two = [float(l.split()[2]) for l in lines if l.startswith("try two ")]
+    tries_two = [float(line.split()[2]) for line in lines if line.startswith("try two ")]
     assert len(tries_two) == 3
-    assert len([l for l in lines if l.startswith("try one ")]) == 2 and "ok one" not in lines
+    assert len([line for line in lines if line.startswith("try one ")]) == 2 and "ok one" not in lines
     gaps = [b - a for a, b in zip(tries_two, tries_two[1:])]
     assert gaps[1] > gaps[0] >= 0.3, f"backoff grows: {gaps}"
     [dead] = broker.peek("default-dead")

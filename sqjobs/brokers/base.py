@@ -196,7 +196,7 @@ class Broker(abc.ABC):
         )
         self.delete(queue, message.receipt)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional for brokers that hold nothing
         """Release connections. The broker may not be used afterwards."""
 
     # -- shared helpers -------------------------------------------------------------
