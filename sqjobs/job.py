@@ -8,6 +8,8 @@ under its ``name``, which is what messages carry and workers look up.
 from __future__ import annotations
 
 import functools
+import os
+import sys
 import threading
 from typing import Any, Callable, ClassVar, Sequence
 
@@ -26,8 +28,7 @@ class Registry:
         """Add ``job_class`` under its name; a different class under a taken name is an error."""
         with self._lock:
             existing = self._jobs.get(job_class.name)
-            if existing is not None and existing is not job_class and (
-                existing.__module__, existing.__qualname__) != (job_class.__module__, job_class.__qualname__):
+            if existing is not None and _definition_site(existing) != _definition_site(job_class):
                 raise JobDefinitionError(
                     f"job name {job_class.name!r} is taken by {existing.__module__}.{existing.__qualname__}; "
                     f"give {job_class.__module__}.{job_class.__qualname__} another name="
@@ -47,6 +48,17 @@ class Registry:
 
     def __contains__(self, name: object) -> bool:
         return name in self._jobs
+
+
+def _definition_site(job_class: type) -> tuple[str | None, str]:
+    """Where a class was defined: its source file and qualified name.
+
+    A module imported twice under two names (``tests.jobs`` and ``jobs``)
+    defines the same jobs again; those may replace each other.
+    """
+    module = sys.modules.get(job_class.__module__)
+    source = getattr(module, "__file__", None)
+    return (os.path.realpath(source) if source else job_class.__module__), job_class.__qualname__
 
 
 #: The process-wide registry that ``Job`` subclasses and ``@job`` add to.
