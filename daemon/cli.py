@@ -1,11 +1,131 @@
-"""The ``sqjobsd`` command (the daemon arrives with its own issue)."""
+"""The ``sqjobsd`` command: start, stop, status, restart and reload the supervised daemon.
+
+Exit codes: 0 success; 1 an error (one line on stderr); 3 from ``status``
+when the daemon is not running or a process is not RUNNING (or stalled).
+"""
 
 from __future__ import annotations
 
+import logging
 import sys
+from typing import Any
+
+import click
+
+from sqjobs.config import load_settings
+from sqjobs.errors import DaemonNotRunningError, SQJobsError
+
+from . import control
+from .health import Watchdog, describe
+from .layout import layout_for
+
+logger = logging.getLogger("sqjobs.daemon")
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
+#: Exit code of ``status`` when something is not running (the LSB code for "not running").
+NOT_RUNNING = 3
+
+config_option = click.option("-c", "--config", "config", envvar="SQJOBS_CONFIG", default=None,
+                             type=click.Path(dir_okay=False), help="Config file (default: $SQJOBS_CONFIG).")
 
 
-def main() -> None:
-    """Say that the daemon is not there yet."""
-    print("sqjobsd: not yet available; run `sqjobs worker -c CONFIG QUEUE` under your supervisor", file=sys.stderr)
-    sys.exit(2)
+class DaemonGroup(click.Group):
+    """Turns SQJobsError into a one-line error and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; report sqjobs errors in one line."""
+        try:
+            return super().invoke(ctx)
+        except SQJobsError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=DaemonGroup)
+@click.option("-v", "--verbose", count=True, help="More logging (-v debug).")
+def main(verbose: int) -> None:
+    """sqjobsd: the supervisor-managed daemon of sqjobs workers and beaters."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT)
+
+
+def _print_health(health: list[control.ProcessHealth]) -> bool:
+    for item in health:
+        click.echo(describe(item))
+    return all(item.healthy for item in health)
+
+
+@main.command()
+@config_option
+@click.option("--foreground", is_flag=True, help="Keep supervisord in the foreground (systemd, containers).")
+def start(config: str | None, foreground: bool) -> None:
+    """Write the supervisord configuration and start supervisord with every program."""
+    settings = load_settings(config)
+    health = control.start(settings, foreground=foreground)
+    layout = layout_for(settings)
+    click.echo(f"sqjobsd started for {layout.config} (logs in {layout.log_dir})")
+    if not _print_health(health):
+        click.echo(f"Error: some processes are not running; see {layout.log_dir}", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@config_option
+def stop(config: str | None) -> None:
+    """Stop every program gracefully (SIGTERM, then the stop timeout) and supervisord with them."""
+    settings = load_settings(config)
+    killed = control.stop(settings)
+    if killed:
+        click.echo(f"sqjobsd stopped; killed pids that ignored SIGTERM: {', '.join(map(str, killed))}")
+    else:
+        click.echo("sqjobsd stopped")
+
+
+@main.command()
+@config_option
+@click.option("--foreground", is_flag=True, help="Keep supervisord in the foreground (systemd, containers).")
+@click.pass_context
+def restart(ctx: click.Context, config: str | None, foreground: bool) -> None:
+    """Stop, then start."""
+    ctx.invoke(stop, config=config)
+    ctx.invoke(start, config=config, foreground=foreground)
+
+
+@main.command()
+@config_option
+def reload(config: str | None) -> None:
+    """Apply config changes: start added programs, restart changed ones, stop removed ones."""
+    result = control.reload(load_settings(config))
+    for word, names in (("added", result.added), ("changed", result.changed), ("removed", result.removed)):
+        if names:
+            click.echo(f"{word}: {', '.join(names)}")
+    if not (result.added or result.changed or result.removed):
+        click.echo("no change")
+
+
+@main.command()
+@config_option
+def status(config: str | None) -> None:
+    """One line per process; exit 0 when all run, 3 otherwise (also when the daemon is not running)."""
+    try:
+        health = control.status(load_settings(config))
+    except DaemonNotRunningError as exc:
+        click.echo(str(exc))
+        sys.exit(NOT_RUNNING)
+    if not _print_health(health):
+        sys.exit(NOT_RUNNING)
+
+
+@main.command(hidden=True)
+@config_option
+@click.option("--stall-timeout", type=click.FloatRange(min=0.1), required=True,
+              help="Seconds without a poll after which a worker is stalled.")
+@click.option("--interval", type=click.FloatRange(min=0.1), required=True, help="Seconds between checks.")
+@click.option("--grace", type=click.FloatRange(min=0), required=True, help="Seconds between SIGTERM and SIGKILL.")
+def watchdog(config: str | None, stall_timeout: float, interval: float, grace: float) -> None:
+    """Restart stalled workers (supervisord runs this itself)."""
+    layout = layout_for(load_settings(config))
+    sys.exit(Watchdog(layout, stall_timeout, interval, grace).run())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,262 @@
+"""Start, stop, reload and inspect the supervisord of one sqjobsd daemon.
+
+Safety rules:
+
+- ``start`` refuses while a supervisord of this run_dir answers (or its
+  pidfile names a live supervisord started with this configuration).
+- A pidfile naming a dead process (supervisord killed with SIGKILL) is stale:
+  it is removed with the socket, and the programs that supervisord left
+  behind (found in /proc by the ``SQJOBSD_RUN_DIR`` marker in their
+  environment) are stopped gracefully (SIGTERM, SIGKILL after the stop
+  timeout) before new ones start, so no worker runs twice.
+- ``stop`` asks supervisord to shut down (which stops every program with
+  SIGTERM and ``stopwaitsecs``), waits for it to exit, then makes sure no
+  process of the daemon is left.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqjobs.config import Settings
+from sqjobs.errors import DaemonError, DaemonNotRunningError
+
+from . import supervisor_conf
+from .health import ProcessHealth, survey
+from .layout import DaemonOptions, Layout, layout_for, longest_job_timeout, options_for
+from .procs import is_supervisord_of, marked_processes, pid_alive, terminate, wait_gone
+from .rpc import SupervisorClient
+
+logger = logging.getLogger("sqjobs.daemon")
+
+#: How long ``start`` waits for supervisord to answer on its socket.
+ANSWER_TIMEOUT_S = 30.0
+#: How long ``start`` waits for the programs to leave STARTING/BACKOFF.
+SETTLE_TIMEOUT_S = 30.0
+#: Extra time ``stop`` gives supervisord beyond the stop timeout to exit.
+STOP_MARGIN_S = 15.0
+#: File in run_dir recording the timings the daemon runs with (read by ``status`` and ``stop``).
+STATE_FILE = "sqjobsd.json"
+
+
+@dataclass
+class ReloadResult:
+    """What ``reload`` changed, by program name."""
+
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+
+def _read_pid(layout: Layout) -> int | None:
+    try:
+        with open(layout.pidfile, encoding="utf-8") as handle:
+            return int(handle.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_state(layout: Layout, options: DaemonOptions) -> None:
+    path = os.path.join(layout.run_dir, STATE_FILE)
+    with open(f"{path}.tmp", "w", encoding="utf-8") as handle:
+        json.dump({"config": layout.config, "stop_timeout_s": options.stop_timeout_s,
+                   "stall_timeout_s": options.stall_timeout_s,
+                   "watchdog_interval_s": options.watchdog_interval_s}, handle)
+    os.replace(f"{path}.tmp", path)
+
+
+def running_options(settings: Settings, layout: Layout) -> DaemonOptions:
+    """The timings the running daemon was started or reloaded with (else the config's, without job imports)."""
+    try:
+        with open(os.path.join(layout.run_dir, STATE_FILE), encoding="utf-8") as handle:
+            data = json.load(handle)
+        return DaemonOptions(float(data["stop_timeout_s"]), float(data["stall_timeout_s"]),
+                             float(data["watchdog_interval_s"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return options_for(settings)
+
+
+def resolve(settings: Settings) -> tuple[Layout, DaemonOptions]:
+    """The daemon's files and timings for ``settings`` (imports the job modules for their timeouts)."""
+    layout = layout_for(settings)
+    layout.check_socket_path()
+    return layout, options_for(settings, longest_job_timeout(settings))
+
+
+def running_pid(layout: Layout) -> int | None:
+    """The pid of this daemon's supervisord when one answers or its pidfile names a live one; else None."""
+    client = SupervisorClient(layout)
+    if client.answers():
+        try:
+            return client.pid()
+        except DaemonError:
+            pass
+    pid = _read_pid(layout)
+    if pid is not None and is_supervisord_of(pid, layout.supervisord_conf):
+        return pid
+    return None
+
+
+def clean_stale(layout: Layout, stop_timeout_s: float) -> list[int]:
+    """Remove a dead supervisord's pidfile and socket and stop the orphans it left; return their pids."""
+    pid = _read_pid(layout)
+    if pid is not None:
+        logger.warning("removing the stale pidfile %s: supervisord %d is gone", layout.pidfile, pid)
+    for path in (layout.pidfile, layout.socket):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    orphans = marked_processes(layout.run_dir)
+    if orphans:
+        logger.warning("stopping %d process(es) left behind by a supervisord that died: pids %s",
+                       len(orphans), ", ".join(map(str, orphans)))
+        terminate(orphans, stop_timeout_s)
+    return orphans
+
+
+def _supervisord_command(layout: Layout, foreground: bool) -> list[str]:
+    command = [sys.executable, "-m", "supervisor.supervisord", "-c", layout.supervisord_conf]
+    return command + ["--nodaemon"] if foreground else command
+
+
+def start(settings: Settings, foreground: bool = False) -> list[ProcessHealth]:
+    """Start the daemon of ``settings``; return the processes' health once they settled.
+
+    With ``foreground`` this process becomes supervisord (for systemd and
+    containers) and does not return. Raises DaemonError when the daemon is
+    already running or supervisord cannot start.
+    """
+    layout, options = resolve(settings)
+    layout.make_dirs()
+    pid = running_pid(layout)
+    if pid is not None:
+        raise DaemonError(f"sqjobsd is already running for {layout.config} (supervisord pid {pid}, "
+                          f"socket {layout.socket}); use `sqjobsd status`, `reload` or `restart`")
+    orphans = clean_stale(layout, options.stop_timeout_s)
+    if orphans:
+        print(f"sqjobsd: stopped {len(orphans)} process(es) left by a supervisord that died: "
+              f"{', '.join(map(str, orphans))}", file=sys.stderr)
+    supervisor_conf.write(settings, layout, options)
+    _write_state(layout, options)
+    command = _supervisord_command(layout, foreground)
+    if foreground:
+        logger.info("running supervisord in the foreground: %s", " ".join(command))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, command)
+    with tempfile.TemporaryFile() as output:
+        result = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                                cwd=layout.base_dir, timeout=ANSWER_TIMEOUT_S)
+        output.seek(0)
+        text = output.read().decode(errors="replace").strip()
+    if result.returncode != 0:
+        last = text.splitlines()[-1] if text else f"exit code {result.returncode}"
+        raise DaemonError(f"supervisord did not start: {last} (see {layout.supervisord_log})")
+    client = SupervisorClient(layout)
+    deadline = time.monotonic() + ANSWER_TIMEOUT_S
+    while not client.answers():
+        if time.monotonic() > deadline:
+            raise DaemonError(f"supervisord started but does not answer on {layout.socket} "
+                              f"(see {layout.supervisord_log})")
+        time.sleep(0.1)
+    return settle(client, layout, options)
+
+
+def settle(client: SupervisorClient, layout: Layout, options: DaemonOptions) -> list[ProcessHealth]:
+    """Wait until no process is STARTING or in BACKOFF (or the deadline); return their health."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    while True:
+        health = survey(client, layout, options.stall_timeout_s)
+        if all(item.state not in ("STARTING", "BACKOFF") for item in health) or time.monotonic() > deadline:
+            return health
+        time.sleep(0.1)
+
+
+def stop(settings: Settings) -> list[int]:
+    """Stop the daemon gracefully and leave no process behind; return the pids that needed SIGKILL.
+
+    Not running is not an error (orphans of a dead supervisord are stopped all the same).
+    """
+    layout = layout_for(settings)
+    layout.check_socket_path()
+    options = running_options(settings, layout)
+    pid = running_pid(layout)
+    if pid is None:
+        clean_stale(layout, options.stop_timeout_s)
+        return []
+    client = SupervisorClient(layout)
+    try:
+        client.call("shutdown")
+    except DaemonNotRunningError:
+        pass
+    left = wait_gone([pid], options.stop_timeout_s + STOP_MARGIN_S)
+    killed = []
+    if left:
+        logger.warning("supervisord %d did not exit within %.0f s: killing it", pid,
+                       options.stop_timeout_s + STOP_MARGIN_S)
+        killed += terminate(left, 0)
+    rest = marked_processes(layout.run_dir)
+    if rest:
+        logger.warning("processes %s outlived supervisord: stopping them", ", ".join(map(str, rest)))
+        killed += terminate(rest, options.stop_timeout_s)
+    return killed
+
+
+def status(settings: Settings) -> list[ProcessHealth]:
+    """The health of every process; raises DaemonNotRunningError when no supervisord answers."""
+    layout = layout_for(settings)
+    layout.check_socket_path()
+    client = SupervisorClient(layout)
+    if not client.answers():
+        orphans = marked_processes(layout.run_dir)
+        extra = f"; processes left by a dead supervisord: {', '.join(map(str, orphans))}" if orphans else ""
+        raise DaemonNotRunningError(f"sqjobsd is not running for {layout.config}{extra}")
+    return survey(client, layout, running_options(settings, layout).stall_timeout_s)
+
+
+def reload(settings: Settings) -> ReloadResult:
+    """Apply the config file to the running daemon, the way ``supervisorctl update`` does.
+
+    Programs whose rendered configuration is unchanged keep running; changed
+    ones are stopped (gracefully) and started again; removed ones are stopped;
+    added ones are started.
+    """
+    layout, options = resolve(settings)
+    client = SupervisorClient(layout, timeout_s=options.stop_timeout_s + STOP_MARGIN_S)
+    if not client.answers():
+        raise DaemonNotRunningError(f"sqjobsd is not running for {layout.config}: nothing to reload "
+                                    "(use `sqjobsd start`)")
+    supervisor_conf.write(settings, layout, options)
+    _write_state(layout, options)
+    added, changed, removed = client.call("reloadConfig")[0]
+    result = ReloadResult(sorted(added), sorted(changed), sorted(removed))
+    for name in result.removed + result.changed:
+        _stop_group(client, name)
+        client.call("removeProcessGroup", name)
+        logger.info("program %s %s", name, "stopped and removed" if name in result.removed else "stopped")
+    for name in result.changed + result.added:
+        client.call("addProcessGroup", name)
+        logger.info("program %s started", name)
+    return result
+
+
+def _stop_group(client: SupervisorClient, name: str) -> Any:
+    try:
+        return client.call("stopProcessGroup", name, True)
+    except DaemonError as exc:
+        logger.warning("stopping program %s: %s", name, exc)
+        return None
+
+
+def all_pids(health: list[ProcessHealth]) -> list[int]:
+    """The pids of the running processes in ``health``."""
+    return [item.pid for item in health if item.pid and pid_alive(item.pid)]

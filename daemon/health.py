@@ -1,0 +1,201 @@
+"""Stall detection and the watchdog that restarts stalled workers.
+
+Every worker writes a status file (``--status-file``, at most once a second,
+before each receive): ``{pid, last_poll, last_job, jobs_done, queues}``. A
+worker that supervisord reports RUNNING but whose last poll is older than
+``[daemon] stall_timeout_s`` is *stalled*: stuck in a call, or in a job that
+runs far longer than it should. Until a new process wrote its first status,
+its start time stands in for the last poll (a status file left by an earlier
+process of the same name has another pid and is ignored).
+
+``sqjobsd status`` reports stalled workers. The watchdog, a program run by
+supervisord itself (``sqjobsd watchdog``), looks every
+``[daemon] watchdog_interval_s`` and restarts a stalled worker: SIGTERM (a
+graceful stop, in case it can still finish), then SIGKILL to its process group
+after a short grace; supervisord starts a new one (autorestart) and the
+message it held is delivered again once its visibility timeout runs out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from sqjobs.errors import DaemonError
+
+from .layout import Layout
+from .procs import pid_alive
+from .rpc import SupervisorClient
+from .supervisor_conf import WORKER_PREFIX
+
+logger = logging.getLogger("sqjobs.daemon")
+
+
+def read_worker_status(path: str) -> dict[str, Any] | None:
+    """The worker status file at ``path`` as a dict; None when it is missing or not readable JSON."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+@dataclass(frozen=True)
+class ProcessHealth:
+    """What sqjobsd knows about one supervised process."""
+
+    #: ``group:name`` as supervisord names it.
+    full_name: str
+    name: str
+    state: str
+    pid: int
+    uptime_s: float | None
+    #: Seconds since the worker's last poll (None: not a worker, or no poll yet).
+    last_poll_age_s: float | None
+    last_job: str | None
+    jobs_done: int | None
+    stalled: bool
+
+    @property
+    def healthy(self) -> bool:
+        """True when the process runs and is not stalled."""
+        return self.state == "RUNNING" and not self.stalled
+
+
+def is_worker(info: Mapping[str, Any]) -> bool:
+    """True when the supervisord process ``info`` is a worker."""
+    return str(info.get("group", "")).startswith(WORKER_PREFIX)
+
+
+def assess(info: Mapping[str, Any], status: Mapping[str, Any] | None, now: float,
+           stall_timeout_s: float) -> ProcessHealth:
+    """Combine supervisord's ``info`` and the worker's ``status`` into a ProcessHealth at time ``now``."""
+    state = str(info.get("statename", "UNKNOWN"))
+    pid = int(info.get("pid") or 0)
+    start = float(info.get("start") or 0)
+    running = state == "RUNNING" and pid > 0
+    uptime_s = max(0.0, now - start) if running and start else None
+    own = status if status is not None and status.get("pid") == pid else None
+    last_poll_age_s = None
+    if own is not None and isinstance(own.get("last_poll"), (int, float)):
+        last_poll_age_s = max(0.0, now - float(own["last_poll"]))
+    stalled = False
+    if running and is_worker(info) and stall_timeout_s > 0:
+        silence_s = last_poll_age_s if last_poll_age_s is not None else uptime_s
+        stalled = silence_s is not None and silence_s > stall_timeout_s
+    return ProcessHealth(
+        full_name=f"{info.get('group')}:{info.get('name')}",
+        name=str(info.get("name")),
+        state=state,
+        pid=pid,
+        uptime_s=uptime_s,
+        last_poll_age_s=last_poll_age_s,
+        last_job=own.get("last_job") if own else None,
+        jobs_done=own.get("jobs_done") if own else None,
+        stalled=stalled,
+    )
+
+
+def survey(client: SupervisorClient, layout: Layout, stall_timeout_s: float) -> list[ProcessHealth]:
+    """The health of every process of the daemon, in supervisord's order."""
+    result = []
+    for info in client.processes():
+        status = read_worker_status(layout.status_file(str(info.get("name")))) if is_worker(info) else None
+        result.append(assess(info, status, float(info.get("now") or time.time()), stall_timeout_s))
+    return result
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def describe(health: ProcessHealth) -> str:
+    """One status line: name, state, pid, uptime, and the last job or last poll of a worker."""
+    state = "STALLED" if health.stalled else health.state
+    parts = [f"{health.name:<24}", f"{state:<9}"]
+    if health.state == "RUNNING":
+        parts.append(f"pid {health.pid:<7}")
+        parts.append(f"uptime {_duration(health.uptime_s or 0)}")
+    if health.last_poll_age_s is not None:
+        parts.append(f"last poll {health.last_poll_age_s:.1f} s ago")
+        if health.last_job:
+            parts.append(f"last job {health.last_job} ({health.jobs_done} done)")
+    elif health.name.startswith(WORKER_PREFIX) and health.state == "RUNNING":
+        parts.append("no poll yet")
+    return "  ".join(parts).rstrip()
+
+
+class Watchdog:
+    """Restarts the stalled workers of one daemon; runs inside supervisord as ``sqjobsd watchdog``."""
+
+    def __init__(self, layout: Layout, stall_timeout_s: float, interval_s: float, grace_s: float) -> None:
+        self.layout = layout
+        self.stall_timeout_s = stall_timeout_s
+        self.interval_s = interval_s
+        self.grace_s = grace_s
+        self.client = SupervisorClient(layout)
+        self._stop = threading.Event()
+        self._parent = os.getppid()
+
+    def request_stop(self, *_: Any) -> None:
+        """Stop the loop; safe from a signal handler."""
+        self._stop.set()
+
+    def check_once(self) -> list[str]:
+        """Restart every stalled worker once; return their names."""
+        restarted = []
+        for health in survey(self.client, self.layout, self.stall_timeout_s):
+            if health.stalled:
+                self.restart(health)
+                restarted.append(health.name)
+        return restarted
+
+    def restart(self, health: ProcessHealth) -> None:
+        """SIGTERM the stalled worker, SIGKILL its process group after the grace; supervisord restarts it."""
+        age = health.last_poll_age_s if health.last_poll_age_s is not None else health.uptime_s
+        logger.warning("worker %s (pid %d) stalled: no poll for %.0f s (limit %.0f s); restarting it",
+                       health.name, health.pid, age or 0, self.stall_timeout_s)
+        try:
+            self.client.call("signalProcess", health.full_name, "TERM")
+        except DaemonError as exc:
+            logger.warning("cannot send SIGTERM to %s: %s", health.name, exc)
+        deadline = time.monotonic() + self.grace_s
+        while pid_alive(health.pid) and time.monotonic() < deadline and not self._stop.is_set():
+            time.sleep(0.05)
+        if pid_alive(health.pid):
+            logger.warning("worker %s (pid %d) did not stop within %.0f s of SIGTERM: killing it",
+                           health.name, health.pid, self.grace_s)
+            try:
+                os.killpg(health.pid, signal.SIGKILL)
+            except OSError:
+                try:
+                    os.kill(health.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+
+    def run(self) -> int:
+        """Check every ``interval_s`` until SIGTERM or until supervisord goes away; return exit code 0."""
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        logger.info("watchdog %d: restarting workers that do not poll for %.0f s, checking every %.1f s",
+                    os.getpid(), self.stall_timeout_s, self.interval_s)
+        while not self._stop.wait(self.interval_s):
+            if os.getppid() != self._parent:
+                logger.warning("watchdog %d: supervisord is gone; leaving", os.getpid())
+                break
+            try:
+                self.check_once()
+            except DaemonError as exc:
+                logger.warning("watchdog: %s", exc)
+            except Exception:
+                logger.exception("watchdog: unexpected error; going on")
+        return 0

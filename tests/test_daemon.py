@@ -1,0 +1,365 @@
+"""sqjobsd with real supervisord processes on the embedded SQLite broker.
+
+Every test gets its own config in tmp_path and its own short run_dir under
+/tmp (a unix socket path must stay under 108 bytes); a finalizer stops the
+daemon and kills whatever it started, even when the test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import pytest
+
+from sqjobs.brokers.base import OutgoingMessage
+from sqjobs.brokers.sqlite import SQLiteBroker
+from sqjobs.config import load
+from sqjobs.message import JobMessage, encode
+from sqjobsd.layout import Layout, layout_for, options_for
+from sqjobsd.procs import is_supervisord_of, marked_processes, pid_alive
+from sqjobsd.rpc import SupervisorClient
+from sqjobsd.supervisor_conf import Credentials, program_names, render
+
+from .support import read_lines, sqlite_config, wait_until
+
+#: Deadline for anything that involves starting Python processes under supervisord.
+SLOW_S = 60.0
+
+
+def _sections_text(sections: Mapping[str, Mapping[str, object]]) -> str:
+    lines = []
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{key} = {value}" for key, value in values.items())
+        lines.append("")
+    return "\n".join(lines)
+
+
+class Daemon:
+    """One sqjobsd under test: its config file, run/log dirs, and helpers to drive it."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.run_dir = Path(tempfile.mkdtemp(prefix="sqd-", dir="/tmp"))
+        self.log_dir = tmp_path / "log"
+        self.records = tmp_path / "records.txt"
+        self.config = sqlite_config(tmp_path)
+        self._base = self.config.read_text()
+        self.broker: SQLiteBroker | None = None
+
+    def configure(self, workers: Mapping[str, Mapping[str, object]], **daemon: object) -> Path:
+        """(Re)write the config: ``[worker:NAME]`` sections and ``[daemon]`` keys (short timeouts by default)."""
+        values: dict[str, object] = {"run_dir": self.run_dir, "log_dir": self.log_dir, "stop_timeout_s": 10,
+                                     "stall_timeout_s": 0}
+        values.update(daemon)
+        sections: dict[str, Mapping[str, object]] = {f"worker:{name}": options for name, options in workers.items()}
+        sections["daemon"] = values
+        self.config.write_text(self._base + "\n" + _sections_text(sections))
+        return self.config
+
+    @property
+    def layout(self) -> Layout:
+        """The daemon's files."""
+        return layout_for(load(str(self.config)))
+
+    def run(self, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
+        """Run ``sqjobsd ARGS -c CONFIG`` and return the finished process (text output)."""
+        return subprocess.run([sys.executable, "-m", "sqjobsd", *args, "-c", str(self.config)],
+                              capture_output=True, text=True, timeout=timeout_s, cwd=str(self.tmp_path))
+
+    def start(self) -> subprocess.CompletedProcess:
+        """``sqjobsd start``; fail the test unless it exits 0."""
+        result = self.run("start")
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result
+
+    def client(self) -> SupervisorClient:
+        """An XML-RPC client of the daemon's supervisord."""
+        return SupervisorClient(self.layout)
+
+    def processes(self) -> dict[str, dict[str, Any]]:
+        """supervisord's process info by process name."""
+        return {info["name"]: info for info in self.client().processes()}
+
+    def running_pids(self) -> dict[str, int]:
+        """Process name -> pid of every process supervisord reports RUNNING."""
+        return {name: info["pid"] for name, info in self.processes().items() if info["statename"] == "RUNNING"}
+
+    def supervisord_pid(self) -> int | None:
+        """The pid in supervisord's pidfile, if any."""
+        try:
+            return int(Path(self.layout.pidfile).read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def enqueue(self, queue: str, messages: list[JobMessage]) -> None:
+        """Send ``messages`` to ``queue`` the way any producer would."""
+        if self.broker is None:
+            self.broker = SQLiteBroker(str(self.tmp_path / "queue.db"))
+        self.broker.ensure_queue(queue)
+        for start in range(0, len(messages), 10):
+            self.broker.send_batch(queue, [OutgoingMessage(encode(m)) for m in messages[start:start + 10]])
+
+    def record(self, queue: str, tokens: list[str]) -> None:
+        """Enqueue one ``record`` job per token on ``queue``."""
+        self.enqueue(queue, [JobMessage("record", [str(self.records), token]) for token in tokens])
+
+    def recorded(self) -> list[str]:
+        """The lines the test jobs have recorded."""
+        return read_lines(self.records)
+
+    def cleanup(self) -> None:
+        """Stop the daemon; kill what is left of the processes it started; remove run_dir."""
+        if self.broker is not None:
+            self.broker.close()
+        try:
+            self.run("stop", timeout_s=60)
+        except subprocess.TimeoutExpired:
+            pass
+        pid = self.supervisord_pid()
+        if pid is not None and is_supervisord_of(pid, self.layout.supervisord_conf):
+            os.kill(pid, signal.SIGKILL)
+        for child in marked_processes(str(self.run_dir)):  # only this test's daemon has this run_dir
+            os.kill(child, signal.SIGKILL)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    """A daemon under test, always cleaned up."""
+    under_test = Daemon(tmp_path)
+    try:
+        yield under_test
+    finally:
+        under_test.cleanup()
+
+
+def _all_gone(pids: list[int]) -> bool:
+    return not any(pid_alive(pid) for pid in pids)
+
+
+# -- configuration rendering (no supervisord) -------------------------------------------
+
+
+def test_render_matches_the_worker_and_skips_the_missing_beater(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path)
+    try:
+        daemon.configure({"default": {"processes": 2}, "low": {"queues": "low", "processes": 1}},
+                         stop_timeout_s=42, stall_timeout_s=30, watchdog_interval_s=2)
+        settings = load(str(daemon.config))
+        options = options_for(settings)
+        text = render(settings, daemon.layout, options, Credentials("u", "p"))
+    finally:
+        shutil.rmtree(daemon.run_dir, ignore_errors=True)
+    assert program_names(settings, options) == ["worker-default", "worker-low", "sqjobsd-watchdog"]
+    assert "[program:beater]" not in text
+    assert text.count("stopwaitsecs = 42") == 2
+    assert text.count("stopsignal = TERM") == 3
+    assert text.count("stopasgroup = true") == 3 and text.count("killasgroup = true") == 3
+    assert f"{sys.executable} -m sqjobs worker -c {daemon.config} --group low --status-file" in text
+    assert "--stall-timeout 30 --interval 2" in text
+    assert f"directory = {tmp_path}" in text
+
+
+def test_default_stop_timeout_covers_the_longest_job(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path)
+    shutil.rmtree(daemon.run_dir, ignore_errors=True)
+    daemon.configure({"default": {}}, stop_timeout_s="", stall_timeout_s="")
+    settings = load(str(daemon.config))
+    assert options_for(settings).stop_timeout_s == 60
+    assert options_for(settings, longest_timeout_s=600).stop_timeout_s == 615
+    assert options_for(settings, longest_timeout_s=600).stall_timeout_s == 660
+
+
+def test_socket_path_over_the_unix_limit_is_a_clear_error(daemon: Daemon) -> None:
+    daemon.configure({"default": {}}, run_dir="/tmp/" + "r" * 110)
+    result = daemon.run("start")
+    assert result.returncode == 1
+    assert "too long" in result.stderr and "unix socket allows 107" in result.stderr
+    assert not os.path.exists("/tmp/" + "r" * 110)
+
+
+def test_status_when_not_running_exits_3(daemon: Daemon) -> None:
+    daemon.configure({"default": {}})
+    result = daemon.run("status")
+    assert result.returncode == 3
+    assert "not running" in result.stdout
+
+
+# -- real supervisord ---------------------------------------------------------------------
+
+
+def test_start_runs_everything_then_stop_leaves_nothing(daemon: Daemon) -> None:
+    daemon.configure({"default": {"processes": 2}, "low": {"queues": "low", "processes": 1}})
+    daemon.start()
+    pids = wait_until(lambda: (lambda p: p if len(p) == 3 else None)(daemon.running_pids()), SLOW_S,
+                      what="3 RUNNING processes")
+    assert sorted(pids) == ["worker-default-0", "worker-default-1", "worker-low-0"]
+
+    daemon.record("default", [f"d{i}" for i in range(150)])
+    daemon.record("low", [f"l{i}" for i in range(50)])
+    expected = {f"d{i}" for i in range(150)} | {f"l{i}" for i in range(50)}
+    wait_until(lambda: {line.split()[0] for line in daemon.recorded()} >= expected, SLOW_S,
+               what="200 jobs done")
+    workers_seen = {line.split()[1] for line in daemon.recorded()}
+    assert workers_seen <= {str(pid) for pid in pids.values()}
+
+    status = daemon.run("status")
+    assert status.returncode == 0, status.stdout
+    lines = status.stdout.splitlines()
+    assert len(lines) == 3
+    for name, pid in pids.items():
+        line = next(line for line in lines if line.startswith(name))
+        assert "RUNNING" in line and f"pid {pid}" in line and "uptime" in line and "last poll" in line
+
+    daemon.client().call("stopProcess", "worker-low:worker-low-0", True)
+    status = daemon.run("status")
+    assert status.returncode == 3
+    assert any(line.startswith("worker-low-0") and "STOPPED" in line for line in status.stdout.splitlines())
+
+    supervisord = daemon.supervisord_pid()
+    assert supervisord is not None
+    stop = daemon.run("stop")
+    assert stop.returncode == 0, stop.stderr
+    assert _all_gone([supervisord, *pids.values()])
+    assert marked_processes(str(daemon.run_dir)) == []
+    assert not os.path.exists(daemon.layout.socket)
+
+
+def test_killed_worker_is_restarted_and_its_job_redelivered(daemon: Daemon) -> None:
+    daemon.configure({"default": {"processes": 1, "prefetch": 1, "visibility_timeout_s": 2}})
+    daemon.start()
+    release = daemon.tmp_path / "release"
+    daemon.enqueue("default", [JobMessage("wait_for_file", [str(daemon.records), "t1", str(release)])])
+    started = wait_until(lambda: [line for line in daemon.recorded() if line.startswith("start t1")], SLOW_S,
+                         what="the job to start")
+    first_pid = int(started[0].split()[2])
+    assert daemon.running_pids()["worker-default-0"] == first_pid
+
+    os.kill(first_pid, signal.SIGKILL)
+    new_pid = wait_until(lambda: (lambda p: p if p not in (None, first_pid) else None)(
+        daemon.running_pids().get("worker-default-0")), SLOW_S, what="supervisord to restart the worker")
+    release.touch()
+    wait_until(lambda: f"end t1 {new_pid}" in daemon.recorded(), SLOW_S, what="the redelivered job to finish")
+    assert not any(line.startswith(f"end t1 {first_pid}") for line in daemon.recorded())
+
+
+def test_reload_adds_and_removes_sections_without_touching_the_others(daemon: Daemon) -> None:
+    daemon.configure({"default": {"processes": 1}})
+    daemon.start()
+    before = wait_until(lambda: daemon.running_pids() or None, SLOW_S, what="the worker")
+
+    daemon.configure({"default": {"processes": 1}, "extra": {"queues": "extra", "processes": 2}})
+    result = daemon.run("reload")
+    assert result.returncode == 0, result.stderr
+    assert "added: worker-extra" in result.stdout
+    after = wait_until(lambda: (lambda p: p if len(p) == 3 else None)(daemon.running_pids()), SLOW_S,
+                       what="the added workers")
+    assert after["worker-default-0"] == before["worker-default-0"]
+    daemon.record("extra", ["x1"])
+    wait_until(lambda: any(line.startswith("x1 ") for line in daemon.recorded()), SLOW_S,
+               what="an added worker to run a job")
+    assert {line.split()[1] for line in daemon.recorded()} <= {str(after["worker-extra-0"]),
+                                                               str(after["worker-extra-1"])}
+
+    daemon.configure({"extra": {"queues": "extra", "processes": 2}})
+    result = daemon.run("reload")
+    assert result.returncode == 0, result.stderr
+    assert "removed: worker-default" in result.stdout
+    assert daemon.running_pids() == {"worker-extra-0": after["worker-extra-0"],
+                                     "worker-extra-1": after["worker-extra-1"]}
+    wait_until(lambda: not pid_alive(after["worker-default-0"]), SLOW_S, what="the removed worker to exit")
+
+
+def test_second_start_is_refused(daemon: Daemon) -> None:
+    daemon.configure({"default": {"processes": 1}})
+    daemon.start()
+    supervisord = daemon.supervisord_pid()
+    pids = wait_until(lambda: daemon.running_pids() or None, SLOW_S, what="the worker")
+    again = daemon.run("start")
+    assert again.returncode == 1
+    assert "already running" in again.stderr and f"supervisord pid {supervisord}" in again.stderr
+    assert daemon.supervisord_pid() == supervisord
+    assert daemon.running_pids() == pids
+    assert marked_processes(str(daemon.run_dir)) == sorted(pids.values())
+
+
+def test_start_after_supervisord_was_killed_stops_its_orphans(daemon: Daemon) -> None:
+    daemon.configure({"default": {"processes": 2}})
+    daemon.start()
+    old = wait_until(lambda: (lambda p: p if len(p) == 2 else None)(daemon.running_pids()), SLOW_S,
+                     what="2 workers")
+    supervisord = daemon.supervisord_pid()
+    assert supervisord is not None
+    os.kill(supervisord, signal.SIGKILL)
+    wait_until(lambda: not pid_alive(supervisord), what="supervisord to die")
+    assert all(pid_alive(pid) for pid in old.values())  # orphans, still consuming
+
+    status = daemon.run("status")
+    assert status.returncode == 3
+    assert "left by a dead supervisord" in status.stdout
+
+    result = daemon.start()
+    assert "left by a supervisord that died" in result.stderr
+    assert _all_gone(list(old.values()))
+    new = wait_until(lambda: (lambda p: p if len(p) == 2 else None)(daemon.running_pids()), SLOW_S,
+                     what="2 new workers")
+    assert not set(new.values()) & set(old.values())
+    assert marked_processes(str(daemon.run_dir)) == sorted(new.values())
+    assert daemon.supervisord_pid() not in (None, supervisord)
+
+
+def test_stalled_worker_is_reported_then_restarted_by_the_watchdog(daemon: Daemon) -> None:
+    workers = {"default": {"processes": 1, "prefetch": 1, "visibility_timeout_s": 2}}
+    daemon.configure(workers, stall_timeout_s=2, watchdog_interval_s=0, stop_timeout_s=2)
+    daemon.start()
+    release = daemon.tmp_path / "release"
+    daemon.enqueue("default", [JobMessage("wait_for_file", [str(daemon.records), "s1", str(release)])])
+    started = wait_until(lambda: [line for line in daemon.recorded() if line.startswith("start s1")], SLOW_S,
+                         what="the blocking job to start")
+    stuck_pid = int(started[0].split()[2])
+
+    def reported() -> str | None:
+        result = daemon.run("status")
+        return result.stdout if result.returncode == 3 and "STALLED" in result.stdout else None
+
+    line = wait_until(reported, SLOW_S, what="status to report the stall")
+    assert f"pid {stuck_pid}" in line
+
+    daemon.configure(workers, stall_timeout_s=2, watchdog_interval_s=0.2, stop_timeout_s=2)
+    result = daemon.run("reload")
+    assert result.returncode == 0, result.stderr
+    assert "added: sqjobsd-watchdog" in result.stdout and "worker-default" not in result.stdout
+    new_pid = wait_until(lambda: (lambda p: p if p not in (None, stuck_pid) else None)(
+        daemon.running_pids().get("worker-default-0")), SLOW_S, what="the watchdog to restart the worker")
+    release.touch()
+    wait_until(lambda: not pid_alive(stuck_pid), SLOW_S, what="the stalled worker to be gone")
+    wait_until(lambda: f"end s1 {new_pid}" in daemon.recorded(), SLOW_S, what="the job to be redelivered")
+    assert "stalled" in (daemon.log_dir / "sqjobsd-watchdog.log").read_text()
+    wait_until(lambda: daemon.run("status").returncode == 0, SLOW_S, what="status to be healthy again")
+
+
+def test_foreground_runs_until_sigterm(daemon: Daemon) -> None:
+    daemon.configure({"default": {"processes": 1}})
+    log = open(daemon.tmp_path / "foreground.log", "wb")
+    process = subprocess.Popen([sys.executable, "-m", "sqjobsd", "start", "--foreground", "-c",
+                                str(daemon.config)], stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    try:
+        pids = wait_until(lambda: daemon.running_pids() if os.path.exists(daemon.layout.socket) else None,
+                          SLOW_S, what="the foreground daemon's worker")
+        assert daemon.supervisord_pid() == process.pid  # supervisord replaced sqjobsd: systemd sees one pid
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(SLOW_S) == 0
+        assert _all_gone(list(pids.values()))
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
