@@ -10,7 +10,7 @@
 
 from .errors import ConfigError, JobTimeoutError, MessageTooLargeError, Retry, SQJobsError, UnknownJobError
 from .job import Job, job, registry
-from .runtime import configure, create_eager_broker, create_sqs_broker, get_broker
+from .runtime import configure, create_eager_broker, create_sqs_broker, create_sqs_worker, get_broker
 from .status import JobHandle, Status
 
 __version__ = "0.1.0"
@@ -28,6 +28,7 @@ __all__ = [
     "configure",
     "create_eager_broker",
     "create_sqs_broker",
+    "create_sqs_worker",
     "get_broker",
     "job",
     "registry",

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .brokers import Broker, create_broker
 from .config import Settings, load_settings
+
+if TYPE_CHECKING:
+    from .worker import Worker
 
 _lock = threading.RLock()
 _settings: Settings | None = None
@@ -80,3 +83,27 @@ def create_sqs_broker(**options: Any) -> Broker:
     from .brokers.sqs import SQSBroker
 
     return SQSBroker(**options)
+
+
+#: Options of create_sqs_worker that go to the Worker rather than to the SQS broker.
+_WORKER_OPTIONS = frozenset({"prefetch", "wait_s", "max_jobs", "burst", "registry", "status_file", "clock"})
+
+
+def create_sqs_worker(queue: str | Sequence[str], **options: Any) -> Worker:
+    """Return a Worker consuming ``queue`` (a name or names in priority order) on a new SQS broker.
+
+    Broker options are those of ``create_sqs_broker`` (``access_key``,
+    ``secret_key``, ``region``, ``endpoint_url``, ``queue_prefix``,
+    ``wait_time_s``, ``visibility_timeout_s``); ``prefetch``, ``max_jobs``,
+    ``burst`` and ``status_file`` go to the worker, and so does
+    ``visibility_timeout_s``. Call ``.run()`` on the result (after
+    ``.install_signal_handlers()`` in a main thread) to consume.
+    """
+    from .worker import Worker
+
+    worker_options = {key: options.pop(key) for key in list(options) if key in _WORKER_OPTIONS}
+    if "visibility_timeout_s" in options:
+        worker_options["visibility_timeout_s"] = options["visibility_timeout_s"]
+    broker = create_sqs_broker(**options)
+    queues = [queue] if isinstance(queue, str) else list(queue)
+    return Worker(broker, queues, **worker_options)

@@ -12,6 +12,7 @@ from sqjobs.brokers.base import Broker
 from sqjobs.brokers.eager import EagerBroker
 from sqjobs.brokers.memory import MemoryBroker
 from sqjobs.brokers.sqlite import SQLiteBroker
+from tests.sqs_server import sqs_prefix, sqs_server  # noqa: F401  (session fixture for the "sqs" broker)
 
 
 @pytest.fixture(autouse=True)
@@ -34,11 +35,20 @@ def _eager(tmp_path: Path, request: pytest.FixtureRequest) -> Broker:
     return EagerBroker()
 
 
+def _sqs(tmp_path: Path, request: pytest.FixtureRequest) -> Broker:
+    from sqjobs.brokers.sqs import SQSBroker
+    from tests.sqs_server import unique_prefix
+
+    server = request.getfixturevalue("sqs_server")
+    return SQSBroker(**server.broker_options(unique_prefix()))
+
+
 #: Broker kind -> factory(tmp_path, request). The contract suite runs once per entry.
 BROKER_FACTORIES: dict[str, Callable[[Path, pytest.FixtureRequest], Broker]] = {
     "sqlite": _sqlite,
     "memory": _memory,
     "eager": _eager,
+    "sqs": _sqs,
 }
 
 

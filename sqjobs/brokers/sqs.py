@@ -1,0 +1,729 @@
+"""Amazon SQS, or any SQS-compatible server, through boto3.
+
+Queues are created on first use, each with its dead-letter queue
+``<queue>-dead`` (``<base>-dead.fifo`` for FIFO queues), under the configured
+``queue_prefix``. Their URLs are cached per broker instance.
+
+Users pay per request, so the broker keeps requests few:
+
+* sends go out in SendMessageBatch calls of up to 10 entries and 256 KiB;
+* receives ask for up to 10 messages with long polling (``wait_time_s``,
+  20 s by default: an idle worker makes 3 requests a minute per queue);
+* deletes of single messages are coalesced: :meth:`SQSBroker.delete` queues
+  the receipt and one DeleteMessageBatch removes up to 10 of them, when ten
+  are waiting, before the next receive, or at the latest
+  :data:`DELETE_FLUSH_S` later. A crash in that window only means the
+  message is delivered again (at-least-once, as always on SQS);
+* visibility changes and explicit deletes of several messages are batched.
+
+A long poll runs in a helper thread so that :meth:`Broker.interrupt` (called
+from the worker's SIGTERM handler) makes the waiting receive return ``[]`` at
+once; messages that the abandoned poll still brings are handed back with
+visibility 0, so nothing waits for its visibility timeout.
+
+Faults: connection errors, timeouts and throttling are retried by botocore's
+"standard" retry mode (capped exponential backoff with jitter, at most
+:data:`MAX_ATTEMPTS` attempts); what still fails raises
+BrokerConnectionError, and the worker pauses and tries again. Refused
+credentials or permissions raise BrokerAuthError with a one-line message.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import re
+import threading
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any, Sequence
+
+from .. import defaults
+from ..errors import (
+    BrokerAuthError,
+    BrokerConnectionError,
+    BrokerError,
+    ConfigError,
+    DelayTooLongError,
+    MessageTooLargeError,
+)
+from .base import (
+    ORIGIN_ATTRIBUTE,
+    REASON_ATTRIBUTE,
+    Broker,
+    OutgoingMessage,
+    QueueStats,
+    ReceivedMessage,
+    dead_letter_name,
+    is_dead_letter_name,
+)
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+logger = logging.getLogger("sqjobs.brokers.sqs")
+
+#: Entries in one SendMessageBatch, DeleteMessageBatch or ChangeMessageVisibilityBatch.
+MAX_BATCH = defaults.MAX_BATCH
+#: Bytes of one message, and of all the entries of one SendMessageBatch together.
+MAX_BATCH_BYTES = defaults.MAX_MESSAGE_BYTES
+#: Message attributes one message may carry.
+MAX_MESSAGE_ATTRIBUTES = 10
+#: Longest DelaySeconds (15 minutes).
+MAX_DELAY_S = defaults.MAX_DELAY_S
+#: Longest WaitTimeSeconds of a long poll.
+MAX_WAIT_S = defaults.MAX_WAIT_S
+#: Longest visibility timeout (12 hours).
+MAX_VISIBILITY_TIMEOUT_S = defaults.MAX_VISIBILITY_TIMEOUT_S
+#: Longest queue name, ``.fifo`` included; names use letters, digits, ``-`` and ``_``.
+MAX_QUEUE_NAME_LENGTH = 80
+#: How long dead-letter queues keep messages: the SQS maximum, 14 days, so there is time to look.
+DEAD_RETENTION_S = 14 * 24 * 60 * 60
+#: Attempts per request (first one included) before a connection error or throttling is raised.
+MAX_ATTEMPTS = 5
+#: Seconds to open a connection; reads wait the long poll plus :data:`READ_MARGIN_S`.
+CONNECT_TIMEOUT_S = 5.0
+READ_MARGIN_S = 10.0
+#: Longest time a coalesced delete waits for nine others before it is sent alone.
+DELETE_FLUSH_S = 0.5
+#: How often a long poll's caller looks whether it was interrupted.
+INTERRUPT_CHECK_S = 0.05
+#: Message group of FIFO messages sent without one.
+DEFAULT_GROUP = "sqjobs"
+#: Attempts at the entries of a batch that SQS failed on its side (not the sender's fault).
+BATCH_ENTRY_ATTEMPTS = 3
+
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]+(\.fifo)?$")
+_SYSTEM_ATTRIBUTES = ["ApproximateReceiveCount", "SentTimestamp", "MessageGroupId"]
+_AUTH_CODES = frozenset({
+    "AccessDenied", "AccessDeniedException", "AuthFailure", "ExpiredToken", "IncompleteSignature",
+    "InvalidAccessKeyId", "InvalidClientTokenId", "InvalidSecurity", "MissingAuthenticationToken",
+    "OptInRequired", "SignatureDoesNotMatch", "UnrecognizedClientException", "KMS.AccessDeniedException",
+})
+_THROTTLE_CODES = frozenset({
+    "Throttling", "ThrottlingException", "RequestThrottled", "RequestThrottledException",
+    "ServiceUnavailable", "InternalError", "InternalFailure", "KmsThrottled", "KMS.ThrottlingException",
+})
+_QUEUE_MISSING_CODES = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
+_QUEUE_EXISTS_CODES = frozenset({"QueueAlreadyExists", "QueueNameExists", "AWS.SimpleQueueService.QueueNameExists"})
+_PURGE_BUSY_CODES = frozenset({"AWS.SimpleQueueService.PurgeQueueInProgress", "PurgeQueueInProgress"})
+_STALE_RECEIPT_CODES = frozenset({
+    "ReceiptHandleIsInvalid", "InvalidParameterValue", "MessageNotInflight",
+    "AWS.SimpleQueueService.MessageNotInflight", "AWS.SimpleQueueService.ReceiptHandleIsInvalid",
+})
+
+
+def _error_details(response: dict[str, Any]) -> tuple[str, str, int]:
+    """Return (code, one-line message, HTTP status) of a botocore error response."""
+    error = response.get("Error", {}) or {}
+    code = str(error.get("Code", "") or "")
+    message = str(error.get("Message", "") or "")
+    # Some SQS-compatible servers answer the JSON protocol with an XML error document.
+    inner_code = re.search(r"<Code>([^<]*)</Code>", message)
+    inner_message = re.search(r"<Message>([^<]*)</Message>", message)
+    if inner_code and (not code or code.isdigit()):
+        code = inner_code.group(1)
+    if inner_message:
+        message = inner_message.group(1)
+    status = int((response.get("ResponseMetadata", {}) or {}).get("HTTPStatusCode", 0) or 0)
+    return code, " ".join(message.split()), status
+
+
+def _code(error: BaseException) -> str:
+    """Return the SQS error code carried by a BrokerError raised from a ClientError ("" if none)."""
+    return str(getattr(error, "sqs_code", ""))
+
+
+def _entry_bytes(body: str, attributes: dict[str, str]) -> int:
+    """Size SQS counts for a message: body plus attribute names, types and values."""
+    size = len(body.encode("utf-8"))
+    for name, value in attributes.items():
+        size += len(name.encode("utf-8")) + len("String") + len(value.encode("utf-8"))
+    return size
+
+
+class _PendingReceive:
+    """A long poll running in a helper thread, which its caller may abandon."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.abandoned = False
+        self.messages: list[ReceivedMessage] = []
+        self.error: BaseException | None = None
+
+    def abandon(self) -> bool:
+        """Give up on the poll; return False if it had already finished (use its result then)."""
+        with self.lock:
+            if self.done.is_set():
+                return False
+            self.abandoned = True
+            return True
+
+
+class SQSBroker(Broker):
+    """Queues in Amazon SQS or an SQS-compatible server (``endpoint_url``).
+
+    Empty ``access_key``/``secret_key`` use the standard AWS credential chain
+    (environment, profile, instance role); an empty ``region`` the chain's
+    region. ``queue_prefix`` is put before every queue name. ``wait_time_s``
+    is the worker's long poll; ``visibility_timeout_s`` the default visibility
+    of the queues this broker creates. Raises ConfigError for options that
+    cannot work.
+    """
+
+    scheme = "sqs"
+    max_message_bytes = MAX_BATCH_BYTES
+    max_delay_s = MAX_DELAY_S
+
+    def __init__(
+        self,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        queue_prefix: str = "",
+        wait_time_s: float = MAX_WAIT_S,
+        visibility_timeout_s: float = defaults.VISIBILITY_TIMEOUT_S,
+        *,
+        max_attempts: int = MAX_ATTEMPTS,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    ) -> None:
+        super().__init__()
+        if bool(access_key) != bool(secret_key):
+            raise ConfigError("[sqs] access_key and secret_key go together: set both or neither")
+        self.access_key = access_key or None
+        self.secret_key = secret_key or None
+        self.region = region or None
+        self.endpoint_url = endpoint_url or None
+        self.queue_prefix = queue_prefix or ""
+        #: The worker's long poll (read by Worker as ``default_wait_s``).
+        self.default_wait_s = float(min(max(wait_time_s, 0), MAX_WAIT_S))
+        self.visibility_timeout_s = float(min(max(visibility_timeout_s, 0), MAX_VISIBILITY_TIMEOUT_S))
+        self.max_attempts = max(1, max_attempts)
+        self.connect_timeout_s = connect_timeout_s
+        #: Requests sent, by operation name (retries included), counted by a botocore event hook.
+        self.requests: Counter[str] = Counter()
+        self._requests_lock = threading.Lock()
+        self._client_obj: Any = None
+        self._client_pid = 0
+        self._client_lock = threading.Lock()
+        self._urls: dict[str, str] = {}
+        self._urls_lock = threading.RLock()
+        self._pending_deletes: dict[str, list[str]] = {}
+        self._deletes_lock = threading.Lock()
+        self._flush_timer: threading.Timer | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> SQSBroker:
+        """Build the broker from the ``[sqs]`` section of ``settings`` (the defaults when None)."""
+        from ..config import default_settings
+
+        chosen = settings or default_settings()
+
+        def get(key: str) -> Any:
+            return chosen.get("sqs", key)
+
+        return cls(access_key=get("access_key") or None, secret_key=get("secret_key") or None,
+                   region=get("region") or None, endpoint_url=get("endpoint_url") or None,
+                   queue_prefix=get("queue_prefix"), wait_time_s=get("wait_time_s"),
+                   visibility_timeout_s=get("visibility_timeout_s"))
+
+    def __repr__(self) -> str:
+        where = self.endpoint_url or f"AWS {self.region or '(default region)'}"
+        return f"<SQSBroker {where} prefix={self.queue_prefix!r}>"
+
+    # -- the client ------------------------------------------------------------------
+
+    def _client(self) -> Any:
+        """Return the boto3 SQS client, made on first use (and again in a forked child)."""
+        if self._client_obj is not None and self._client_pid == os.getpid():
+            return self._client_obj
+        with self._client_lock:
+            if self._client_obj is None or self._client_pid != os.getpid():
+                import boto3
+                from botocore.config import Config
+                from botocore.exceptions import NoRegionError
+
+                config = Config(
+                    connect_timeout=self.connect_timeout_s,
+                    read_timeout=MAX_WAIT_S + READ_MARGIN_S,
+                    retries={"mode": "standard", "total_max_attempts": self.max_attempts},
+                    max_pool_connections=20,
+                )
+                session = boto3.session.Session(aws_access_key_id=self.access_key,
+                                                aws_secret_access_key=self.secret_key, region_name=self.region)
+                try:
+                    client = session.client("sqs", endpoint_url=self.endpoint_url, config=config)
+                except NoRegionError:
+                    raise ConfigError("[sqs] region is empty and the AWS configuration names none; "
+                                      "set [sqs] region or AWS_DEFAULT_REGION") from None
+                client.meta.events.register("before-send.sqs", self._count_request)
+                self._client_obj, self._client_pid = client, os.getpid()
+        return self._client_obj
+
+    def _count_request(self, event_name: str = "", **_: Any) -> None:
+        with self._requests_lock:
+            self.requests[event_name.rsplit(".", 1)[-1]] += 1
+
+    @property
+    def request_count(self) -> int:
+        """Requests sent to SQS so far by this broker (retries included)."""
+        with self._requests_lock:
+            return sum(self.requests.values())
+
+    def _call(self, operation: str, queue: str = "", **params: Any) -> Any:
+        """Call ``operation`` and turn botocore's errors into sqjobs' BrokerError tree."""
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            ConnectionError as BotoConnectionError,
+            HTTPClientError,
+            NoCredentialsError,
+            PartialCredentialsError,
+        )
+
+        try:
+            return getattr(self._client(), operation)(**params)
+        except ClientError as exc:
+            raise self._client_error(exc.response, operation, queue) from exc
+        except (NoCredentialsError, PartialCredentialsError) as exc:
+            raise BrokerAuthError(f"no usable AWS credentials for SQS ({exc}); set [sqs] access_key and "
+                                  "secret_key or configure the AWS credential chain") from None
+        except (BotoConnectionError, HTTPClientError) as exc:
+            raise BrokerConnectionError(f"cannot reach SQS at {self.endpoint_url or 'AWS'} "
+                                        f"({operation}): {exc}") from exc
+        except BotoCoreError as exc:
+            raise BrokerError(f"SQS {operation} failed: {exc}") from exc
+
+    def _client_error(self, response: dict[str, Any], operation: str, queue: str) -> BrokerError:
+        code, message, status = _error_details(response)
+        where = f" on queue {queue!r}" if queue else ""
+        error: BrokerError
+        if code in _AUTH_CODES or status in (401, 403):
+            error = BrokerAuthError(f"SQS refused {operation}{where}: {code or status}: {message} "
+                                    "(check the credentials and the IAM permissions)")
+        elif code in _THROTTLE_CODES or status >= 500 or status == 429:
+            error = BrokerConnectionError(f"SQS {operation}{where} failed after {self.max_attempts} "
+                                          f"attempt(s): {code or status}: {message}")
+        else:
+            if code in _QUEUE_MISSING_CODES:
+                self._forget(queue)
+            error = BrokerError(f"SQS {operation}{where}: {code or status}: {message}")
+        error.sqs_code = code  # type: ignore[attr-defined]
+        return error
+
+    # -- queues ----------------------------------------------------------------------
+
+    def physical_name(self, queue: str) -> str:
+        """Return the SQS name of ``queue`` (the prefix put before it); raise BrokerError if invalid."""
+        name = self.queue_prefix + queue
+        if not _QUEUE_NAME.match(name) or len(name) > MAX_QUEUE_NAME_LENGTH:
+            raise BrokerError(f"{name!r} cannot be an SQS queue name: up to {MAX_QUEUE_NAME_LENGTH} letters, "
+                              "digits, '-' or '_' (and '.fifo' at the end for FIFO queues)")
+        return name
+
+    def _create_one(self, queue: str, dead: bool) -> str:
+        name = self.physical_name(queue)
+        attributes = {"VisibilityTimeout": str(int(self.visibility_timeout_s))}
+        if dead:
+            attributes["MessageRetentionPeriod"] = str(DEAD_RETENTION_S)
+        if queue.endswith(".fifo"):
+            # Content-based deduplication lets foreign producers send without a deduplication id.
+            attributes.update({"FifoQueue": "true", "ContentBasedDeduplication": "true"})
+        try:
+            url = self._call("create_queue", queue, QueueName=name, Attributes=attributes)["QueueUrl"]
+        except BrokerError as exc:
+            if _code(exc) not in _QUEUE_EXISTS_CODES:
+                raise
+            # The queue exists with other attributes (made by hand): use it as it is.
+            url = self._call("get_queue_url", queue, QueueName=name)["QueueUrl"]
+        logger.debug("queue %s is %s", queue, url)
+        return str(url)
+
+    def _create_queue(self, queue: str) -> None:
+        with self._urls_lock:
+            if is_dead_letter_name(queue):
+                self._urls[queue] = self._create_one(queue, dead=True)
+                return
+            dead = dead_letter_name(queue)
+            if dead not in self._urls:
+                self._urls[dead] = self._create_one(dead, dead=True)
+            self._urls[queue] = self._create_one(queue, dead=False)
+
+    def _queue_url(self, queue: str) -> str:
+        """Return the cached URL of ``queue``, creating the queue (and its dead-letter queue) once."""
+        url = self._urls.get(queue)
+        if url is not None:
+            return url
+        self.ensure_queue(queue)
+        url = self._urls.get(queue)
+        if url is None:  # known before, but forgotten because it had been deleted: create it again
+            self._create_queue(queue)
+            url = self._urls[queue]
+        return url
+
+    def _forget(self, queue: str) -> None:
+        with self._urls_lock:
+            self._urls.pop(queue, None)
+            self._ensured.discard(queue)
+
+    def queues(self) -> list[str]:
+        """Return the queues under this broker's prefix, dead-letter queues excluded, sorted."""
+        names: list[str] = []
+        params: dict[str, Any] = {"MaxResults": 1000}
+        if self.queue_prefix:
+            params["QueueNamePrefix"] = self.queue_prefix
+        while True:
+            page = self._call("list_queues", **params)
+            for url in page.get("QueueUrls", []) or []:
+                name = url.rstrip("/").rsplit("/", 1)[-1]
+                if name.startswith(self.queue_prefix):
+                    names.append(name[len(self.queue_prefix):])
+            token = page.get("NextToken")
+            if not token:
+                break
+            params["NextToken"] = token
+        return sorted(name for name in set(names) if name and not is_dead_letter_name(name))
+
+    # -- sending ---------------------------------------------------------------------
+
+    def send(self, queue: str, body: str, delay_s: float = 0, attributes: dict[str, str] | None = None,
+             group_id: str | None = None, dedup_id: str | None = None) -> str:
+        """Send one message (one request); return its SQS message id."""
+        return self.send_batch(queue, [OutgoingMessage(body, delay_s, attributes or {}, group_id, dedup_id)])[0]
+
+    def _entry(self, index: int, message: OutgoingMessage, fifo: bool) -> tuple[dict[str, Any], int]:
+        size = _entry_bytes(message.body, message.attributes)
+        if size > MAX_BATCH_BYTES:
+            raise MessageTooLargeError(f"message is {size} bytes with its attributes, over the SQS limit of "
+                                       f"{MAX_BATCH_BYTES} bytes")
+        if len(message.attributes) > MAX_MESSAGE_ATTRIBUTES:
+            raise BrokerError(f"a message may carry {MAX_MESSAGE_ATTRIBUTES} attributes on SQS, "
+                              f"not {len(message.attributes)}")
+        self.check_delay(message.delay_s)
+        entry: dict[str, Any] = {"Id": str(index), "MessageBody": message.body}
+        if message.delay_s > 0:
+            if fifo:
+                raise DelayTooLongError("FIFO queues cannot delay single messages on SQS; "
+                                        "send without a delay or use a standard queue")
+            entry["DelaySeconds"] = min(int(math.ceil(message.delay_s)), int(MAX_DELAY_S))
+        if message.attributes:
+            entry["MessageAttributes"] = {name: {"DataType": "String", "StringValue": value}
+                                          for name, value in message.attributes.items()}
+        if fifo:
+            entry["MessageGroupId"] = message.group_id or DEFAULT_GROUP
+            if message.dedup_id:
+                entry["MessageDeduplicationId"] = message.dedup_id
+        return entry, size
+
+    def send_batch(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[str]:
+        """Send ``messages`` in as few SendMessageBatch requests as the limits allow; return their ids.
+
+        Raises MessageTooLargeError/DelayTooLongError before sending anything
+        if one message cannot go, and BrokerError if SQS refuses an entry.
+        """
+        if not messages:
+            return []
+        url = self._queue_url(queue)
+        fifo = queue.endswith(".fifo")
+        entries = [self._entry(index, message, fifo) for index, message in enumerate(messages)]
+        ids = [""] * len(entries)
+        chunk: list[dict[str, Any]] = []
+        chunk_bytes = 0
+        for entry, size in entries:
+            if chunk and (len(chunk) == MAX_BATCH or chunk_bytes + size > MAX_BATCH_BYTES):
+                self._send_chunk(url, queue, chunk, ids)
+                chunk, chunk_bytes = [], 0
+            chunk.append(entry)
+            chunk_bytes += size
+        self._send_chunk(url, queue, chunk, ids)
+        return ids
+
+    def _send_chunk(self, url: str, queue: str, chunk: list[dict[str, Any]], ids: list[str]) -> None:
+        pending = chunk
+        for attempt in range(1, BATCH_ENTRY_ATTEMPTS + 1):
+            answer = self._call("send_message_batch", queue, QueueUrl=url, Entries=pending)
+            for done in answer.get("Successful", []) or []:
+                ids[int(done["Id"])] = done["MessageId"]
+            failed = answer.get("Failed", []) or []
+            if not failed:
+                return
+            for failure in failed:
+                if failure.get("SenderFault"):
+                    raise BrokerError(f"SQS refused a message for queue {queue!r}: {failure.get('Code')}: "
+                                      f"{failure.get('Message', '')}")
+            failed_ids = {failure["Id"] for failure in failed}
+            pending = [entry for entry in pending if entry["Id"] in failed_ids]
+            logger.warning("SQS failed %d of a batch for queue %s on its side; attempt %d of %d",
+                           len(pending), queue, attempt, BATCH_ENTRY_ATTEMPTS)
+            time.sleep(min(0.1 * 2 ** attempt, 2.0) * random.uniform(0.5, 1.0))
+        raise BrokerConnectionError(f"SQS kept failing {len(pending)} message(s) for queue {queue!r}")
+
+    # -- receiving -------------------------------------------------------------------
+
+    def receive(self, queue: str, max_messages: int = 1, wait_s: float = 0,
+                visibility_timeout_s: float = defaults.VISIBILITY_TIMEOUT_S) -> list[ReceivedMessage]:
+        """Receive up to 10 messages with one ReceiveMessage, long polling ``wait_s`` (whole seconds, rounded down).
+
+        Deletes waiting to be coalesced go out first. A long poll is cut short
+        by :meth:`interrupt`; it then returns ``[]`` and whatever the poll still
+        brings is handed back with visibility 0.
+        """
+        url = self._queue_url(queue)
+        self._flush_deletes()
+        params = {
+            "QueueUrl": url,
+            "MaxNumberOfMessages": max(1, min(int(max_messages), MAX_BATCH)),
+            "VisibilityTimeout": max(0, min(int(math.ceil(visibility_timeout_s)), MAX_VISIBILITY_TIMEOUT_S)),
+            "WaitTimeSeconds": max(0, min(int(wait_s), MAX_WAIT_S)),
+            "MessageSystemAttributeNames": _SYSTEM_ATTRIBUTES,
+            "MessageAttributeNames": ["All"],
+        }
+        if params["WaitTimeSeconds"] == 0 or self.wakeup.is_set():
+            params["WaitTimeSeconds"] = 0
+            return self._receive_now(queue, params)
+        return self._receive_interruptible(queue, params)
+
+    def _receive_now(self, queue: str, params: dict[str, Any]) -> list[ReceivedMessage]:
+        answer = self._call("receive_message", queue, **params)
+        return [self._received(queue, raw) for raw in answer.get("Messages", []) or []]
+
+    @staticmethod
+    def _received(queue: str, raw: dict[str, Any]) -> ReceivedMessage:
+        system = raw.get("Attributes", {}) or {}
+        attributes = {name: str(value.get("StringValue", ""))
+                      for name, value in (raw.get("MessageAttributes", {}) or {}).items()
+                      if "StringValue" in value}
+        return ReceivedMessage(
+            queue=queue,
+            message_id=raw["MessageId"],
+            receipt=raw["ReceiptHandle"],
+            body=raw.get("Body", ""),
+            receive_count=int(system.get("ApproximateReceiveCount", 1)),
+            attributes=attributes,
+            sent_at=int(system.get("SentTimestamp", 0)) / 1000.0,
+            group_id=system.get("MessageGroupId"),
+        )
+
+    def _receive_interruptible(self, queue: str, params: dict[str, Any]) -> list[ReceivedMessage]:
+        pending = _PendingReceive()
+        thread = threading.Thread(target=self._poll_in_background, args=(queue, params, pending),
+                                  name="sqjobs-sqs-receive", daemon=True)
+        thread.start()
+        try:
+            while not pending.done.wait(INTERRUPT_CHECK_S):
+                if self.wakeup.is_set() and pending.abandon():
+                    logger.debug("long poll on %s interrupted", queue)
+                    return []
+        except BaseException:
+            pending.abandon()
+            raise
+        if pending.error is not None:
+            raise pending.error
+        return pending.messages
+
+    def _poll_in_background(self, queue: str, params: dict[str, Any], pending: _PendingReceive) -> None:
+        messages: list[ReceivedMessage] = []
+        error: BaseException | None = None
+        try:
+            messages = self._receive_now(queue, params)
+        except BaseException as exc:  # handed to the caller's thread
+            error = exc
+        with pending.lock:
+            abandoned = pending.abandoned
+            pending.messages, pending.error = messages, error
+            pending.done.set()
+        if abandoned and messages:
+            try:
+                self.change_visibility_batch(queue, [m.receipt for m in messages], 0)
+                logger.info("handed back %d message(s) on %s that arrived after the receive was interrupted",
+                            len(messages), queue)
+            except Exception:
+                logger.exception("could not hand back %d message(s) on %s; they return after their "
+                                 "visibility timeout", len(messages), queue)
+
+    def peek(self, queue: str, max_messages: int = 10) -> list[ReceivedMessage]:
+        """Return up to ``max_messages`` visible messages, received with visibility 0.
+
+        SQS has no true peek: each message looked at has its receive count
+        raised by one (harmless on dead-letter queues, which is what this is for).
+        """
+        url = self._queue_url(queue)
+        seen: dict[str, ReceivedMessage] = {}
+        for _ in range(max(1, math.ceil(max_messages / MAX_BATCH)) + 2):
+            batch = self._receive_now(queue, {
+                "QueueUrl": url, "MaxNumberOfMessages": max(1, min(max_messages - len(seen), MAX_BATCH)),
+                "VisibilityTimeout": 0, "WaitTimeSeconds": 0,
+                "MessageSystemAttributeNames": _SYSTEM_ATTRIBUTES, "MessageAttributeNames": ["All"],
+            })
+            fresh = [m for m in batch if m.message_id not in seen]
+            for message in fresh:
+                seen[message.message_id] = ReceivedMessage(
+                    queue, message.message_id, "", message.body, message.receive_count, message.attributes,
+                    message.sent_at, message.group_id)
+            if not fresh or len(seen) >= max_messages:
+                break
+        return list(seen.values())[:max_messages]
+
+    # -- settling --------------------------------------------------------------------
+
+    def delete(self, queue: str, receipt: str) -> None:
+        """Delete a received message, coalesced with others into one DeleteMessageBatch.
+
+        The request goes out when ten receipts wait, before the next receive,
+        or :data:`DELETE_FLUSH_S` later, whichever comes first.
+        """
+        with self._deletes_lock:
+            waiting = self._pending_deletes.setdefault(queue, [])
+            waiting.append(receipt)
+            full = len(waiting) >= MAX_BATCH
+            if not full and self._flush_timer is None:
+                # Not a daemon thread: a worker leaving the interpreter still sends its last deletes.
+                self._flush_timer = threading.Timer(DELETE_FLUSH_S, self._flush_from_timer)
+                self._flush_timer.name = "sqjobs-sqs-deletes"
+                self._flush_timer.start()
+        if full:
+            self._flush_deletes(queue)
+
+    def _flush_from_timer(self) -> None:
+        with self._deletes_lock:
+            self._flush_timer = None
+        try:
+            self._flush_deletes()
+        except Exception:
+            logger.exception("could not send coalesced deletes; they are tried again before the next receive")
+
+    def _flush_deletes(self, queue: str | None = None) -> None:
+        """Send the coalesced deletes (of ``queue``, or all); failed ones wait for the next flush."""
+        with self._deletes_lock:
+            if queue is None:
+                taken, self._pending_deletes = self._pending_deletes, {}
+            else:
+                taken = {queue: self._pending_deletes.pop(queue, [])}
+            if not self._pending_deletes and self._flush_timer is not None:
+                self._flush_timer.cancel()
+                self._flush_timer = None
+        for name, receipts in taken.items():
+            if not receipts:
+                continue
+            try:
+                self.delete_batch(name, receipts)
+            except BrokerAuthError:
+                raise
+            except BrokerError as exc:
+                logger.warning("could not delete %d message(s) on %s (%s); trying again at the next flush",
+                               len(receipts), name, exc)
+                with self._deletes_lock:
+                    self._pending_deletes.setdefault(name, [])[:0] = receipts
+
+    def delete_batch(self, queue: str, receipts: Sequence[str]) -> None:
+        """Delete received messages now, 10 per DeleteMessageBatch; stale receipts are ignored."""
+        url = self._queue_url(queue)
+        for start in range(0, len(receipts), MAX_BATCH):
+            entries = [{"Id": str(i), "ReceiptHandle": receipt}
+                       for i, receipt in enumerate(receipts[start:start + MAX_BATCH])]
+            answer = self._call("delete_message_batch", queue, QueueUrl=url, Entries=entries)
+            self._log_failures(answer, queue, "delete")
+
+    def change_visibility(self, queue: str, receipt: str, timeout_s: float) -> None:
+        """Hide a received message ``timeout_s`` more seconds (0: visible now); a stale receipt is ignored."""
+        url = self._queue_url(queue)
+        try:
+            self._call("change_message_visibility", queue, QueueUrl=url, ReceiptHandle=receipt,
+                       VisibilityTimeout=self._visibility(timeout_s))
+        except (BrokerAuthError, BrokerConnectionError):
+            raise
+        except BrokerError as exc:
+            if _code(exc) not in _STALE_RECEIPT_CODES:
+                raise
+            logger.debug("visibility of a message on %s not changed: %s", queue, exc)
+
+    def change_visibility_batch(self, queue: str, receipts: Sequence[str], timeout_s: float) -> None:
+        """Change the visibility of received messages, 10 per request; stale receipts are ignored."""
+        url = self._queue_url(queue)
+        visibility = self._visibility(timeout_s)
+        for start in range(0, len(receipts), MAX_BATCH):
+            entries = [{"Id": str(i), "ReceiptHandle": receipt, "VisibilityTimeout": visibility}
+                       for i, receipt in enumerate(receipts[start:start + MAX_BATCH])]
+            answer = self._call("change_message_visibility_batch", queue, QueueUrl=url, Entries=entries)
+            self._log_failures(answer, queue, "visibility change")
+
+    @staticmethod
+    def _visibility(timeout_s: float) -> int:
+        return max(0, min(int(math.ceil(timeout_s)), MAX_VISIBILITY_TIMEOUT_S))
+
+    @staticmethod
+    def _log_failures(answer: dict[str, Any], queue: str, what: str) -> None:
+        for failure in answer.get("Failed", []) or []:
+            code = failure.get("Code", "")
+            level = logging.DEBUG if code in _STALE_RECEIPT_CODES else logging.WARNING
+            logger.log(level, "%s of a message on %s failed: %s: %s", what, queue, code, failure.get("Message", ""))
+
+    def dead_letter(self, queue: str, message: ReceivedMessage, reason: str) -> None:
+        """Send a copy with ``reason`` to the dead-letter queue, then delete the original.
+
+        A crash in between leaves the message in both queues, never in none.
+        """
+        kept = [(k, v) for k, v in message.attributes.items() if k not in (REASON_ATTRIBUTE, ORIGIN_ATTRIBUTE)]
+        attributes = dict(kept[:MAX_MESSAGE_ATTRIBUTES - 2])
+        attributes[REASON_ATTRIBUTE] = reason[:1000]
+        attributes[ORIGIN_ATTRIBUTE] = queue
+        dead = dead_letter_name(queue)
+        fifo = dead.endswith(".fifo")
+        self.ensure_queue(queue)
+        self.send(dead, message.body, 0, attributes, group_id=(message.group_id or DEFAULT_GROUP) if fifo else None,
+                  dedup_id=message.message_id if fifo else None)
+        self.delete(queue, message.receipt)
+
+    # -- inspection ------------------------------------------------------------------
+
+    def _counts(self, queue: str) -> tuple[int, int, int]:
+        answer = self._call("get_queue_attributes", queue, QueueUrl=self._queue_url(queue), AttributeNames=[
+            "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed"])
+        values = answer.get("Attributes", {}) or {}
+        return (int(values.get("ApproximateNumberOfMessages", 0)),
+                int(values.get("ApproximateNumberOfMessagesNotVisible", 0)),
+                int(values.get("ApproximateNumberOfMessagesDelayed", 0)))
+
+    def stats(self, queue: str) -> QueueStats:
+        """Return SQS's approximate counts for ``queue``; ``dead`` counts every message of its dead-letter queue."""
+        self._flush_deletes()
+        visible, in_flight, delayed = self._counts(queue)
+        dead = sum(self._counts(dead_letter_name(queue))) if not is_dead_letter_name(queue) else 0
+        return QueueStats(queue=queue, visible=visible, in_flight=in_flight, delayed=delayed, dead=dead)
+
+    def purge(self, queue: str) -> None:
+        """Delete every message of ``queue``; if SQS is still purging it (one purge a minute), drain it instead."""
+        url = self._queue_url(queue)
+        self._flush_deletes(queue)
+        try:
+            self._call("purge_queue", queue, QueueUrl=url)
+            return
+        except (BrokerAuthError, BrokerConnectionError):
+            raise
+        except BrokerError as exc:
+            if _code(exc) not in _PURGE_BUSY_CODES:
+                raise
+        while True:
+            batch = self._receive_now(queue, {"QueueUrl": url, "MaxNumberOfMessages": MAX_BATCH,
+                                              "VisibilityTimeout": 60, "WaitTimeSeconds": 0})
+            if not batch:
+                return
+            self.delete_batch(queue, [m.receipt for m in batch])
+
+    def close(self) -> None:
+        """Send the deletes still waiting and release the HTTP connections."""
+        try:
+            self._flush_deletes()
+        finally:
+            with self._deletes_lock:
+                if self._flush_timer is not None:
+                    self._flush_timer.cancel()
+                    self._flush_timer = None
+            client, self._client_obj = self._client_obj, None
+            if client is not None and hasattr(client, "close"):
+                client.close()
