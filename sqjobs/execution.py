@@ -96,6 +96,7 @@ def run_attempt(job_class: type[Job], message: JobMessage, queue: str, attempt: 
     """
     job = job_class()
     job.id, job.queue_name, job.attempt = message.id, queue, attempt
+    job.scheduled_for = message.extra.get("scheduled_for")
     started = time.monotonic()
     try:
         with hard_timeout(job_class.timeout, f"job {message.id} {job_class.name}"):

@@ -92,6 +92,9 @@ class Job:
     #: Periodic jobs: a cron expression and the IANA time zone it is read in.
     schedule: ClassVar[str | None] = None
     timezone: ClassVar[str] = "UTC"
+    #: Periodic jobs: what to do with fire times missed while no beater ran:
+    #: "latest" runs the most recent one once, "all" runs each, "none" skips them.
+    catch_up: ClassVar[str] = "latest"
     #: True on classes that only provide behaviour for other jobs (not registered).
     abstract: ClassVar[bool] = False
 
@@ -101,6 +104,7 @@ class Job:
             return
         if not cls.__dict__.get("name"):
             cls.name = f"{cls.__module__}.{cls.__qualname__}"
+        _check_schedule(cls)
         registry.register(cls)
 
     def __init__(self) -> None:
@@ -108,6 +112,8 @@ class Job:
         self.queue_name: str | None = None
         self.attempt: int = 0
         self.result: Any = None
+        #: Periodic jobs: the ISO 8601 fire time this run serves (None for other jobs).
+        self.scheduled_for: str | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -160,6 +166,28 @@ class Job:
         return get_broker().enqueue(cls, args, kwargs, queue, delay, job_id, group, dedup_id)
 
 
+class PeriodicJob(Job):
+    """Base class of jobs a beater sends on a cron ``schedule`` read in ``timezone`` (the seed's PeriodicJob)."""
+
+    abstract = True
+
+
+_CATCH_UP_CHOICES = ("latest", "all", "none")
+
+
+def _check_schedule(cls: type[Job]) -> None:
+    """Raise JobDefinitionError for a bad schedule, time zone or catch-up choice."""
+    if cls.catch_up not in _CATCH_UP_CHOICES:
+        raise JobDefinitionError(f"job {cls.name}: catch_up must be one of {', '.join(_CATCH_UP_CHOICES)}, "
+                                 f"got {cls.catch_up!r}")
+    if issubclass(cls, PeriodicJob) and not cls.schedule:
+        raise JobDefinitionError(f"periodic job {cls.name} needs a schedule (a cron expression)")
+    if cls.schedule:
+        from .schedule import Schedule
+
+        Schedule(cls.schedule, cls.timezone)
+
+
 def _methods_defined_below_job(cls: type) -> set[str]:
     names: set[str] = set()
     for klass in cls.__mro__:
@@ -171,7 +199,7 @@ def _methods_defined_below_job(cls: type) -> set[str]:
 
 #: Options ``@job`` takes that become class attributes.
 _ATTRIBUTE_OPTIONS = {"queue", "name", "retries", "retry_delay", "timeout", "track", "group",
-                      "schedule", "timezone"}
+                      "schedule", "timezone", "catch_up"}
 #: Options ``@job`` takes that become hook methods (called with the job instance first).
 _HOOK_OPTIONS = {"set_up", "tear_down", "on_success", "on_failure", "on_retry"}
 
@@ -209,7 +237,7 @@ def job(fn: Callable[..., Any] | None = None, *, base: type[Job] = Job, **option
     """Turn a function into a registered job.
 
     ``@job`` or ``@job(queue=..., name=..., retries=..., retry_delay=...,
-    timeout=..., track=..., group=..., schedule=..., timezone=..., base=...,
+    timeout=..., track=..., group=..., schedule=..., timezone=..., catch_up=..., base=...,
     set_up=..., tear_down=..., on_success=..., on_failure=..., on_retry=...)``.
     Hook functions are called with the job instance first, like methods:
     ``on_failure(job, exc)``. Unknown options raise JobDefinitionError at once.

@@ -234,12 +234,13 @@ class Broker(abc.ABC):
         job_id: str | None = None,
         group_id: str | None = None,
         dedup_id: str | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> tuple[JobMessage, OutgoingMessage]:
-        """Build, check and record one job message before it is sent."""
+        """Build, check and record one job message before it is sent; ``extra`` adds optional wire fields."""
         from ..status import record_enqueued
 
         message = JobMessage(name=job_class.name, args=list(args), kwargs=dict(kwargs or {}),
-                             id=job_id or new_job_id())
+                             id=job_id or new_job_id(), extra=dict(extra or {}))
         body = encode(message)
         check_size(body, self.max_message_bytes)
         self.check_delay(delay_s)
@@ -261,8 +262,9 @@ class Broker(abc.ABC):
         job_id: str | None = None,
         group_id: str | None = None,
         dedup_id: str | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> JobHandle:
-        """Send one job; return its handle.
+        """Send one job; return its handle. ``extra`` adds optional wire fields (``scheduled_for``).
 
         Raises TypeError for arguments JSON cannot carry, MessageTooLargeError
         and DelayTooLongError for what the broker cannot hold.
@@ -270,7 +272,8 @@ class Broker(abc.ABC):
         from ..status import JobHandle
 
         target = queue or job_class.queue
-        message, out = self._outgoing(job_class, args, kwargs, target, delay_s, job_id, group_id, dedup_id)
+        message, out = self._outgoing(job_class, args, kwargs, target, delay_s, job_id, group_id, dedup_id,
+                                      extra)
         self.send(target, out.body, out.delay_s, None, out.group_id, out.dedup_id)
         return JobHandle(message.id, job_class.name, target)
 
