@@ -1,0 +1,305 @@
+"""What is particular to the SQS broker, against a real SQS endpoint (moto's server over HTTP).
+
+The broker contract itself runs on SQS in test_broker_contract.py; these tests
+cover batching, request counts, FIFO queues, delays, errors and the
+interruptible long poll.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+import boto3
+import pytest
+
+import sqjobs
+from sqjobs.brokers import create_broker
+from sqjobs.brokers.base import ORIGIN_ATTRIBUTE, REASON_ATTRIBUTE, OutgoingMessage
+from sqjobs.brokers.sqs import MAX_BATCH_BYTES, SQSBroker
+from sqjobs.config import load
+from sqjobs.errors import BrokerAuthError, BrokerConnectionError, DelayTooLongError, MessageTooLargeError
+from sqjobs.message import decode
+from sqjobs.worker import Worker
+from tests import jobs_for_tests
+from tests.sqs_server import REGION, MotoServer, free_port, start_moto_server, unique_prefix
+from tests.support import read_lines, wait_until, write_config
+
+
+@pytest.fixture
+def broker(sqs_server: MotoServer, sqs_prefix: str) -> Iterator[SQSBroker]:
+    """A new SQS broker on its own queue prefix."""
+    instance = SQSBroker(**sqs_server.broker_options(sqs_prefix))
+    yield instance
+    instance.close()
+
+
+def raw_client(server: MotoServer) -> Any:
+    """A plain boto3 SQS client on the test server, as a foreign producer would use."""
+    options = server.broker_options("")
+    return boto3.client("sqs", region_name=REGION, endpoint_url=server.endpoint_url,
+                        aws_access_key_id=options["access_key"], aws_secret_access_key=options["secret_key"])
+
+
+def drain(broker: SQSBroker, queue: str, expected: int, visibility_timeout_s: float = 60) -> list:
+    """Receive until ``expected`` messages came; fail at the deadline."""
+    got: list = []
+
+    def more() -> bool:
+        got.extend(broker.receive(queue, 10, 0, visibility_timeout_s))
+        return len(got) >= expected
+
+    wait_until(more, what=f"{expected} messages on {queue}")
+    return got
+
+
+def test_send_batch_uses_one_request_per_ten_messages(broker: SQSBroker) -> None:
+    broker.ensure_queue("jobs")
+    before = broker.requests["SendMessageBatch"]
+    ids = broker.send_batch("jobs", [OutgoingMessage(f"m{i}") for i in range(25)])
+    assert broker.requests["SendMessageBatch"] - before == 3
+    assert len(set(ids)) == 25 and all(ids)
+    assert sorted(m.body for m in drain(broker, "jobs", 25)) == sorted(f"m{i}" for i in range(25))
+
+
+def test_send_batch_splits_at_256_kib(broker: SQSBroker) -> None:
+    broker.ensure_queue("big")
+    body = "x" * (100 * 1024)
+    before = broker.requests["SendMessageBatch"]
+    broker.send_batch("big", [OutgoingMessage(body + str(i)) for i in range(5)])
+    assert broker.requests["SendMessageBatch"] - before == 3  # 2 + 2 + 1: three do not fit in 256 KiB
+    assert len(drain(broker, "big", 5)) == 5
+
+
+def test_a_message_over_256_kib_is_refused_before_anything_is_sent(broker: SQSBroker) -> None:
+    broker.ensure_queue("big")
+    with pytest.raises(MessageTooLargeError):
+        broker.send_batch("big", [OutgoingMessage("small"), OutgoingMessage("y" * (MAX_BATCH_BYTES + 1))])
+    assert broker.requests["SendMessageBatch"] == 0
+    sqjobs.configure(broker=broker)
+    with pytest.raises(MessageTooLargeError):
+        jobs_for_tests.record_job.delay("p", "z" * MAX_BATCH_BYTES)
+    assert broker.requests["SendMessageBatch"] == 0
+
+
+def test_enqueue_many_batches_and_the_worker_coalesces_deletes(broker: SQSBroker, tmp_path: Path) -> None:
+    out = tmp_path / "out.txt"
+    job_class = jobs_for_tests.record_job.job_class
+    broker.enqueue_many(job_class, [((str(out), f"t{i}"), {}) for i in range(30)], queue="work")
+    assert broker.requests["SendMessageBatch"] == 3
+    consumer = Worker(broker, ["work"], prefetch=10, visibility_timeout_s=30)
+    wait_until(lambda: consumer.run_once(0) == 0 and len(read_lines(out)) >= 30, what="30 jobs to run")
+    broker.close()
+    assert sorted(line.split()[0] for line in read_lines(out)) == sorted(f"t{i}" for i in range(30))
+    assert broker.requests["DeleteMessage"] == 0
+    assert broker.requests["DeleteMessageBatch"] <= 4
+    assert broker.requests["ReceiveMessage"] <= 6
+    assert raw_client_count(broker, "work") == 0
+
+
+def raw_client_count(broker: SQSBroker, queue: str) -> int:
+    """Messages left in ``queue`` (visible or in flight), asked with a client of its own."""
+    client = boto3.client("sqs", region_name=REGION, endpoint_url=broker.endpoint_url,
+                          aws_access_key_id=broker.access_key, aws_secret_access_key=broker.secret_key)
+    url = client.get_queue_url(QueueName=broker.queue_prefix + queue)["QueueUrl"]
+    values = client.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    return int(values["ApproximateNumberOfMessages"]) + int(values["ApproximateNumberOfMessagesNotVisible"])
+
+
+def test_a_single_delete_goes_out_on_its_own_shortly_after(broker: SQSBroker) -> None:
+    broker.send("jobs", "x")
+    [message] = drain(broker, "jobs", 1)
+    broker.delete("jobs", message.receipt)
+    # Nothing else is asked of this broker: its flush timer alone sends the delete.
+    wait_until(lambda: raw_client_count(broker, "jobs") == 0, what="the coalesced delete to be sent")
+    assert broker.requests["DeleteMessageBatch"] == 1
+
+
+def test_queue_urls_are_cached_per_instance(sqs_server: MotoServer, broker: SQSBroker) -> None:
+    for i in range(3):
+        broker.send("jobs", f"m{i}")
+        broker.receive("jobs", 10, 0, 1)
+        broker.stats("jobs")
+    assert broker.requests["CreateQueue"] == 2  # the queue and its dead-letter queue, once
+    assert broker.requests["GetQueueUrl"] == 0
+    other = SQSBroker(**sqs_server.broker_options(broker.queue_prefix))
+    other.send("jobs", "again")
+    assert other.requests["CreateQueue"] == 2  # nothing shared between instances
+    other.close()
+
+
+def test_an_idle_long_poll_is_one_request(broker: SQSBroker) -> None:
+    broker.ensure_queue("idle")
+    before = broker.request_count
+    assert broker.receive("idle", 10, 1, 30) == []
+    assert broker.request_count - before == 1
+
+
+def test_interrupt_returns_at_once_and_a_late_message_is_handed_back(
+        sqs_server: MotoServer, broker: SQSBroker) -> None:
+    broker.ensure_queue("idle")
+    result: list = []
+    receiving = threading.Thread(target=lambda: result.append(broker.receive("idle", 10, 20, 600)))
+    receiving.start()
+    wait_until(lambda: broker.requests["ReceiveMessage"] >= 1, what="the long poll to start")
+    broker.interrupt()
+    receiving.join(10)
+    assert not receiving.is_alive() and result == [[]]
+    # The abandoned poll is still open on the server and takes this message, hidden for 600 s...
+    producer = SQSBroker(**sqs_server.broker_options(broker.queue_prefix))
+    producer.send("idle", "late")
+    # ...and hands it back at once, so another consumer gets it well before that.
+    [message] = drain(producer, "idle", 1)
+    assert message.body == "late"
+    producer.close()
+
+
+def test_delay_maps_to_delay_seconds_and_over_900_s_is_refused(broker: SQSBroker) -> None:
+    broker.send("later", "x", delay_s=900)
+    broker.send("later", "y", delay_s=1)
+    assert broker.stats("later").delayed == 2
+    [message] = drain(broker, "later", 1)
+    assert message.body == "y"
+    with pytest.raises(DelayTooLongError):
+        broker.send("later", "z", delay_s=901)
+    with pytest.raises(DelayTooLongError):
+        broker.enqueue(jobs_for_tests.record_job.job_class, ("p", "t"), queue="later", delay_s=901)
+    stats = broker.stats("later")
+    assert (stats.delayed, stats.in_flight, stats.visible) == (1, 1, 0)  # nothing more was sent
+
+
+def test_fifo_queue_keeps_order_groups_and_deduplication(sqs_server: MotoServer, broker: SQSBroker) -> None:
+    job_class = jobs_for_tests.record_job.job_class
+    handles = broker.enqueue_many(job_class, [(("p", f"t{i}"), {}) for i in range(12)], queue="orders.fifo")
+    broker.enqueue(job_class, ("p", "dup"), queue="orders.fifo", job_id=handles[0].id)  # same dedup id: dropped
+    got: list = []
+
+    def take() -> bool:
+        batch = broker.receive("orders.fifo", 10, 0, 60)
+        got.extend(batch)
+        broker.delete_batch("orders.fifo", [m.receipt for m in batch])  # frees the group for the rest
+        return len(got) >= 12
+
+    wait_until(take, what="12 FIFO messages")
+    assert [decode(m.body, m.message_id).args[1] for m in got] == [f"t{i}" for i in range(12)]
+    assert {m.group_id for m in got} == {job_class.name}
+    assert broker.receive("orders.fifo", 10, 1) == []
+    names = [url.rsplit("/", 1)[-1] for url in raw_client(sqs_server).list_queues(
+        QueueNamePrefix=broker.queue_prefix)["QueueUrls"]]
+    assert broker.queue_prefix + "orders-dead.fifo" in names
+    assert broker.queues() == ["orders.fifo"]
+
+
+def test_fifo_group_is_blocked_while_one_of_its_messages_is_in_flight(broker: SQSBroker) -> None:
+    broker.send_batch("g.fifo", [OutgoingMessage("a1", group_id="a", dedup_id="a1"),
+                                 OutgoingMessage("a2", group_id="a", dedup_id="a2"),
+                                 OutgoingMessage("b1", group_id="b", dedup_id="b1")])
+    first = broker.receive("g.fifo", 1, 0, 60)
+    assert [m.body for m in first] == ["a1"]
+    rest = drain(broker, "g.fifo", 1)
+    assert [m.body for m in rest] == ["b1"]  # a2 waits for a1
+    broker.delete_batch("g.fifo", [first[0].receipt])
+    assert [m.body for m in drain(broker, "g.fifo", 1)] == ["a2"]
+
+
+def test_fifo_dead_letter_goes_to_the_fifo_dead_queue_and_fifo_refuses_delays(broker: SQSBroker) -> None:
+    broker.send("pay.fifo", "poison", group_id="g", dedup_id="d1")
+    [message] = drain(broker, "pay.fifo", 1)
+    broker.dead_letter("pay.fifo", message, "malformed message: nope")
+    [dead] = drain(broker, "pay-dead.fifo", 1)
+    assert dead.body == "poison"
+    assert dead.attributes[REASON_ATTRIBUTE] == "malformed message: nope"
+    assert dead.attributes[ORIGIN_ATTRIBUTE] == "pay.fifo"
+    with pytest.raises(DelayTooLongError, match="FIFO"):
+        broker.send("pay.fifo", "later", delay_s=5, group_id="g", dedup_id="d2")
+
+
+def test_stale_receipts_are_ignored(broker: SQSBroker) -> None:
+    broker.send("jobs", "x")
+    [message] = drain(broker, "jobs", 1)
+    broker.delete_batch("jobs", [message.receipt])
+    broker.change_visibility("jobs", message.receipt, 0)
+    broker.change_visibility_batch("jobs", [message.receipt], 0)
+    broker.delete_batch("jobs", [message.receipt])
+    assert broker.receive("jobs", 10, 1) == []
+
+
+def test_queues_lists_only_this_prefix(sqs_server: MotoServer, broker: SQSBroker) -> None:
+    broker.ensure_queue("alpha")
+    broker.ensure_queue("beta.fifo")
+    other = SQSBroker(**sqs_server.broker_options(unique_prefix("other")))
+    other.ensure_queue("gamma")
+    assert broker.queues() == ["alpha", "beta.fifo"]
+    assert other.queues() == ["gamma"]
+    other.close()
+
+
+def test_a_message_from_a_foreign_producer_is_read(sqs_server: MotoServer, broker: SQSBroker) -> None:
+    broker.ensure_queue("php")
+    client = raw_client(sqs_server)
+    url = client.get_queue_url(QueueName=broker.queue_prefix + "php")["QueueUrl"]
+    payload = json.dumps({"name": "adder_job", "args": [1, 2], "kwargs": {}})
+    sent = client.send_message(QueueUrl=url, MessageBody=base64.b64encode(payload.encode()).decode())
+    [message] = drain(broker, "php", 1)
+    decoded = decode(message.body, message.message_id)
+    assert (decoded.name, decoded.args, decoded.id) == ("adder_job", [1, 2], sent["MessageId"])
+
+
+def test_seed_api_and_settings(sqs_server: MotoServer, sqs_prefix: str, tmp_path: Path) -> None:
+    options = sqs_server.broker_options(sqs_prefix)
+    broker = sqjobs.create_sqs_broker(**options)
+    job_id, job = broker.add_job(jobs_for_tests.AdderJob, 1, 2, 3)
+    [message] = drain(broker, "default", 1)  # type: ignore[arg-type]
+    assert decode(message.body, "").id == job_id and decode(message.body, "").args == [1, 2, 3]
+    assert isinstance(job, jobs_for_tests.AdderJob)
+    config = write_config(tmp_path / "sqjobs.conf", {
+        "sqjobs": {"broker": "sqs"},
+        "sqs": sqs_server.sqs_section(sqs_prefix, wait_time_s=7, visibility_timeout_s=42)})
+    settings = load(str(config))
+    from_config = create_broker(settings.broker_url, settings)
+    assert isinstance(from_config, SQSBroker)
+    assert (from_config.queue_prefix, from_config.default_wait_s, from_config.visibility_timeout_s) == (
+        sqs_prefix, 7.0, 42.0)
+    assert from_config.queues() == ["default"]
+
+
+def test_unreachable_endpoint_raises_broker_connection_error() -> None:
+    broker = SQSBroker(access_key="k", secret_key="s", region=REGION,
+                       endpoint_url=f"http://127.0.0.1:{free_port()}", max_attempts=1, connect_timeout_s=1)
+    with pytest.raises(BrokerConnectionError, match="cannot reach SQS"):
+        broker.send("jobs", "x")
+
+
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MotoServer, dict[str, str]]]:
+    """A second moto server that checks credentials, with one IAM user that may do nothing on SQS."""
+    server = start_moto_server(tmp_path_factory.mktemp("moto-auth"), {"INITIAL_NO_AUTH_ACTION_COUNT": "2"})
+    iam = boto3.client("iam", region_name=REGION, endpoint_url=server.endpoint_url,
+                       aws_access_key_id="setup", aws_secret_access_key="setup")
+    iam.create_user(UserName="nobody")
+    key = iam.create_access_key(UserName="nobody")["AccessKey"]
+    try:
+        yield server, {"access_key": key["AccessKeyId"], "secret_key": key["SecretAccessKey"]}
+    finally:
+        server.stop()
+
+
+def test_wrong_credentials_raise_a_one_line_auth_error(auth_server: tuple[MotoServer, dict[str, str]]) -> None:
+    server, _ = auth_server
+    broker = SQSBroker(access_key="wrong", secret_key="wrong", region=REGION, endpoint_url=server.endpoint_url)
+    with pytest.raises(BrokerAuthError) as caught:
+        broker.ensure_queue("jobs")
+    text = str(caught.value)
+    assert "\n" not in text
+    assert "InvalidClientTokenId" in text and "credentials" in text
+
+
+def test_missing_permission_raises_an_auth_error(auth_server: tuple[MotoServer, dict[str, str]]) -> None:
+    server, key = auth_server
+    broker = SQSBroker(region=REGION, endpoint_url=server.endpoint_url, **key)
+    with pytest.raises(BrokerAuthError, match="AccessDenied") as caught:
+        broker.send("jobs", "x")
+    assert "\n" not in str(caught.value)
