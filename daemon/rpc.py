@@ -48,7 +48,7 @@ class SupervisorClient:
         transport = SupervisorTransport(credentials.username if credentials else None,
                                         credentials.password if credentials else None,
                                         f"unix://{layout.socket}")
-        transport._get_connection = lambda: _UnixConnection(layout.socket, timeout_s)  # type: ignore[attr-defined]
+        transport._get_connection = lambda: _UnixConnection(layout.socket, timeout_s)
         self._proxy = xmlrpc.client.ServerProxy("http://localhost", transport=transport)
 
     def call(self, method: str, *args: Any) -> Any:

@@ -17,15 +17,15 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import pytest
+from sqjobsd.layout import Layout, layout_for, options_for
+from sqjobsd.procs import is_supervisord_of, marked_processes, pid_alive
+from sqjobsd.rpc import SupervisorClient
+from sqjobsd.supervisor_conf import Credentials, has_beater_command, program_names, render
 
 from sqjobs.brokers.base import OutgoingMessage
 from sqjobs.brokers.sqlite import SQLiteBroker
 from sqjobs.config import load
 from sqjobs.message import JobMessage, encode
-from sqjobsd.layout import Layout, layout_for, options_for
-from sqjobsd.procs import is_supervisord_of, marked_processes, pid_alive
-from sqjobsd.rpc import SupervisorClient
-from sqjobsd.supervisor_conf import Credentials, program_names, render
 
 from .support import read_lines, sqlite_config, wait_until
 
@@ -54,12 +54,13 @@ class Daemon:
         self._base = self.config.read_text()
         self.broker: SQLiteBroker | None = None
 
-    def configure(self, workers: Mapping[str, Mapping[str, object]], **daemon: object) -> Path:
-        """(Re)write the config: ``[worker:NAME]`` sections and ``[daemon]`` keys (short timeouts by default)."""
+    def configure(self, workers: Mapping[str, Mapping[str, object]], beaters: int = 0, **daemon: object) -> Path:
+        """(Re)write the config: ``[worker:NAME]`` sections, ``[beater] processes`` and ``[daemon]`` keys."""
         values: dict[str, object] = {"run_dir": self.run_dir, "log_dir": self.log_dir, "stop_timeout_s": 10,
                                      "stall_timeout_s": 0}
         values.update(daemon)
         sections: dict[str, Mapping[str, object]] = {f"worker:{name}": options for name, options in workers.items()}
+        sections["beater"] = {"processes": beaters}
         sections["daemon"] = values
         self.config.write_text(self._base + "\n" + _sections_text(sections))
         return self.config
@@ -91,6 +92,20 @@ class Daemon:
     def running_pids(self) -> dict[str, int]:
         """Process name -> pid of every process supervisord reports RUNNING."""
         return {name: info["pid"] for name, info in self.processes().items() if info["statename"] == "RUNNING"}
+
+    def wait_running(self, count: int, what: str = "the processes") -> dict[str, int]:
+        """Wait until exactly ``count`` processes are RUNNING; return name -> pid."""
+        def check() -> dict[str, int]:
+            pids = self.running_pids() if os.path.exists(self.layout.socket) else {}
+            return pids if len(pids) == count else {}
+        return wait_until(check, SLOW_S, what=what)
+
+    def wait_new_pid(self, name: str, old_pid: int, what: str) -> int:
+        """Wait until process ``name`` runs with a pid other than ``old_pid``; return it."""
+        def check() -> int:
+            pid = self.running_pids().get(name, old_pid)
+            return pid if pid != old_pid else 0
+        return wait_until(check, SLOW_S, what=what)
 
     def supervisord_pid(self) -> int | None:
         """The pid in supervisord's pidfile, if any."""
@@ -148,21 +163,23 @@ def _all_gone(pids: list[int]) -> bool:
 # -- configuration rendering (no supervisord) -------------------------------------------
 
 
-def test_render_matches_the_worker_and_skips_the_missing_beater(tmp_path: Path) -> None:
+def test_render_matches_the_worker_and_has_beaters_only_when_sqjobs_has_them(tmp_path: Path) -> None:
     daemon = Daemon(tmp_path)
     try:
-        daemon.configure({"default": {"processes": 2}, "low": {"queues": "low", "processes": 1}},
+        daemon.configure({"default": {"processes": 2}, "low": {"queues": "low", "processes": 1}}, beaters=2,
                          stop_timeout_s=42, stall_timeout_s=30, watchdog_interval_s=2)
         settings = load(str(daemon.config))
         options = options_for(settings)
         text = render(settings, daemon.layout, options, Credentials("u", "p"))
     finally:
         shutil.rmtree(daemon.run_dir, ignore_errors=True)
-    assert program_names(settings, options) == ["worker-default", "worker-low", "sqjobsd-watchdog"]
-    assert "[program:beater]" not in text
-    assert text.count("stopwaitsecs = 42") == 2
-    assert text.count("stopsignal = TERM") == 3
-    assert text.count("stopasgroup = true") == 3 and text.count("killasgroup = true") == 3
+    beater = ["beater"] if has_beater_command() else []
+    assert program_names(settings, options) == ["worker-default", "worker-low", *beater, "sqjobsd-watchdog"]
+    assert ("[program:beater]" in text) == has_beater_command()
+    programs = 3 + len(beater)
+    assert text.count("stopwaitsecs = 42") == programs - 1
+    assert text.count("stopsignal = TERM") == programs
+    assert text.count("stopasgroup = true") == programs and text.count("killasgroup = true") == programs
     assert f"{sys.executable} -m sqjobs worker -c {daemon.config} --group low --status-file" in text
     assert "--stall-timeout 30 --interval 2" in text
     assert f"directory = {tmp_path}" in text
@@ -199,8 +216,7 @@ def test_status_when_not_running_exits_3(daemon: Daemon) -> None:
 def test_start_runs_everything_then_stop_leaves_nothing(daemon: Daemon) -> None:
     daemon.configure({"default": {"processes": 2}, "low": {"queues": "low", "processes": 1}})
     daemon.start()
-    pids = wait_until(lambda: (lambda p: p if len(p) == 3 else None)(daemon.running_pids()), SLOW_S,
-                      what="3 RUNNING processes")
+    pids = daemon.wait_running(3, "3 RUNNING processes")
     assert sorted(pids) == ["worker-default-0", "worker-default-1", "worker-low-0"]
 
     daemon.record("default", [f"d{i}" for i in range(150)])
@@ -244,8 +260,7 @@ def test_killed_worker_is_restarted_and_its_job_redelivered(daemon: Daemon) -> N
     assert daemon.running_pids()["worker-default-0"] == first_pid
 
     os.kill(first_pid, signal.SIGKILL)
-    new_pid = wait_until(lambda: (lambda p: p if p not in (None, first_pid) else None)(
-        daemon.running_pids().get("worker-default-0")), SLOW_S, what="supervisord to restart the worker")
+    new_pid = daemon.wait_new_pid("worker-default-0", first_pid, "supervisord to restart the worker")
     release.touch()
     wait_until(lambda: f"end t1 {new_pid}" in daemon.recorded(), SLOW_S, what="the redelivered job to finish")
     assert not any(line.startswith(f"end t1 {first_pid}") for line in daemon.recorded())
@@ -254,14 +269,13 @@ def test_killed_worker_is_restarted_and_its_job_redelivered(daemon: Daemon) -> N
 def test_reload_adds_and_removes_sections_without_touching_the_others(daemon: Daemon) -> None:
     daemon.configure({"default": {"processes": 1}})
     daemon.start()
-    before = wait_until(lambda: daemon.running_pids() or None, SLOW_S, what="the worker")
+    before = daemon.wait_running(1, "the worker")
 
     daemon.configure({"default": {"processes": 1}, "extra": {"queues": "extra", "processes": 2}})
     result = daemon.run("reload")
     assert result.returncode == 0, result.stderr
     assert "added: worker-extra" in result.stdout
-    after = wait_until(lambda: (lambda p: p if len(p) == 3 else None)(daemon.running_pids()), SLOW_S,
-                       what="the added workers")
+    after = daemon.wait_running(3, "the added workers")
     assert after["worker-default-0"] == before["worker-default-0"]
     daemon.record("extra", ["x1"])
     wait_until(lambda: any(line.startswith("x1 ") for line in daemon.recorded()), SLOW_S,
@@ -277,12 +291,19 @@ def test_reload_adds_and_removes_sections_without_touching_the_others(daemon: Da
                                      "worker-extra-1": after["worker-extra-1"]}
     wait_until(lambda: not pid_alive(after["worker-default-0"]), SLOW_S, what="the removed worker to exit")
 
+    daemon.configure({"extra": {"queues": "extra", "processes": 1}})
+    result = daemon.run("reload")
+    assert result.returncode == 0, result.stderr
+    assert "changed: worker-extra" in result.stdout
+    changed = daemon.wait_running(1, "the changed section's worker")
+    assert list(changed) == ["worker-extra-0"]
 
-def test_second_start_is_refused(daemon: Daemon) -> None:
+
+def test_second_start_is_refused_and_restart_replaces_everything(daemon: Daemon) -> None:
     daemon.configure({"default": {"processes": 1}})
     daemon.start()
     supervisord = daemon.supervisord_pid()
-    pids = wait_until(lambda: daemon.running_pids() or None, SLOW_S, what="the worker")
+    pids = daemon.wait_running(1, "the worker")
     again = daemon.run("start")
     assert again.returncode == 1
     assert "already running" in again.stderr and f"supervisord pid {supervisord}" in again.stderr
@@ -290,12 +311,17 @@ def test_second_start_is_refused(daemon: Daemon) -> None:
     assert daemon.running_pids() == pids
     assert marked_processes(str(daemon.run_dir)) == sorted(pids.values())
 
+    restart = daemon.run("restart")
+    assert restart.returncode == 0, restart.stderr
+    assert daemon.supervisord_pid() not in (None, supervisord)
+    assert _all_gone([supervisord, *pids.values()])
+    assert not set(daemon.wait_running(1, "the restarted worker").values()) & set(pids.values())
+
 
 def test_start_after_supervisord_was_killed_stops_its_orphans(daemon: Daemon) -> None:
     daemon.configure({"default": {"processes": 2}})
     daemon.start()
-    old = wait_until(lambda: (lambda p: p if len(p) == 2 else None)(daemon.running_pids()), SLOW_S,
-                     what="2 workers")
+    old = daemon.wait_running(2, "2 workers")
     supervisord = daemon.supervisord_pid()
     assert supervisord is not None
     os.kill(supervisord, signal.SIGKILL)
@@ -309,8 +335,7 @@ def test_start_after_supervisord_was_killed_stops_its_orphans(daemon: Daemon) ->
     result = daemon.start()
     assert "left by a supervisord that died" in result.stderr
     assert _all_gone(list(old.values()))
-    new = wait_until(lambda: (lambda p: p if len(p) == 2 else None)(daemon.running_pids()), SLOW_S,
-                     what="2 new workers")
+    new = daemon.wait_running(2, "2 new workers")
     assert not set(new.values()) & set(old.values())
     assert marked_processes(str(daemon.run_dir)) == sorted(new.values())
     assert daemon.supervisord_pid() not in (None, supervisord)
@@ -326,9 +351,9 @@ def test_stalled_worker_is_reported_then_restarted_by_the_watchdog(daemon: Daemo
                          what="the blocking job to start")
     stuck_pid = int(started[0].split()[2])
 
-    def reported() -> str | None:
+    def reported() -> str:
         result = daemon.run("status")
-        return result.stdout if result.returncode == 3 and "STALLED" in result.stdout else None
+        return result.stdout if result.returncode == 3 and "STALLED" in result.stdout else ""
 
     line = wait_until(reported, SLOW_S, what="status to report the stall")
     assert f"pid {stuck_pid}" in line
@@ -337,8 +362,7 @@ def test_stalled_worker_is_reported_then_restarted_by_the_watchdog(daemon: Daemo
     result = daemon.run("reload")
     assert result.returncode == 0, result.stderr
     assert "added: sqjobsd-watchdog" in result.stdout and "worker-default" not in result.stdout
-    new_pid = wait_until(lambda: (lambda p: p if p not in (None, stuck_pid) else None)(
-        daemon.running_pids().get("worker-default-0")), SLOW_S, what="the watchdog to restart the worker")
+    new_pid = daemon.wait_new_pid("worker-default-0", stuck_pid, "the watchdog to restart the worker")
     release.touch()
     wait_until(lambda: not pid_alive(stuck_pid), SLOW_S, what="the stalled worker to be gone")
     wait_until(lambda: f"end s1 {new_pid}" in daemon.recorded(), SLOW_S, what="the job to be redelivered")
@@ -353,8 +377,7 @@ def test_foreground_runs_until_sigterm(daemon: Daemon) -> None:
                                 str(daemon.config)], stdout=log, stderr=subprocess.STDOUT)
     log.close()
     try:
-        pids = wait_until(lambda: daemon.running_pids() if os.path.exists(daemon.layout.socket) else None,
-                          SLOW_S, what="the foreground daemon's worker")
+        pids = daemon.wait_running(1, "the foreground daemon's worker")
         assert daemon.supervisord_pid() == process.pid  # supervisord replaced sqjobsd: systemd sees one pid
         process.send_signal(signal.SIGTERM)
         assert process.wait(SLOW_S) == 0
