@@ -12,7 +12,7 @@ from sqjobs.brokers.base import Broker
 from sqjobs.brokers.eager import EagerBroker
 from sqjobs.brokers.memory import MemoryBroker
 from sqjobs.brokers.sqlite import SQLiteBroker
-from tests.sqs_server import sqs_prefix, sqs_server  # noqa: F401  (session fixture for the "sqs" broker)
+from tests.sqs_server import sqs_auth_server, sqs_prefix, sqs_server  # noqa: F401  (SQS fixtures)
 
 
 @pytest.fixture(autouse=True)

@@ -114,6 +114,22 @@ def sqs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def sqs_auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MotoServer, dict[str, str]]]:
+    """A second moto server that checks credentials, and the key of an IAM user with no SQS permission."""
+    import boto3
+
+    server = start_moto_server(tmp_path_factory.mktemp("moto-auth"), {"INITIAL_NO_AUTH_ACTION_COUNT": "2"})
+    try:
+        iam = boto3.client("iam", region_name=REGION, endpoint_url=server.endpoint_url,
+                           aws_access_key_id="setup", aws_secret_access_key="setup")
+        iam.create_user(UserName="nobody")  # the two actions moto lets through before it checks
+        key = iam.create_access_key(UserName="nobody")["AccessKey"]
+        yield server, {"access_key": key["AccessKeyId"], "secret_key": key["SecretAccessKey"]}
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def sqs_prefix() -> str:
     """A queue prefix of this test's own."""

@@ -25,7 +25,7 @@ from sqjobs.errors import BrokerAuthError, BrokerConnectionError, DelayTooLongEr
 from sqjobs.message import decode
 from sqjobs.worker import Worker
 from tests import jobs_for_tests
-from tests.sqs_server import REGION, MotoServer, free_port, start_moto_server, unique_prefix
+from tests.sqs_server import REGION, MotoServer, free_port, unique_prefix
 from tests.support import read_lines, wait_until, write_config
 
 
@@ -273,22 +273,8 @@ def test_unreachable_endpoint_raises_broker_connection_error() -> None:
         broker.send("jobs", "x")
 
 
-@pytest.fixture(scope="module")
-def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MotoServer, dict[str, str]]]:
-    """A second moto server that checks credentials, with one IAM user that may do nothing on SQS."""
-    server = start_moto_server(tmp_path_factory.mktemp("moto-auth"), {"INITIAL_NO_AUTH_ACTION_COUNT": "2"})
-    iam = boto3.client("iam", region_name=REGION, endpoint_url=server.endpoint_url,
-                       aws_access_key_id="setup", aws_secret_access_key="setup")
-    iam.create_user(UserName="nobody")
-    key = iam.create_access_key(UserName="nobody")["AccessKey"]
-    try:
-        yield server, {"access_key": key["AccessKeyId"], "secret_key": key["SecretAccessKey"]}
-    finally:
-        server.stop()
-
-
-def test_wrong_credentials_raise_a_one_line_auth_error(auth_server: tuple[MotoServer, dict[str, str]]) -> None:
-    server, _ = auth_server
+def test_wrong_credentials_raise_a_one_line_auth_error(sqs_auth_server: tuple[MotoServer, dict[str, str]]) -> None:
+    server, _ = sqs_auth_server
     broker = SQSBroker(access_key="wrong", secret_key="wrong", region=REGION, endpoint_url=server.endpoint_url)
     with pytest.raises(BrokerAuthError) as caught:
         broker.ensure_queue("jobs")
@@ -297,8 +283,8 @@ def test_wrong_credentials_raise_a_one_line_auth_error(auth_server: tuple[MotoSe
     assert "InvalidClientTokenId" in text and "credentials" in text
 
 
-def test_missing_permission_raises_an_auth_error(auth_server: tuple[MotoServer, dict[str, str]]) -> None:
-    server, key = auth_server
+def test_missing_permission_raises_an_auth_error(sqs_auth_server: tuple[MotoServer, dict[str, str]]) -> None:
+    server, key = sqs_auth_server
     broker = SQSBroker(region=REGION, endpoint_url=server.endpoint_url, **key)
     with pytest.raises(BrokerAuthError, match="AccessDenied") as caught:
         broker.send("jobs", "x")

@@ -1,0 +1,253 @@
+"""Worker processes on SQS: real ``sqjobs worker`` processes against moto's server over HTTP.
+
+moto may hand one message to two consumers that poll at the same moment, so
+tests with several workers assert no loss and at-least-once; exactly-once is
+asserted only where one consumer could have had the message.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any, Iterator
+
+import boto3
+import pytest
+
+from sqjobs.brokers.base import REASON_ATTRIBUTE, OutgoingMessage
+from sqjobs.brokers.sqs import SQSBroker
+from sqjobs.message import JobMessage, encode
+from tests.sqs_server import ACCESS_KEY, REGION, SECRET_KEY, MotoServer
+from tests.support import (
+    TESTS_DIR,
+    read_lines,
+    start_worker,
+    stop_process,
+    wait_until,
+    worker_log,
+    write_config,
+)
+
+#: A deadline far below the 20 s long poll: a worker that exits within it was not waiting the poll out.
+IDLE_EXIT_DEADLINE_S = 10.0
+
+
+@pytest.fixture
+def broker(sqs_server: MotoServer, sqs_prefix: str) -> Iterator[SQSBroker]:
+    """The test's own view of the queues the workers consume."""
+    instance = SQSBroker(**sqs_server.broker_options(sqs_prefix))
+    yield instance
+    instance.close()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen]]:
+    """Worker processes started by a test; any still alive at the end are killed."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def sqs_config(tmp_path: Path, server: MotoServer, prefix: str, **sqs: object) -> Path:
+    """A config file with ``broker = sqs`` on the test server, importing the test jobs."""
+    return write_config(tmp_path / "sqjobs.conf", {
+        "sqjobs": {"broker": "sqs", "database": f"sqlite:///{tmp_path / 'status.db'}",
+                   "jobs": "jobs_for_tests", "path": str(TESTS_DIR)},
+        "sqs": server.sqs_section(prefix, **sqs),
+    })
+
+
+def body(name: str, *args: Any) -> str:
+    """A job message body as sqjobs writes it."""
+    return encode(JobMessage(name=name, args=list(args)))
+
+
+def tokens(path: Path, kind: str | None = None) -> list[str]:
+    """The tokens recorded in ``path``: lines ``TOKEN PID`` or, with ``kind``, ``KIND TOKEN PID``."""
+    lines = [line.split() for line in read_lines(path)]
+    if kind is None:
+        return [parts[0] for parts in lines]
+    return [parts[1] for parts in lines if parts[0] == kind]
+
+
+def settled(broker: SQSBroker, queue: str, visible: int = 0, in_flight: int = 0) -> bool:
+    """True when ``queue`` shows exactly these counts."""
+    stats = broker.stats(queue)
+    return (stats.visible, stats.in_flight, stats.delayed) == (visible, in_flight, 0)
+
+
+def test_a_php_shaped_message_sent_with_plain_boto3_runs(sqs_server: MotoServer, sqs_prefix: str,
+                                                         broker: SQSBroker, tmp_path: Path,
+                                                         processes: list) -> None:
+    out = tmp_path / "out.txt"
+    broker.ensure_queue("php")
+    client = boto3.client("sqs", region_name=REGION, endpoint_url=sqs_server.endpoint_url,
+                          aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)
+    url = client.get_queue_url(QueueName=sqs_prefix + "php")["QueueUrl"]
+    payload = json.dumps({"name": "record", "args": [str(out), "from-php"], "kwargs": {}})
+    client.send_message(QueueUrl=url, MessageBody=base64.b64encode(payload.encode()).decode())
+    worker = start_worker(sqs_config(tmp_path, sqs_server, sqs_prefix), ["php"], "--burst")
+    processes.append(worker)
+    assert worker.wait(60) == 0, worker_log(worker)
+    assert tokens(out) == ["from-php"]
+    wait_until(lambda: settled(broker, "php"), what="the message to be deleted")
+
+
+def test_poison_messages_reach_the_dead_letter_queue_and_the_next_job_runs(
+        sqs_server: MotoServer, sqs_prefix: str, broker: SQSBroker, tmp_path: Path, processes: list) -> None:
+    out = tmp_path / "out.txt"
+
+    def b64(value: Any) -> str:
+        return base64.b64encode(json.dumps(value).encode()).decode()
+
+    poison = {
+        "not base64 nor JSON": "%%% definitely not a job %%%",
+        "no name": b64({"args": [1], "kwargs": {}}),
+        "unknown job name": b64({"name": "no_such_job", "args": [], "kwargs": {}}),
+        "args not a list": b64({"name": "record", "args": {"a": 1}, "kwargs": {}}),
+        "kwargs not an object": b64({"name": "record", "args": [], "kwargs": [1, 2]}),
+    }
+    expected_reasons = {
+        "not base64 nor JSON": "neither base64 nor JSON",
+        "no name": "no job 'name'",
+        "unknown job name": 'unknown job name "no_such_job"',
+        "args not a list": "'args' is a JSON dict",
+        "kwargs not an object": "'kwargs' is a JSON list",
+    }
+    broker.send_batch("intake", [OutgoingMessage(text) for text in poison.values()]
+                      + [OutgoingMessage(body("record", str(out), "good"))])
+    worker = start_worker(sqs_config(tmp_path, sqs_server, sqs_prefix), ["intake"], "--burst")
+    processes.append(worker)
+    assert worker.wait(60) == 0, worker_log(worker)
+    assert tokens(out) == ["good"]
+    dead: list = []
+
+    def all_dead() -> bool:
+        batch = broker.receive("intake-dead", 10, 0, 60)
+        dead.extend(batch)
+        return len(dead) >= len(poison)
+
+    wait_until(all_dead, what="five dead letters")
+    reasons = {message.body: message.attributes[REASON_ATTRIBUTE] for message in dead}
+    assert set(reasons) == set(poison.values())
+    for label, text in poison.items():
+        assert expected_reasons[label] in reasons[text], (label, reasons[text])
+    wait_until(lambda: settled(broker, "intake"), what="the intake queue to be empty")
+
+
+def test_kill_9_mid_job_the_job_is_delivered_again_and_completed(
+        sqs_server: MotoServer, sqs_prefix: str, broker: SQSBroker, tmp_path: Path, processes: list) -> None:
+    out, release = tmp_path / "out.txt", tmp_path / "release"
+    config = sqs_config(tmp_path, sqs_server, sqs_prefix)
+    broker.send("crash", body("wait_for_file", str(out), "t1", str(release)))
+    first = start_worker(config, ["crash"], "--visibility-timeout", "2", "--prefetch", "1")
+    processes.append(first)
+    wait_until(lambda: tokens(out, "start") == ["t1"], what="the job to start")
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    release.touch()
+    second = start_worker(config, ["crash"], "--visibility-timeout", "2", "--prefetch", "1")
+    processes.append(second)
+    wait_until(lambda: tokens(out, "end") == ["t1"], what="the job to be delivered again and completed")
+    assert stop_process(second) == 0
+    pids = [line.split()[2] for line in read_lines(out)]
+    assert pids[0] == str(first.pid) and pids[-1] == str(second.pid)
+    wait_until(lambda: settled(broker, "crash"), what="the message to be deleted")
+
+
+def test_sigterm_finishes_the_running_job_and_hands_back_the_prefetched_ones(
+        sqs_server: MotoServer, sqs_prefix: str, broker: SQSBroker, tmp_path: Path, processes: list) -> None:
+    out, release = tmp_path / "out.txt", tmp_path / "release"
+    broker.send_batch("graceful", [OutgoingMessage(body("wait_for_file", str(out), f"t{i}", str(release)))
+                                   for i in range(5)])
+    worker = start_worker(sqs_config(tmp_path, sqs_server, sqs_prefix), ["graceful"], "--prefetch", "10",
+                          "--visibility-timeout", "300")
+    processes.append(worker)
+    [started] = wait_until(lambda: tokens(out, "start"), what="the first job to start")
+    worker.send_signal(signal.SIGTERM)
+    release.touch()
+    assert worker.wait(60) == 0, worker_log(worker)
+    assert tokens(out, "end") == [started]
+    assert "handed back 4 unstarted message(s)" in worker_log(worker)
+    # Hidden for 300 s had they not been handed back: they are visible again at once.
+    wait_until(lambda: settled(broker, "graceful", visible=4), what="4 messages back in the queue")
+
+
+def test_fifo_messages_of_a_group_run_in_order(sqs_server: MotoServer, sqs_prefix: str, broker: SQSBroker,
+                                               tmp_path: Path, processes: list) -> None:
+    out = tmp_path / "out.txt"
+    messages = []
+    for i in range(25):
+        for group in ("a", "b"):
+            messages.append(OutgoingMessage(body("record", str(out), f"{group}{i}"), group_id=group,
+                                            dedup_id=f"{group}{i}"))
+    for start in range(0, len(messages), 10):
+        broker.send_batch("seq.fifo", messages[start:start + 10])
+    worker = start_worker(sqs_config(tmp_path, sqs_server, sqs_prefix, wait_time_s=1), ["seq.fifo"], "--burst")
+    processes.append(worker)
+    assert worker.wait(60) == 0, worker_log(worker)
+    done = tokens(out)
+    for group in ("a", "b"):
+        assert [t for t in done if t[0] == group] == [f"{group}{i}" for i in range(25)]
+
+
+def test_the_heartbeat_keeps_a_long_job_from_running_twice(
+        sqs_server: MotoServer, sqs_prefix: str, broker: SQSBroker, tmp_path: Path, processes: list) -> None:
+    out = tmp_path / "out.txt"
+    config = sqs_config(tmp_path, sqs_server, sqs_prefix, wait_time_s=1)
+    broker.send("long", body("slow", str(out), "t1", 5))  # 5 s of work, hidden 2 s at a time
+    first = start_worker(config, ["long"], "--visibility-timeout", "2", "--prefetch", "1")
+    processes.append(first)
+    wait_until(lambda: tokens(out, "start") == ["t1"], what="the long job to start")
+    # Only now a second consumer: it would take the message if its visibility ever lapsed.
+    second = start_worker(config, ["long"], "--visibility-timeout", "2", "--prefetch", "1")
+    processes.append(second)
+    wait_until(lambda: tokens(out, "end") == ["t1"], what="the long job to end")
+    wait_until(lambda: settled(broker, "long"), what="the message to be deleted")
+    assert stop_process(first) == 0 and stop_process(second) == 0
+    assert tokens(out, "start") == ["t1"]
+
+
+def test_two_workers_lose_nothing(sqs_server: MotoServer, sqs_prefix: str, broker: SQSBroker, tmp_path: Path,
+                                  processes: list) -> None:
+    out = tmp_path / "out.txt"
+    wanted = [f"t{i}" for i in range(60)]
+    for start in range(0, 60, 10):
+        broker.send_batch("pair", [OutgoingMessage(body("record", str(out), t)) for t in wanted[start:start + 10]])
+    config = sqs_config(tmp_path, sqs_server, sqs_prefix)
+    workers = [start_worker(config, ["pair"]) for _ in range(2)]
+    processes.extend(workers)
+    wait_until(lambda: set(tokens(out)) == set(wanted), what="every job to run at least once")
+    wait_until(lambda: settled(broker, "pair"), what="every message to be deleted")
+    assert [stop_process(worker) for worker in workers] == [0, 0]
+
+
+def test_an_idle_worker_leaves_at_once_on_sigterm(sqs_server: MotoServer, sqs_prefix: str, tmp_path: Path,
+                                                   processes: list) -> None:
+    status = tmp_path / "status.json"
+    worker = start_worker(sqs_config(tmp_path, sqs_server, sqs_prefix, wait_time_s=20), ["idle"],
+                          "--status-file", str(status))
+    processes.append(worker)
+    wait_until(status.exists, what="the worker to poll")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(IDLE_EXIT_DEADLINE_S) == 0, worker_log(worker)
+    assert "stopped after 0 job(s)" in worker_log(worker)
+
+
+def test_refused_credentials_stop_the_worker_with_one_line_and_exit_2(
+        sqs_auth_server: tuple[MotoServer, dict[str, str]], tmp_path: Path, processes: list) -> None:
+    server, _ = sqs_auth_server
+    config = sqs_config(tmp_path, server, "auth-", access_key="wrong", secret_key="wrong")
+    worker = start_worker(config, ["jobs"])
+    processes.append(worker)
+    assert worker.wait(60) == 2
+    log = worker_log(worker)
+    assert "Traceback" not in log
+    [line] = [line for line in log.splitlines() if line.startswith("Error:")]
+    assert "InvalidClientTokenId" in line
