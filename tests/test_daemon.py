@@ -7,6 +7,7 @@ daemon and kills whatever it started, even when the test fails.
 
 from __future__ import annotations
 
+import configparser
 import os
 import shutil
 import signal
@@ -18,7 +19,7 @@ from typing import Any, Iterator, Mapping
 
 import pytest
 from sqjobsd.layout import Layout, layout_for, options_for
-from sqjobsd.procs import is_supervisord_of, marked_processes, pid_alive
+from sqjobsd.procs import cmdline, is_supervisord_of, marked_processes, pid_alive
 from sqjobsd.rpc import SupervisorClient
 from sqjobsd.supervisor_conf import Credentials, has_beater_command, program_names, render
 
@@ -240,6 +241,7 @@ def test_start_runs_everything_then_stop_leaves_nothing(daemon: Daemon) -> None:
     assert status.returncode == 3
     assert any(line.startswith("worker-low-0") and "STOPPED" in line for line in status.stdout.splitlines())
 
+    assert "CRIT" not in Path(daemon.layout.supervisord_log).read_text()  # no root or auth warnings
     supervisord = daemon.supervisord_pid()
     assert supervisord is not None
     stop = daemon.run("stop")
@@ -303,6 +305,7 @@ def test_second_start_is_refused_and_restart_replaces_everything(daemon: Daemon)
     daemon.configure({"default": {"processes": 1}})
     daemon.start()
     supervisord = daemon.supervisord_pid()
+    assert supervisord is not None
     pids = daemon.wait_running(1, "the worker")
     again = daemon.run("start")
     assert again.returncode == 1
@@ -386,3 +389,30 @@ def test_foreground_runs_until_sigterm(daemon: Daemon) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@pytest.mark.skipif(not has_beater_command(), reason="this sqjobs has no `sqjobs beater` command")
+def test_beaters_run_under_supervisord(daemon: Daemon) -> None:
+    daemon.configure({"default": {"processes": 1}}, beaters=2)
+    daemon.start()
+    pids = daemon.wait_running(3, "a worker and 2 beaters")
+    assert sorted(pids) == ["beater-0", "beater-1", "worker-default-0"]
+    assert all("-m sqjobs beater -c" in " ".join(cmdline(pids[name])) for name in ("beater-0", "beater-1"))
+    assert daemon.run("stop").returncode == 0
+    assert _all_gone(list(pids.values()))
+
+
+def test_the_example_for_an_existing_supervisor_matches_the_worker() -> None:
+    example = Path(__file__).resolve().parent.parent / "etc" / "supervisor" / "sqjobs.conf"
+    parser = configparser.RawConfigParser(inline_comment_prefixes=(";",))
+    parser.read(example)
+    programs = [name for name in parser.sections() if name.startswith("program:")]
+    assert programs == ["program:sqjobs-worker-default", "program:sqjobs-beater"]
+    for name in programs:
+        program = parser[name]
+        assert program["stopsignal"] == "TERM"
+        assert program["stopasgroup"] == program["killasgroup"] == program["autorestart"] == "true"
+        assert int(program["stopwaitsecs"]) >= 30
+    assert " worker -c " in parser["program:sqjobs-worker-default"]["command"]
+    assert " beater -c " in parser["program:sqjobs-beater"]["command"]
+    assert parser["group:sqjobs"]["programs"] == "sqjobs-worker-default,sqjobs-beater"
