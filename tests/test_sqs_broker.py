@@ -85,7 +85,7 @@ def test_a_message_over_256_kib_is_refused_before_anything_is_sent(broker: SQSBr
     assert broker.requests["SendMessageBatch"] == 0
 
 
-def test_enqueue_many_batches_and_the_worker_coalesces_deletes(broker: SQSBroker, tmp_path: Path) -> None:
+def test_enqueue_many_and_the_worker_use_batches(broker: SQSBroker, tmp_path: Path) -> None:
     out = tmp_path / "out.txt"
     job_class = jobs_for_tests.record_job.job_class
     broker.enqueue_many(job_class, [((str(out), f"t{i}"), {}) for i in range(30)], queue="work")
@@ -107,15 +107,6 @@ def raw_client_count(broker: SQSBroker, queue: str) -> int:
     url = client.get_queue_url(QueueName=broker.queue_prefix + queue)["QueueUrl"]
     values = client.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     return int(values["ApproximateNumberOfMessages"]) + int(values["ApproximateNumberOfMessagesNotVisible"])
-
-
-def test_a_single_delete_goes_out_on_its_own_shortly_after(broker: SQSBroker) -> None:
-    broker.send("jobs", "x")
-    [message] = drain(broker, "jobs", 1)
-    broker.delete("jobs", message.receipt)
-    # Nothing else is asked of this broker: its flush timer alone sends the delete.
-    wait_until(lambda: raw_client_count(broker, "jobs") == 0, what="the coalesced delete to be sent")
-    assert broker.requests["DeleteMessageBatch"] == 1
 
 
 def test_queue_urls_are_cached_per_instance(sqs_server: MotoServer, broker: SQSBroker) -> None:

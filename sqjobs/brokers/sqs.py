@@ -9,12 +9,8 @@ Users pay per request, so the broker keeps requests few:
 * sends go out in SendMessageBatch calls of up to 10 entries and 256 KiB;
 * receives ask for up to 10 messages with long polling (``wait_time_s``,
   20 s by default: an idle worker makes 3 requests a minute per queue);
-* deletes of single messages are coalesced: :meth:`SQSBroker.delete` queues
-  the receipt and one DeleteMessageBatch removes up to 10 of them, when ten
-  are waiting, before the next receive, or at the latest
-  :data:`DELETE_FLUSH_S` later. A crash in that window only means the
-  message is delivered again (at-least-once, as always on SQS);
-* visibility changes and explicit deletes of several messages are batched.
+* deletes and visibility changes go in batches of 10 (the worker deletes
+  the finished messages of one receive with one DeleteMessageBatch).
 
 A long poll runs in a helper thread so that :meth:`Broker.interrupt` (called
 from the worker's SIGTERM handler) makes the waiting receive return ``[]`` at
@@ -86,8 +82,6 @@ MAX_ATTEMPTS = 5
 #: Seconds to open a connection; reads wait the long poll plus :data:`READ_MARGIN_S`.
 CONNECT_TIMEOUT_S = 5.0
 READ_MARGIN_S = 10.0
-#: Longest time a coalesced delete waits for nine others before it is sent alone.
-DELETE_FLUSH_S = 0.5
 #: How often a long poll's caller looks whether it was interrupted.
 INTERRUPT_CHECK_S = 0.05
 #: Message group of FIFO messages sent without one.
@@ -212,9 +206,6 @@ class SQSBroker(Broker):
         self._client_lock = threading.Lock()
         self._urls: dict[str, str] = {}
         self._urls_lock = threading.RLock()
-        self._pending_deletes: dict[str, list[str]] = {}
-        self._deletes_lock = threading.Lock()
-        self._flush_timer: threading.Timer | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> SQSBroker:
@@ -468,12 +459,11 @@ class SQSBroker(Broker):
                 visibility_timeout_s: float = defaults.VISIBILITY_TIMEOUT_S) -> list[ReceivedMessage]:
         """Receive up to 10 messages with one ReceiveMessage, long polling ``wait_s`` (whole seconds, rounded down).
 
-        Deletes waiting to be coalesced go out first. A long poll is cut short
+        A long poll is cut short
         by :meth:`interrupt`; it then returns ``[]`` and whatever the poll still
         brings is handed back with visibility 0.
         """
         url = self._queue_url(queue)
-        self._flush_deletes()
         params = {
             "QueueUrl": url,
             "MaxNumberOfMessages": max(1, min(int(max_messages), MAX_BATCH)),
@@ -571,53 +561,8 @@ class SQSBroker(Broker):
     # -- settling --------------------------------------------------------------------
 
     def delete(self, queue: str, receipt: str) -> None:
-        """Delete a received message, coalesced with others into one DeleteMessageBatch.
-
-        The request goes out when ten receipts wait, before the next receive,
-        or :data:`DELETE_FLUSH_S` later, whichever comes first.
-        """
-        with self._deletes_lock:
-            waiting = self._pending_deletes.setdefault(queue, [])
-            waiting.append(receipt)
-            full = len(waiting) >= MAX_BATCH
-            if not full and self._flush_timer is None:
-                # Not a daemon thread: a worker leaving the interpreter still sends its last deletes.
-                self._flush_timer = threading.Timer(DELETE_FLUSH_S, self._flush_from_timer)
-                self._flush_timer.name = "sqjobs-sqs-deletes"
-                self._flush_timer.start()
-        if full:
-            self._flush_deletes(queue)
-
-    def _flush_from_timer(self) -> None:
-        with self._deletes_lock:
-            self._flush_timer = None
-        try:
-            self._flush_deletes()
-        except Exception:
-            logger.exception("could not send coalesced deletes; they are tried again before the next receive")
-
-    def _flush_deletes(self, queue: str | None = None) -> None:
-        """Send the coalesced deletes (of ``queue``, or all); failed ones wait for the next flush."""
-        with self._deletes_lock:
-            if queue is None:
-                taken, self._pending_deletes = self._pending_deletes, {}
-            else:
-                taken = {queue: self._pending_deletes.pop(queue, [])}
-            if not self._pending_deletes and self._flush_timer is not None:
-                self._flush_timer.cancel()
-                self._flush_timer = None
-        for name, receipts in taken.items():
-            if not receipts:
-                continue
-            try:
-                self.delete_batch(name, receipts)
-            except BrokerAuthError:
-                raise
-            except BrokerError as exc:
-                logger.warning("could not delete %d message(s) on %s (%s); trying again at the next flush",
-                               len(receipts), name, exc)
-                with self._deletes_lock:
-                    self._pending_deletes.setdefault(name, [])[:0] = receipts
+        """Delete a received message (one request; the worker deletes finished jobs with delete_batch)."""
+        self.delete_batch(queue, [receipt])
 
     def delete_batch(self, queue: str, receipts: Sequence[str]) -> None:
         """Delete received messages now, 10 per DeleteMessageBatch; stale receipts are ignored."""
@@ -691,7 +636,6 @@ class SQSBroker(Broker):
 
     def stats(self, queue: str) -> QueueStats:
         """Return SQS's approximate counts for ``queue``; ``dead`` counts every message of its dead-letter queue."""
-        self._flush_deletes()
         visible, in_flight, delayed = self._counts(queue)
         dead = sum(self._counts(dead_letter_name(queue))) if not is_dead_letter_name(queue) else 0
         return QueueStats(queue=queue, visible=visible, in_flight=in_flight, delayed=delayed, dead=dead)
@@ -699,7 +643,6 @@ class SQSBroker(Broker):
     def purge(self, queue: str) -> None:
         """Delete every message of ``queue``; if SQS is still purging it (one purge a minute), drain it instead."""
         url = self._queue_url(queue)
-        self._flush_deletes(queue)
         try:
             self._call("purge_queue", queue, QueueUrl=url)
             return
@@ -716,14 +659,7 @@ class SQSBroker(Broker):
             self.delete_batch(queue, [m.receipt for m in batch])
 
     def close(self) -> None:
-        """Send the deletes still waiting and release the HTTP connections."""
-        try:
-            self._flush_deletes()
-        finally:
-            with self._deletes_lock:
-                if self._flush_timer is not None:
-                    self._flush_timer.cancel()
-                    self._flush_timer = None
-            client, self._client_obj = self._client_obj, None
-            if client is not None and hasattr(client, "close"):
-                client.close()
+        """Release the HTTP connections (a later call makes a new client)."""
+        client, self._client_obj = self._client_obj, None
+        if client is not None and hasattr(client, "close"):
+            client.close()
