@@ -11,7 +11,7 @@
 from .errors import ConfigError, JobTimeoutError, MessageTooLargeError, Retry, SQJobsError, UnknownJobError
 from .job import Job, job, registry
 from .runtime import configure, create_eager_broker, create_sqs_broker, create_sqs_worker, get_broker
-from .status import JobHandle, Status
+from .status import JobHandle, ResultJob, Status, get_job
 
 __version__ = "0.1.0"
 
@@ -19,6 +19,7 @@ __all__ = [
     "ConfigError",
     "Job",
     "JobHandle",
+    "ResultJob",
     "JobTimeoutError",
     "MessageTooLargeError",
     "Retry",
@@ -30,6 +31,7 @@ __all__ = [
     "create_sqs_broker",
     "create_sqs_worker",
     "get_broker",
+    "get_job",
     "job",
     "registry",
 ]

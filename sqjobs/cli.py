@@ -210,5 +210,10 @@ def dead(config: str | None, queue: str, as_json: bool, requeue: bool, purge: bo
         click.echo(f"{row['message_id']}  {row['name'] or '?'}  {row['reason']}")
 
 
+from .cli_status import register_status_commands  # noqa: E402  (status, initdb, prune)
+
+register_status_commands(main)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

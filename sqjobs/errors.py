@@ -67,6 +67,34 @@ class DaemonNotRunningError(DaemonError):
     """No supervisord of sqjobsd answers in the configured run directory."""
 
 
+class StatusError(SQJobsError):
+    """A problem with job status: the status database or a job's status row."""
+
+
+class StatusStoreError(StatusError):
+    """The status database could not be reached or refused a query; callers may retry later."""
+
+
+class JobNotFoundError(StatusError, LookupError):
+    """No status row has that job id (the job is not tracked, or its row was pruned)."""
+
+
+class JobNotTrackedError(StatusError):
+    """A handle was asked to wait for a job whose status nothing records."""
+
+
+class JobFailedError(StatusError):
+    """``JobHandle.wait(raise_error=True)`` found the job FAILURE or DEAD; ``handle`` is the job."""
+
+    def __init__(self, message: str, handle: object) -> None:
+        super().__init__(message)
+        self.handle = handle
+
+
+class WaitTimeoutError(StatusError, TimeoutError):
+    """``JobHandle.wait`` reached its deadline before the job finished."""
+
+
 class Retry(SQJobsError):
     """Raised from inside a job to ask for another attempt after ``delay`` seconds.
 

@@ -17,18 +17,20 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 from . import defaults
 from .brokers.base import Broker, ReceivedMessage
-from .errors import BrokerAuthError, MalformedMessageError, UnknownJobError
+from .errors import BrokerAuthError, MalformedMessageError, StatusStoreError, UnknownJobError
 from .execution import AttemptResult, Outcome, backoff_delay, run_attempt
 from .job import Job, Registry
 from .job import registry as default_registry
 from .message import JobMessage, decode
-from .status import record_outcome, record_started, should_skip
+from .status import record_dead, record_outcome, record_started, retry_while_unavailable, should_skip
 
 logger = logging.getLogger("sqjobs.worker")
+
+T = TypeVar("T")
 
 #: Pause after a broker error before trying again (doubled up to the cap).
 ERROR_PAUSE_S = 1.0
@@ -204,9 +206,15 @@ class Worker:
             return
         except UnknownJobError:
             name = json.dumps(decoded.name)
-            self._dead_letter(message, f"unknown job name {name}: no registered job has it")
+            reason = f"unknown job name {name}: no registered job has it"
+            self._dead_letter(message, reason)
+            record_dead(decoded, message.queue, reason)
             return
-        if should_skip(job_class, decoded):
+        try:
+            skip = self._status_call(lambda: should_skip(job_class, decoded), message, decoded)
+        except StatusStoreError:
+            return
+        if skip:
             logger.info("job %s %s on %s: already succeeded, not run again", decoded.id, decoded.name,
                         message.queue)
             self._succeeded.append(message)
@@ -219,11 +227,18 @@ class Worker:
         attempt_no = message.receive_count
         last_attempt = attempt_no > job_class.retries
         logger.info("job %s %s on %s: attempt %d started", decoded.id, decoded.name, message.queue, attempt_no)
-        record_started(job_class, decoded, message.queue, attempt_no)
+        try:
+            self._status_call(lambda: record_started(job_class, decoded, message.queue, attempt_no), message, decoded)
+        except StatusStoreError:
+            return
         attempt = run_attempt(job_class, decoded, message.queue, attempt_no, last_attempt)
         self.jobs_done += 1
         self.last_job = decoded.id
-        record_outcome(job_class, decoded, attempt, final=last_attempt or attempt.outcome is Outcome.SUCCESS)
+        final = last_attempt or attempt.outcome is Outcome.SUCCESS
+        try:
+            self._status_call(lambda: record_outcome(job_class, decoded, attempt, final=final), message, decoded)
+        except StatusStoreError:
+            return
         if attempt.outcome is Outcome.SUCCESS:
             logger.info("job %s %s on %s: attempt %d succeeded in %.3f s", decoded.id, decoded.name,
                         message.queue, attempt_no, attempt.duration_s)
@@ -242,6 +257,22 @@ class Worker:
                            decoded.name, message.queue, attempt_no, attempt.duration_s, delay_s,
                            self._error_text(attempt))
             self._settle(message, lambda: self.broker.change_visibility(message.queue, message.receipt, delay_s))
+
+    def _status_call(self, action: Callable[[], T], message: ReceivedMessage, decoded: JobMessage) -> T:
+        """Run a status hook, retrying with backoff while the status database is unavailable.
+
+        So a tracked job's message is never settled before its status is
+        written. If a stop comes first, the message is handed back to be
+        delivered again and StatusStoreError is raised. Hooks of untracked
+        jobs touch no database and never fail here.
+        """
+        what = f"job {decoded.id} {decoded.name} on {message.queue}"
+        try:
+            return retry_while_unavailable(action, what, self._stopping)
+        except StatusStoreError:
+            logger.error("%s: status not recorded before the stop; message handed back to be delivered again", what)
+            self.held.hand_back([message])
+            raise
 
     @staticmethod
     def _error_text(attempt: AttemptResult) -> str:

@@ -10,7 +10,7 @@ import os
 import time
 from pathlib import Path
 
-from sqjobs import Job, Retry, job
+from sqjobs import Job, ResultJob, Retry, get_job, job
 
 
 def record(path: str, line: str) -> None:
@@ -98,3 +98,52 @@ class AdderJob(Job):
 
     def run(self, *args: int, **kwargs: object) -> int:
         return sum(args)
+
+
+# -- tracked jobs (job status, tests/test_status*.py) ------------------------------------------
+
+
+@job(queue="default", name="tracked_add", track=True)
+def tracked_add(a: int, b: int) -> int:
+    """Return ``a + b``; its status and result are recorded."""
+    return a + b
+
+
+@job(queue="default", name="tracked_flaky1", track=True, retries=1, retry_delay=0.05)
+def tracked_flaky_one_retry(path: str, token: str, failures: int) -> str:
+    """Fail ``failures`` times, then succeed; one retry allowed; tracked."""
+    return _flaky(path, token, failures)
+
+
+@job(queue="default", name="tracked_fails", track=True)
+def tracked_fails(token: str) -> None:
+    """Always raise ValueError naming ``token``; no retries; tracked."""
+    raise ValueError(f"boom {token}")
+
+
+@job(queue="default", name="tracked_not_json", track=True)
+def tracked_not_json() -> object:
+    """Return a set, which JSON cannot carry; tracked."""
+    return {1, 2}
+
+
+class DummyResultJob(ResultJob):
+    """The seed talk's DummyResultJob."""
+
+    name = "dummy_result_job"
+    queue = "dummy_queue"
+
+    def run(self, *args: object, **kwargs: object) -> None:
+        pass
+
+
+class SeesOwnStatus(ResultJob):
+    """Return the state and attempt count its own row shows while it runs."""
+
+    name = "sees_own_status"
+    queue = "default"
+
+    def run(self) -> list:
+        record = get_job(str(self.id)).record
+        assert record is not None
+        return [record.status.value, record.attempts, record.worker_pid]

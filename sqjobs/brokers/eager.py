@@ -49,10 +49,13 @@ class EagerBroker(MemoryBroker):
         decoded = decode(out.body, message.id)
         record_started(job_class, decoded, target, attempt=1)
         attempt = run_attempt(job_class, decoded, target, attempt=1, last_attempt=True)
-        record_outcome(job_class, decoded, attempt, final=True)
+        recorded = record_outcome(job_class, decoded, attempt, final=True)
         if attempt.outcome is not Outcome.SUCCESS:
             assert attempt.error is not None
             raise attempt.error
+        if recorded is not None:  # tracked: the handle shows the row (FAILURE for a result JSON cannot carry)
+            return JobHandle(decoded.id, job_class.name, target, job=attempt.job, status=recorded.status,
+                             result=recorded.result, error=recorded.error)
         return JobHandle(decoded.id, job_class.name, target, job=attempt.job, status=Status.SUCCESS,
                          result=attempt.result)
 

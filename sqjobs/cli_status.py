@@ -1,0 +1,112 @@
+"""``sqjobs status``, ``sqjobs initdb`` and ``sqjobs prune``: the status database from the command line.
+
+They read only ``[sqjobs] database`` of the config file; no broker is
+created and no job module imported.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import click
+
+from .config import load_settings
+from .errors import JobNotFoundError
+from .store import STATUS_TABLE, StatusRecord, get_store, safe_url
+
+#: Seconds in one of each unit ``--older-than`` accepts.
+DURATION_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+
+
+def parse_duration_s(text: str) -> float:
+    """Return the seconds in ``text``: a number with an optional unit s, m, h, d or w (``7d``, ``12h``, ``90``).
+
+    Raises ValueError for anything else.
+    """
+    match = _DURATION.match(text.lower())
+    if not match:
+        raise ValueError(f"{text!r} is not a duration; use a number and a unit: 30s, 15m, 12h, 7d, 2w")
+    return float(match.group(1)) * DURATION_UNITS_S[match.group(2) or "s"]
+
+
+class DurationType(click.ParamType):
+    """A click parameter read by :func:`parse_duration_s` (value in seconds)."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        """Return ``value`` in seconds or fail the command with a usage error."""
+        if isinstance(value, (int, float)):
+            return float(value)
+        try:
+            return parse_duration_s(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+config_option = click.option("-c", "--config", "config", envvar="SQJOBS_CONFIG", default=None,
+                             type=click.Path(dir_okay=False), help="Config file (default: $SQJOBS_CONFIG).")
+
+
+def _database_url(config: str | None) -> str:
+    return load_settings(config).database_url
+
+
+def _text(record: StatusRecord) -> str:
+    data = record.to_json()
+    lines = [f"{key + ':':<12} {data[key] if data[key] is not None else '-'}"
+             for key in ("id", "name", "queue", "status", "attempts", "enqueued_at", "started_at", "finished_at")]
+    if record.worker_host or record.worker_pid:
+        lines.append(f"{'worker:':<12} {record.worker_host} pid {record.worker_pid}")
+    if record.status.value == "SUCCESS":
+        lines.append(f"{'result:':<12} {json.dumps(record.result)}")
+    if record.error:
+        lines.append(f"{'error:':<12} {record.error}")
+    if record.traceback:
+        lines.append("traceback:")
+        lines.extend("  " + line for line in record.traceback.rstrip().splitlines())
+    return "\n".join(lines)
+
+
+@click.command()
+@config_option
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON: id, name, queue, status, result, error, attempts, enqueued_at, started_at, "
+                   "finished_at (and traceback, worker_host, worker_pid).")
+def status(config: str | None, job_id: str, as_json: bool) -> None:
+    """Show the status row of tracked job JOB_ID (exit 1 if it has none)."""
+    record = get_store(_database_url(config)).get(job_id)
+    if record is None:
+        raise JobNotFoundError(f"no status row for job {job_id} (not tracked, unknown, or pruned)")
+    click.echo(json.dumps(record.to_json(), indent=2) if as_json else _text(record))
+
+
+@click.command()
+@config_option
+def initdb(config: str | None) -> None:
+    """Create the status table in [sqjobs] database if it is missing (safe to run again)."""
+    url = _database_url(config)
+    get_store(url).create_tables()
+    click.echo(f"table {STATUS_TABLE} ready in {safe_url(url)}")
+
+
+@click.command()
+@config_option
+@click.option("--older-than", "older_than_s", type=DurationType(), required=True,
+              help="Age of finished rows to delete: 30s, 15m, 12h, 7d, 2w.")
+def prune(config: str | None, older_than_s: float) -> None:
+    """Delete finished rows (SUCCESS, FAILURE, DEAD) that finished longer ago than --older-than."""
+    cutoff = datetime.now(timezone.utc) - timedelta(seconds=older_than_s)
+    count = get_store(_database_url(config)).prune(cutoff)
+    click.echo(f"pruned {count} finished row(s) that finished before {cutoff.isoformat(timespec='seconds')}")
+
+
+def register_status_commands(group: click.Group) -> None:
+    """Add ``status``, ``initdb`` and ``prune`` to the ``sqjobs`` command group."""
+    for command in (status, initdb, prune):
+        group.add_command(command)
