@@ -72,12 +72,16 @@ def start(config: str | None, foreground: bool) -> None:
 @config_option
 def stop(config: str | None) -> None:
     """Stop every program gracefully (SIGTERM, then the stop timeout) and supervisord with them."""
-    settings = load_settings(config)
-    killed = control.stop(settings)
-    if killed:
-        click.echo(f"sqjobsd stopped; killed pids that ignored SIGTERM: {', '.join(map(str, killed))}")
-    else:
+    result = control.stop(load_settings(config))
+    if result.was_running:
         click.echo("sqjobsd stopped")
+    elif result.orphans:
+        click.echo(f"sqjobsd was not running; stopped processes left by a supervisord that died: "
+                   f"{', '.join(map(str, result.orphans))}")
+    else:
+        click.echo("sqjobsd was not running")
+    if result.killed:
+        click.echo(f"killed processes that ignored SIGTERM: {', '.join(map(str, result.killed))}")
 
 
 @main.command()

@@ -16,6 +16,8 @@ Safety rules:
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -24,7 +26,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 from sqjobs.config import Settings
 from sqjobs.errors import DaemonError, DaemonNotRunningError
@@ -32,7 +34,7 @@ from sqjobs.errors import DaemonError, DaemonNotRunningError
 from . import supervisor_conf
 from .health import ProcessHealth, survey
 from .layout import DaemonOptions, Layout, layout_for, longest_job_timeout, options_for
-from .procs import is_supervisord_of, marked_processes, pid_alive, terminate, wait_gone
+from .procs import is_supervisord_of, marked_processes, terminate, wait_gone
 from .rpc import SupervisorClient
 
 logger = logging.getLogger("sqjobs.daemon")
@@ -45,6 +47,20 @@ SETTLE_TIMEOUT_S = 30.0
 STOP_MARGIN_S = 15.0
 #: File in run_dir recording the timings the daemon runs with (read by ``status`` and ``stop``).
 STATE_FILE = "sqjobsd.json"
+#: Lock file in run_dir: one start, stop or reload at a time.
+LOCK_FILE = "sqjobsd.lock"
+
+
+@dataclass
+class StopResult:
+    """What ``stop`` found and did."""
+
+    #: A supervisord was running and was shut down.
+    was_running: bool = False
+    #: Processes left by a supervisord that had died, stopped now.
+    orphans: list[int] = field(default_factory=list)
+    #: Processes that ignored SIGTERM for the stop timeout and were killed.
+    killed: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -54,6 +70,22 @@ class ReloadResult:
     added: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def locked(layout: Layout) -> Iterator[None]:
+    """Hold the run_dir lock; raise DaemonError when another sqjobsd command holds it."""
+    layout.make_dirs()
+    fd = os.open(os.path.join(layout.run_dir, LOCK_FILE), os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise DaemonError(f"another sqjobsd command is running for {layout.config}; try again when it is "
+                              "done") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def _read_pid(layout: Layout) -> int | None:
@@ -136,7 +168,20 @@ def start(settings: Settings, foreground: bool = False) -> list[ProcessHealth]:
     already running or supervisord cannot start.
     """
     layout, options = resolve(settings)
-    layout.make_dirs()
+    with locked(layout):
+        _start_locked(settings, layout, options, foreground)
+        client = SupervisorClient(layout)
+        deadline = time.monotonic() + ANSWER_TIMEOUT_S
+        while not client.answers():
+            if time.monotonic() > deadline:
+                raise DaemonError(f"supervisord started but does not answer on {layout.socket} "
+                                  f"(see {layout.supervisord_log})")
+            time.sleep(0.1)
+    return settle(client, layout, options)
+
+
+def _start_locked(settings: Settings, layout: Layout, options: DaemonOptions, foreground: bool) -> None:
+    """Check, clean, write the configuration and run supervisord (exec it with ``foreground``)."""
     pid = running_pid(layout)
     if pid is not None:
         raise DaemonError(f"sqjobsd is already running for {layout.config} (supervisord pid {pid}, "
@@ -154,21 +199,17 @@ def start(settings: Settings, foreground: bool = False) -> list[ProcessHealth]:
         sys.stderr.flush()
         os.execv(sys.executable, command)
     with tempfile.TemporaryFile() as output:
-        result = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-                                cwd=layout.base_dir, timeout=ANSWER_TIMEOUT_S)
+        try:
+            result = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                                    cwd=layout.base_dir, timeout=ANSWER_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise DaemonError(f"supervisord did not detach within {ANSWER_TIMEOUT_S:.0f} s "
+                              f"(see {layout.supervisord_log})") from None
         output.seek(0)
         text = output.read().decode(errors="replace").strip()
     if result.returncode != 0:
         last = text.splitlines()[-1] if text else f"exit code {result.returncode}"
         raise DaemonError(f"supervisord did not start: {last} (see {layout.supervisord_log})")
-    client = SupervisorClient(layout)
-    deadline = time.monotonic() + ANSWER_TIMEOUT_S
-    while not client.answers():
-        if time.monotonic() > deadline:
-            raise DaemonError(f"supervisord started but does not answer on {layout.socket} "
-                              f"(see {layout.supervisord_log})")
-        time.sleep(0.1)
-    return settle(client, layout, options)
 
 
 def settle(client: SupervisorClient, layout: Layout, options: DaemonOptions) -> list[ProcessHealth]:
@@ -181,34 +222,33 @@ def settle(client: SupervisorClient, layout: Layout, options: DaemonOptions) -> 
         time.sleep(0.1)
 
 
-def stop(settings: Settings) -> list[int]:
-    """Stop the daemon gracefully and leave no process behind; return the pids that needed SIGKILL.
+def stop(settings: Settings) -> StopResult:
+    """Stop the daemon gracefully and leave no process behind.
 
     Not running is not an error (orphans of a dead supervisord are stopped all the same).
     """
     layout = layout_for(settings)
     layout.check_socket_path()
     options = running_options(settings, layout)
-    pid = running_pid(layout)
-    if pid is None:
-        clean_stale(layout, options.stop_timeout_s)
-        return []
-    client = SupervisorClient(layout)
-    try:
-        client.call("shutdown")
-    except DaemonNotRunningError:
-        pass
-    left = wait_gone([pid], options.stop_timeout_s + STOP_MARGIN_S)
-    killed = []
-    if left:
-        logger.warning("supervisord %d did not exit within %.0f s: killing it", pid,
-                       options.stop_timeout_s + STOP_MARGIN_S)
-        killed += terminate(left, 0)
-    rest = marked_processes(layout.run_dir)
-    if rest:
-        logger.warning("processes %s outlived supervisord: stopping them", ", ".join(map(str, rest)))
-        killed += terminate(rest, options.stop_timeout_s)
-    return killed
+    with locked(layout):
+        pid = running_pid(layout)
+        if pid is None:
+            return StopResult(orphans=clean_stale(layout, options.stop_timeout_s))
+        try:
+            SupervisorClient(layout).call("shutdown")
+        except DaemonNotRunningError:
+            pass
+        result = StopResult(was_running=True)
+        left = wait_gone([pid], options.stop_timeout_s + STOP_MARGIN_S)
+        if left:
+            logger.warning("supervisord %d did not exit within %.0f s: killing it", pid,
+                           options.stop_timeout_s + STOP_MARGIN_S)
+            result.killed += terminate(left, 0)
+        rest = marked_processes(layout.run_dir)
+        if rest:
+            logger.warning("processes %s outlived supervisord: stopping them", ", ".join(map(str, rest)))
+            result.killed += terminate(rest, options.stop_timeout_s)
+        return result
 
 
 def status(settings: Settings) -> list[ProcessHealth]:
@@ -235,6 +275,12 @@ def reload(settings: Settings) -> ReloadResult:
     if not client.answers():
         raise DaemonNotRunningError(f"sqjobsd is not running for {layout.config}: nothing to reload "
                                     "(use `sqjobsd start`)")
+    with locked(layout):
+        return _reload_locked(settings, layout, options, client)
+
+
+def _reload_locked(settings: Settings, layout: Layout, options: DaemonOptions,
+                   client: SupervisorClient) -> ReloadResult:
     supervisor_conf.write(settings, layout, options)
     _write_state(layout, options)
     added, changed, removed = client.call("reloadConfig")[0]
@@ -256,7 +302,3 @@ def _stop_group(client: SupervisorClient, name: str) -> Any:
         logger.warning("stopping program %s: %s", name, exc)
         return None
 
-
-def all_pids(health: list[ProcessHealth]) -> list[int]:
-    """The pids of the running processes in ``health``."""
-    return [item.pid for item in health if item.pid and pid_alive(item.pid)]

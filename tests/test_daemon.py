@@ -204,11 +204,14 @@ def test_socket_path_over_the_unix_limit_is_a_clear_error(daemon: Daemon) -> Non
     assert not os.path.exists("/tmp/" + "r" * 110)
 
 
-def test_status_when_not_running_exits_3(daemon: Daemon) -> None:
+def test_status_and_stop_when_not_running(daemon: Daemon) -> None:
     daemon.configure({"default": {}})
     result = daemon.run("status")
     assert result.returncode == 3
     assert "not running" in result.stdout
+    result = daemon.run("stop")
+    assert result.returncode == 0
+    assert "was not running" in result.stdout
 
 
 # -- real supervisord ---------------------------------------------------------------------
