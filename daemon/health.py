@@ -108,7 +108,7 @@ def survey(client: SupervisorClient, layout: Layout, stall_timeout_s: float) -> 
     result = []
     for info in client.processes():
         status = read_worker_status(layout.status_file(str(info.get("name")))) if is_worker(info) else None
-        result.append(assess(info, status, float(info.get("now") or time.time()), stall_timeout_s))
+        result.append(assess(info, status, time.time(), stall_timeout_s))
     return result
 
 

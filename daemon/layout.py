@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass
 
 from sqjobs.config import Settings
+from sqjobs.defaults import SQLITE_WAIT_S
 from sqjobs.errors import DaemonError
 
 logger = logging.getLogger("sqjobs.daemon")
@@ -160,4 +161,23 @@ def options_for(settings: Settings, longest_timeout_s: float | None = None) -> D
     stall_s = settings.get("daemon", "stall_timeout_s")
     if stall_s is None:
         stall_s = max(STALL_TIMEOUT_S, (longest_timeout_s or 0) + STALL_MARGIN_S)
+    quiet_s = longest_quiet_s(settings)
+    if 0 < stall_s < quiet_s:
+        raise DaemonError(
+            f"{settings.source}: [daemon] stall_timeout_s = {stall_s:g} is shorter than a healthy worker may go "
+            f"without writing its status ({quiet_s:g} s with this broker); use at least {quiet_s:g}, or 0 to "
+            "turn stall detection off")
     return DaemonOptions(float(stop_s), float(stall_s), float(settings.get("daemon", "watchdog_interval_s")))
+
+
+def longest_quiet_s(settings: Settings) -> float:
+    """Longest time a healthy, idle worker goes between two status writes: one receive wait plus 2 s.
+
+    The worker writes its status before each receive, at most once a second;
+    a receive waits up to the broker's long poll (``[sqs] wait_time_s`` on SQS).
+    """
+    if settings.broker_url.startswith("sqs"):
+        wait_s = float(settings.get("sqs", "wait_time_s"))
+    else:
+        wait_s = SQLITE_WAIT_S
+    return wait_s + 2.0

@@ -196,6 +196,14 @@ def test_default_stop_timeout_covers_the_longest_job(tmp_path: Path) -> None:
     assert options_for(settings, longest_timeout_s=600).stall_timeout_s == 660
 
 
+def test_a_stall_threshold_shorter_than_a_healthy_poll_is_refused(daemon: Daemon) -> None:
+    daemon.configure({"default": {}}, stall_timeout_s=2)
+    result = daemon.run("start")
+    assert result.returncode == 1
+    assert "stall_timeout_s = 2 is shorter" in result.stderr and "use at least 3" in result.stderr
+    assert not os.path.exists(daemon.layout.pidfile)
+
+
 def test_socket_path_over_the_unix_limit_is_a_clear_error(daemon: Daemon) -> None:
     daemon.configure({"default": {}}, run_dir="/tmp/" + "r" * 110)
     result = daemon.run("start")
@@ -349,7 +357,7 @@ def test_start_after_supervisord_was_killed_stops_its_orphans(daemon: Daemon) ->
 
 def test_stalled_worker_is_reported_then_restarted_by_the_watchdog(daemon: Daemon) -> None:
     workers = {"default": {"processes": 1, "prefetch": 1, "visibility_timeout_s": 2}}
-    daemon.configure(workers, stall_timeout_s=2, watchdog_interval_s=0, stop_timeout_s=2)
+    daemon.configure(workers, stall_timeout_s=4, watchdog_interval_s=0, stop_timeout_s=2)
     daemon.start()
     release = daemon.tmp_path / "release"
     daemon.enqueue("default", [JobMessage("wait_for_file", [str(daemon.records), "s1", str(release)])])
@@ -364,7 +372,7 @@ def test_stalled_worker_is_reported_then_restarted_by_the_watchdog(daemon: Daemo
     line = wait_until(reported, SLOW_S, what="status to report the stall")
     assert f"pid {stuck_pid}" in line
 
-    daemon.configure(workers, stall_timeout_s=2, watchdog_interval_s=0.2, stop_timeout_s=2)
+    daemon.configure(workers, stall_timeout_s=4, watchdog_interval_s=0.2, stop_timeout_s=2)
     result = daemon.run("reload")
     assert result.returncode == 0, result.stderr
     assert "added: sqjobsd-watchdog" in result.stdout and "worker-default" not in result.stdout
