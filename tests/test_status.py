@@ -128,7 +128,7 @@ def test_a_running_job_sees_itself_started_and_success_stores_the_result(tracked
     record = handle.record
     assert record is not None
     assert record.attempts == 1 and record.error is None
-    assert record.enqueued_at <= record.started_at <= record.finished_at  # type: ignore[operator]
+    assert record.enqueued_at <= record.started_at <= record.finished_at
     assert tracked.stats("status").visible + tracked.stats("status").in_flight == 0
 
 
