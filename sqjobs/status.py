@@ -354,18 +354,21 @@ def record_dead(message: JobMessage, queue: str, reason: str) -> None:
 def retry_while_unavailable(action: Callable[[], T], what: str, stop: threading.Event) -> T:
     """Return ``action()``; while it raises StatusStoreError, log it and try again with backoff.
 
-    The pause starts at STORE_RETRY_PAUSE_S and doubles up to
-    STORE_RETRY_PAUSE_MAX_S. Raises the last StatusStoreError once ``stop``
-    is set (the wait is cut short by it).
+    The first retry comes at once (a connection the server dropped while
+    idle is simply opened again, with a warning); then the pause starts at
+    STORE_RETRY_PAUSE_S and doubles up to STORE_RETRY_PAUSE_MAX_S, each
+    failure logged as an error. Raises the last StatusStoreError once
+    ``stop`` is set (the wait is cut short by it).
     """
-    pause_s = STORE_RETRY_PAUSE_S
+    pause_s = 0.0
     while True:
         try:
             return action()
         except StatusStoreError as exc:
             if stop.is_set():
                 raise
-            logger.error("%s: status database unavailable, trying again in %.1f s: %s", what, pause_s, exc)
+            logger.log(logging.WARNING if pause_s == 0 else logging.ERROR,
+                       "%s: status database unavailable, trying again in %.1f s: %s", what, pause_s, exc)
             if stop.wait(pause_s):
                 raise
-            pause_s = min(pause_s * 2, STORE_RETRY_PAUSE_MAX_S)
+            pause_s = min(max(pause_s * 2, STORE_RETRY_PAUSE_S), STORE_RETRY_PAUSE_MAX_S)

@@ -251,3 +251,40 @@ def test_an_unrecorded_outcome_at_a_stop_leaves_the_message_to_run_again(
     assert handle.status is Status.STARTED
     [again] = broker.receive("store", 10, 0)
     assert again.receive_count == 2
+
+
+class RecordingStop(threading.Event):
+    """A stop event that records the pauses asked of it instead of waiting."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pauses: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.pauses.append(float(timeout or 0))
+        return self.is_set()
+
+
+def test_status_writes_are_retried_at_once_then_with_a_doubling_capped_pause() -> None:
+    failures = iter(range(5))
+
+    def action() -> str:
+        if next(failures, None) is not None:
+            raise StatusStoreError("down")
+        return "written"
+
+    stop = RecordingStop()
+    assert status.retry_while_unavailable(action, "job x", stop) == "written"
+    assert stop.pauses == [0.0, 0.02, 0.04, 0.05, 0.05]  # quick_store_retries: 20 ms doubling, 50 ms cap
+
+
+def test_a_stop_ends_the_retries_with_the_error() -> None:
+    stop = RecordingStop()
+
+    def action() -> None:
+        stop.set()
+        raise StatusStoreError("down")
+
+    with pytest.raises(StatusStoreError, match="down"):
+        status.retry_while_unavailable(action, "job x", stop)
+    assert stop.pauses == []
