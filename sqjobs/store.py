@@ -122,6 +122,7 @@ def _make_model(database: peewee.Database) -> Any:
 
         class Meta:
             table_name = STATUS_TABLE
+            legacy_table_names = False  # index names start with the table name: sqjobs_job_status_...
 
     JobStatusRow._meta.set_database(database)
     return JobStatusRow

@@ -50,6 +50,7 @@ def test_table_is_prefixed_and_creating_it_again_is_harmless(store: StatusStore)
     store.create_tables()
     store.create_tables()
     assert STATUS_TABLE in store.database.get_tables()
+    assert "sqjobs_job_status_finished_at" in {index.name for index in store.database.get_indexes(STATUS_TABLE)}
 
 
 def test_a_new_store_creates_the_table_on_first_use(tmp_path: Path) -> None:
