@@ -9,7 +9,7 @@
 """
 
 from .errors import ConfigError, JobTimeoutError, MessageTooLargeError, Retry, SQJobsError, UnknownJobError
-from .job import Job, job, registry
+from .job import Job, PeriodicJob, job, registry
 from .runtime import configure, create_eager_broker, create_sqs_broker, create_sqs_worker, get_broker
 from .status import JobHandle, ResultJob, Status, get_job
 
@@ -22,6 +22,7 @@ __all__ = [
     "ResultJob",
     "JobTimeoutError",
     "MessageTooLargeError",
+    "PeriodicJob",
     "Retry",
     "SQJobsError",
     "Status",

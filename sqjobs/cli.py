@@ -214,6 +214,10 @@ from .cli_status import register_status_commands  # noqa: E402  (status, initdb,
 
 register_status_commands(main)
 
+from .cli_beat import register_beat_commands  # noqa: E402  (beater, schedule)
+
+register_beat_commands(main)
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -37,6 +37,7 @@ class EagerBroker(MemoryBroker):
         job_id: str | None = None,
         group_id: str | None = None,
         dedup_id: str | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> JobHandle:
         """Encode, decode and run the job now; return a handle holding its result.
 
@@ -45,7 +46,8 @@ class EagerBroker(MemoryBroker):
         from ..status import JobHandle, Status, record_outcome, record_started
 
         target = queue or job_class.queue
-        message, out = self._outgoing(job_class, args, kwargs, target, delay_s, job_id, group_id, dedup_id)
+        message, out = self._outgoing(job_class, args, kwargs, target, delay_s, job_id, group_id, dedup_id,
+                                      extra)
         decoded = decode(out.body, message.id)
         record_started(job_class, decoded, target, attempt=1)
         attempt = run_attempt(job_class, decoded, target, attempt=1, last_attempt=True)

@@ -1,0 +1,271 @@
+"""The beater: sends periodic jobs at their fire times, coordinated through the database.
+
+Any number of beaters may run, on any number of machines. Each fire time is
+claimed with a row whose key is (job name, fire time): the beater whose insert
+wins sends the job and marks the row sent; the others see the key taken and
+move on. A claim left unsent for ``claim_timeout_s`` (its beater died between
+claiming and sending) is taken over by a conditional update, so a tick is
+never lost; in that rare race the job id is the same for both sends (derived
+from the name and fire time), so tracked jobs still run once.
+
+Fire times missed while no beater ran follow the job's ``catch_up`` choice.
+Tests call :meth:`Beater.tick` with the time they want; :meth:`Beater.run`
+is the loop around it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterable, Iterator, Sequence, cast
+
+import peewee
+
+from .brokers.base import Broker
+from .errors import StatusStoreError
+from .job import Job, Registry
+from .schedule import Schedule
+from .store import PreciseDateTimeField, open_database, safe_url
+
+logger = logging.getLogger("sqjobs.beater")
+
+#: Table of fire-time claims.
+BEATS_TABLE = "sqjobs_beats"
+#: Seconds after which an unsent claim is taken over by another beater.
+CLAIM_TIMEOUT_S = 60.0
+#: A fire time older than this when first seen counts as missed (its catch_up choice applies).
+MISSED_AFTER_S = 60.0
+#: How far back a beater looks for missed fire times.
+CATCH_UP_WINDOW = timedelta(days=1)
+#: Longest pause between two ticks of the loop.
+TICK_INTERVAL_S = 1.0
+#: Namespace of the job ids of periodic runs (uuid5 of "name@fire time").
+_JOB_ID_NAMESPACE = uuid.UUID("5b1e7c3a-3f7d-4d8e-9a61-4a6f1f0f5e21")
+
+
+def utc_now() -> datetime:
+    """The current time, aware, in UTC."""
+    return datetime.now(timezone.utc)
+
+
+def _naive(instant: datetime) -> datetime:
+    return instant.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=timezone.utc)
+
+
+def periodic_job_id(name: str, fire_at: datetime) -> str:
+    """The job id of the run of ``name`` for ``fire_at``: the same in every beater."""
+    return uuid.uuid5(_JOB_ID_NAMESPACE, f"{name}@{_naive(fire_at).isoformat()}").hex
+
+
+class BeatStore:
+    """Fire-time claims in the database at ``url`` (the ``[sqjobs] database``)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.database = open_database(url)
+
+        class BeatClaim(peewee.Model):
+            job = peewee.CharField(max_length=191)
+            fire_at = PreciseDateTimeField()
+            beater = peewee.CharField(max_length=191)
+            claimed_at = PreciseDateTimeField()
+            sent_at = PreciseDateTimeField(null=True)
+
+            class Meta:
+                table_name = BEATS_TABLE
+                primary_key = peewee.CompositeKey("job", "fire_at")
+
+        BeatClaim._meta.set_database(self.database)
+        self.model = BeatClaim
+        self._ready = False
+
+    @contextlib.contextmanager
+    def _guard(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except (peewee.OperationalError, peewee.InterfaceError) as exc:
+            with contextlib.suppress(Exception):
+                self.database.close()
+            raise StatusStoreError(f"beat database {safe_url(self.url)}: cannot {what}: {exc}") from exc
+
+    def create_tables(self) -> None:
+        """Create the claims table if missing (idempotent; another process may race us)."""
+        with self._guard("create the beats table"):
+            for tries_left in (2, 1, 0):
+                try:
+                    self.database.create_tables([self.model], safe=True)
+                    break
+                except peewee.DatabaseError:
+                    if not tries_left:
+                        raise
+        self._ready = True
+
+    def _prepare(self) -> None:
+        if not self._ready:
+            self.create_tables()
+
+    def latest(self, job: str) -> datetime | None:
+        """The latest fire time claimed for ``job``, or None."""
+        self._prepare()
+        with self._guard("read claims"):
+            value = self.model.select(peewee.fn.MAX(self.model.fire_at)).where(self.model.job == job).scalar()
+        if isinstance(value, str):  # SQLite hands back text for an aggregate
+            value = datetime.fromisoformat(value)
+        return _aware(value) if value else None
+
+    def claim(self, job: str, fire_at: datetime, beater: str, now: datetime) -> bool:
+        """Try to claim (job, fire_at); True if this beater won it."""
+        self._prepare()
+        with self._guard("claim a fire time"):
+            try:
+                with self.database.atomic():
+                    self.model.insert(job=job, fire_at=_naive(fire_at), beater=beater,
+                                      claimed_at=_naive(now)).execute()
+                return True
+            except peewee.IntegrityError:
+                return False
+
+    def take_over(self, job: str, fire_at: datetime, beater: str, now: datetime, timeout_s: float) -> bool:
+        """Take an unsent claim older than ``timeout_s``; True if this beater now holds it."""
+        with self._guard("take over a claim"):
+            cutoff = _naive(now) - timedelta(seconds=timeout_s)
+            updated = (self.model.update(beater=beater, claimed_at=_naive(now))
+                       .where((self.model.job == job) & (self.model.fire_at == _naive(fire_at))
+                              & self.model.sent_at.is_null() & (self.model.claimed_at < cutoff)).execute())
+        return updated == 1
+
+    def stale(self, now: datetime, timeout_s: float) -> list[tuple[str, datetime]]:
+        """Claims still unsent ``timeout_s`` after they were made."""
+        self._prepare()
+        cutoff = _naive(now) - timedelta(seconds=timeout_s)
+        with self._guard("read stale claims"):
+            rows = cast(Iterable[tuple[str, datetime]], self.model.select(self.model.job, self.model.fire_at).where(
+                self.model.sent_at.is_null() & (self.model.claimed_at < cutoff)).tuples())
+            return [(job, _aware(fire_at)) for job, fire_at in rows]
+
+    def mark_sent(self, job: str, fire_at: datetime, now: datetime) -> None:
+        """Record that the run for (job, fire_at) was sent."""
+        with self._guard("mark a claim sent"):
+            self.model.update(sent_at=_naive(now)).where(
+                (self.model.job == job) & (self.model.fire_at == _naive(fire_at))).execute()
+
+    def claims(self, job: str) -> list[dict[str, Any]]:
+        """Every claim of ``job`` (for tests and inspection), oldest first."""
+        self._prepare()
+        with self._guard("read claims"):
+            rows = self.model.select().where(self.model.job == job).order_by(self.model.fire_at).dicts()
+            return list(cast(Iterable[dict[str, Any]], rows))
+
+    def close(self) -> None:
+        """Close this process's connection."""
+        with contextlib.suppress(Exception):
+            self.database.close()
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One periodic run a beater sent."""
+
+    job: str
+    fire_at: datetime
+    job_id: str
+
+
+class Beater:
+    """Sends the periodic jobs among ``jobs`` when they are due."""
+
+    def __init__(self, broker: Broker, jobs: Sequence[type[Job]], store: BeatStore, *,
+                 beater_id: str | None = None, claim_timeout_s: float = CLAIM_TIMEOUT_S,
+                 clock: Callable[[], datetime] = utc_now) -> None:
+        self.broker = broker
+        self.jobs = {job.name: job for job in jobs if job.schedule}
+        self.schedules = {name: Schedule(job.schedule or "", job.timezone) for name, job in self.jobs.items()}
+        self.store = store
+        self.beater_id = beater_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.claim_timeout_s = claim_timeout_s
+        self.clock = clock
+        self.started_at: datetime | None = None
+        self._stopping = threading.Event()
+
+    @classmethod
+    def for_registry(cls, broker: Broker, registry: Registry, store: BeatStore, **options: Any) -> Beater:
+        """A beater for every registered job that has a schedule."""
+        return cls(broker, [registry.get(name) for name in registry.names()], store, **options)
+
+    def due(self, name: str, now: datetime) -> list[datetime]:
+        """Fire times of job ``name`` to send at ``now``, after its catch-up choice."""
+        if self.started_at is None:
+            self.started_at = now
+        schedule = self.schedules[name]
+        since = self.store.latest(name) or self.started_at
+        since = max(since, now - CATCH_UP_WINDOW)
+        fire_times = schedule.between(since, now)
+        recent = [t for t in fire_times if (now - t).total_seconds() <= MISSED_AFTER_S]
+        missed = fire_times[: len(fire_times) - len(recent)]
+        policy = self.jobs[name].catch_up
+        if not missed or policy == "all":
+            return missed + recent
+        if policy == "latest":
+            return missed[-1:] + recent
+        return recent
+
+    def _send(self, name: str, fire_at: datetime, now: datetime) -> Sent:
+        job_class = self.jobs[name]
+        job_id = periodic_job_id(name, fire_at)
+        self.broker.enqueue(job_class, job_id=job_id, extra={"scheduled_for": fire_at.isoformat()})
+        self.store.mark_sent(name, fire_at, now)
+        logger.info("job %s %s on %s: sent for %s", job_id, name, job_class.queue, fire_at.isoformat())
+        return Sent(name, fire_at, job_id)
+
+    def tick(self, now: datetime | None = None) -> list[Sent]:
+        """Claim and send every due fire time at ``now``; take over stale claims. Return what was sent."""
+        now = now or self.clock()
+        sent: list[Sent] = []
+        for name in self.jobs:
+            for fire_at in self.due(name, now):
+                if self.store.claim(name, fire_at, self.beater_id, now):
+                    sent.append(self._send(name, fire_at, now))
+        for name, fire_at in self.store.stale(now, self.claim_timeout_s):
+            if name in self.jobs and self.store.take_over(name, fire_at, self.beater_id, now,
+                                                          self.claim_timeout_s):
+                logger.warning("job %s: took over the unsent claim for %s", name, fire_at.isoformat())
+                sent.append(self._send(name, fire_at, now))
+        return sent
+
+    def request_stop(self, *_: Any) -> None:
+        """Stop the loop after the current tick; safe from a signal handler."""
+        self._stopping.set()
+
+    def install_signal_handlers(self) -> None:
+        """Make SIGTERM and SIGINT graceful stops."""
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    def run(self, once: bool = False) -> int:
+        """Tick until stopped (or once); return exit code 0. Database errors are logged and retried."""
+        logger.info("beater %s watching %s", self.beater_id, ", ".join(sorted(self.jobs)) or "no periodic job")
+        while not self._stopping.is_set():
+            try:
+                self.tick()
+            except StatusStoreError:
+                logger.exception("beater %s: database error; trying again", self.beater_id)
+            except Exception:
+                logger.exception("beater %s: tick failed; trying again", self.beater_id)
+            if once:
+                break
+            now = self.clock()
+            pause_s = TICK_INTERVAL_S - (now.timestamp() % TICK_INTERVAL_S)
+            self._stopping.wait(pause_s)
+        logger.info("beater %s stopped", self.beater_id)
+        return 0

@@ -1,0 +1,199 @@
+"""Beaters: each fire time sent once, by claims in SQLite, PostgreSQL and MariaDB; real beater processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+import sqjobs
+from sqjobs import Job, PeriodicJob
+from sqjobs.beater import CLAIM_TIMEOUT_S, Beater, BeatStore, periodic_job_id
+from sqjobs.brokers.memory import MemoryBroker
+from sqjobs.errors import JobDefinitionError
+from sqjobs.message import decode
+from tests.status_fixtures import DATABASE_KINDS, database_url_for
+from tests.support import (
+    TESTS_DIR,
+    read_lines,
+    sqlite_config,
+    start_worker,
+    stop_process,
+    wait_until,
+    write_config,
+)
+
+
+def utc(*parts: int) -> datetime:
+    return datetime(*parts, tzinfo=timezone.utc)
+
+
+@pytest.fixture(params=DATABASE_KINDS)
+def beat_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BeatStore]:
+    store = BeatStore(database_url_for(request.param, tmp_path))
+    store.create_tables()  # a server that is down fails here, never skips
+    yield store
+    store.close()
+
+
+def periodic(schedule: str, catch_up: str = "latest", zone: str = "UTC") -> type[Job]:
+    """A fresh periodic job class with a unique name (other test runs may share the database)."""
+    return type("Tick", (PeriodicJob,), {"name": f"tick-{uuid.uuid4().hex[:12]}", "queue": "beats",
+                                         "schedule": schedule, "timezone": zone, "catch_up": catch_up,
+                                         "run": lambda self: self.scheduled_for, "__module__": __name__})
+
+
+def sent_fire_times(broker: MemoryBroker) -> list[str]:
+    return [decode(m.body, m.message_id).extra["scheduled_for"] for m in broker.peek("beats", 1000)]
+
+
+def test_three_beaters_on_the_same_ticks_send_each_fire_time_once(beat_store: BeatStore) -> None:
+    job = periodic("* * * * * */10")
+    broker = MemoryBroker()
+    beaters = [Beater(broker, [job], BeatStore(beat_store.url)) for _ in range(3)]
+    start = utc(2026, 5, 1, 12, 0, 0)
+    for beater in beaters:
+        beater.tick(start)
+    for second in range(1, 61):
+        for beater in beaters:
+            beater.tick(start + timedelta(seconds=second))
+    times = sent_fire_times(broker)
+    assert len(times) == 6 and len(set(times)) == 6
+    assert times[0] == "2026-05-01T12:00:10+00:00" and times[-1] == "2026-05-01T12:01:00+00:00"
+    claims = beat_store.claims(job.name)
+    assert len(claims) == 6 and all(c["sent_at"] is not None for c in claims)
+
+
+def test_a_first_start_sends_nothing_from_the_past(beat_store: BeatStore) -> None:
+    job = periodic("* * * * *")
+    broker = MemoryBroker()
+    assert Beater(broker, [job], beat_store).tick(utc(2026, 5, 1, 12, 0, 30)) == []
+
+
+def test_the_message_has_a_stable_id_and_the_fire_time(beat_store: BeatStore) -> None:
+    job = periodic("* * * * *")
+    broker = MemoryBroker()
+    beater = Beater(broker, [job], beat_store)
+    beater.tick(utc(2026, 5, 1, 12, 0, 30))
+    [sent] = beater.tick(utc(2026, 5, 1, 12, 1, 0, ))
+    assert sent.job_id == periodic_job_id(job.name, utc(2026, 5, 1, 12, 1))
+    [message] = broker.peek("beats")
+    decoded = decode(message.body, message.message_id)
+    assert decoded.id == sent.job_id and decoded.name == job.name
+    assert decoded.extra["scheduled_for"] == "2026-05-01T12:01:00+00:00"
+
+
+def test_a_claim_whose_beater_died_before_sending_is_taken_over(beat_store: BeatStore) -> None:
+    job = periodic("0 * * * *")
+    broker = MemoryBroker()
+    fire = utc(2026, 5, 1, 13)
+    assert beat_store.claim(job.name, fire, "dead-beater", fire)  # claimed, never sent
+    survivor = Beater(broker, [job], BeatStore(beat_store.url))
+    survivor.started_at = utc(2026, 5, 1, 12)
+    assert survivor.tick(fire + timedelta(seconds=5)) == []  # the claim is fresh: not ours to send
+    [sent] = survivor.tick(fire + timedelta(seconds=CLAIM_TIMEOUT_S + 1))
+    assert sent.fire_at == fire
+    assert sent_fire_times(broker) == ["2026-05-01T13:00:00+00:00"]
+    assert survivor.tick(fire + timedelta(seconds=CLAIM_TIMEOUT_S + 2)) == []
+
+
+@pytest.mark.parametrize(("catch_up", "expected"), [
+    ("latest", ["2026-05-01T15:00:00+00:00", "2026-05-01T15:59:30+00:00"]),
+    ("all", ["2026-05-01T13:00:00+00:00", "2026-05-01T14:00:00+00:00", "2026-05-01T15:00:00+00:00",
+             "2026-05-01T15:59:30+00:00"]),
+    ("none", ["2026-05-01T15:59:30+00:00"]),
+])
+def test_fire_times_missed_while_no_beater_ran_follow_the_catch_up_choice(
+        beat_store: BeatStore, catch_up: str, expected: list[str]) -> None:
+    job = periodic("0 * * * *", catch_up)
+    extra = periodic("59 15 * * * 30", "latest")  # a second job, to check it is not affected
+    broker = MemoryBroker()
+    first = Beater(broker, [job], beat_store)
+    first.tick(utc(2026, 5, 1, 11, 59))
+    first.tick(utc(2026, 5, 1, 12, 0, 1))  # sends 12:00, then every beater stops
+    broker.purge("beats")
+    later = Beater(broker, [job, extra], BeatStore(beat_store.url))
+    later.started_at = utc(2026, 5, 1, 15, 59)
+    later.tick(utc(2026, 5, 1, 16, 0, 0) - timedelta(seconds=30))
+    assert sorted(sent_fire_times(broker)) == sorted(expected)
+
+
+def test_periodic_jobs_need_a_valid_schedule() -> None:
+    with pytest.raises(JobDefinitionError, match="needs a schedule"):
+        type("NoSchedule", (PeriodicJob,), {"name": "x.no_schedule", "run": lambda self: None})
+    with pytest.raises(JobDefinitionError, match="not a valid cron expression"):
+        sqjobs.job(schedule="every day")(lambda: None)
+    with pytest.raises(JobDefinitionError, match="catch_up must be one of"):
+        sqjobs.job(schedule="* * * * *", catch_up="sometimes")(lambda: None)
+
+
+def test_the_seed_periodic_job_works_in_its_modern_form(tmp_path: Path) -> None:
+    class DummyPeriodicJob(PeriodicJob):
+        name = "dummy_periodic_job"
+        queue = "my_queue"
+        schedule = "1 0 * * *"
+        timezone = "Europe/Madrid"
+
+        def run(self, *args: object, **kwargs: object) -> None:
+            pass
+
+    broker = MemoryBroker()
+    beater = Beater(broker, [DummyPeriodicJob], BeatStore(f"sqlite:///{tmp_path / 'beats.db'}"))
+    beater.tick(utc(2026, 6, 30, 22, 0))
+    [sent] = beater.tick(utc(2026, 6, 30, 22, 1, 0))  # 00:01 in Madrid (summer time)
+    assert sent.fire_at == utc(2026, 6, 30, 22, 1)
+    assert broker.stats("my_queue").visible == 1
+
+
+def test_schedule_command_prints_iso_times_with_the_offset(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from sqjobs.cli import main
+
+    config = write_config(tmp_path / "c.conf", {"sqjobs": {"broker": "memory://", "jobs": "periodic_jobs_for_tests",
+                                                           "path": str(TESTS_DIR)}})
+    result = CliRunner().invoke(main, ["schedule", "-c", str(config), "test.every_second", "--next", "3"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.split()
+    assert len(lines) == 3
+    parsed = [datetime.fromisoformat(line) for line in lines]
+    assert all(p.utcoffset() in (timedelta(hours=1), timedelta(hours=2)) for p in parsed)
+    assert [(b - a).total_seconds() for a, b in zip(parsed, parsed[1:])] == [1.0, 1.0]
+
+
+def test_two_beater_processes_send_each_second_once_even_when_one_is_killed(tmp_path: Path) -> None:
+    record = tmp_path / "record.txt"
+    config = sqlite_config(tmp_path, jobs="periodic_jobs_for_tests")
+    env = {"SQJOBS_TEST_RECORD": str(record)}
+    def start_beater() -> subprocess.Popen:
+        log = open(tmp_path / f"beater-{uuid.uuid4().hex[:6]}.log", "wb")
+        process = subprocess.Popen([sys.executable, "-m", "sqjobs", "beater", "-c", str(config)], stdout=log,
+                                   stderr=subprocess.STDOUT, env={**os.environ, **env})
+        log.close()
+        return process
+
+    beaters = [start_beater(), start_beater()]
+    worker = start_worker(config, ["periodic"], env=env)
+    try:
+        wait_until(lambda: len(read_lines(record)) >= 3, what="three periodic runs")
+        beaters[0].send_signal(signal.SIGKILL)
+        assert beaters[0].wait(10) == -signal.SIGKILL
+        seen = len(read_lines(record))
+        wait_until(lambda: len(read_lines(record)) >= seen + 3, what="runs after one beater was killed")
+    finally:
+        assert stop_process(beaters[1]) == 0
+        stop_process(worker)
+    fire_times = Counter(line.split()[0] for line in read_lines(record))
+    assert max(fire_times.values()) == 1, "no fire time ran twice"
+    ordered = sorted(datetime.fromisoformat(t) for t in fire_times)
+    gaps = [(b - a).total_seconds() for a, b in zip(ordered, ordered[1:])]
+    assert all(gap == 1.0 for gap in gaps), f"no second was skipped: {gaps}"
+
