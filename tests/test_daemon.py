@@ -262,6 +262,24 @@ def test_start_runs_everything_then_stop_leaves_nothing(daemon: Daemon) -> None:
     assert not os.path.exists(daemon.layout.socket)
 
 
+def test_stop_lets_the_running_job_finish(daemon: Daemon) -> None:
+    daemon.configure({"default": {"processes": 1, "prefetch": 5}})
+    daemon.start()
+    pids = daemon.wait_running(1, "the worker")
+    daemon.enqueue("default", [JobMessage("slow", [str(daemon.records), f"s{i}", 1.0]) for i in range(5)])
+    wait_until(lambda: any(line.startswith("start s") for line in daemon.recorded()), SLOW_S,
+               what="a slow job to start")
+    result = daemon.run("stop")
+    assert result.returncode == 0, result.stderr
+    lines = daemon.recorded()
+    started = [line.split()[1] for line in lines if line.startswith("start ")]
+    ended = [line.split()[1] for line in lines if line.startswith("end ")]
+    assert started and started == ended  # the running job finished; no new one was begun after SIGTERM
+    assert len(started) < 5
+    assert _all_gone(list(pids.values()))
+    assert "handed back" in (daemon.log_dir / "worker-default-0.log").read_text()
+
+
 def test_killed_worker_is_restarted_and_its_job_redelivered(daemon: Daemon) -> None:
     daemon.configure({"default": {"processes": 1, "prefetch": 1, "visibility_timeout_s": 2}})
     daemon.start()
