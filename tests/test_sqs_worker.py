@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -251,3 +253,20 @@ def test_refused_credentials_stop_the_worker_with_one_line_and_exit_2(
     assert "Traceback" not in log
     [line] = [line for line in log.splitlines() if line.startswith("Error:")]
     assert "InvalidClientTokenId" in line
+
+
+@pytest.mark.skipif(shutil.which("aws") is None, reason="the AWS CLI is not installed")
+def test_the_aws_cli_producer_example_sends_a_job_a_worker_runs(
+        sqs_server: MotoServer, sqs_prefix: str, broker: SQSBroker, tmp_path: Path, processes: list) -> None:
+    out = tmp_path / "out.txt"
+    broker.ensure_queue("cli")
+    script = TESTS_DIR.parent / "contrib" / "producers" / "aws-cli" / "send_job.sh"
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
+               AWS_DEFAULT_REGION=REGION, AWS_ENDPOINT_URL=sqs_server.endpoint_url)
+    sent = subprocess.run([str(script), sqs_prefix + "cli", "record", json.dumps([str(out), "from-cli"])],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert sent.returncode == 0, sent.stderr
+    worker = start_worker(sqs_config(tmp_path, sqs_server, sqs_prefix), ["cli"], "--burst")
+    processes.append(worker)
+    assert worker.wait(60) == 0, worker_log(worker)
+    assert tokens(out) == ["from-cli"]

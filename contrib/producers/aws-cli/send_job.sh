@@ -1,0 +1,43 @@
+#!/bin/sh
+# Send one sqjobs job with the AWS CLI: base64 of the JSON {"name", "args", "kwargs"}.
+#
+#   contrib/producers/aws-cli/send_job.sh QUEUE NAME [ARGS_JSON] [KWARGS_JSON]
+#   contrib/producers/aws-cli/send_job.sh prod-emails send_welcome '[42]' '{"lang": "es"}'
+#
+# QUEUE is the SQS queue name as SQS knows it, so with your [sqs] queue_prefix
+# in front. Credentials and region come from the usual AWS CLI configuration;
+# set AWS_ENDPOINT_URL to use an SQS-compatible server instead of AWS.
+# For a FIFO queue (name ending in .fifo) the message group is the job name.
+set -eu
+
+if [ $# -lt 2 ]; then
+    echo "usage: $0 QUEUE NAME [ARGS_JSON] [KWARGS_JSON]" >&2
+    exit 2
+fi
+queue=$1
+name=$2
+args=${3:-[]}
+kwargs=${4:-\{\}}
+
+endpoint=""
+if [ -n "${AWS_ENDPOINT_URL:-}" ]; then
+    endpoint="--endpoint-url $AWS_ENDPOINT_URL"
+fi
+
+# NAME must not contain a double quote or a backslash; ARGS and KWARGS must be JSON.
+payload=$(printf '{"name": "%s", "args": %s, "kwargs": %s}' "$name" "$args" "$kwargs")
+body=$(printf '%s' "$payload" | base64 | tr -d '\n')
+
+# shellcheck disable=SC2086  # $endpoint is empty or two words on purpose
+url=$(aws $endpoint sqs get-queue-url --queue-name "$queue" --query QueueUrl --output text)
+
+case $queue in
+    *.fifo)
+        # shellcheck disable=SC2086
+        aws $endpoint sqs send-message --queue-url "$url" --message-body "$body" \
+            --message-group-id "$name" --query MessageId --output text ;;
+    *)
+        # shellcheck disable=SC2086
+        aws $endpoint sqs send-message --queue-url "$url" --message-body "$body" \
+            --query MessageId --output text ;;
+esac
