@@ -64,10 +64,11 @@ def test_a_worker_process_records_every_state(tmp_path: Path, database_url: str)
     fails = jobs.tracked_fails.delay("b")
     sees = jobs.SeesOwnStatus.delay()
     dummy = jobs.DummyResultJob.delay()
-    assert {flaky.status, fails.status, sees.status, dummy.status} == {Status.PENDING}
+    odd = jobs.tracked_not_json.delay()
+    assert {flaky.status, fails.status, sees.status, dummy.status, odd.status} == {Status.PENDING}
     worker = start_worker(config, ["default", "dummy_queue"])
     try:
-        for handle in (flaky, fails, sees, dummy):
+        for handle in (flaky, fails, sees, dummy, odd):
             handle.wait(timeout_s=60)
     finally:
         assert stop_process(worker) == 0, worker_log(worker)
@@ -77,6 +78,9 @@ def test_a_worker_process_records_every_state(tmp_path: Path, database_url: str)
     assert sees.result == ["STARTED", 1, worker.pid]
     assert (dummy.status, dummy.result, dummy.queue) == (Status.SUCCESS, None, "dummy_queue")
     assert get_job(fails.id).record.worker_pid == worker.pid  # type: ignore[union-attr]
+    assert odd.status is Status.FAILURE and "JSON cannot carry" in odd.error
+    stats = runtime.get_broker().stats("default")
+    assert (stats.visible, stats.in_flight, stats.dead) == (0, 0, 1)  # only tracked_fails was dead-lettered
 
 
 # -- the command line ------------------------------------------------------------------------
