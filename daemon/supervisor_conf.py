@@ -21,6 +21,7 @@ The rendering is deterministic, so ``reload`` leaves unchanged programs alone.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -54,6 +55,11 @@ START_S = 1
 START_RETRIES = 5
 #: The watchdog answers SIGTERM at once; it gets this long before SIGKILL.
 WATCHDOG_STOP_S = 5
+
+#: Environment variable holding :func:`config_digest` in every program.
+DIGEST_ENV = "SQJOBSD_CONFIG_DIGEST"
+#: Sections every worker and beater reads.
+SHARED_SECTIONS = ("sqjobs", "sqs")
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -129,7 +135,19 @@ def _user_name() -> str:
         return str(os.getuid())
 
 
-def _program(name: str, command: str, numprocs: int, layout: Layout, stop_s: float) -> list[str]:
+def config_digest(settings: Settings, *sections: str) -> str:
+    """A short digest of ``sections`` as read from the config file.
+
+    A program reads these sections when it starts, so its digest goes into
+    its environment: when they change, the program's configuration changes
+    and ``reload`` restarts it (and only it).
+    """
+    values = {name: dict(settings.sections.get(name, {})) for name in sections}
+    text = json.dumps(values, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _program(name: str, command: str, numprocs: int, layout: Layout, stop_s: float, digest: str) -> list[str]:
     numbered = numprocs != 1 or name != WATCHDOG_PROGRAM
     process_name = "%(program_name)s-%(process_num)d" if numbered else "%(program_name)s"
     return [
@@ -152,7 +170,8 @@ def _program(name: str, command: str, numprocs: int, layout: Layout, stop_s: flo
         f"stdout_logfile = {_escape(layout.log_dir)}/{process_name}.log",
         f"stdout_logfile_maxbytes = {LOG_MAX_BYTES}",
         f"stdout_logfile_backups = {LOG_BACKUPS}",
-        'environment = PYTHONUNBUFFERED="1"',
+        "; the digest of the config sections the program reads: reload restarts it when they change",
+        f'environment = PYTHONUNBUFFERED="1",{DIGEST_ENV}="{digest}"',
         "",
     ]
 
@@ -219,12 +238,14 @@ def render(settings: Settings, layout: Layout, options: DaemonOptions, credentia
         program = worker_program(group.name)
         command = _command(python, "-m", "sqjobs", "worker", "-c", layout.config, "--group", group.name,
                            status_file=_escape(layout.status_dir) + "/%(program_name)s-%(process_num)d.json")
-        lines += _program(program, command, group.processes, layout, options.stop_timeout_s)
+        digest = config_digest(settings, *SHARED_SECTIONS, f"worker:{group.name}")
+        lines += _program(program, command, group.processes, layout, options.stop_timeout_s, digest)
     beaters = int(settings.get("beater", "processes"))
     if beaters > 0:
         if has_beater_command():
             command = _command(python, "-m", "sqjobs", "beater", "-c", layout.config)
-            lines += _program(BEATER_PROGRAM, command, beaters, layout, options.stop_timeout_s)
+            digest = config_digest(settings, *SHARED_SECTIONS, "beater")
+            lines += _program(BEATER_PROGRAM, command, beaters, layout, options.stop_timeout_s, digest)
         else:
             logger.info("no beater is started: this sqjobs has no `sqjobs beater` command yet")
     if options.stall_timeout_s > 0 and options.watchdog_interval_s > 0:
@@ -232,7 +253,7 @@ def render(settings: Settings, layout: Layout, options: DaemonOptions, credentia
                            "--stall-timeout", f"{options.stall_timeout_s:g}",
                            "--interval", f"{options.watchdog_interval_s:g}",
                            "--grace", f"{options.stall_grace_s:g}")
-        lines += _program(WATCHDOG_PROGRAM, command, 1, layout, WATCHDOG_STOP_S)
+        lines += _program(WATCHDOG_PROGRAM, command, 1, layout, WATCHDOG_STOP_S, config_digest(settings, "daemon"))
     return "\n".join(lines)
 
 

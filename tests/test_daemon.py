@@ -21,7 +21,7 @@ import pytest
 from sqjobsd.layout import Layout, layout_for, options_for
 from sqjobsd.procs import cmdline, is_supervisord_of, marked_processes, pid_alive
 from sqjobsd.rpc import SupervisorClient
-from sqjobsd.supervisor_conf import Credentials, has_beater_command, program_names, render
+from sqjobsd.supervisor_conf import Credentials, config_digest, has_beater_command, program_names, render
 
 from sqjobs.brokers.base import OutgoingMessage
 from sqjobs.brokers.sqlite import SQLiteBroker
@@ -186,6 +186,22 @@ def test_render_matches_the_worker_and_has_beaters_only_when_sqjobs_has_them(tmp
     assert f"directory = {tmp_path}" in text
 
 
+def test_reload_digest_follows_the_sections_a_program_reads(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path)
+    shutil.rmtree(daemon.run_dir, ignore_errors=True)
+    daemon.configure({"a": {"queues": "a"}, "b": {"queues": "b"}})
+    first = load(str(daemon.config))
+    daemon.configure({"a": {"queues": "a"}, "b": {"queues": "b, c"}})
+    second = load(str(daemon.config))
+    daemon._base = daemon._base.replace("jobs = jobs_for_tests", "jobs = jobs_for_tests, sqjobs")
+    daemon.configure({"a": {"queues": "a"}, "b": {"queues": "b, c"}})
+    third = load(str(daemon.config))
+    shared = ("sqjobs", "sqs")
+    assert config_digest(first, *shared, "worker:a") == config_digest(second, *shared, "worker:a")
+    assert config_digest(first, *shared, "worker:b") != config_digest(second, *shared, "worker:b")
+    assert config_digest(second, *shared, "worker:a") != config_digest(third, *shared, "worker:a")
+
+
 def test_default_stop_timeout_covers_the_longest_job(tmp_path: Path) -> None:
     daemon = Daemon(tmp_path)
     shutil.rmtree(daemon.run_dir, ignore_errors=True)
@@ -322,12 +338,18 @@ def test_reload_adds_and_removes_sections_without_touching_the_others(daemon: Da
                                      "worker-extra-1": after["worker-extra-1"]}
     wait_until(lambda: not pid_alive(after["worker-default-0"]), SLOW_S, what="the removed worker to exit")
 
-    daemon.configure({"extra": {"queues": "extra", "processes": 1}})
+    daemon.configure({"extra": {"queues": "extra", "processes": 2, "prefetch": 1}})
     result = daemon.run("reload")
     assert result.returncode == 0, result.stderr
-    assert "changed: worker-extra" in result.stdout
-    changed = daemon.wait_running(1, "the changed section's worker")
-    assert list(changed) == ["worker-extra-0"]
+    assert "changed: worker-extra" in result.stdout  # workers read their section when they start
+    changed = daemon.wait_running(2, "the changed section's workers")
+    assert not set(changed.values()) & {after["worker-extra-0"], after["worker-extra-1"]}
+
+    daemon.configure({"extra": {"queues": "extra", "processes": 2, "prefetch": 1}})
+    result = daemon.run("reload")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "no change"
+    assert daemon.running_pids() == changed
 
 
 def test_second_start_is_refused_and_restart_replaces_everything(daemon: Daemon) -> None:
