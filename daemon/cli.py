@@ -60,10 +60,13 @@ def _print_health(health: list[control.ProcessHealth]) -> bool:
 def start(config: str | None, foreground: bool) -> None:
     """Write the supervisord configuration and start supervisord with every program."""
     settings = load_settings(config)
-    health = control.start(settings, foreground=foreground)
+    result = control.start(settings, foreground=foreground)
     layout = layout_for(settings)
+    if result.orphans:
+        click.echo(f"sqjobsd: stopped {len(result.orphans)} process(es) left by a supervisord that died: "
+                   f"{', '.join(map(str, result.orphans))}", err=True)
     click.echo(f"sqjobsd started for {layout.config} (logs in {layout.log_dir})")
-    if not _print_health(health):
+    if not _print_health(result.health):
         click.echo(f"Error: some processes are not running; see {layout.log_dir}", err=True)
         sys.exit(1)
 

@@ -52,6 +52,16 @@ LOCK_FILE = "sqjobsd.lock"
 
 
 @dataclass
+class StartResult:
+    """What ``start`` found and did."""
+
+    #: The processes once they settled.
+    health: list[ProcessHealth] = field(default_factory=list)
+    #: Processes left by a supervisord that had died, stopped before starting.
+    orphans: list[int] = field(default_factory=list)
+
+
+@dataclass
 class StopResult:
     """What ``stop`` found and did."""
 
@@ -160,7 +170,7 @@ def _supervisord_command(layout: Layout, foreground: bool) -> list[str]:
     return command + ["--nodaemon"] if foreground else command
 
 
-def start(settings: Settings, foreground: bool = False) -> list[ProcessHealth]:
+def start(settings: Settings, foreground: bool = False) -> StartResult:
     """Start the daemon of ``settings``; return the processes' health once they settled.
 
     With ``foreground`` this process becomes supervisord (for systemd and
@@ -169,7 +179,7 @@ def start(settings: Settings, foreground: bool = False) -> list[ProcessHealth]:
     """
     layout, options = resolve(settings)
     with locked(layout):
-        _start_locked(settings, layout, options, foreground)
+        orphans = _start_locked(settings, layout, options, foreground)
         client = SupervisorClient(layout)
         deadline = time.monotonic() + ANSWER_TIMEOUT_S
         while not client.answers():
@@ -177,19 +187,21 @@ def start(settings: Settings, foreground: bool = False) -> list[ProcessHealth]:
                 raise DaemonError(f"supervisord started but does not answer on {layout.socket} "
                                   f"(see {layout.supervisord_log})")
             time.sleep(0.1)
-    return settle(client, layout, options)
+    return StartResult(settle(client, layout, options), orphans)
 
 
-def _start_locked(settings: Settings, layout: Layout, options: DaemonOptions, foreground: bool) -> None:
-    """Check, clean, write the configuration and run supervisord (exec it with ``foreground``)."""
+def _start_locked(settings: Settings, layout: Layout, options: DaemonOptions, foreground: bool) -> list[int]:
+    """Check, clean, write the configuration and run supervisord (exec it with ``foreground``).
+
+    Returns the pids of the orphans of a dead supervisord that were stopped first.
+    """
     pid = running_pid(layout)
     if pid is not None:
         raise DaemonError(f"sqjobsd is already running for {layout.config} (supervisord pid {pid}, "
                           f"socket {layout.socket}); use `sqjobsd status`, `reload` or `restart`")
     orphans = clean_stale(layout, options.stop_timeout_s)
-    if orphans:
-        print(f"sqjobsd: stopped {len(orphans)} process(es) left by a supervisord that died: "
-              f"{', '.join(map(str, orphans))}", file=sys.stderr)
+    if not settings.workers:
+        logger.warning("%s has no [worker:NAME] section: no worker is started", layout.config)
     supervisor_conf.write(settings, layout, options)
     _write_state(layout, options)
     command = _supervisord_command(layout, foreground)
@@ -210,6 +222,7 @@ def _start_locked(settings: Settings, layout: Layout, options: DaemonOptions, fo
     if result.returncode != 0:
         last = text.splitlines()[-1] if text else f"exit code {result.returncode}"
         raise DaemonError(f"supervisord did not start: {last} (see {layout.supervisord_log})")
+    return orphans
 
 
 def settle(client: SupervisorClient, layout: Layout, options: DaemonOptions) -> list[ProcessHealth]:
