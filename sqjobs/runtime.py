@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 _lock = threading.RLock()
 _settings: Settings | None = None
 _broker: Broker | None = None
+#: The broker URL :func:`configure` was given, used when the broker is first needed.
+_broker_url: str | None = None
 
 
 def configure(config: str | None = None, *, broker: Broker | str | None = None,
@@ -27,24 +29,23 @@ def configure(config: str | None = None, *, broker: Broker | str | None = None,
 
     ``config`` is a config file path; ``settings`` already-read settings;
     ``broker`` a Broker instance or URL overriding the settings' broker.
-    Calling it again replaces what an earlier call chose.
+    A broker given by URL is created when first used. Calling it again
+    replaces what an earlier call chose.
     """
-    global _settings, _broker
+    global _settings, _broker, _broker_url
     with _lock:
         chosen = settings or load_settings(config)
         for path in reversed(chosen.import_paths):
             if path not in sys.path:
                 sys.path.insert(0, path)
         _settings = chosen
-        if isinstance(broker, Broker):
-            _broker = broker
-        else:
-            _broker = create_broker(broker or chosen.broker_url, chosen)
+        _broker = broker if isinstance(broker, Broker) else None
+        _broker_url = broker if isinstance(broker, str) else None
         return chosen
 
 
 def get_settings() -> Settings:
-    """Return the current settings, reading them on first use."""
+    """Return the current settings, reading them on first use (no broker is created)."""
     with _lock:
         if _settings is None:
             configure()
@@ -54,19 +55,21 @@ def get_settings() -> Settings:
 
 def get_broker() -> Broker:
     """Return the current broker, creating it on first use."""
+    global _broker
     with _lock:
         if _broker is None:
-            configure()
-        assert _broker is not None
+            settings = get_settings()
+            _broker = create_broker(_broker_url or settings.broker_url, settings)
         return _broker
 
 
 def reset() -> None:
     """Forget the settings and broker (tests use this between cases)."""
-    global _settings, _broker
+    global _settings, _broker, _broker_url
     with _lock:
         _settings = None
         _broker = None
+        _broker_url = None
 
 
 def create_eager_broker() -> Broker:

@@ -98,17 +98,10 @@ class ResultJob(Job):
 
 
 def current_settings() -> Settings:
-    """Return the runtime's settings without creating its broker as a side effect.
-
-    A configured process returns what :func:`sqjobs.configure` chose; an
-    unconfigured one (a Worker built by hand) reads SQJOBS_CONFIG or the
-    defaults each time, so asking whether a job is tracked opens nothing.
-    """
+    """Return the runtime's settings (reading them creates no broker)."""
     from . import runtime
-    from .config import load_settings
 
-    settings = runtime._settings  # read only: runtime.get_settings() would also create the broker
-    return settings if settings is not None else load_settings()
+    return runtime.get_settings()
 
 
 def tracking_mode() -> str:
