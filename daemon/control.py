@@ -9,9 +9,10 @@ Safety rules:
   behind (found in /proc by the ``SQJOBSD_RUN_DIR`` marker in their
   environment) are stopped gracefully (SIGTERM, SIGKILL after the stop
   timeout) before new ones start, so no worker runs twice.
-- ``stop`` asks supervisord to shut down (which stops every program with
-  SIGTERM and ``stopwaitsecs``), waits for it to exit, then makes sure no
-  process of the daemon is left.
+- ``stop`` sends SIGTERM to every program at once (supervisord's
+  ``stopAllProcesses``; SIGKILL after ``stopwaitsecs``), asks supervisord to
+  shut down, waits for it to exit, then makes sure no process of the daemon
+  is left.
 """
 
 from __future__ import annotations
@@ -247,8 +248,12 @@ def stop(settings: Settings) -> StopResult:
         pid = running_pid(layout)
         if pid is None:
             return StopResult(orphans=clean_stale(layout, options.stop_timeout_s))
+        client = SupervisorClient(layout)
         try:
-            SupervisorClient(layout).call("shutdown")
+            # SIGTERM to every process at once: on shutdown alone supervisord stops one program
+            # after the other, which could take the stop timeout once per program.
+            client.call("stopAllProcesses", False)
+            client.call("shutdown")
         except DaemonNotRunningError:
             pass
         result = StopResult(was_running=True)
