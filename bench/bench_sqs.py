@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import logging
 import multiprocessing
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -37,11 +35,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
+import bench_jobs  # noqa: E402
 import boto3  # noqa: E402
 
-import bench_jobs  # noqa: E402
-from sqjobs.message import JobMessage, encode  # noqa: E402
 from sqjobs.brokers.sqs import SQSBroker  # noqa: E402
+from sqjobs.message import JobMessage, encode  # noqa: E402
 from sqjobs.worker import Worker  # noqa: E402
 
 REGION = "us-east-1"
@@ -218,7 +216,7 @@ def idle_run(endpoint_url: str) -> tuple[int, float]:
     process.start()
     time.sleep(IDLE_WATCH_S)
     signalled = time.perf_counter()
-    os.kill(process.pid, signal.SIGTERM)
+    process.terminate()  # SIGTERM
     setup, requests, _ = results.get(timeout=60)
     process.join()
     exit_s = time.perf_counter() - signalled

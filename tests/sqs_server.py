@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 import pytest
 
@@ -40,7 +40,7 @@ class MotoServer:
     endpoint_url: str
     log_path: Path
 
-    def broker_options(self, queue_prefix: str) -> dict[str, object]:
+    def broker_options(self, queue_prefix: str) -> dict[str, Any]:
         """Keyword arguments for SQSBroker that point at this server with fake credentials."""
         return {"access_key": ACCESS_KEY, "secret_key": SECRET_KEY, "region": REGION,
                 "endpoint_url": self.endpoint_url, "queue_prefix": queue_prefix}
@@ -79,7 +79,7 @@ def start_moto_server(log_dir: Path, env: Mapping[str, str] | None = None) -> Mo
     """
     full_env = dict(os.environ)
     full_env.update(env or {})
-    for attempt in range(3):
+    for _attempt in range(3):
         port = free_port()
         log_path = log_dir / f"moto-{port}.log"
         with open(log_path, "wb") as log:

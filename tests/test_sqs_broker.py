@@ -8,8 +8,11 @@ interruptible long poll.
 from __future__ import annotations
 
 import base64
+import http.server
 import json
 import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -276,7 +279,90 @@ def test_wrong_credentials_raise_a_one_line_auth_error(sqs_auth_server: tuple[Mo
 
 def test_missing_permission_raises_an_auth_error(sqs_auth_server: tuple[MotoServer, dict[str, str]]) -> None:
     server, key = sqs_auth_server
-    broker = SQSBroker(region=REGION, endpoint_url=server.endpoint_url, **key)
+    broker = SQSBroker(access_key=key["access_key"], secret_key=key["secret_key"], region=REGION,
+                       endpoint_url=server.endpoint_url)
     with pytest.raises(BrokerAuthError, match="AccessDenied") as caught:
         broker.send("jobs", "x")
     assert "\n" not in str(caught.value)
+
+
+class FlakyProxy:
+    """An HTTP proxy in front of the SQS server that fails the first ``failures`` requests.
+
+    Failures alternate between an HTTP 503 and an SQS throttling error, the
+    two kinds of trouble a client must retry. Everything else is forwarded.
+    """
+
+    THROTTLED = json.dumps({"__type": "com.amazonaws.sqs#RequestThrottled", "message": "Rate exceeded"}).encode()
+
+    def __init__(self, target_url: str, failures: int) -> None:
+        self.target_url = target_url
+        self.failures = failures
+        self.seen = 0
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (the name http.server calls)
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                proxy.seen += 1
+                if proxy.seen <= proxy.failures:
+                    throttle = proxy.seen % 2 == 0
+                    self.send_response(400 if throttle else 503)
+                    payload = proxy.THROTTLED if throttle else b"{}"
+                    if throttle:
+                        self.send_header("x-amzn-query-error", "RequestThrottled;Sender")
+                    self.send_header("Content-Type", "application/x-amz-json-1.0")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                request = urllib.request.Request(proxy.target_url + self.path, data=body, headers=headers)
+                try:
+                    with urllib.request.urlopen(request, timeout=30) as answer:
+                        status, answer_headers, payload = answer.status, answer.headers, answer.read()
+                except urllib.error.HTTPError as error:
+                    status, answer_headers, payload = error.code, error.headers, error.read()
+                self.send_response(status)
+                for key, value in answer_headers.items():
+                    if key.lower() not in ("content-length", "transfer-encoding", "connection", "server", "date"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        """Stop serving."""
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_server_errors_and_throttling_are_retried(sqs_server: MotoServer, sqs_prefix: str) -> None:
+    proxy = FlakyProxy(sqs_server.endpoint_url, failures=2)
+    try:
+        broker = SQSBroker(**dict(sqs_server.broker_options(sqs_prefix), endpoint_url=proxy.url), max_attempts=3)
+        broker.send("jobs", "survived")
+        assert broker.requests["CreateQueue"] == 4  # a 503 and a throttling answer, then the two queues
+        [message] = drain(broker, "jobs", 1)
+        assert message.body == "survived"
+    finally:
+        proxy.close()
+
+
+def test_a_fault_that_outlasts_the_retries_is_a_connection_error(sqs_server: MotoServer, sqs_prefix: str) -> None:
+    proxy = FlakyProxy(sqs_server.endpoint_url, failures=1000)
+    try:
+        broker = SQSBroker(**dict(sqs_server.broker_options(sqs_prefix), endpoint_url=proxy.url), max_attempts=2)
+        with pytest.raises(BrokerConnectionError, match="RequestThrottled"):
+            broker.ensure_queue("jobs")
+        assert broker.requests["CreateQueue"] == 2
+    finally:
+        proxy.close()

@@ -36,6 +36,10 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Sequence
 
+import boto3
+from botocore import exceptions as boto_errors
+from botocore.config import Config
+
 from .. import defaults
 from ..errors import (
     BrokerAuthError,
@@ -234,10 +238,6 @@ class SQSBroker(Broker):
             return self._client_obj
         with self._client_lock:
             if self._client_obj is None or self._client_pid != os.getpid():
-                import boto3
-                from botocore.config import Config
-                from botocore.exceptions import NoRegionError
-
                 config = Config(
                     connect_timeout=self.connect_timeout_s,
                     read_timeout=MAX_WAIT_S + READ_MARGIN_S,
@@ -248,7 +248,7 @@ class SQSBroker(Broker):
                                                 aws_secret_access_key=self.secret_key, region_name=self.region)
                 try:
                     client = session.client("sqs", endpoint_url=self.endpoint_url, config=config)
-                except NoRegionError:
+                except boto_errors.NoRegionError:
                     raise ConfigError("[sqs] region is empty and the AWS configuration names none; "
                                       "set [sqs] region or AWS_DEFAULT_REGION") from None
                 client.meta.events.register("before-send.sqs", self._count_request)
@@ -267,26 +267,17 @@ class SQSBroker(Broker):
 
     def _call(self, operation: str, queue: str = "", **params: Any) -> Any:
         """Call ``operation`` and turn botocore's errors into sqjobs' BrokerError tree."""
-        from botocore.exceptions import (
-            BotoCoreError,
-            ClientError,
-            ConnectionError as BotoConnectionError,
-            HTTPClientError,
-            NoCredentialsError,
-            PartialCredentialsError,
-        )
-
         try:
             return getattr(self._client(), operation)(**params)
-        except ClientError as exc:
+        except boto_errors.ClientError as exc:
             raise self._client_error(exc.response, operation, queue) from exc
-        except (NoCredentialsError, PartialCredentialsError) as exc:
+        except (boto_errors.NoCredentialsError, boto_errors.PartialCredentialsError) as exc:
             raise BrokerAuthError(f"no usable AWS credentials for SQS ({exc}); set [sqs] access_key and "
                                   "secret_key or configure the AWS credential chain") from None
-        except (BotoConnectionError, HTTPClientError) as exc:
+        except (boto_errors.ConnectionError, boto_errors.HTTPClientError) as exc:
             raise BrokerConnectionError(f"cannot reach SQS at {self.endpoint_url or 'AWS'} "
                                         f"({operation}): {exc}") from exc
-        except BotoCoreError as exc:
+        except boto_errors.BotoCoreError as exc:
             raise BrokerError(f"SQS {operation} failed: {exc}") from exc
 
     def _client_error(self, response: dict[str, Any], operation: str, queue: str) -> BrokerError:
@@ -457,25 +448,22 @@ class SQSBroker(Broker):
 
     def receive(self, queue: str, max_messages: int = 1, wait_s: float = 0,
                 visibility_timeout_s: float = defaults.VISIBILITY_TIMEOUT_S) -> list[ReceivedMessage]:
-        """Receive up to 10 messages with one ReceiveMessage, long polling ``wait_s`` (whole seconds, rounded down).
+        """Receive up to 10 messages with one ReceiveMessage, long polling ``wait_s`` (whole seconds).
 
-        A long poll is cut short
-        by :meth:`interrupt`; it then returns ``[]`` and whatever the poll still
-        brings is handed back with visibility 0.
+        A long poll is cut short by :meth:`interrupt`: it then returns ``[]``,
+        and whatever the poll still brings is handed back with visibility 0.
         """
-        url = self._queue_url(queue)
-        params = {
-            "QueueUrl": url,
-            "MaxNumberOfMessages": max(1, min(int(max_messages), MAX_BATCH)),
-            "VisibilityTimeout": max(0, min(int(math.ceil(visibility_timeout_s)), MAX_VISIBILITY_TIMEOUT_S)),
-            "WaitTimeSeconds": max(0, min(int(wait_s), MAX_WAIT_S)),
-            "MessageSystemAttributeNames": _SYSTEM_ATTRIBUTES,
-            "MessageAttributeNames": ["All"],
-        }
-        if params["WaitTimeSeconds"] == 0 or self.wakeup.is_set():
-            params["WaitTimeSeconds"] = 0
-            return self._receive_now(queue, params)
-        return self._receive_interruptible(queue, params)
+        wait = max(0, min(int(wait_s), MAX_WAIT_S))
+        if self.wakeup.is_set():
+            wait = 0
+        params = self._receive_params(queue, max_messages, visibility_timeout_s, wait)
+        return self._receive_now(queue, params) if wait == 0 else self._receive_interruptible(queue, params)
+
+    def _receive_params(self, queue: str, max_messages: int, visibility_timeout_s: float,
+                        wait_s: int) -> dict[str, Any]:
+        return {"QueueUrl": self._queue_url(queue), "MaxNumberOfMessages": max(1, min(int(max_messages), MAX_BATCH)),
+                "VisibilityTimeout": self._visibility(visibility_timeout_s), "WaitTimeSeconds": wait_s,
+                "MessageSystemAttributeNames": _SYSTEM_ATTRIBUTES, "MessageAttributeNames": ["All"]}
 
     def _receive_now(self, queue: str, params: dict[str, Any]) -> list[ReceivedMessage]:
         answer = self._call("receive_message", queue, **params)
@@ -541,14 +529,9 @@ class SQSBroker(Broker):
         SQS has no true peek: each message looked at has its receive count
         raised by one (harmless on dead-letter queues, which is what this is for).
         """
-        url = self._queue_url(queue)
         seen: dict[str, ReceivedMessage] = {}
         for _ in range(max(1, math.ceil(max_messages / MAX_BATCH)) + 2):
-            batch = self._receive_now(queue, {
-                "QueueUrl": url, "MaxNumberOfMessages": max(1, min(max_messages - len(seen), MAX_BATCH)),
-                "VisibilityTimeout": 0, "WaitTimeSeconds": 0,
-                "MessageSystemAttributeNames": _SYSTEM_ATTRIBUTES, "MessageAttributeNames": ["All"],
-            })
+            batch = self._receive_now(queue, self._receive_params(queue, max_messages - len(seen), 0, 0))
             fresh = [m for m in batch if m.message_id not in seen]
             for message in fresh:
                 seen[message.message_id] = ReceivedMessage(
@@ -566,12 +549,19 @@ class SQSBroker(Broker):
 
     def delete_batch(self, queue: str, receipts: Sequence[str]) -> None:
         """Delete received messages now, 10 per DeleteMessageBatch; stale receipts are ignored."""
+        self._in_batches("delete_message_batch", queue, [{"ReceiptHandle": receipt} for receipt in receipts])
+
+    def _in_batches(self, operation: str, queue: str, entries: list[dict[str, Any]]) -> None:
+        """Send ``entries`` with a batch ``operation``, 10 at a time; log entries that failed."""
         url = self._queue_url(queue)
-        for start in range(0, len(receipts), MAX_BATCH):
-            entries = [{"Id": str(i), "ReceiptHandle": receipt}
-                       for i, receipt in enumerate(receipts[start:start + MAX_BATCH])]
-            answer = self._call("delete_message_batch", queue, QueueUrl=url, Entries=entries)
-            self._log_failures(answer, queue, "delete")
+        for start in range(0, len(entries), MAX_BATCH):
+            chunk = [dict(entry, Id=str(i)) for i, entry in enumerate(entries[start:start + MAX_BATCH])]
+            answer = self._call(operation, queue, QueueUrl=url, Entries=chunk)
+            for failure in answer.get("Failed", []) or []:
+                code = failure.get("Code", "")
+                level = logging.DEBUG if code in _STALE_RECEIPT_CODES else logging.WARNING
+                logger.log(level, "%s of a message on %s failed: %s: %s", operation, queue, code,
+                           failure.get("Message", ""))
 
     def change_visibility(self, queue: str, receipt: str, timeout_s: float) -> None:
         """Hide a received message ``timeout_s`` more seconds (0: visible now); a stale receipt is ignored."""
@@ -588,24 +578,13 @@ class SQSBroker(Broker):
 
     def change_visibility_batch(self, queue: str, receipts: Sequence[str], timeout_s: float) -> None:
         """Change the visibility of received messages, 10 per request; stale receipts are ignored."""
-        url = self._queue_url(queue)
         visibility = self._visibility(timeout_s)
-        for start in range(0, len(receipts), MAX_BATCH):
-            entries = [{"Id": str(i), "ReceiptHandle": receipt, "VisibilityTimeout": visibility}
-                       for i, receipt in enumerate(receipts[start:start + MAX_BATCH])]
-            answer = self._call("change_message_visibility_batch", queue, QueueUrl=url, Entries=entries)
-            self._log_failures(answer, queue, "visibility change")
+        self._in_batches("change_message_visibility_batch", queue,
+                         [{"ReceiptHandle": receipt, "VisibilityTimeout": visibility} for receipt in receipts])
 
     @staticmethod
     def _visibility(timeout_s: float) -> int:
         return max(0, min(int(math.ceil(timeout_s)), MAX_VISIBILITY_TIMEOUT_S))
-
-    @staticmethod
-    def _log_failures(answer: dict[str, Any], queue: str, what: str) -> None:
-        for failure in answer.get("Failed", []) or []:
-            code = failure.get("Code", "")
-            level = logging.DEBUG if code in _STALE_RECEIPT_CODES else logging.WARNING
-            logger.log(level, "%s of a message on %s failed: %s: %s", what, queue, code, failure.get("Message", ""))
 
     def dead_letter(self, queue: str, message: ReceivedMessage, reason: str) -> None:
         """Send a copy with ``reason`` to the dead-letter queue, then delete the original.
@@ -652,8 +631,7 @@ class SQSBroker(Broker):
             if _code(exc) not in _PURGE_BUSY_CODES:
                 raise
         while True:
-            batch = self._receive_now(queue, {"QueueUrl": url, "MaxNumberOfMessages": MAX_BATCH,
-                                              "VisibilityTimeout": 60, "WaitTimeSeconds": 0})
+            batch = self._receive_now(queue, self._receive_params(queue, MAX_BATCH, 60, 0))
             if not batch:
                 return
             self.delete_batch(queue, [m.receipt for m in batch])
