@@ -153,14 +153,18 @@ def options_for(settings: Settings, longest_timeout_s: float | None = None) -> D
     """Work out the ``[daemon]`` timings; ``longest_timeout_s`` is the longest job timeout, if known.
 
     Defaults: stop timeout ``max(60, longest job timeout + 15)`` seconds; stall
-    threshold ``max(300, longest job timeout + 60)`` seconds.
+    threshold ``max(300, prefetch * longest job timeout + 60)`` seconds, with
+    the largest ``prefetch`` of the worker sections: a worker polls once per
+    batch of up to ``prefetch`` messages, so a batch of long jobs is silent
+    for their sum.
     """
     stop_s = settings.get("daemon", "stop_timeout_s")
     if stop_s is None:
         stop_s = max(STOP_TIMEOUT_S, (longest_timeout_s or 0) + STOP_MARGIN_S)
     stall_s = settings.get("daemon", "stall_timeout_s")
     if stall_s is None:
-        stall_s = max(STALL_TIMEOUT_S, (longest_timeout_s or 0) + STALL_MARGIN_S)
+        batch = max((group.prefetch for group in settings.workers), default=1)
+        stall_s = max(STALL_TIMEOUT_S, batch * (longest_timeout_s or 0) + STALL_MARGIN_S)
     quiet_s = longest_quiet_s(settings)
     if 0 < stall_s < quiet_s:
         raise DaemonError(

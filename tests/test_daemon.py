@@ -202,14 +202,17 @@ def test_reload_digest_follows_the_sections_a_program_reads(tmp_path: Path) -> N
     assert config_digest(second, *shared, "worker:a") != config_digest(third, *shared, "worker:a")
 
 
-def test_default_stop_timeout_covers_the_longest_job(tmp_path: Path) -> None:
+def test_default_timeouts_cover_the_longest_job(tmp_path: Path) -> None:
     daemon = Daemon(tmp_path)
     shutil.rmtree(daemon.run_dir, ignore_errors=True)
-    daemon.configure({"default": {}}, stop_timeout_s="", stall_timeout_s="")
+    daemon.configure({"default": {"prefetch": 1}}, stop_timeout_s="", stall_timeout_s="")
     settings = load(str(daemon.config))
     assert options_for(settings).stop_timeout_s == 60
+    assert options_for(settings).stall_timeout_s == 300
     assert options_for(settings, longest_timeout_s=600).stop_timeout_s == 615
     assert options_for(settings, longest_timeout_s=600).stall_timeout_s == 660
+    daemon.configure({"default": {"prefetch": 1}, "batch": {"prefetch": 4}}, stop_timeout_s="", stall_timeout_s="")
+    assert options_for(load(str(daemon.config)), longest_timeout_s=600).stall_timeout_s == 4 * 600 + 60
 
 
 def test_a_stall_threshold_shorter_than_a_healthy_poll_is_refused(daemon: Daemon) -> None:
