@@ -71,8 +71,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_moto_server(log_dir: Path, env: Mapping[str, str] | None = None) -> MotoServer:
-    """Start ``python -m moto.server`` on a free loopback port; return once it answers HTTP.
+def start_moto_server(log_dir: Path, env: Mapping[str, str] | None = None, port: int | None = None) -> MotoServer:
+    """Start ``python -m moto.server`` on a free loopback port (or ``port``); return once it answers HTTP.
 
     ``env`` adds environment variables (e.g. ``INITIAL_NO_AUTH_ACTION_COUNT`` to switch
     on moto's credential checks). Raises RuntimeError if it does not come up.
@@ -80,12 +80,12 @@ def start_moto_server(log_dir: Path, env: Mapping[str, str] | None = None) -> Mo
     full_env = dict(os.environ)
     full_env.update(env or {})
     for _attempt in range(3):
-        port = free_port()
-        log_path = log_dir / f"moto-{port}.log"
+        chosen = port or free_port()
+        log_path = log_dir / f"moto-{chosen}-{time.monotonic_ns()}.log"
         with open(log_path, "wb") as log:
-            process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(chosen)],
                                        stdout=log, stderr=subprocess.STDOUT, env=full_env)
-        server = MotoServer(process, f"http://127.0.0.1:{port}", log_path)
+        server = MotoServer(process, f"http://127.0.0.1:{chosen}", log_path)
         deadline = time.monotonic() + START_TIMEOUT_S
         while process.poll() is None and time.monotonic() < deadline:
             try:

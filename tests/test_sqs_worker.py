@@ -22,7 +22,7 @@ import pytest
 from sqjobs.brokers.base import REASON_ATTRIBUTE, OutgoingMessage
 from sqjobs.brokers.sqs import SQSBroker
 from sqjobs.message import JobMessage, encode
-from tests.sqs_server import ACCESS_KEY, REGION, SECRET_KEY, MotoServer
+from tests.sqs_server import ACCESS_KEY, REGION, SECRET_KEY, MotoServer, start_moto_server
 from tests.support import (
     TESTS_DIR,
     read_lines,
@@ -270,3 +270,27 @@ def test_the_aws_cli_producer_example_sends_a_job_a_worker_runs(
     processes.append(worker)
     assert worker.wait(60) == 0, worker_log(worker)
     assert tokens(out) == ["from-cli"]
+
+
+def test_the_worker_keeps_going_through_an_sqs_outage(tmp_path: Path, processes: list) -> None:
+    out = tmp_path / "out.txt"
+    server = start_moto_server(tmp_path)
+    port = int(server.endpoint_url.rsplit(":", 1)[1])
+    status = tmp_path / "status.json"
+    try:
+        worker = start_worker(sqs_config(tmp_path, server, "outage-", wait_time_s=1), ["jobs"],
+                              "--status-file", str(status))
+        processes.append(worker)
+        wait_until(status.exists, what="the worker to poll")
+        server.stop()
+        wait_until(lambda: "broker error while receiving" in worker_log(worker), what="the worker to see the outage")
+        # SQS comes back, empty: the worker finds its queue gone and creates it again.
+        server = start_moto_server(tmp_path, port=port)
+        wait_until(lambda: "QueueDoesNotExist" in worker_log(worker) or "NonExistentQueue" in worker_log(worker),
+                   what="the worker to find its queue gone")
+        broker = SQSBroker(**server.broker_options("outage-"))
+        broker.send("jobs", body("record", str(out), "after-outage"))
+        wait_until(lambda: tokens(out) == ["after-outage"], what="the job sent after the outage to run")
+        assert stop_process(worker) == 0
+    finally:
+        server.stop()

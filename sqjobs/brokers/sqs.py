@@ -348,9 +348,11 @@ class SQSBroker(Broker):
         return url
 
     def _forget(self, queue: str) -> None:
+        """Drop the cached URLs of a queue SQS no longer has (and of its dead-letter queue): made again on use."""
         with self._urls_lock:
-            self._urls.pop(queue, None)
-            self._ensured.discard(queue)
+            for name in (queue, dead_letter_name(queue)):
+                self._urls.pop(name, None)
+                self._ensured.discard(name)
 
     def queues(self) -> list[str]:
         """Return the queues under this broker's prefix, dead-letter queues excluded, sorted."""
