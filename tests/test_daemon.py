@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import pytest
+from sqjobsd.health import assess, describe
 from sqjobsd.layout import Layout, layout_for, options_for
 from sqjobsd.procs import cmdline, is_supervisord_of, marked_processes, pid_alive
 from sqjobsd.rpc import SupervisorClient
@@ -221,6 +222,25 @@ def test_a_stall_threshold_shorter_than_a_healthy_poll_is_refused(daemon: Daemon
     assert result.returncode == 1
     assert "stall_timeout_s = 2 is shorter" in result.stderr and "use at least 3" in result.stderr
     assert not os.path.exists(daemon.layout.pidfile)
+
+
+def test_a_worker_is_stalled_when_its_own_last_poll_is_too_old() -> None:
+    worker = {"group": "worker-default", "name": "worker-default-0", "statename": "RUNNING", "pid": 42,
+              "start": 1000.0}
+    fresh = {"pid": 42, "last_poll": 1095.0, "last_job": "j1", "jobs_done": 3}
+    assert not assess(worker, fresh, 1100.0, 10).stalled
+    assert assess(worker, fresh, 1106.0, 10).stalled
+    assert not assess(worker, fresh, 1106.0, 0).stalled  # 0: stall detection off
+    earlier_process = dict(fresh, pid=41)  # left by the process this one replaced: only uptime counts
+    assert not assess(dict(worker, start=1100.0), earlier_process, 1105.0, 10).stalled
+    assert assess(dict(worker, start=1100.0), earlier_process, 1111.0, 10).stalled
+    assert assess(worker, None, 1011.0, 10).stalled  # never polled since it started
+    assert not assess(dict(worker, statename="STOPPED"), fresh, 1200.0, 10).stalled
+    beater = dict(worker, group="beater", name="beater-0")
+    assert not assess(beater, None, 5000.0, 10).stalled
+    line = describe(assess(worker, fresh, 1106.0, 10))
+    assert line.split()[:2] == ["worker-default-0", "STALLED"] and "last poll 11.0 s ago" in line
+    assert "last job j1 (3 done)" in line
 
 
 def test_socket_path_over_the_unix_limit_is_a_clear_error(daemon: Daemon) -> None:
