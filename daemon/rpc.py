@@ -56,6 +56,9 @@ class SupervisorClient:
         function = getattr(self._proxy.supervisor, method)
         try:
             return function(*args)
+        except PermissionError:
+            raise DaemonError(f"no permission to use {self.layout.socket}: run sqjobsd as the user that "
+                              "started the daemon") from None
         except (OSError, http.client.HTTPException) as exc:
             raise DaemonNotRunningError(
                 f"sqjobsd is not running for {self.layout.config}: no supervisord answers on "
@@ -66,10 +69,13 @@ class SupervisorClient:
             raise DaemonError(f"supervisord on {self.layout.socket} refused {method}: {exc.errmsg}") from None
 
     def answers(self) -> bool:
-        """True when supervisord answers and runs normally."""
+        """True when supervisord answers and runs normally; False when none answers.
+
+        Raises DaemonError when one answers but refuses us (permission, credentials).
+        """
         try:
             state = self.call("getState")
-        except DaemonError:
+        except DaemonNotRunningError:
             return False
         return bool(state.get("statecode") == SUPERVISOR_RUNNING)
 
