@@ -294,10 +294,12 @@ class FlakyProxy:
     """
 
     THROTTLED = json.dumps({"__type": "com.amazonaws.sqs#RequestThrottled", "message": "Rate exceeded"}).encode()
+    OVER_LIMIT = json.dumps({"__type": "com.amazonaws.sqs#OverLimit", "message": "Too many in flight"}).encode()
 
-    def __init__(self, target_url: str, failures: int) -> None:
+    def __init__(self, target_url: str, failures: int, over_limit: bool = False) -> None:
         self.target_url = target_url
         self.failures = failures
+        self.over_limit = over_limit
         self.seen = 0
         proxy = self
 
@@ -305,6 +307,14 @@ class FlakyProxy:
             def do_POST(self) -> None:  # noqa: N802 (the name http.server calls)
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 proxy.seen += 1
+                if proxy.seen <= proxy.failures and proxy.over_limit:  # SQS's 403 that is no auth error
+                    self.send_response(403)
+                    self.send_header("x-amzn-query-error", "AWS.SimpleQueueService.OverLimit;Sender")
+                    self.send_header("Content-Type", "application/x-amz-json-1.0")
+                    self.send_header("Content-Length", str(len(proxy.OVER_LIMIT)))
+                    self.end_headers()
+                    self.wfile.write(proxy.OVER_LIMIT)
+                    return
                 if proxy.seen <= proxy.failures:
                     throttle = proxy.seen % 2 == 0
                     self.send_response(400 if throttle else 503)
@@ -364,5 +374,27 @@ def test_a_fault_that_outlasts_the_retries_is_a_connection_error(sqs_server: Mot
         with pytest.raises(BrokerConnectionError, match="RequestThrottled"):
             broker.ensure_queue("jobs")
         assert broker.requests["CreateQueue"] == 2
+    finally:
+        proxy.close()
+
+
+def test_create_sqs_worker_runs_jobs_from_its_queue(sqs_server: MotoServer, sqs_prefix: str, tmp_path: Path) -> None:
+    out = tmp_path / "out.txt"
+    worker = sqjobs.create_sqs_worker("jobs", prefetch=5, visibility_timeout_s=30, wait_time_s=1,
+                                      **sqs_server.broker_options(sqs_prefix))
+    assert isinstance(worker.broker, SQSBroker)
+    assert (worker.prefetch, worker.visibility_timeout_s, worker.wait_s) == (5, 30, 1.0)
+    worker.broker.enqueue(jobs_for_tests.record_job.job_class, (str(out), "via-create-sqs-worker"), queue="jobs")
+    wait_until(lambda: worker.run_once(worker.wait_s) and read_lines(out), what="the job to run")
+    assert [line.split()[0] for line in read_lines(out)] == ["via-create-sqs-worker"]
+    worker.broker.close()
+
+
+def test_too_many_in_flight_is_transient_not_an_auth_error(sqs_server: MotoServer, sqs_prefix: str) -> None:
+    proxy = FlakyProxy(sqs_server.endpoint_url, failures=1000, over_limit=True)
+    try:
+        broker = SQSBroker(**dict(sqs_server.broker_options(sqs_prefix), endpoint_url=proxy.url), max_attempts=1)
+        with pytest.raises(BrokerConnectionError, match="OverLimit"):
+            broker.ensure_queue("jobs")
     finally:
         proxy.close()

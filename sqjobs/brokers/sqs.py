@@ -100,9 +100,11 @@ _AUTH_CODES = frozenset({
     "InvalidAccessKeyId", "InvalidClientTokenId", "InvalidSecurity", "MissingAuthenticationToken",
     "OptInRequired", "SignatureDoesNotMatch", "UnrecognizedClientException", "KMS.AccessDeniedException",
 })
+#: Transient refusals: throttling, server trouble, too many messages in flight (SQS says 403 OverLimit).
 _THROTTLE_CODES = frozenset({
-    "Throttling", "ThrottlingException", "RequestThrottled", "RequestThrottledException",
-    "ServiceUnavailable", "InternalError", "InternalFailure", "KmsThrottled", "KMS.ThrottlingException",
+    "Throttling", "ThrottlingException", "RequestThrottled", "RequestThrottledException", "RequestLimitExceeded",
+    "TooManyRequestsException", "SlowDown", "ServiceUnavailable", "InternalError", "InternalFailure",
+    "KmsThrottled", "KMS.ThrottlingException", "OverLimit", "AWS.SimpleQueueService.OverLimit",
 })
 _QUEUE_MISSING_CODES = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 _QUEUE_EXISTS_CODES = frozenset({"QueueAlreadyExists", "QueueNameExists", "AWS.SimpleQueueService.QueueNameExists"})
@@ -284,12 +286,12 @@ class SQSBroker(Broker):
         code, message, status = _error_details(response)
         where = f" on queue {queue!r}" if queue else ""
         error: BrokerError
-        if code in _AUTH_CODES or status in (401, 403):
-            error = BrokerAuthError(f"SQS refused {operation}{where}: {code or status}: {message} "
-                                    "(check the credentials and the IAM permissions)")
-        elif code in _THROTTLE_CODES or status >= 500 or status == 429:
+        if code in _THROTTLE_CODES or status >= 500 or status == 429:
             error = BrokerConnectionError(f"SQS {operation}{where} failed after {self.max_attempts} "
                                           f"attempt(s): {code or status}: {message}")
+        elif code in _AUTH_CODES or status in (401, 403):
+            error = BrokerAuthError(f"SQS refused {operation}{where}: {code or status}: {message} "
+                                    "(check the credentials and the IAM permissions)")
         else:
             if code in _QUEUE_MISSING_CODES:
                 self._forget(queue)
