@@ -183,16 +183,26 @@ class Worker:
         messages = self.receive(wait_s)
         self.held.add(messages)
         handled = 0
+        # FIFO queues: once a message of a group did not succeed (it waits for a retry), the rest of
+        # its group in this batch is handed back unrun, so the group keeps its order.
+        blocked_groups: set[tuple[str, str]] = set()
+        held_back: list[ReceivedMessage] = []
         try:
             for message in messages:
                 if self.stopping:
                     break
-                self.process(message)
                 handled += 1
+                group = (message.queue, message.group_id) if message.group_id is not None else None
+                if group is not None and group in blocked_groups:
+                    held_back.append(message)
+                    continue
+                self.process(message)
+                if group is not None and message not in self._succeeded:
+                    blocked_groups.add(group)
                 if self.max_jobs and self.jobs_done >= self.max_jobs:
                     self._stopping.set()
         finally:
-            self.held.hand_back(messages[handled:])
+            self.held.hand_back(held_back + messages[handled:])
             self._flush_deletes()
         return handled
 

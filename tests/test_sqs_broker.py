@@ -398,3 +398,21 @@ def test_too_many_in_flight_is_transient_not_an_auth_error(sqs_server: MotoServe
             broker.ensure_queue("jobs")
     finally:
         proxy.close()
+
+
+def test_fifo_a_failed_job_holds_back_the_rest_of_its_group(broker: SQSBroker, tmp_path: Path) -> None:
+    out = tmp_path / "out.txt"
+    flaky = jobs_for_tests.flaky_one_retry.job_class  # fails once, retried 0.3 s later
+    record = jobs_for_tests.record_job.job_class
+    broker.enqueue(flaky, (str(out), "first", 1), queue="steps.fifo", group_id="g")
+    broker.enqueue(record, (str(out), "second"), queue="steps.fifo", group_id="g")
+    broker.enqueue(record, (str(out), "other-group"), queue="steps.fifo", group_id="h")
+    consumer = Worker(broker, ["steps.fifo"], prefetch=10, visibility_timeout_s=30)
+    wait_until(lambda: consumer.run_once(0) >= 0 and len(read_lines(out)) >= 4, what="every job to run")
+    events = []
+    for line in read_lines(out):
+        parts = line.split()
+        events.append(" ".join(parts[:2]) if parts[0] in ("try", "ok") else parts[0])
+    assert [event for event in events if event != "other-group"] == [
+        "try first", "try first", "ok first", "second"]
+    assert "other-group" in events
