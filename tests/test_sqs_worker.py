@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -124,10 +125,18 @@ def test_poison_messages_reach_the_dead_letter_queue_and_the_next_job_runs(
     }
     broker.send_batch("intake", [OutgoingMessage(text) for text in poison.values()]
                       + [OutgoingMessage(body("record", str(out), "good"))])
-    worker = start_worker(sqs_config(tmp_path, sqs_server, sqs_prefix), ["intake"], "--burst")
+    config = sqs_config(tmp_path, sqs_server, sqs_prefix)
+    worker = start_worker(config, ["intake"], "--burst")
     processes.append(worker)
     assert worker.wait(60) == 0, worker_log(worker)
     assert tokens(out) == ["good"]
+    wait_until(lambda: broker.stats("intake").dead == len(poison), what="five dead letters counted")
+    # What an operator sees: `sqjobs dead` lists each with its reason.
+    listed = subprocess.run([sys.executable, "-m", "sqjobs", "dead", "-c", str(config), "intake", "--json"],
+                            capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(row["reason"].split(":")[0] for row in json.loads(listed.stdout)) == sorted(
+        ["malformed message"] * 4 + ["unknown job name \"no_such_job\""])
     dead: list = []
 
     def all_dead() -> bool:
