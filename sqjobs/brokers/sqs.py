@@ -15,7 +15,9 @@ Users pay per request, so the broker keeps requests few:
 A long poll runs in a helper thread so that :meth:`Broker.interrupt` (called
 from the worker's SIGTERM handler) makes the waiting receive return ``[]`` at
 once; messages that the abandoned poll still brings are handed back with
-visibility 0, so nothing waits for its visibility timeout.
+visibility 0, so nothing waits for its visibility timeout. (If the process
+leaves before the abandoned poll answers, a message SQS hands to it in that
+moment comes back after its visibility timeout: late, never lost.)
 
 Faults: connection errors, timeouts and throttling are retried by botocore's
 "standard" retry mode (capped exponential backoff with jitter, at most
@@ -210,6 +212,7 @@ class SQSBroker(Broker):
         self._client_obj: Any = None
         self._client_pid = 0
         self._client_lock = threading.Lock()
+        self._system_attributes_key = "MessageSystemAttributeNames"
         self._urls: dict[str, str] = {}
         self._urls_lock = threading.RLock()
 
@@ -254,6 +257,10 @@ class SQSBroker(Broker):
                     raise ConfigError("[sqs] region is empty and the AWS configuration names none; "
                                       "set [sqs] region or AWS_DEFAULT_REGION") from None
                 client.meta.events.register("before-send.sqs", self._count_request)
+                # botocore before 1.34.90 only knows the older name of this ReceiveMessage parameter.
+                members = client.meta.service_model.operation_model("ReceiveMessage").input_shape.members
+                self._system_attributes_key = ("MessageSystemAttributeNames" if "MessageSystemAttributeNames"
+                                               in members else "AttributeNames")
                 self._client_obj, self._client_pid = client, os.getpid()
         return self._client_obj
 
@@ -465,9 +472,11 @@ class SQSBroker(Broker):
 
     def _receive_params(self, queue: str, max_messages: int, visibility_timeout_s: float,
                         wait_s: int) -> dict[str, Any]:
-        return {"QueueUrl": self._queue_url(queue), "MaxNumberOfMessages": max(1, min(int(max_messages), MAX_BATCH)),
+        url = self._queue_url(queue)
+        self._client()  # knows which name the system attributes parameter has
+        return {"QueueUrl": url, "MaxNumberOfMessages": max(1, min(int(max_messages), MAX_BATCH)),
                 "VisibilityTimeout": self._visibility(visibility_timeout_s), "WaitTimeSeconds": wait_s,
-                "MessageSystemAttributeNames": _SYSTEM_ATTRIBUTES, "MessageAttributeNames": ["All"]}
+                self._system_attributes_key: _SYSTEM_ATTRIBUTES, "MessageAttributeNames": ["All"]}
 
     def _receive_now(self, queue: str, params: dict[str, Any]) -> list[ReceivedMessage]:
         answer = self._call("receive_message", queue, **params)
