@@ -212,12 +212,12 @@ def test_the_heartbeat_keeps_a_long_job_from_running_twice(
         sqs_server: MotoServer, sqs_prefix: str, broker: SQSBroker, tmp_path: Path, processes: list) -> None:
     out = tmp_path / "out.txt"
     config = sqs_config(tmp_path, sqs_server, sqs_prefix, wait_time_s=1)
-    broker.send("long", body("slow", str(out), "t1", 5))  # 5 s of work, hidden 2 s at a time
-    first = start_worker(config, ["long"], "--visibility-timeout", "2", "--prefetch", "1")
+    broker.send("long", body("slow", str(out), "t1", 7))  # 7 s of work, hidden 3 s at a time
+    first = start_worker(config, ["long"], "--visibility-timeout", "3", "--prefetch", "1")
     processes.append(first)
     wait_until(lambda: tokens(out, "start") == ["t1"], what="the long job to start")
     # Only now a second consumer: it would take the message if its visibility ever lapsed.
-    second = start_worker(config, ["long"], "--visibility-timeout", "2", "--prefetch", "1")
+    second = start_worker(config, ["long"], "--visibility-timeout", "3", "--prefetch", "1")
     processes.append(second)
     wait_until(lambda: tokens(out, "end") == ["t1"], what="the long job to end")
     wait_until(lambda: settled(broker, "long"), what="the message to be deleted")
