@@ -258,6 +258,8 @@ def test_seed_api_and_settings(sqs_server: MotoServer, sqs_prefix: str, tmp_path
     assert (from_config.queue_prefix, from_config.default_wait_s, from_config.visibility_timeout_s) == (
         sqs_prefix, 7.0, 42.0)
     assert from_config.queues() == ["default"]
+    # By default a worker long-polls 20 s: an idle worker asks 3 times a minute per queue.
+    assert SQSBroker.from_settings(None).default_wait_s == 20.0
 
 
 def test_unreachable_endpoint_raises_broker_connection_error() -> None:
