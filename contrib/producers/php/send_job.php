@@ -9,8 +9,9 @@
 // Credentials come from the usual AWS chain (environment, profile, role);
 // AWS_REGION (default us-east-1) and AWS_ENDPOINT_URL (an SQS-compatible
 // server instead of AWS) are read from the environment.
-
-require __DIR__ . '/vendor/autoload.php';
+//
+// From your own code: require Composer's autoloader, include this file and call
+// sqjobs_send($sqsClient, $queue, $name, $args, $kwargs).
 
 use Aws\Sqs\SqsClient;
 
@@ -38,6 +39,7 @@ function sqjobs_send(SqsClient $sqs, string $queue, string $name, array $args = 
 }
 
 if (PHP_SAPI === 'cli' && realpath($argv[0]) === __FILE__) {
+    require __DIR__ . '/vendor/autoload.php';
     if ($argc < 3) {
         fwrite(STDERR, "usage: php send_job.php QUEUE NAME [ARGS_JSON] [KWARGS_JSON]\n");
         exit(2);
