@@ -303,3 +303,18 @@ def test_the_worker_keeps_going_through_an_sqs_outage(tmp_path: Path, processes:
         assert stop_process(worker) == 0
     finally:
         server.stop()
+
+
+@pytest.mark.skipif(shutil.which("php") is None, reason="PHP is not installed")
+def test_the_body_of_the_php_producer_example_runs(sqs_server: MotoServer, sqs_prefix: str, broker: SQSBroker,
+                                                   tmp_path: Path, processes: list) -> None:
+    out = tmp_path / "out.txt"
+    example = TESTS_DIR.parent / "contrib" / "producers" / "php" / "send_job.php"
+    code = f"include {json.dumps(str(example))}; echo sqjobs_body('record', [{json.dumps(str(out))}, 'from-php']);"
+    made = subprocess.run(["php", "-r", code], capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    broker.send("php-example", made.stdout.strip())  # what sqjobs_send() hands to SendMessage
+    worker = start_worker(sqs_config(tmp_path, sqs_server, sqs_prefix), ["php-example"], "--burst")
+    processes.append(worker)
+    assert worker.wait(60) == 0, worker_log(worker)
+    assert tokens(out) == ["from-php"]
