@@ -16,7 +16,7 @@ from sqjobs.config import load_settings
 from sqjobs.errors import DaemonNotRunningError, SQJobsError
 
 from . import control
-from .health import Watchdog, describe
+from .health import Watchdog, backlog_counter, describe
 from .layout import layout_for
 
 logger = logging.getLogger("sqjobs.daemon")
@@ -129,9 +129,9 @@ def status(config: str | None) -> None:
 @click.option("--interval", type=click.FloatRange(min=0.1), required=True, help="Seconds between checks.")
 @click.option("--grace", type=click.FloatRange(min=0), required=True, help="Seconds between SIGTERM and SIGKILL.")
 def watchdog(config: str | None, stall_timeout: float, interval: float, grace: float) -> None:
-    """Restart stalled workers (supervisord runs this itself)."""
-    layout = layout_for(load_settings(config))
-    sys.exit(Watchdog(layout, stall_timeout, interval, grace).run())
+    """Restart stalled and starved workers (supervisord runs this itself)."""
+    settings = load_settings(config)
+    sys.exit(Watchdog(layout_for(settings), stall_timeout, interval, grace, backlog_counter(settings)).run())
 
 
 if __name__ == "__main__":  # pragma: no cover

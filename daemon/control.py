@@ -33,7 +33,7 @@ from sqjobs.config import Settings
 from sqjobs.errors import DaemonError, DaemonNotRunningError
 
 from . import supervisor_conf
-from .health import ProcessHealth, survey
+from .health import ProcessHealth, backlog_counter, survey
 from .layout import DaemonOptions, Layout, layout_for, longest_job_timeout, options_for
 from .procs import is_supervisord_of, marked_processes, terminate, wait_gone
 from .rpc import SupervisorClient
@@ -278,7 +278,7 @@ def status(settings: Settings) -> list[ProcessHealth]:
         orphans = marked_processes(layout.run_dir)
         extra = f"; processes left by a dead supervisord: {', '.join(map(str, orphans))}" if orphans else ""
         raise DaemonNotRunningError(f"sqjobsd is not running for {layout.config}{extra}")
-    return survey(client, layout, running_options(settings, layout).stall_timeout_s)
+    return survey(client, layout, running_options(settings, layout).stall_timeout_s, backlog_counter(settings))
 
 
 def reload(settings: Settings) -> ReloadResult:

@@ -8,7 +8,13 @@ runs far longer than it should. Until a new process wrote its first status,
 its start time stands in for the last poll (a status file left by an earlier
 process of the same name has another pid and is ignored).
 
-``sqjobsd status`` reports stalled workers. The watchdog, a program run by
+A worker that polls but has received nothing for as long while messages wait
+on its queues is *starved* (its broker connection went wrong: a queue file
+replaced under it, a dead endpoint answering empty); it is treated like a
+stalled one. FIFO queues are left out of that count: a locked message group
+holds visible messages nobody may take.
+
+``sqjobsd status`` reports stalled and starved workers. The watchdog, a program run by
 supervisord itself (``sqjobsd watchdog``), looks every
 ``[daemon] watchdog_interval_s`` and restarts a stalled worker: SIGTERM (a
 graceful stop, in case it can still finish), then SIGKILL to its process group
@@ -25,8 +31,9 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
+from sqjobs.config import Settings
 from sqjobs.errors import DaemonError
 
 from .layout import Layout
@@ -35,6 +42,27 @@ from .rpc import SupervisorClient
 from .supervisor_conf import WORKER_PREFIX
 
 logger = logging.getLogger("sqjobs.daemon")
+
+#: Counts the messages waiting (visible) on some queues.
+Backlog = Callable[[Sequence[str]], int]
+
+
+def backlog_counter(settings: Settings) -> Backlog:
+    """A Backlog over the settings' broker (created on first use; errors count as no backlog)."""
+    from sqjobs.brokers import Broker, create_broker
+
+    brokers: list[Broker] = []
+
+    def count(queues: Sequence[str]) -> int:
+        try:
+            if not brokers:
+                brokers.append(create_broker(settings.broker_url, settings))
+            return sum(brokers[0].stats(q).visible for q in queues if not q.endswith(".fifo"))
+        except Exception as exc:  # the check must never take the daemon down
+            logger.warning("cannot count the messages waiting on %s: %s", ", ".join(queues), exc)
+            return 0
+
+    return count
 
 
 def read_worker_status(path: str) -> dict[str, Any] | None:
@@ -62,11 +90,13 @@ class ProcessHealth:
     last_job: str | None
     jobs_done: int | None
     stalled: bool
+    #: A worker that polls but receives nothing while messages wait on its queues.
+    starved: bool = False
 
     @property
     def healthy(self) -> bool:
-        """True when the process runs and is not stalled."""
-        return self.state == "RUNNING" and not self.stalled
+        """True when the process runs and is neither stalled nor starved."""
+        return self.state == "RUNNING" and not self.stalled and not self.starved
 
 
 def is_worker(info: Mapping[str, Any]) -> bool:
@@ -74,9 +104,23 @@ def is_worker(info: Mapping[str, Any]) -> bool:
     return str(info.get("group", "")).startswith(WORKER_PREFIX)
 
 
+def _starved(own: Mapping[str, Any] | None, now: float, stall_timeout_s: float, backlog: Backlog | None) -> bool:
+    """True when the worker received nothing for ``stall_timeout_s`` while its queues hold messages."""
+    if own is None or backlog is None:
+        return False
+    received = own.get("last_received")
+    if not isinstance(received, (int, float)) or now - float(received) <= stall_timeout_s:
+        return False
+    queues = [str(q) for q in own.get("queues") or []]
+    return bool(queues) and backlog(queues) > 0
+
+
 def assess(info: Mapping[str, Any], status: Mapping[str, Any] | None, now: float,
-           stall_timeout_s: float) -> ProcessHealth:
-    """Combine supervisord's ``info`` and the worker's ``status`` into a ProcessHealth at time ``now``."""
+           stall_timeout_s: float, backlog: Backlog | None = None) -> ProcessHealth:
+    """Combine supervisord's ``info`` and the worker's ``status`` into a ProcessHealth at time ``now``.
+
+    ``backlog`` counts waiting messages, to tell starved workers; without it none is.
+    """
     state = str(info.get("statename", "UNKNOWN"))
     pid = int(info.get("pid") or 0)
     start = float(info.get("start") or 0)
@@ -86,10 +130,11 @@ def assess(info: Mapping[str, Any], status: Mapping[str, Any] | None, now: float
     last_poll_age_s = None
     if own is not None and isinstance(own.get("last_poll"), (int, float)):
         last_poll_age_s = max(0.0, now - float(own["last_poll"]))
-    stalled = False
+    stalled = starved = False
     if running and is_worker(info) and stall_timeout_s > 0:
         silence_s = last_poll_age_s if last_poll_age_s is not None else uptime_s
         stalled = silence_s is not None and silence_s > stall_timeout_s
+        starved = not stalled and _starved(own, now, stall_timeout_s, backlog)
     return ProcessHealth(
         full_name=f"{info.get('group')}:{info.get('name')}",
         name=str(info.get("name")),
@@ -100,15 +145,17 @@ def assess(info: Mapping[str, Any], status: Mapping[str, Any] | None, now: float
         last_job=own.get("last_job") if own else None,
         jobs_done=own.get("jobs_done") if own else None,
         stalled=stalled,
+        starved=starved,
     )
 
 
-def survey(client: SupervisorClient, layout: Layout, stall_timeout_s: float) -> list[ProcessHealth]:
+def survey(client: SupervisorClient, layout: Layout, stall_timeout_s: float,
+           backlog: Backlog | None = None) -> list[ProcessHealth]:
     """The health of every process of the daemon, in supervisord's order."""
     result = []
     for info in client.processes():
         status = read_worker_status(layout.status_file(str(info.get("name")))) if is_worker(info) else None
-        result.append(assess(info, status, time.time(), stall_timeout_s))
+        result.append(assess(info, status, time.time(), stall_timeout_s, backlog))
     return result
 
 
@@ -120,7 +167,7 @@ def _duration(seconds: float) -> str:
 
 def describe(health: ProcessHealth) -> str:
     """One status line: name, state, pid, uptime, and the last job or last poll of a worker."""
-    state = "STALLED" if health.stalled else health.state
+    state = "STALLED" if health.stalled else "STARVED" if health.starved else health.state
     parts = [f"{health.name:<24}", f"{state:<9}"]
     if health.state == "RUNNING":
         parts.append(f"pid {health.pid:<7}")
@@ -137,8 +184,10 @@ def describe(health: ProcessHealth) -> str:
 class Watchdog:
     """Restarts the stalled workers of one daemon; runs inside supervisord as ``sqjobsd watchdog``."""
 
-    def __init__(self, layout: Layout, stall_timeout_s: float, interval_s: float, grace_s: float) -> None:
+    def __init__(self, layout: Layout, stall_timeout_s: float, interval_s: float, grace_s: float,
+                 backlog: Backlog | None = None) -> None:
         self.layout = layout
+        self.backlog = backlog
         self.stall_timeout_s = stall_timeout_s
         self.interval_s = interval_s
         self.grace_s = grace_s
@@ -151,19 +200,23 @@ class Watchdog:
         self._stop.set()
 
     def check_once(self) -> list[str]:
-        """Restart every stalled worker once; return their names."""
+        """Restart every stalled or starved worker once; return their names."""
         restarted = []
-        for health in survey(self.client, self.layout, self.stall_timeout_s):
-            if health.stalled:
+        for health in survey(self.client, self.layout, self.stall_timeout_s, self.backlog):
+            if health.stalled or health.starved:
                 self.restart(health)
                 restarted.append(health.name)
         return restarted
 
     def restart(self, health: ProcessHealth) -> None:
         """SIGTERM the stalled worker, SIGKILL its process group after the grace; supervisord restarts it."""
-        age = health.last_poll_age_s if health.last_poll_age_s is not None else health.uptime_s
-        logger.warning("worker %s (pid %d) stalled: no poll for %.0f s (limit %.0f s); restarting it",
-                       health.name, health.pid, age or 0, self.stall_timeout_s)
+        if health.starved:
+            logger.warning("worker %s (pid %d) starved: polls but received nothing for over %.0f s while "
+                           "messages wait; restarting it", health.name, health.pid, self.stall_timeout_s)
+        else:
+            age = health.last_poll_age_s if health.last_poll_age_s is not None else health.uptime_s
+            logger.warning("worker %s (pid %d) stalled: no poll for %.0f s (limit %.0f s); restarting it",
+                           health.name, health.pid, age or 0, self.stall_timeout_s)
         try:
             self.client.call("signalProcess", health.full_name, "TERM")
         except DaemonError as exc:

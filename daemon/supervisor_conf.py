@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import pwd
 import re
@@ -36,8 +35,6 @@ from sqjobs.config import Settings
 from sqjobs.errors import DaemonError
 
 from .layout import RUN_DIR_ENV, DaemonOptions, Layout
-
-logger = logging.getLogger("sqjobs.daemon")
 
 #: Prefix of the program of each ``[worker:NAME]`` section.
 WORKER_PREFIX = "worker-"
@@ -98,13 +95,6 @@ def _write_private(path: str, text: str) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
     os.replace(temporary, path)
-
-
-def has_beater_command() -> bool:
-    """True when this sqjobs has a ``sqjobs beater`` command."""
-    from sqjobs.cli import main
-
-    return "beater" in getattr(main, "commands", {})
 
 
 def worker_program(group_name: str) -> str:
@@ -179,7 +169,7 @@ def _program(name: str, command: str, numprocs: int, layout: Layout, stop_s: flo
 def program_names(settings: Settings, options: DaemonOptions) -> list[str]:
     """The programs (process groups) the configuration asks for, in rendering order."""
     names = [worker_program(group.name) for group in settings.workers if group.processes > 0]
-    if int(settings.get("beater", "processes")) > 0 and has_beater_command():
+    if int(settings.get("beater", "processes")) > 0:
         names.append(BEATER_PROGRAM)
     if options.stall_timeout_s > 0 and options.watchdog_interval_s > 0:
         names.append(WATCHDOG_PROGRAM)
@@ -242,12 +232,9 @@ def render(settings: Settings, layout: Layout, options: DaemonOptions, credentia
         lines += _program(program, command, group.processes, layout, options.stop_timeout_s, digest)
     beaters = int(settings.get("beater", "processes"))
     if beaters > 0:
-        if has_beater_command():
-            command = _command(python, "-m", "sqjobs", "beater", "-c", layout.config)
-            digest = config_digest(settings, *SHARED_SECTIONS, "beater")
-            lines += _program(BEATER_PROGRAM, command, beaters, layout, options.stop_timeout_s, digest)
-        else:
-            logger.info("no beater is started: this sqjobs has no `sqjobs beater` command yet")
+        command = _command(python, "-m", "sqjobs", "beater", "-c", layout.config)
+        digest = config_digest(settings, *SHARED_SECTIONS, "beater")
+        lines += _program(BEATER_PROGRAM, command, beaters, layout, options.stop_timeout_s, digest)
     if options.stall_timeout_s > 0 and options.watchdog_interval_s > 0:
         command = _command(python, "-m", "sqjobsd", "watchdog", "-c", layout.config,
                            "--stall-timeout", f"{options.stall_timeout_s:g}",

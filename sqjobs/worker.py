@@ -142,6 +142,9 @@ class Worker:
         self.last_job: str | None = None
         self._stopping = threading.Event()
         self._last_status_write = 0.0
+        #: When a receive last returned messages (start time until then): the daemon
+        #: tells a worker that polls but gets nothing while messages wait by it.
+        self.last_received_at = clock()
         #: Messages whose job succeeded, deleted together when the batch is done.
         self._succeeded: list[ReceivedMessage] = []
         for queue in self.queues:
@@ -181,6 +184,8 @@ class Worker:
         """Receive one batch and process it; return how many messages were handled."""
         self._write_status()
         messages = self.receive(wait_s)
+        if messages:
+            self.last_received_at = self.clock()
         self.held.add(messages)
         handled = 0
         # FIFO queues: once a message of a group did not succeed (it waits for a retry), the rest of
@@ -330,7 +335,7 @@ class Worker:
                              message.message_id, message.queue)
 
     def _write_status(self) -> None:
-        """Write the status file (last poll, last job) at most once a second, atomically."""
+        """Write the status file (last poll, last receive, last job) at most once a second, atomically."""
         if not self.status_file:
             return
         now = self.clock()
@@ -340,8 +345,8 @@ class Worker:
         temporary = f"{self.status_file}.{os.getpid()}.tmp"
         try:
             with open(temporary, "w", encoding="utf-8") as handle:
-                json.dump({"pid": os.getpid(), "last_poll": now, "last_job": self.last_job,
-                           "jobs_done": self.jobs_done, "queues": self.queues}, handle)
+                json.dump({"pid": os.getpid(), "last_poll": now, "last_received": self.last_received_at,
+                           "last_job": self.last_job, "jobs_done": self.jobs_done, "queues": self.queues}, handle)
             os.replace(temporary, self.status_file)
         except OSError:
             logger.exception("cannot write the worker status file %s", self.status_file)

@@ -22,7 +22,7 @@ from sqjobsd.health import assess, describe
 from sqjobsd.layout import Layout, layout_for, options_for
 from sqjobsd.procs import cmdline, is_supervisord_of, marked_processes, pid_alive
 from sqjobsd.rpc import SupervisorClient
-from sqjobsd.supervisor_conf import Credentials, config_digest, has_beater_command, program_names, render
+from sqjobsd.supervisor_conf import Credentials, config_digest, program_names, render
 
 from sqjobs.brokers.base import OutgoingMessage
 from sqjobs.brokers.sqlite import SQLiteBroker
@@ -165,7 +165,7 @@ def _all_gone(pids: list[int]) -> bool:
 # -- configuration rendering (no supervisord) -------------------------------------------
 
 
-def test_render_matches_the_worker_and_has_beaters_only_when_sqjobs_has_them(tmp_path: Path) -> None:
+def test_render_matches_the_worker_and_runs_the_beaters(tmp_path: Path) -> None:
     daemon = Daemon(tmp_path)
     try:
         daemon.configure({"default": {"processes": 2}, "low": {"queues": "low", "processes": 1}}, beaters=2,
@@ -175,10 +175,9 @@ def test_render_matches_the_worker_and_has_beaters_only_when_sqjobs_has_them(tmp
         text = render(settings, daemon.layout, options, Credentials("u", "p"))
     finally:
         shutil.rmtree(daemon.run_dir, ignore_errors=True)
-    beater = ["beater"] if has_beater_command() else []
-    assert program_names(settings, options) == ["worker-default", "worker-low", *beater, "sqjobsd-watchdog"]
-    assert ("[program:beater]" in text) == has_beater_command()
-    programs = 3 + len(beater)
+    assert program_names(settings, options) == ["worker-default", "worker-low", "beater", "sqjobsd-watchdog"]
+    assert "[program:beater]" in text
+    programs = 4
     assert text.count("stopwaitsecs = 42") == programs - 1
     assert text.count("stopsignal = TERM") == programs
     assert text.count("stopasgroup = true") == programs and text.count("killasgroup = true") == programs
@@ -447,6 +446,56 @@ def test_stalled_worker_is_reported_then_restarted_by_the_watchdog(daemon: Daemo
     wait_until(lambda: daemon.run("status").returncode == 0, SLOW_S, what="status to be healthy again")
 
 
+def test_a_worker_that_polls_but_gets_nothing_while_messages_wait_is_restarted(daemon: Daemon) -> None:
+    daemon.configure({"default": {"processes": 1}}, stall_timeout_s=4, watchdog_interval_s=0.2, stop_timeout_s=2)
+    daemon.start()
+    old_pid = daemon.wait_running(2, "the worker and the watchdog")["worker-default-0"]
+    wait_until(lambda: os.path.exists(daemon.layout.status_file("worker-default-0")), SLOW_S,
+               what="the worker's first poll")
+    # Replace the queue file under the running worker: it keeps polling the old one, where nothing comes.
+    for suffix in ("", "-wal", "-shm"):
+        path = daemon.tmp_path / f"queue.db{suffix}"
+        if path.exists():
+            path.rename(daemon.tmp_path / f"old-queue.db{suffix}")
+    daemon.record("default", ["waiting"])
+
+    new_pid = daemon.wait_new_pid("worker-default-0", old_pid, "the watchdog to restart the starved worker")
+    wait_until(lambda: [line for line in daemon.recorded() if line.startswith(f"waiting {new_pid}")], SLOW_S,
+               what="the new worker to run the waiting job")
+    assert "starved" in (daemon.log_dir / "sqjobsd-watchdog.log").read_text()
+
+
+def test_starved_needs_messages_waiting_and_nothing_received_for_the_threshold() -> None:
+    info = {"group": "worker-default", "name": "worker-default-0", "statename": "RUNNING", "pid": 42,
+            "start": 1000.0}
+    status = {"pid": 42, "last_poll": 1099.5, "last_received": 1090.0, "queues": ["a"]}
+
+    def backlog(queues: list[str]) -> int:
+        return 3
+
+    assert not assess(info, status, 1100.0, 30, backlog).starved  # received 10 s ago
+    silent = assess(info, status, 1130.0, 30, backlog)
+    assert silent.stalled and not silent.starved  # its last poll is 30.5 s old: stalled, not starved
+    fresh = dict(status, last_poll=1129.5)
+    assert assess(info, fresh, 1130.0, 30, backlog).starved
+    assert "STARVED" in describe(assess(info, fresh, 1130.0, 30, backlog))
+    assert not assess(info, fresh, 1130.0, 30, lambda queues: 0).starved  # nothing waits: just idle
+    assert not assess(info, fresh, 1130.0, 30).starved  # no backlog counter: not judged
+
+
+def test_the_backlog_leaves_fifo_queues_out(tmp_path: Path) -> None:
+    from sqjobsd.health import backlog_counter
+
+    settings = load(str(sqlite_config(tmp_path)))
+    broker = SQLiteBroker(str(tmp_path / "queue.db"))
+    broker.send("plain", "x")
+    broker.send("plain", "y")
+    broker.send("locked.fifo", "z", group_id="g", dedup_id="1")
+    count = backlog_counter(settings)
+    assert count(["plain", "locked.fifo"]) == 2
+    assert count(["locked.fifo"]) == 0
+
+
 def test_foreground_runs_until_sigterm(daemon: Daemon) -> None:
     daemon.configure({"default": {"processes": 1}})
     log = open(daemon.tmp_path / "foreground.log", "wb")
@@ -465,7 +514,6 @@ def test_foreground_runs_until_sigterm(daemon: Daemon) -> None:
             process.wait()
 
 
-@pytest.mark.skipif(not has_beater_command(), reason="this sqjobs has no `sqjobs beater` command")
 def test_beaters_run_under_supervisord(daemon: Daemon) -> None:
     daemon.configure({"default": {"processes": 1}}, beaters=2)
     daemon.start()
