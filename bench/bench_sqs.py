@@ -253,6 +253,7 @@ def main() -> None:
     print(f"{'':28}{'sqjobs':>10}{'raw boto3':>12}{'ratio':>8}")
     print(f"{'enqueue (jobs/s)':28}{send_speed:>10.0f}{raw_send_speed:>12.0f}{send_speed / raw_send_speed:>8.2f}")
     print(f"{'enqueue + drain (jobs/s)':28}{speed:>10.0f}{raw_speed:>12.0f}{speed / raw_speed:>8.2f}")
+    print("  (jobs/s measure moto, a Python emulator, on a shared machine: they are noisy; request counts are exact)")
     if idle is not None:
         idle_requests, exit_s = idle
         print(f"idle worker on one queue: {idle_requests} request(s) in {IDLE_WATCH_S:.0f} s "
