@@ -24,6 +24,11 @@ Faults: connection errors, timeouts and throttling are retried by botocore's
 :data:`MAX_ATTEMPTS` attempts); what still fails raises
 BrokerConnectionError, and the worker pauses and tries again. Refused
 credentials or permissions raise BrokerAuthError with a one-line message.
+
+IAM permissions used, on ``arn:aws:sqs:REGION:ACCOUNT:PREFIX*``: CreateQueue,
+GetQueueUrl, SendMessage, ReceiveMessage, DeleteMessage,
+ChangeMessageVisibility, GetQueueAttributes, PurgeQueue; and ListQueues for
+``sqjobs queues``. (The batch calls are covered by the single ones.)
 """
 
 from __future__ import annotations
