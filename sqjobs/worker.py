@@ -147,8 +147,6 @@ class Worker:
         self.last_received_at = clock()
         #: Messages whose job succeeded, deleted together when the batch is done.
         self._succeeded: list[ReceivedMessage] = []
-        for queue in self.queues:
-            broker.ensure_queue(queue)
 
     # -- stopping ----------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ import pytest
 from sqjobs.brokers.base import REASON_ATTRIBUTE, OutgoingMessage
 from sqjobs.brokers.sqs import SQSBroker
 from sqjobs.message import JobMessage, encode
-from tests.sqs_server import ACCESS_KEY, REGION, SECRET_KEY, MotoServer, start_moto_server
+from tests.sqs_server import ACCESS_KEY, REGION, SECRET_KEY, MotoServer, free_port, start_moto_server
 from tests.support import (
     TESTS_DIR,
     read_lines,
@@ -264,14 +264,15 @@ def test_refused_credentials_stop_the_worker_with_one_line_and_exit_2(
     assert "InvalidClientTokenId" in line
 
 
-@pytest.mark.skipif(shutil.which("aws") is None, reason="the AWS CLI is not installed")
 def test_the_aws_cli_producer_example_sends_a_job_a_worker_runs(
         sqs_server: MotoServer, sqs_prefix: str, broker: SQSBroker, tmp_path: Path, processes: list) -> None:
     out = tmp_path / "out.txt"
     broker.ensure_queue("cli")
     script = TESTS_DIR.parent / "contrib" / "producers" / "aws-cli" / "send_job.sh"
+    # The AWS CLI comes with the test dependencies, next to this Python.
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
     env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
-               AWS_DEFAULT_REGION=REGION, AWS_ENDPOINT_URL=sqs_server.endpoint_url)
+               AWS_DEFAULT_REGION=REGION, AWS_ENDPOINT_URL=sqs_server.endpoint_url, PATH=path)
     sent = subprocess.run([str(script), sqs_prefix + "cli", "record", json.dumps([str(out), "from-cli"])],
                           env=env, capture_output=True, text=True, timeout=60)
     assert sent.returncode == 0, sent.stderr
@@ -279,6 +280,27 @@ def test_the_aws_cli_producer_example_sends_a_job_a_worker_runs(
     processes.append(worker)
     assert worker.wait(60) == 0, worker_log(worker)
     assert tokens(out) == ["from-cli"]
+
+
+def test_a_worker_started_while_sqs_is_down_waits_for_it_then_consumes(tmp_path: Path, processes: list) -> None:
+    out = tmp_path / "out.txt"
+    port = free_port()
+    config = write_config(tmp_path / "sqjobs.conf", {
+        "sqjobs": {"broker": "sqs", "jobs": "jobs_for_tests", "path": str(TESTS_DIR)},
+        "sqs": {"region": REGION, "endpoint_url": f"http://127.0.0.1:{port}", "access_key": ACCESS_KEY,
+                "secret_key": SECRET_KEY, "queue_prefix": "late-", "wait_time_s": 1},
+    })
+    worker = start_worker(config, ["jobs"])
+    processes.append(worker)
+    wait_until(lambda: "broker error while receiving" in worker_log(worker), what="the worker to find SQS down")
+    assert worker.poll() is None, "the worker keeps running while SQS is down"
+    server = start_moto_server(tmp_path, port=port)
+    try:
+        SQSBroker(**server.broker_options("late-")).send("jobs", body("record", str(out), "late"))
+        wait_until(lambda: tokens(out) == ["late"], what="the job to run once SQS is up")
+        assert stop_process(worker) == 0
+    finally:
+        server.stop()
 
 
 def test_the_worker_keeps_going_through_an_sqs_outage(tmp_path: Path, processes: list) -> None:
@@ -291,6 +313,9 @@ def test_the_worker_keeps_going_through_an_sqs_outage(tmp_path: Path, processes:
                               "--status-file", str(status))
         processes.append(worker)
         wait_until(status.exists, what="the worker to poll")
+        first_poll = json.loads(status.read_text())["last_poll"]
+        # A later poll means a receive went through: the worker knows its queue.
+        wait_until(lambda: json.loads(status.read_text())["last_poll"] != first_poll, what="a second poll")
         server.stop()
         wait_until(lambda: "broker error while receiving" in worker_log(worker), what="the worker to see the outage")
         # SQS comes back, empty: the worker finds its queue gone and creates it again.
