@@ -24,7 +24,7 @@ import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable, Iterator, Sequence, cast
+from typing import Any, Callable, Iterable, Sequence, cast
 
 import peewee
 
@@ -32,7 +32,7 @@ from .brokers.base import Broker
 from .errors import StatusStoreError
 from .job import Job, Registry
 from .schedule import Schedule
-from .store import PreciseDateTimeField, open_database, safe_url
+from .store import PreciseDateTimeField, create_tables_racing, database_errors, open_database, safe_url
 
 logger = logging.getLogger("sqjobs.beater")
 
@@ -90,25 +90,13 @@ class BeatStore:
         self.model = BeatClaim
         self._ready = False
 
-    @contextlib.contextmanager
-    def _guard(self, what: str) -> Iterator[None]:
-        try:
-            yield
-        except (peewee.OperationalError, peewee.InterfaceError) as exc:
-            with contextlib.suppress(Exception):
-                self.database.close()
-            raise StatusStoreError(f"beat database {safe_url(self.url)}: cannot {what}: {exc}") from exc
+    def _guard(self, what: str) -> contextlib.AbstractContextManager[None]:
+        return database_errors(self.database, f"beat database {safe_url(self.url)}", what)
 
     def create_tables(self) -> None:
         """Create the claims table if missing (idempotent; another process may race us)."""
         with self._guard("create the beats table"):
-            for tries_left in (2, 1, 0):
-                try:
-                    self.database.create_tables([self.model], safe=True)
-                    break
-                except peewee.DatabaseError:
-                    if not tries_left:
-                        raise
+            create_tables_racing(self.database, [self.model])
         self._ready = True
 
     def _prepare(self) -> None:

@@ -102,6 +102,35 @@ def open_database(url: str) -> peewee.Database:
         raise StatusStoreError(f"status database URL {safe_url(url)!r}: {exc}") from None
 
 
+@contextlib.contextmanager
+def database_errors(database: peewee.Database, label: str, what: str) -> Iterator[None]:
+    """Turn Peewee errors in the block into StatusStoreError (``label: cannot what: error``).
+
+    A connection that failed is closed, so the next use reconnects.
+    """
+    try:
+        yield
+    except (peewee.OperationalError, peewee.InterfaceError) as exc:
+        with contextlib.suppress(Exception):
+            database.close()
+        raise StatusStoreError(f"{label}: cannot {what}: {exc}".strip()) from exc
+    except peewee.PeeweeException as exc:
+        raise StatusStoreError(f"{label}: cannot {what}: {exc}".strip()) from exc
+
+
+def create_tables_racing(database: peewee.Database, models: list[Any]) -> None:
+    """Create the tables of ``models`` if missing, even when other processes do the same at once."""
+    for tries_left in (2, 1, 0):
+        try:
+            database.create_tables(models, safe=True)
+            return
+        except peewee.DatabaseError:
+            # Another process created them at the same moment (PostgreSQL's catalog
+            # race, MySQL's index without IF NOT EXISTS): the next try sees them.
+            if not tries_left:
+                raise
+
+
 def _make_model(database: peewee.Database) -> Any:
     """Return the status-row model bound to ``database`` (one class per database, never rebound)."""
 
@@ -192,32 +221,16 @@ class StatusStore:
     def __repr__(self) -> str:
         return f"<StatusStore {safe_url(self.url)}>"
 
-    @contextlib.contextmanager
-    def _guard(self, what: str) -> Iterator[None]:
+    def _guard(self, what: str) -> contextlib.AbstractContextManager[None]:
         """Turn database errors into StatusStoreError; drop a connection that failed."""
-        try:
-            yield
-        except (peewee.OperationalError, peewee.InterfaceError) as exc:
-            with contextlib.suppress(Exception):
-                self.database.close()
-            raise StatusStoreError(f"status database {safe_url(self.url)}: cannot {what}: {exc}".strip()) from exc
-        except peewee.PeeweeException as exc:
-            raise StatusStoreError(f"status database {safe_url(self.url)}: cannot {what}: {exc}".strip()) from exc
+        return database_errors(self.database, f"status database {safe_url(self.url)}", what)
 
     # -- tables ------------------------------------------------------------------------
 
     def create_tables(self) -> None:
         """Create the status table and its index if missing (idempotent; safe to race with other processes)."""
         with self._lock, self._guard("create the status table"):
-            for tries_left in (2, 1, 0):
-                try:
-                    self.database.create_tables([self.model], safe=True)
-                    break
-                except peewee.DatabaseError:
-                    # Another process created it at the same moment (PostgreSQL's catalog
-                    # race, MySQL's index without IF NOT EXISTS): the next try sees it.
-                    if not tries_left:
-                        raise
+            create_tables_racing(self.database, [self.model])
             self._tables_ready = True
 
     def _ready(self) -> None:

@@ -18,6 +18,16 @@ TESTS_DIR = Path(__file__).resolve().parent
 DEADLINE_S = 30.0
 
 
+class Clock:
+    """A clock tests move by hand (``clock.now += 5``), for brokers and workers that take one."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def wait_until(predicate: Callable[[], T], timeout_s: float = DEADLINE_S, interval_s: float = 0.05,
                what: str = "condition") -> T:
     """Poll ``predicate`` until it returns something truthy; return it. Fail the test at the deadline."""

@@ -24,18 +24,9 @@ from sqjobs.message import JobMessage, encode
 from sqjobs.store import StatusStore
 from sqjobs.worker import Worker
 from tests.status_fixtures import database_url, store, use_database  # noqa: F401  (fixtures)
+from tests.support import Clock
 
 calls: list[str] = []
-
-
-class Clock:
-    """A clock tests move by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @job(queue="status", name="status.add", track=True)

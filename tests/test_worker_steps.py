@@ -14,17 +14,7 @@ from sqjobs.brokers.base import REASON_ATTRIBUTE
 from sqjobs.brokers.memory import MemoryBroker
 from sqjobs.execution import backoff_delay
 from sqjobs.worker import Worker
-
-
-class Clock:
-    """A clock tests move by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
+from tests.support import Clock
 
 calls: list[str] = []
 
