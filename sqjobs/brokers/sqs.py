@@ -37,7 +37,6 @@ import logging
 import math
 import os
 import random
-import re
 import threading
 import time
 from collections import Counter
@@ -66,90 +65,38 @@ from .base import (
     dead_letter_name,
     is_dead_letter_name,
 )
+from .sqs_limits import (
+    AUTH_CODES,
+    BATCH_ENTRY_ATTEMPTS,
+    CONNECT_TIMEOUT_S,
+    DEAD_RETENTION_S,
+    DEFAULT_GROUP,
+    INTERRUPT_CHECK_S,
+    MAX_ATTEMPTS,
+    MAX_BATCH,
+    MAX_BATCH_BYTES,
+    MAX_DELAY_S,
+    MAX_MESSAGE_ATTRIBUTES,
+    MAX_QUEUE_NAME_LENGTH,
+    MAX_VISIBILITY_TIMEOUT_S,
+    MAX_WAIT_S,
+    PURGE_BUSY_CODES,
+    QUEUE_EXISTS_CODES,
+    QUEUE_MISSING_CODES,
+    QUEUE_NAME_PATTERN,
+    READ_MARGIN_S,
+    STALE_RECEIPT_CODES,
+    SYSTEM_ATTRIBUTES,
+    THROTTLE_CODES,
+    entry_bytes,
+    error_code,
+    error_details,
+)
 
 if TYPE_CHECKING:
     from ..config import Settings
 
 logger = logging.getLogger("sqjobs.brokers.sqs")
-
-#: Entries in one SendMessageBatch, DeleteMessageBatch or ChangeMessageVisibilityBatch.
-MAX_BATCH = defaults.MAX_BATCH
-#: Bytes of one message, and of all the entries of one SendMessageBatch together.
-MAX_BATCH_BYTES = defaults.MAX_MESSAGE_BYTES
-#: Message attributes one message may carry.
-MAX_MESSAGE_ATTRIBUTES = 10
-#: Longest DelaySeconds (15 minutes).
-MAX_DELAY_S = defaults.MAX_DELAY_S
-#: Longest WaitTimeSeconds of a long poll.
-MAX_WAIT_S = defaults.MAX_WAIT_S
-#: Longest visibility timeout (12 hours).
-MAX_VISIBILITY_TIMEOUT_S = defaults.MAX_VISIBILITY_TIMEOUT_S
-#: Longest queue name, ``.fifo`` included; names use letters, digits, ``-`` and ``_``.
-MAX_QUEUE_NAME_LENGTH = 80
-#: How long dead-letter queues keep messages: the SQS maximum, 14 days, so there is time to look.
-DEAD_RETENTION_S = 14 * 24 * 60 * 60
-#: Attempts per request (first one included) before a connection error or throttling is raised.
-MAX_ATTEMPTS = 5
-#: Seconds to open a connection; reads wait the long poll plus :data:`READ_MARGIN_S`.
-CONNECT_TIMEOUT_S = 5.0
-READ_MARGIN_S = 10.0
-#: How often a long poll's caller looks whether it was interrupted.
-INTERRUPT_CHECK_S = 0.05
-#: Message group of FIFO messages sent without one.
-DEFAULT_GROUP = "sqjobs"
-#: Attempts at the entries of a batch that SQS failed on its side (not the sender's fault).
-BATCH_ENTRY_ATTEMPTS = 3
-
-_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]+(\.fifo)?$")
-_SYSTEM_ATTRIBUTES = ["ApproximateReceiveCount", "SentTimestamp", "MessageGroupId"]
-_AUTH_CODES = frozenset({
-    "AccessDenied", "AccessDeniedException", "AuthFailure", "ExpiredToken", "IncompleteSignature",
-    "InvalidAccessKeyId", "InvalidClientTokenId", "InvalidSecurity", "MissingAuthenticationToken",
-    "OptInRequired", "SignatureDoesNotMatch", "UnrecognizedClientException", "KMS.AccessDeniedException",
-})
-#: Transient refusals: throttling, server trouble, too many messages in flight (SQS says 403 OverLimit).
-_THROTTLE_CODES = frozenset({
-    "Throttling", "ThrottlingException", "RequestThrottled", "RequestThrottledException", "RequestLimitExceeded",
-    "TooManyRequestsException", "SlowDown", "ServiceUnavailable", "InternalError", "InternalFailure",
-    "KmsThrottled", "KMS.ThrottlingException", "OverLimit", "AWS.SimpleQueueService.OverLimit",
-})
-_QUEUE_MISSING_CODES = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
-_QUEUE_EXISTS_CODES = frozenset({"QueueAlreadyExists", "QueueNameExists", "AWS.SimpleQueueService.QueueNameExists"})
-_PURGE_BUSY_CODES = frozenset({"AWS.SimpleQueueService.PurgeQueueInProgress", "PurgeQueueInProgress"})
-_STALE_RECEIPT_CODES = frozenset({
-    "ReceiptHandleIsInvalid", "InvalidParameterValue", "MessageNotInflight",
-    "AWS.SimpleQueueService.MessageNotInflight", "AWS.SimpleQueueService.ReceiptHandleIsInvalid",
-})
-
-
-def _error_details(response: dict[str, Any]) -> tuple[str, str, int]:
-    """Return (code, one-line message, HTTP status) of a botocore error response."""
-    error = response.get("Error", {}) or {}
-    code = str(error.get("Code", "") or "")
-    message = str(error.get("Message", "") or "")
-    # Some SQS-compatible servers answer the JSON protocol with an XML error document.
-    inner_code = re.search(r"<Code>([^<]*)</Code>", message)
-    inner_message = re.search(r"<Message>([^<]*)</Message>", message)
-    if inner_code and (not code or code.isdigit()):
-        code = inner_code.group(1)
-    if inner_message:
-        message = inner_message.group(1)
-    status = int((response.get("ResponseMetadata", {}) or {}).get("HTTPStatusCode", 0) or 0)
-    return code, " ".join(message.split()), status
-
-
-def _code(error: BaseException) -> str:
-    """Return the SQS error code carried by a BrokerError raised from a ClientError ("" if none)."""
-    return str(getattr(error, "sqs_code", ""))
-
-
-def _entry_bytes(body: str, attributes: dict[str, str]) -> int:
-    """Size SQS counts for a message: body plus attribute names, types and values."""
-    size = len(body.encode("utf-8"))
-    for name, value in attributes.items():
-        size += len(name.encode("utf-8")) + len("String") + len(value.encode("utf-8"))
-    return size
-
 
 class _PendingReceive:
     """A long poll running in a helper thread, which its caller may abandon."""
@@ -295,17 +242,17 @@ class SQSBroker(Broker):
             raise BrokerError(f"SQS {operation} failed: {exc}") from exc
 
     def _client_error(self, response: dict[str, Any], operation: str, queue: str) -> BrokerError:
-        code, message, status = _error_details(response)
+        code, message, status = error_details(response)
         where = f" on queue {queue!r}" if queue else ""
         error: BrokerError
-        if code in _THROTTLE_CODES or status >= 500 or status == 429:
+        if code in THROTTLE_CODES or status >= 500 or status == 429:
             error = BrokerConnectionError(f"SQS {operation}{where} failed after {self.max_attempts} "
                                           f"attempt(s): {code or status}: {message}")
-        elif code in _AUTH_CODES or status in (401, 403):
+        elif code in AUTH_CODES or status in (401, 403):
             error = BrokerAuthError(f"SQS refused {operation}{where}: {code or status}: {message} "
                                     "(check the credentials and the IAM permissions)")
         else:
-            if code in _QUEUE_MISSING_CODES:
+            if code in QUEUE_MISSING_CODES:
                 self._forget(queue)
             error = BrokerError(f"SQS {operation}{where}: {code or status}: {message}")
         error.sqs_code = code  # type: ignore[attr-defined]
@@ -316,7 +263,7 @@ class SQSBroker(Broker):
     def physical_name(self, queue: str) -> str:
         """Return the SQS name of ``queue`` (the prefix put before it); raise BrokerError if invalid."""
         name = self.queue_prefix + queue
-        if not _QUEUE_NAME.match(name) or len(name) > MAX_QUEUE_NAME_LENGTH:
+        if not QUEUE_NAME_PATTERN.match(name) or len(name) > MAX_QUEUE_NAME_LENGTH:
             raise BrokerError(f"{name!r} cannot be an SQS queue name: up to {MAX_QUEUE_NAME_LENGTH} letters, "
                               "digits, '-' or '_' (and '.fifo' at the end for FIFO queues)")
         return name
@@ -332,7 +279,7 @@ class SQSBroker(Broker):
         try:
             url = self._call("create_queue", queue, QueueName=name, Attributes=attributes)["QueueUrl"]
         except BrokerError as exc:
-            if _code(exc) not in _QUEUE_EXISTS_CODES:
+            if error_code(exc) not in QUEUE_EXISTS_CODES:
                 raise
             # The queue exists with other attributes (made by hand): use it as it is.
             url = self._call("get_queue_url", queue, QueueName=name)["QueueUrl"]
@@ -394,7 +341,7 @@ class SQSBroker(Broker):
         return self.send_batch(queue, [OutgoingMessage(body, delay_s, attributes or {}, group_id, dedup_id)])[0]
 
     def _entry(self, index: int, message: OutgoingMessage, fifo: bool) -> tuple[dict[str, Any], int]:
-        size = _entry_bytes(message.body, message.attributes)
+        size = entry_bytes(message.body, message.attributes)
         if size > MAX_BATCH_BYTES:
             raise MessageTooLargeError(f"message is {size} bytes with its attributes, over the SQS limit of "
                                        f"{MAX_BATCH_BYTES} bytes")
@@ -481,7 +428,7 @@ class SQSBroker(Broker):
         self._client()  # knows which name the system attributes parameter has
         return {"QueueUrl": url, "MaxNumberOfMessages": max(1, min(int(max_messages), MAX_BATCH)),
                 "VisibilityTimeout": self._visibility(visibility_timeout_s), "WaitTimeSeconds": wait_s,
-                self._system_attributes_key: _SYSTEM_ATTRIBUTES, "MessageAttributeNames": ["All"]}
+                self._system_attributes_key: SYSTEM_ATTRIBUTES, "MessageAttributeNames": ["All"]}
 
     def _receive_now(self, queue: str, params: dict[str, Any]) -> list[ReceivedMessage]:
         answer = self._call("receive_message", queue, **params)
@@ -577,7 +524,7 @@ class SQSBroker(Broker):
             answer = self._call(operation, queue, QueueUrl=url, Entries=chunk)
             for failure in answer.get("Failed", []) or []:
                 code = failure.get("Code", "")
-                level = logging.DEBUG if code in _STALE_RECEIPT_CODES else logging.WARNING
+                level = logging.DEBUG if code in STALE_RECEIPT_CODES else logging.WARNING
                 logger.log(level, "%s of a message on %s failed: %s: %s", operation, queue, code,
                            failure.get("Message", ""))
 
@@ -590,7 +537,7 @@ class SQSBroker(Broker):
         except (BrokerAuthError, BrokerConnectionError):
             raise
         except BrokerError as exc:
-            if _code(exc) not in _STALE_RECEIPT_CODES:
+            if error_code(exc) not in STALE_RECEIPT_CODES:
                 raise
             logger.debug("visibility of a message on %s not changed: %s", queue, exc)
 
@@ -646,7 +593,7 @@ class SQSBroker(Broker):
         except (BrokerAuthError, BrokerConnectionError):
             raise
         except BrokerError as exc:
-            if _code(exc) not in _PURGE_BUSY_CODES:
+            if error_code(exc) not in PURGE_BUSY_CODES:
                 raise
         while True:
             batch = self._receive_now(queue, self._receive_params(queue, MAX_BATCH, 60, 0))
