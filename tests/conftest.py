@@ -13,6 +13,13 @@ from sqjobs.brokers.eager import EagerBroker
 from sqjobs.brokers.memory import MemoryBroker
 from sqjobs.brokers.sqlite import SQLiteBroker
 from tests.sqs_server import sqs_auth_server, sqs_prefix, sqs_server  # noqa: F401  (SQS fixtures)
+from tests.support import Clock
+
+
+@pytest.fixture()
+def clock() -> Clock:
+    """A clock the test moves by hand."""
+    return Clock()
 
 
 @pytest.fixture(autouse=True)

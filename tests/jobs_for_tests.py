@@ -59,7 +59,7 @@ def _flaky(path: str, token: str, failures: int) -> str:
     return token
 
 
-@job(queue="default", name="flaky2", retries=2, retry_delay=0.3)
+@job(queue="default", name="flaky2", retries=2, retry_delay=0.5)
 def flaky_two_retries(path: str, token: str, failures: int) -> str:
     """Fail ``failures`` times, then succeed; two retries allowed."""
     return _flaky(path, token, failures)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, TypeVar
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 T = TypeVar("T")
 
@@ -39,6 +39,22 @@ def wait_until(predicate: Callable[[], T], timeout_s: float = DEADLINE_S, interv
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
         time.sleep(interval_s)
+
+
+def receive_all(broker: Any, queue: str, expected: int, visibility_timeout_s: float = 30,
+                wait_s: float = 0.5) -> list:
+    """Receive from ``queue`` until ``expected`` messages came (brokers may return fewer per call).
+
+    Fails the test at the deadline.
+    """
+    got: list = []
+
+    def more() -> bool:
+        got.extend(broker.receive(queue, 10, wait_s, visibility_timeout_s))
+        return len(got) >= expected
+
+    wait_until(more, what=f"{expected} messages on {queue}")
+    return got
 
 
 def write_config(path: Path, sections: Mapping[str, Mapping[str, object]]) -> Path:

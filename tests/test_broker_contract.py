@@ -12,19 +12,7 @@ from sqjobs.brokers.base import (
     OutgoingMessage,
     dead_letter_name,
 )
-from tests.support import wait_until
-
-
-def receive_all(broker: Broker, queue: str, expected: int, visibility_timeout_s: float = 30) -> list:
-    """Receive until ``expected`` messages came (brokers may return fewer per call)."""
-    got: list = []
-
-    def more() -> bool:
-        got.extend(broker.receive(queue, 10, 0.5, visibility_timeout_s))
-        return len(got) >= expected
-
-    wait_until(more, what=f"{expected} messages on {queue}")
-    return got
+from tests.support import receive_all, wait_until
 
 
 def test_send_then_receive_returns_the_body_with_receive_count_one(any_broker: Broker) -> None:

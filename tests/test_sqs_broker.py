@@ -29,7 +29,7 @@ from sqjobs.message import decode
 from sqjobs.worker import Worker
 from tests import jobs_for_tests
 from tests.sqs_server import REGION, MotoServer, free_port, unique_prefix
-from tests.support import read_lines, wait_until, write_config
+from tests.support import read_lines, receive_all, wait_until, write_config
 
 
 @pytest.fixture
@@ -48,15 +48,8 @@ def raw_client(server: MotoServer) -> Any:
 
 
 def drain(broker: SQSBroker, queue: str, expected: int, visibility_timeout_s: float = 60) -> list:
-    """Receive until ``expected`` messages came; fail at the deadline."""
-    got: list = []
-
-    def more() -> bool:
-        got.extend(broker.receive(queue, 10, 0, visibility_timeout_s))
-        return len(got) >= expected
-
-    wait_until(more, what=f"{expected} messages on {queue}")
-    return got
+    """Receive until ``expected`` messages came, with short polls (request counts stay exact)."""
+    return receive_all(broker, queue, expected, visibility_timeout_s, wait_s=0)
 
 
 def test_send_batch_uses_one_request_per_ten_messages(broker: SQSBroker) -> None:

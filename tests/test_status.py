@@ -75,11 +75,6 @@ class SeesItself(ResultJob):
 
 
 @pytest.fixture()
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture()
 def broker(clock: Clock) -> MemoryBroker:
     calls.clear()
     return MemoryBroker(clock=clock)

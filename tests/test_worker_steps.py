@@ -73,11 +73,6 @@ class HookedJob(Job):
 
 
 @pytest.fixture()
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture()
 def broker(clock: Clock) -> MemoryBroker:
     calls.clear()
     return MemoryBroker(clock=clock)
