@@ -1,0 +1,72 @@
+"""What README.rst promises: its set-up commands and its tour work as written."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from tests.support import wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.rst").read_text()
+
+
+def readme_commands() -> list[str]:
+    """The two one-line set-up commands (indented literal lines starting with python3 -m venv)."""
+    return [line.strip() for line in README.splitlines() if line.strip().startswith("python3 -m venv")]
+
+
+def test_ci_runs_exactly_the_readme_test_command() -> None:
+    run_command, test_command = readme_commands()
+    assert "sqjobsd start -c examples/sqjobs.conf" in run_command
+    assert "pytest" in test_command
+    assert test_command in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+def test_the_demo_configuration_runs_the_tour_jobs_under_the_daemon() -> None:
+    folder = Path(tempfile.mkdtemp(prefix="sqx-", dir="/tmp"))  # short: the socket path has a limit
+    try:
+        shutil.copytree(ROOT / "examples", folder / "examples", ignore=shutil.ignore_patterns("var", "__pycache__"))
+        config = str(folder / "examples" / "sqjobs.conf")
+
+        def run(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run([sys.executable, "-m", *args, "-c", config], capture_output=True, text=True,
+                                  timeout=120, cwd=folder)
+
+        started = run("sqjobsd", "start")
+        assert started.returncode == 0, started.stderr
+        try:
+            wait_until(lambda: run("sqjobsd", "status").returncode == 0, 60, what="every demo process to run")
+            sent = subprocess.run([sys.executable, "-m", "sqjobs", "enqueue", "-c", config, "examples.tasks.add",
+                                   "--args", "[2, 3]"], capture_output=True, text=True, timeout=60)
+            assert sent.returncode == 0, sent.stderr
+            logs = folder / "examples" / "var" / "log"
+
+            def ran() -> bool:
+                return any("2 + 3 = 5" in log.read_text() for log in logs.glob("worker-default-*.log"))
+
+            wait_until(ran, 60, what="a demo worker to run examples.tasks.add")
+        finally:
+            assert run("sqjobsd", "stop").returncode == 0
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_the_tour_worker_imports_jobs_from_the_current_directory(tmp_path: Path) -> None:
+    (tmp_path / "tasks.py").write_text(
+        "from sqjobs import job\n\n@job(queue='default')\ndef add(a, b):\n"
+        "    open('sum.txt', 'w').write(str(a + b))\n    return a + b\n")
+    env = {key: value for key, value in os.environ.items() if key != "SQJOBS_CONFIG"}  # no config at all
+    subprocess.run([sys.executable, "-c", "import tasks; tasks.add.delay(1, 2)"], cwd=tmp_path, check=True,
+                   timeout=60, env=env)
+    worker = subprocess.run([sys.executable, "-m", "sqjobs", "worker", "--import", "tasks", "default", "--burst"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60, env=env)
+    assert worker.returncode == 0, worker.stderr
+    assert (tmp_path / "sum.txt").read_text() == "3"
+    assert (tmp_path / "sqjobs-queue.db").exists()
+
+
