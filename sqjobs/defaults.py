@@ -54,5 +54,8 @@ RETRY_JITTER = 0.1
 #: SIGTERM is answered within a second or two.
 SQLITE_WAIT_S = 1.0
 
-#: How often a waiting embedded-broker receive looks at the table again.
+#: How soon a waiting embedded-broker receive looks at the table again; the
+#: pause doubles while the queue stays empty, up to the maximum, so an idle
+#: worker reads a few times a second and a busy one finds new work at once.
 SQLITE_POLL_INTERVAL_S = 0.05
+SQLITE_MAX_POLL_INTERVAL_S = 0.25

@@ -162,11 +162,13 @@ class SQLiteBroker(Broker):
                 visibility_timeout_s: float = defaults.VISIBILITY_TIMEOUT_S) -> list[ReceivedMessage]:
         self.ensure_queue(queue)
         deadline = time.monotonic() + wait_s
+        pause_s = defaults.SQLITE_POLL_INTERVAL_S
         while True:
             claimed = self._claim(queue, max(1, min(max_messages, defaults.MAX_BATCH)), visibility_timeout_s)
             if claimed or time.monotonic() >= deadline or self.wakeup.is_set():
                 return claimed
-            self.wakeup.wait(min(defaults.SQLITE_POLL_INTERVAL_S, max(deadline - time.monotonic(), 0)))
+            self.wakeup.wait(min(pause_s, max(deadline - time.monotonic(), 0)))
+            pause_s = min(pause_s * 2, defaults.SQLITE_MAX_POLL_INTERVAL_S)
 
     @staticmethod
     def _row_id(receipt: str) -> int:
