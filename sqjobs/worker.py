@@ -64,15 +64,22 @@ class HeldMessages:
         with self._lock:
             self._held.pop(message.receipt, None)
 
-    def hand_back(self, messages: Sequence[ReceivedMessage]) -> None:
-        """Make unstarted ``messages`` visible again at once."""
+    def hand_back(self, messages: Sequence[ReceivedMessage], unstarted: bool = True) -> None:
+        """Make ``messages`` visible again at once.
+
+        Unstarted ones are released, so that (where the broker can) the
+        receive does not count as an attempt.
+        """
         by_queue: dict[str, list[str]] = {}
         with self._lock:
             for message in messages:
                 if self._held.pop(message.receipt, None) is not None:
                     by_queue.setdefault(message.queue, []).append(message.receipt)
             for queue, receipts in by_queue.items():
-                self.broker.change_visibility_batch(queue, receipts, 0)
+                if unstarted:
+                    self.broker.release(queue, receipts)
+                else:
+                    self.broker.change_visibility_batch(queue, receipts, 0)
         if by_queue:
             logger.info("handed back %d unstarted message(s)", sum(map(len, by_queue.values())))
 
@@ -284,7 +291,7 @@ class Worker:
             return retry_while_unavailable(action, what, self._stopping)
         except StatusStoreError:
             logger.error("%s: status not recorded before the stop; message handed back to be delivered again", what)
-            self.held.hand_back([message])
+            self.held.hand_back([message], unstarted=False)
             raise
 
     @staticmethod

@@ -59,6 +59,17 @@ def test_change_visibility_to_zero_hands_a_message_back_at_once(any_broker: Brok
     assert again.body == "x"
 
 
+def test_release_hands_unstarted_messages_back_and_takes_the_receive_back_where_it_can(
+        any_broker: Broker) -> None:
+    any_broker.send_batch("jobs", [OutgoingMessage("a"), OutgoingMessage("b")])
+    got = receive_all(any_broker, "jobs", 2, visibility_timeout_s=60)
+    any_broker.release("jobs", [m.receipt for m in got])
+    again = receive_all(any_broker, "jobs", 2)
+    assert sorted(m.body for m in again) == ["a", "b"]
+    expected = 1 if any_broker.exact_receive_counts else 2
+    assert [m.receive_count for m in again] == [expected, expected]
+
+
 def test_change_visibility_extends_the_hiding(any_broker: Broker) -> None:
     any_broker.send("jobs", "x")
     [message] = receive_all(any_broker, "jobs", 1, visibility_timeout_s=1)

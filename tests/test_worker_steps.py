@@ -211,6 +211,7 @@ def test_stop_hands_back_prefetched_messages_at_once(broker: MemoryBroker) -> No
     assert calls == ["ok 0"]
     stats = broker.stats("steps")
     assert (stats.visible, stats.in_flight) == (4, 0)
+    assert [m.receive_count for m in broker.receive("steps", 10)] == [1, 1, 1, 1]  # no attempt spent
 
 
 def test_max_jobs_stops_the_worker(broker: MemoryBroker) -> None:

@@ -95,6 +95,8 @@ class Broker(abc.ABC):
     max_delay_s: float = defaults.MAX_DELAY_S
     #: True when enqueuing runs the job at once (eager mode).
     runs_inline: bool = False
+    #: True when :meth:`release` takes the receive back, so receive counts are exact attempt counts.
+    exact_receive_counts: bool = True
 
     def __init__(self) -> None:
         self._ensured: set[str] = set()
@@ -157,6 +159,15 @@ class Broker(abc.ABC):
         """Change the visibility of several received messages. Brokers override this to batch."""
         for receipt in receipts:
             self.change_visibility(queue, receipt, timeout_s)
+
+    def release(self, queue: str, receipts: Sequence[str]) -> None:
+        """Hand back received messages that were never started: visible again at once.
+
+        Brokers that can also take the receive back, so that it does not
+        count as an attempt (:attr:`exact_receive_counts`); SQS cannot, and
+        this default only changes the visibility to 0.
+        """
+        self.change_visibility_batch(queue, receipts, 0)
 
     @abc.abstractmethod
     def stats(self, queue: str) -> QueueStats:

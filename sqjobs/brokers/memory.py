@@ -115,6 +115,16 @@ class MemoryBroker(Broker):
                 item.visible_at = self.clock() + max(timeout_s, 0)
             self._changed.notify_all()
 
+    def release(self, queue: str, receipts: Sequence[str]) -> None:
+        """Make unstarted messages visible at once and take their receive back."""
+        with self._changed:
+            for receipt in receipts:
+                item = self._find(queue, receipt)
+                if item is not None:
+                    item.visible_at, item.receipt = self.clock(), None
+                    item.receive_count = max(item.receive_count - 1, 0)
+            self._changed.notify_all()
+
     def dead_letter(self, queue: str, message: ReceivedMessage, reason: str) -> None:
         """Move the message to the dead-letter queue under one lock."""
         with self._changed:

@@ -194,6 +194,15 @@ class SQLiteBroker(Broker):
             db.executemany("UPDATE sqjobs_messages SET visible_at = ? WHERE id = ? AND receipt = ?",
                            [(visible_at, self._row_id(r), r) for r in receipts])
 
+    def release(self, queue: str, receipts: Sequence[str]) -> None:
+        """Make unstarted messages visible at once and take their receive back."""
+        now = self.clock()
+        with self._write() as db:
+            db.executemany(
+                "UPDATE sqjobs_messages SET visible_at = ?, receive_count = MAX(receive_count - 1, 0),"
+                " receipt = NULL WHERE id = ? AND receipt = ?",
+                [(now, self._row_id(r), r) for r in receipts])
+
     def dead_letter(self, queue: str, message: ReceivedMessage, reason: str) -> None:
         """Move the message to the dead-letter queue in one transaction."""
         attributes = dict(message.attributes)

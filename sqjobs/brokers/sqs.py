@@ -129,6 +129,8 @@ class SQSBroker(Broker):
     """
 
     scheme = "sqs"
+    #: A message handed back still counts as received: SQS cannot take a receive back.
+    exact_receive_counts = False
     max_message_bytes = MAX_BATCH_BYTES
     max_delay_s = MAX_DELAY_S
 
