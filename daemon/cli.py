@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
 
 import click
 
+from sqjobs.cli import LOG_FORMAT, SQJobsGroup, config_option
 from sqjobs.config import load_settings
-from sqjobs.errors import DaemonNotRunningError, SQJobsError
+from sqjobs.errors import DaemonNotRunningError
 
 from . import control
 from .health import Watchdog, backlog_counter, describe
@@ -21,27 +21,10 @@ from .layout import layout_for
 
 logger = logging.getLogger("sqjobs.daemon")
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
 #: Exit code of ``status`` when something is not running (the LSB code for "not running").
 NOT_RUNNING = 3
 
-config_option = click.option("-c", "--config", "config", envvar="SQJOBS_CONFIG", default=None,
-                             type=click.Path(dir_okay=False), help="Config file (default: $SQJOBS_CONFIG).")
-
-
-class DaemonGroup(click.Group):
-    """Turns SQJobsError into a one-line error and exit code 1."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        """Run the command; report sqjobs errors in one line."""
-        try:
-            return super().invoke(ctx)
-        except SQJobsError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            sys.exit(1)
-
-
-@click.group(cls=DaemonGroup)
+@click.group(cls=SQJobsGroup)
 @click.option("-v", "--verbose", count=True, help="More logging (-v debug).")
 def main(verbose: int) -> None:
     """sqjobsd: the supervisor-managed daemon of sqjobs workers and beaters."""
