@@ -2,7 +2,9 @@
 
 Producers in other languages depend on this format, so it only ever grows
 optional fields. ``name`` is the only required field: ``id`` falls back to the
-broker's message id, ``args`` to ``[]`` and ``kwargs`` to ``{}``. Fields a
+broker's message id, ``args`` to ``[]`` and ``kwargs`` to ``{}``; an empty
+list for ``kwargs`` (what PHP's ``json_encode`` makes of an empty array) means
+no keyword arguments. Fields a
 decoder does not know are ignored. A body that is plain JSON (not base64) is
 accepted too.
 """
@@ -143,7 +145,8 @@ def decode(body: str, fallback_id: str) -> JobMessage:
     if not isinstance(args, list):
         raise MalformedMessageError(f"'args' is a JSON {type(args).__name__}, not a list")
     kwargs = data.get("kwargs")
-    if kwargs is None:
+    if kwargs is None or kwargs == []:
+        # PHP's json_encode writes an empty array as [] even where an object is meant.
         kwargs = {}
     if not isinstance(kwargs, dict):
         raise MalformedMessageError(f"'kwargs' is a JSON {type(kwargs).__name__}, not an object")

@@ -34,6 +34,12 @@ def test_php_shaped_message_with_only_name_args_kwargs_decodes_with_the_broker_i
     assert (message.name, message.args, message.kwargs, message.id) == ("adder_job", [1, 2, 3], {}, "broker-id-1")
 
 
+def test_an_empty_list_for_kwargs_means_no_keyword_arguments() -> None:
+    # PHP's json_encode writes an empty array as [] (the seed talk's producer does exactly that).
+    message = decode(b64(json.dumps({"name": "adder_job", "args": [1, 2], "kwargs": []})), "m")
+    assert (message.args, message.kwargs) == ([1, 2], {})
+
+
 def test_plain_json_body_is_accepted_and_missing_args_default_to_empty() -> None:
     message = decode('{"name": "ping"}', "m1")
     assert (message.args, message.kwargs) == ([], {})
