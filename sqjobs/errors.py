@@ -6,6 +6,9 @@ from __future__ import annotations
 class SQJobsError(Exception):
     """Root of every error sqjobs raises on purpose."""
 
+    #: Exit code of a command this error stops: 1, or 2 for what retrying cannot fix.
+    exit_code = 1
+
 
 class ConfigError(SQJobsError):
     """The configuration is wrong: the message names the file, section and key."""
@@ -21,6 +24,8 @@ class BrokerConnectionError(BrokerError):
 
 class BrokerAuthError(BrokerError):
     """The broker refused our credentials or permissions; retrying will not help."""
+
+    exit_code = 2
 
 
 class MessageError(SQJobsError):
@@ -43,6 +48,12 @@ class MalformedMessageError(MessageError):
         self.reason = reason
 
 
+class NoJobsError(ConfigError):
+    """A worker or beater was started without any registered job: it could only refuse every message."""
+
+    exit_code = 2
+
+
 class JobError(SQJobsError):
     """A problem with a job definition or lookup."""
 
@@ -56,7 +67,17 @@ class UnknownJobError(JobError, LookupError):
 
 
 class JobTimeoutError(JobError):
-    """A job ran longer than its ``timeout`` and was interrupted."""
+    """An attempt ran longer than its job's ``timeout``: the error recorded for that attempt."""
+
+
+class TimeLimitExceeded(BaseException):
+    """Raised inside a job whose attempt outlived its ``timeout``, to interrupt it.
+
+    The one exception sqjobs raises outside the :class:`SQJobsError` tree, on
+    purpose: it derives from ``BaseException`` so that ``except Exception`` in
+    a job cannot swallow it. The attempt is recorded as failed with a
+    :class:`JobTimeoutError` whatever the job does with it.
+    """
 
 
 class DaemonError(SQJobsError):

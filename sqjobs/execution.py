@@ -7,21 +7,19 @@ module only says what happened.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import logging
 import random
-import signal
-import threading
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
-from . import defaults
+from . import awaiting, defaults
 from .errors import JobTimeoutError, Retry
 from .job import Job
 from .message import JobMessage
+from .timelimit import TimeLimit
 
 logger = logging.getLogger("sqjobs.execution")
 
@@ -59,60 +57,63 @@ def backoff_delay(job_class: type[Job], attempt: int, rng: random.Random | None 
     return capped * (1 + defaults.RETRY_JITTER * (rng or random).random())
 
 
-@contextlib.contextmanager
-def hard_timeout(seconds: float | None, what: str) -> Iterator[None]:
-    """Raise JobTimeoutError in the block after ``seconds`` (main thread only; elsewhere no limit)."""
-    if not seconds or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expire(signum: int, frame: Any) -> None:
-        raise JobTimeoutError(f"{what} ran longer than its timeout of {seconds:g} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 def _call_hook(job: Job, hook: str, *args: Any) -> None:
-    """Call a success/failure/retry hook; its own errors are logged, never raised."""
+    """Call a success/failure/retry hook (awaited if async); its own errors are logged, never raised."""
     try:
-        getattr(job, hook)(*args)
-    except Exception:
+        awaiting.call(getattr(job, hook), *args)
+    except BaseException:  # a hook's SystemExit must not end the worker either
         logger.exception("job %s %s: %s hook raised", job.id, job.name, hook)
+
+
+def _attempt(job: Job, message: JobMessage, limit: TimeLimit) -> Any:
+    """set_up, run and tear_down (each awaited if it returns an awaitable); return run's value."""
+    args, kwargs = message.args, message.kwargs
+    awaiting.call(job.set_up, *args, timeout_s=limit.remaining_s(), message=limit.message, **kwargs)
+    try:
+        return awaiting.call(job.run, *args, timeout_s=limit.remaining_s(), message=limit.message, **kwargs)
+    finally:
+        awaiting.call(job.tear_down, *args, timeout_s=limit.remaining_s(), message=limit.message, **kwargs)
 
 
 def run_attempt(job_class: type[Job], message: JobMessage, queue: str, attempt: int,
                 last_attempt: bool) -> AttemptResult:
     """Run one attempt of ``message`` as ``job_class``: set_up, run, tear_down, then a hook.
 
-    ``tear_down`` runs even when ``run`` raised. The hard timeout covers
-    set_up, run and tear_down. ``on_success`` follows success; after a failure
-    ``on_retry`` if attempts are left, else ``on_failure``.
+    ``tear_down`` runs even when ``run`` raised. The job's ``timeout`` covers
+    set_up, run and tear_down, and cannot be caught by the job
+    (:mod:`sqjobs.timelimit`): an attempt that outlived it fails with
+    JobTimeoutError whatever it returned. ``async def`` jobs and hooks are
+    awaited. Anything the job raises is the attempt's failure, ``SystemExit``
+    and ``KeyboardInterrupt`` included. ``on_success`` follows success; after
+    a failure ``on_retry`` if attempts are left, else ``on_failure``.
     """
     job = job_class()
     job.id, job.queue_name, job.attempt = message.id, queue, attempt
     job.scheduled_for = message.extra.get("scheduled_for")
     started = time.monotonic()
+    limit = TimeLimit(job_class.timeout, f"job {message.id} {job_class.name}")
+    error: BaseException | None = None
+    trace: str | None = None
+    result: Any = None
     try:
-        with hard_timeout(job_class.timeout, f"job {message.id} {job_class.name}"):
-            job.set_up(*message.args, **message.kwargs)
-            try:
-                result = job.run(*message.args, **message.kwargs)
-            finally:
-                job.tear_down(*message.args, **message.kwargs)
-    except Retry as exc:
-        _call_hook(job, "on_failure" if last_attempt else "on_retry", exc)
-        return AttemptResult(Outcome.RETRY, job, error=exc, traceback=traceback.format_exc(),
-                             duration_s=time.monotonic() - started, requested_delay_s=exc.delay)
-    except Exception as exc:
-        _call_hook(job, "on_failure" if last_attempt else "on_retry", exc)
-        return AttemptResult(Outcome.FAILURE, job, error=exc, traceback=traceback.format_exc(),
-                             duration_s=time.monotonic() - started)
+        with limit:
+            result = _attempt(job, message, limit)
+    except BaseException as exc:  # the job's failure, whatever it raised
+        error, trace = exc, traceback.format_exc()
+    duration_s = time.monotonic() - started
+    if limit.expired:
+        timeout_error = JobTimeoutError(limit.message)
+        _call_hook(job, "on_failure" if last_attempt else "on_retry", timeout_error)
+        return AttemptResult(Outcome.FAILURE, job, error=timeout_error,
+                             traceback=trace or f"{type(timeout_error).__name__}: {timeout_error}\n",
+                             duration_s=duration_s)
+    if isinstance(error, Retry):
+        _call_hook(job, "on_failure" if last_attempt else "on_retry", error)
+        return AttemptResult(Outcome.RETRY, job, error=error, traceback=trace, duration_s=duration_s,
+                             requested_delay_s=error.delay)
+    if error is not None:
+        _call_hook(job, "on_failure" if last_attempt else "on_retry", error)
+        return AttemptResult(Outcome.FAILURE, job, error=error, traceback=trace, duration_s=duration_s)
     job.result = result
     _call_hook(job, "on_success", result)
-    return AttemptResult(Outcome.SUCCESS, job, result=result, duration_s=time.monotonic() - started)
+    return AttemptResult(Outcome.SUCCESS, job, result=result, duration_s=duration_s)

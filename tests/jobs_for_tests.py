@@ -147,3 +147,28 @@ class SeesOwnStatus(ResultJob):
         record = get_job(str(self.id)).record
         assert record is not None
         return [record.status.value, record.attempts, record.worker_pid]
+
+
+# -- async jobs and time limits (tests/test_async_and_timeouts.py) ------------------------------
+
+
+@job(queue="default", name="async_record", track=True)
+async def async_record(path: str, token: str) -> str:
+    """Record ``token`` after awaiting; return it (tracked, so its result is stored)."""
+    import asyncio
+
+    await asyncio.sleep(0.01)
+    record(path, f"{token} {os.getpid()}")
+    return token
+
+
+@job(queue="default", name="swallows_timeout", timeout=0.5, track=True)
+def swallows_timeout(path: str, token: str) -> str:
+    """Catch every Exception around a long sleep, as careless code does; must still time out."""
+    record(path, f"start {token}")
+    try:
+        time.sleep(30)
+    except Exception:
+        record(path, f"swallowed {token}")
+    record(path, f"end {token}")
+    return token
