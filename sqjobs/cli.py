@@ -11,10 +11,10 @@ from typing import Any
 
 import click
 
-from . import runtime
+from . import defaults, runtime
 from .brokers.base import ORIGIN_ATTRIBUTE, REASON_ATTRIBUTE, Broker, dead_letter_name
 from .config import Settings
-from .errors import BrokerAuthError, SQJobsError
+from .errors import NoJobsError, SQJobsError
 from .job import registry
 from .message import MalformedMessageError, decode
 
@@ -39,6 +39,21 @@ def _setup(config: str | None, import_jobs: bool = True,
     return settings, runtime.get_broker()
 
 
+def require_jobs(settings: Settings, command: str, extra_modules: tuple[str, ...] = ()) -> None:
+    """Raise NoJobsError when no job is registered: a worker or beater would only refuse every message."""
+    if registry.names():
+        return
+    modules = (*settings.job_modules, *extra_modules)
+    if modules:
+        why = f"the job modules {', '.join(modules)} define no job"
+    elif settings.source:
+        why = f"{settings.source} has no [sqjobs] jobs"
+    else:
+        why = "no config file (-c or SQJOBS_CONFIG) and no --import"
+    raise NoJobsError(f"no job is registered ({why}): list your job modules in [sqjobs] jobs of the config file, "
+                      f"or pass --import MODULE to `sqjobs {command}`")
+
+
 def _parse_json(option: str, text: str, kind: type) -> Any:
     try:
         value = json.loads(text)
@@ -59,12 +74,9 @@ class SQJobsGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except BrokerAuthError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            sys.exit(2)
         except SQJobsError as exc:
             click.echo(f"Error: {exc}", err=True)
-            sys.exit(1)
+            sys.exit(exc.exit_code)
 
 
 @click.group(cls=SQJobsGroup)
@@ -93,6 +105,7 @@ def worker(config: str | None, queues: tuple[str, ...], group_name: str | None, 
     from .worker import Worker
 
     settings, broker = _setup(config, extra_modules=import_modules)
+    require_jobs(settings, "worker", import_modules)
     group = settings.worker_group(group_name) if group_name else (
         settings.workers[0] if settings.workers else None)
     chosen = list(queues) or list(group.queues if group else ("default",))
@@ -104,6 +117,7 @@ def worker(config: str | None, queues: tuple[str, ...], group_name: str | None, 
         max_jobs=max_jobs if max_jobs is not None else (group.max_jobs if group else 0),
         burst=burst,
         status_file=status_file,
+        unknown_job_refusals=group.unknown_job_refusals if group else defaults.UNKNOWN_JOB_REFUSALS,
     )
     consumer.install_signal_handlers()
     sys.exit(consumer.run())

@@ -12,16 +12,19 @@ from .schedule import Schedule
 
 def register_beat_commands(main: click.Group) -> None:
     """Add ``beater`` and ``schedule`` to the ``sqjobs`` command group."""
-    from .cli import _setup, config_option
+    from .cli import _setup, config_option, require_jobs
 
     @main.command()
     @config_option
     @click.option("--once", is_flag=True, help="Send what is due now, then exit.")
-    def beater(config: str | None, once: bool) -> None:
+    @click.option("-i", "--import", "import_modules", multiple=True,
+                  help="Also import this job module (from the current directory too); repeatable.")
+    def beater(config: str | None, once: bool, import_modules: tuple[str, ...]) -> None:
         """Send periodic jobs when they are due (any number of beaters may run)."""
         from .beater import Beater, BeatStore
 
-        settings, broker = _setup(config)
+        settings, broker = _setup(config, extra_modules=import_modules)
+        require_jobs(settings, "beater", import_modules)
         store = BeatStore(settings.database_url)
         store.create_tables()
         runner = Beater.for_registry(broker, registry, store)

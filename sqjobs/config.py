@@ -87,6 +87,7 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[str], Any], Any]]] = {
         "prefetch": (_as_positive_int, defaults.PREFETCH),
         "visibility_timeout_s": (_as_seconds, defaults.VISIBILITY_TIMEOUT_S),
         "max_jobs": (_as_positive_int, 0),
+        "unknown_job_refusals": (_as_positive_int, defaults.UNKNOWN_JOB_REFUSALS),
     },
     "beater": {
         "processes": (_as_positive_int, 1),
@@ -111,6 +112,7 @@ class WorkerGroup:
     prefetch: int = defaults.PREFETCH
     visibility_timeout_s: float = defaults.VISIBILITY_TIMEOUT_S
     max_jobs: int = 0
+    unknown_job_refusals: int = defaults.UNKNOWN_JOB_REFUSALS
 
 
 @dataclass(frozen=True)

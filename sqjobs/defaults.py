@@ -59,3 +59,13 @@ SQLITE_WAIT_S = 1.0
 #: worker reads a few times a second and a busy one finds new work at once.
 SQLITE_POLL_INTERVAL_S = 0.05
 SQLITE_MAX_POLL_INTERVAL_S = 0.25
+
+#: A worker that receives a job name it does not know hands the message back
+#: for another worker (a rolling deploy: only the new code knows the job),
+#: visible again after this many seconds...
+UNKNOWN_JOB_RETRY_DELAY_S = 15.0
+
+#: ...and moves it to the dead-letter queue once it was received this many
+#: times: 20 refusals at least 15 s apart give every worker five minutes to
+#: be replaced by one that knows the job.
+UNKNOWN_JOB_REFUSALS = 20

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue as queue_module
 import signal
 import threading
 import time
@@ -37,6 +38,16 @@ ERROR_PAUSE_S = 1.0
 ERROR_PAUSE_MAX_S = 30.0
 
 
+def known_jobs_text(registry: Registry, listed: int = 10) -> str:
+    """Say which jobs ``registry`` holds: ``3 jobs: a, b, c`` (the first ``listed`` names, then a count)."""
+    names = registry.names()
+    if not names:
+        return "no job at all"
+    shown = ", ".join(names[:listed])
+    more = f" and {len(names) - listed} more" if len(names) > listed else ""
+    return f"{len(names)} job{'s' if len(names) != 1 else ''}: {shown}{more}"
+
+
 class HeldMessages:
     """The messages a worker holds, and the heartbeat that keeps them hidden."""
 
@@ -47,6 +58,9 @@ class HeldMessages:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: Lines to log from the heartbeat thread (signal handlers must not log themselves).
+        self._notices: queue_module.SimpleQueue[str] = queue_module.SimpleQueue()
+        self._wake = threading.Event()
 
     @property
     def interval_s(self) -> float:
@@ -94,12 +108,32 @@ class HeldMessages:
                     self.broker.change_visibility_batch(
                         queue, receipts[start:start + defaults.MAX_BATCH], self.visibility_timeout_s)
 
+    def notify(self, line: str) -> None:
+        """Have the heartbeat thread log ``line`` soon; safe from a signal handler."""
+        self._notices.put(line)
+        self._wake.set()
+
+    def _log_notices(self) -> None:
+        while True:
+            try:
+                logger.warning(self._notices.get_nowait())
+            except queue_module.Empty:
+                return
+
     def _beat(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        next_extend = time.monotonic() + self.interval_s
+        while not self._stop.is_set():
+            self._wake.wait(max(next_extend - time.monotonic(), 0))
+            self._wake.clear()
+            self._log_notices()
+            if self._stop.is_set() or time.monotonic() < next_extend:
+                continue
+            next_extend = time.monotonic() + self.interval_s
             try:
                 self.extend()
             except Exception:
                 logger.exception("heartbeat could not extend the visibility of held messages")
+        self._log_notices()
 
     def start(self) -> None:
         """Run the heartbeat in a daemon thread."""
@@ -110,6 +144,7 @@ class HeldMessages:
     def stop(self) -> None:
         """Stop the heartbeat thread."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
@@ -131,6 +166,7 @@ class Worker:
         registry: Registry = default_registry,
         status_file: str | None = None,
         clock: Callable[[], float] = time.time,
+        unknown_job_refusals: int = defaults.UNKNOWN_JOB_REFUSALS,
     ) -> None:
         if not queues:
             raise ValueError("a worker needs at least one queue")
@@ -144,6 +180,8 @@ class Worker:
         self.registry = registry
         self.status_file = status_file
         self.clock = clock
+        #: Receives of a message naming a job unknown here before it is dead-lettered.
+        self.unknown_job_refusals = max(1, unknown_job_refusals)
         self.held = HeldMessages(broker, visibility_timeout_s)
         self.jobs_done = 0
         self.last_job: str | None = None
@@ -154,6 +192,10 @@ class Worker:
         self.last_received_at = clock()
         #: Messages whose job succeeded, deleted together when the batch is done.
         self._succeeded: list[ReceivedMessage] = []
+        #: "id name on queue" of the job running now (for the stop notice), and the batch's progress.
+        self._running: str | None = None
+        self._batch_size = 0
+        self._batch_started = 0
 
     # -- stopping ----------------------------------------------------------------------
 
@@ -162,10 +204,21 @@ class Worker:
         """True once a stop was asked for (signal, --max-jobs reached)."""
         return self._stopping.is_set()
 
-    def request_stop(self, *_: Any) -> None:
+    def request_stop(self, signum: int | None = None, frame: Any = None) -> None:
         """Ask the worker to stop after the running job; safe from a signal handler."""
         self._stopping.set()
         self.broker.interrupt()
+        if signum is not None:
+            self.held.notify(self._stop_notice(signal.Signals(signum).name))
+
+    def _stop_notice(self, what: str) -> str:
+        """The line a stop request logs: what runs now and what will be handed back."""
+        running = self._running
+        if running is None:
+            return f"{what} received: stopping (no job running)"
+        waiting = max(self._batch_size - self._batch_started, 0)
+        return (f"{what} received: no new receive; job {running} finishes first, then {waiting} prefetched "
+                "message(s) are handed back and the worker exits")
 
     def install_signal_handlers(self) -> None:
         """Make SIGTERM and SIGINT graceful stops."""
@@ -197,11 +250,13 @@ class Worker:
         # its group in this batch is handed back unrun, so the group keeps its order.
         blocked_groups: set[tuple[str, str]] = set()
         held_back: list[ReceivedMessage] = []
+        self._batch_size, self._batch_started = len(messages), 0
         try:
             for message in messages:
                 if self.stopping:
                     break
                 handled += 1
+                self._batch_started = handled
                 group = (message.queue, message.group_id) if message.group_id is not None else None
                 if group is not None and group in blocked_groups:
                     held_back.append(message)
@@ -225,10 +280,7 @@ class Worker:
             self._dead_letter(message, f"malformed message: {exc.reason}")
             return
         except UnknownJobError:
-            name = json.dumps(decoded.name)
-            reason = f"unknown job name {name}: no registered job has it"
-            self._dead_letter(message, reason)
-            record_dead(decoded, message.queue, reason)
+            self._refuse_unknown(message, decoded)
             return
         try:
             skip = self._status_call(lambda: should_skip(job_class, decoded), message, decoded)
@@ -243,6 +295,29 @@ class Worker:
 
     # -- internals ---------------------------------------------------------------------
 
+    def _refuse_unknown(self, message: ReceivedMessage, decoded: JobMessage) -> None:
+        """Hand back a message whose job this worker does not know; dead-letter it after enough refusals.
+
+        In a rolling deploy an old worker may receive a job only the new code
+        knows: another worker should get it. After ``unknown_job_refusals``
+        receives (each one at least UNKNOWN_JOB_RETRY_DELAY_S apart), nobody
+        knows it and it goes to the dead-letter queue.
+        """
+        name = json.dumps(decoded.name)
+        refusals = message.receive_count
+        if refusals < self.unknown_job_refusals:
+            delay_s = defaults.UNKNOWN_JOB_RETRY_DELAY_S
+            logger.warning("job %s %s on %s: no job of that name is registered here (%s); handed back for another "
+                           "worker, visible again in %.0f s (refusal %d of %d)", decoded.id, name, message.queue,
+                           known_jobs_text(self.registry), delay_s, refusals, self.unknown_job_refusals)
+            self._settle(message, lambda: self.broker.postpone(message.queue, message.receipt, delay_s))
+            return
+        age = f" over {(self.clock() - message.sent_at) / 60:.1f} min" if message.sent_at else ""
+        reason = (f"unknown job name {name}: refused {refusals} times{age} by workers that do not know it; "
+                  f"this worker knows {known_jobs_text(self.registry)}")
+        self._dead_letter(message, reason)
+        record_dead(decoded, message.queue, reason)
+
     def _run(self, message: ReceivedMessage, job_class: type[Job], decoded: JobMessage) -> None:
         attempt_no = message.receive_count
         last_attempt = attempt_no > job_class.retries
@@ -251,7 +326,11 @@ class Worker:
             self._status_call(lambda: record_started(job_class, decoded, message.queue, attempt_no), message, decoded)
         except StatusStoreError:
             return
-        attempt = run_attempt(job_class, decoded, message.queue, attempt_no, last_attempt)
+        self._running = f"{decoded.id} {decoded.name} on {message.queue}"
+        try:
+            attempt = run_attempt(job_class, decoded, message.queue, attempt_no, last_attempt)
+        finally:
+            self._running = None
         self.jobs_done += 1
         self.last_job = decoded.id
         final = last_attempt or attempt.outcome is Outcome.SUCCESS
@@ -276,7 +355,7 @@ class Worker:
             logger.warning("job %s %s on %s: attempt %d failed in %.3f s, retry in %.1f s: %s", decoded.id,
                            decoded.name, message.queue, attempt_no, attempt.duration_s, delay_s,
                            self._error_text(attempt))
-            self._settle(message, lambda: self.broker.change_visibility(message.queue, message.receipt, delay_s))
+            self._settle(message, lambda: self.broker.postpone(message.queue, message.receipt, delay_s))
 
     def _status_call(self, action: Callable[[], T], message: ReceivedMessage, decoded: JobMessage) -> T:
         """Run a status hook, retrying with backoff while the status database is unavailable.

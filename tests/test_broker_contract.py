@@ -77,6 +77,18 @@ def test_change_visibility_extends_the_hiding(any_broker: Broker) -> None:
     assert any_broker.receive("jobs", 10, 1.5) == []
 
 
+def test_a_postponed_message_waits_out_its_delay_counted_as_delayed_not_in_flight(any_broker: Broker) -> None:
+    any_broker.send("jobs", "retry me")
+    [message] = receive_all(any_broker, "jobs", 1, visibility_timeout_s=60)
+    any_broker.postpone("jobs", message.receipt, 1)
+    if any_broker.scheme != "sqs":  # SQS counts both as not visible (see README, Amazon SQS)
+        stats = any_broker.stats("jobs")
+        assert (stats.visible, stats.in_flight, stats.delayed) == (0, 0, 1)
+    assert any_broker.receive("jobs", 10, 0, 60) == []
+    [again] = receive_all(any_broker, "jobs", 1)
+    assert (again.body, again.receive_count) == ("retry me", 2)
+
+
 def test_send_batch_keeps_every_message(any_broker: Broker) -> None:
     bodies = [f"m{i}" for i in range(25)]
     ids = []

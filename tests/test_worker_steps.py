@@ -100,7 +100,8 @@ def test_failure_with_attempts_left_hides_the_same_message_for_the_backoff(broke
     broker.enqueue(flaky_job.job_class, (2,))
     worker = make_worker(broker)
     worker.run_once()
-    assert broker.stats("steps").in_flight == 1
+    stats = broker.stats("steps")
+    assert (stats.in_flight, stats.delayed) == (0, 1)  # waiting out its backoff counts as delayed
     clock.now += 9.9  # first backoff is 10 s (+ at most 10 % jitter)
     assert worker.run_once() == 0
     clock.now += 1.2
@@ -174,7 +175,6 @@ def _raw(data: Any) -> str:
         ("@@not base64@@", "malformed message: body is neither base64 nor JSON"),
         (base64.b64encode(b"not json").decode(), "malformed message: body is not valid JSON"),
         (_raw({"args": [1]}), "malformed message: message has no job 'name'"),
-        (_raw({"name": "no.such.job"}), 'unknown job name "no.such.job"'),
         (_raw({"name": "steps.ok", "args": "1"}), "malformed message: 'args' is a JSON str, not a list"),
         (_raw({"name": "steps.ok", "args": [1], "kwargs": [2]}), "malformed message: 'kwargs' is a JSON list"),
     ],
@@ -264,3 +264,39 @@ def test_worker_status_file_records_the_last_poll_and_job(broker: MemoryBroker, 
     worker.run_once()
     data = json.loads(status.read_text())
     assert data["last_poll"] == clock.now and data["jobs_done"] == 1 and data["last_job"]
+
+
+def test_an_unknown_job_name_is_handed_back_for_another_worker_then_dead_lettered_after_the_refusals(
+        broker: MemoryBroker, clock: Clock) -> None:
+    from sqjobs.job import Registry
+
+    broker.send("steps", _raw({"name": "only.new.code.knows", "args": [1]}))
+    old = make_worker(broker, registry=Registry(), unknown_job_refusals=3, clock=clock)
+    old.registry.register(ok_job.job_class)
+    assert old.run_once() == 1
+    stats = broker.stats("steps")
+    assert (stats.visible, stats.in_flight, stats.delayed, stats.dead) == (0, 0, 1, 0)
+    clock.now += 14
+    assert old.run_once() == 0  # not visible again before 15 s
+    clock.now += 2
+    assert old.run_once() == 1  # refusal 2
+    clock.now += 16
+    assert old.run_once() == 1  # refusal 3: nobody knew it in time
+    [reason] = dead_reasons(broker)
+    assert reason.startswith('unknown job name "only.new.code.knows": refused 3 times over 0.5 min')
+    assert reason.endswith("this worker knows 1 job: steps.ok")
+
+
+def test_in_a_rolling_deploy_a_worker_that_knows_the_job_runs_what_an_old_one_refused(
+        broker: MemoryBroker, clock: Clock) -> None:
+    from sqjobs.job import Registry
+
+    broker.enqueue(ok_job.job_class, (7,))
+    old = make_worker(broker, registry=Registry())
+    old.run_once()
+    assert calls == [] and broker.stats("steps").dead == 0
+    clock.now += 15
+    make_worker(broker).run_once()  # the new code, with the default registry
+    assert calls == ["ok 7"]
+    stats = broker.stats("steps")
+    assert (stats.visible, stats.in_flight, stats.delayed, stats.dead) == (0, 0, 0, 0)

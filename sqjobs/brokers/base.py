@@ -160,6 +160,15 @@ class Broker(abc.ABC):
         for receipt in receipts:
             self.change_visibility(queue, receipt, timeout_s)
 
+    def postpone(self, queue: str, receipt: str, delay_s: float) -> None:
+        """Hand a received message back to be delivered again after ``delay_s`` (a retry's backoff).
+
+        The consumer stops holding it: where the broker can tell, it counts
+        as delayed rather than in flight, and its receipt is no longer valid.
+        This default only changes its visibility (SQS cannot tell the two apart).
+        """
+        self.change_visibility(queue, receipt, delay_s)
+
     def release(self, queue: str, receipts: Sequence[str]) -> None:
         """Hand back received messages that were never started: visible again at once.
 

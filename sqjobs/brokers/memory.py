@@ -115,6 +115,14 @@ class MemoryBroker(Broker):
                 item.visible_at = self.clock() + max(timeout_s, 0)
             self._changed.notify_all()
 
+    def postpone(self, queue: str, receipt: str, delay_s: float) -> None:
+        """Hide the message for ``delay_s`` and end its hold: it counts as delayed, not in flight."""
+        with self._changed:
+            item = self._find(queue, receipt)
+            if item is not None:
+                item.visible_at, item.receipt = self.clock() + max(delay_s, 0), None
+            self._changed.notify_all()
+
     def release(self, queue: str, receipts: Sequence[str]) -> None:
         """Make unstarted messages visible at once and take their receive back."""
         with self._changed:
@@ -145,8 +153,8 @@ class MemoryBroker(Broker):
             return QueueStats(
                 queue=queue,
                 visible=sum(1 for m in stored if m.visible_at <= now),
-                in_flight=sum(1 for m in stored if m.visible_at > now and m.receive_count > 0),
-                delayed=sum(1 for m in stored if m.visible_at > now and m.receive_count == 0),
+                in_flight=sum(1 for m in stored if m.visible_at > now and m.receipt is not None),
+                delayed=sum(1 for m in stored if m.visible_at > now and m.receipt is None),
                 dead=len(self._messages(dead_letter_name(queue))),
             )
 

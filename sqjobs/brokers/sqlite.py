@@ -194,6 +194,12 @@ class SQLiteBroker(Broker):
             db.executemany("UPDATE sqjobs_messages SET visible_at = ? WHERE id = ? AND receipt = ?",
                            [(visible_at, self._row_id(r), r) for r in receipts])
 
+    def postpone(self, queue: str, receipt: str, delay_s: float) -> None:
+        """Hide the message for ``delay_s`` and end its hold: it counts as delayed, not in flight."""
+        with self._write() as db:
+            db.execute("UPDATE sqjobs_messages SET visible_at = ?, receipt = NULL WHERE id = ? AND receipt = ?",
+                       (self.clock() + max(delay_s, 0), self._row_id(receipt), receipt))
+
     def release(self, queue: str, receipts: Sequence[str]) -> None:
         """Make unstarted messages visible at once and take their receive back."""
         now = self.clock()
@@ -228,8 +234,8 @@ class SQLiteBroker(Broker):
         return QueueStats(
             queue=queue,
             visible=self._count(queue, "visible_at <= ?", now),
-            in_flight=self._count(queue, "visible_at > ? AND receive_count > 0", now),
-            delayed=self._count(queue, "visible_at > ? AND receive_count = 0", now),
+            in_flight=self._count(queue, "visible_at > ? AND receipt IS NOT NULL", now),
+            delayed=self._count(queue, "visible_at > ? AND receipt IS NULL", now),
             dead=self._count(dead_letter_name(queue), "? IS NOT NULL", now),
         )
 
