@@ -12,9 +12,10 @@ from typing import Any
 import click
 
 from . import runtime
-from .brokers.base import ORIGIN_ATTRIBUTE, REASON_ATTRIBUTE, Broker, dead_letter_name
+from . import defaults
+from .brokers.base import ORIGIN_ATTRIBUTE, REASON_ATTRIBUTE, Broker, dead_letter_name, is_dead_letter_name
 from .config import Settings
-from .errors import BrokerAuthError, SQJobsError
+from .errors import BrokerAuthError, SQJobsError, UnknownQueueError
 from .job import registry
 from .message import MalformedMessageError, decode
 
@@ -162,6 +163,24 @@ def _describe_dead(body: str, message_id: str) -> dict[str, Any]:
         return {"job_id": None, "name": None, "body": body[:200]}
 
 
+def _check_known_queue(broker: Broker, queue: str) -> None:
+    """Raise UnknownQueueError unless the broker has seen ``queue``; never create it."""
+    known = broker.queues()
+    if queue in known:
+        return
+    if is_dead_letter_name(queue):
+        fifo = queue.endswith(".fifo")
+        base = queue[: -len(".fifo")] if fifo else queue
+        base = base[: -len(defaults.DEAD_SUFFIX)] + (".fifo" if fifo else "")
+        if base in known:
+            raise UnknownQueueError(f"{queue} is the dead-letter queue of {base}: name the queue itself, "
+                                    f"as in 'sqjobs dead {base}'")
+    if known:
+        raise UnknownQueueError(f"the broker has no queue {queue!r}; known queues: {', '.join(known)}")
+    raise UnknownQueueError(f"the broker has no queue {queue!r}, nor any other yet (a queue appears when the "
+                            "first job is sent to it); check -c or $SQJOBS_CONFIG")
+
+
 @main.command()
 @config_option
 @click.argument("queue")
@@ -170,12 +189,15 @@ def _describe_dead(body: str, message_id: str) -> dict[str, Any]:
 @click.option("--purge", is_flag=True, help="Delete every dead message.")
 @click.option("--limit", type=click.IntRange(min=1), default=100, help="Most messages listed.")
 def dead(config: str | None, queue: str, as_json: bool, requeue: bool, purge: bool, limit: int) -> None:
-    """List the dead-letter queue of QUEUE with reasons; or requeue or purge it."""
+    """List the dead-letter queue of QUEUE with reasons; or requeue or purge it.
+
+    A QUEUE the broker has never seen is an error naming the known queues.
+    """
     if requeue and purge:
         raise click.UsageError("--requeue and --purge exclude each other")
     settings, broker = _setup(config, import_jobs=False)
+    _check_known_queue(broker, queue)
     dead_queue = dead_letter_name(queue)
-    broker.ensure_queue(queue)
     if purge:
         count = broker.stats(queue).dead
         broker.purge(dead_queue)

@@ -23,6 +23,10 @@ class BrokerAuthError(BrokerError):
     """The broker refused our credentials or permissions; retrying will not help."""
 
 
+class UnknownQueueError(BrokerError, LookupError):
+    """A command named a queue the broker has never seen (a typo, or the wrong broker or prefix)."""
+
+
 class MessageError(SQJobsError):
     """A message cannot be built or read."""
 

@@ -7,14 +7,17 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from click.testing import CliRunner
 
 import sqjobs
+from sqjobs.brokers.base import Broker
+from sqjobs.brokers.sqlite import SQLiteBroker
 from sqjobs.cli import main
 from sqjobs.message import decode
-from tests.support import read_lines, sqlite_config
+from tests.support import read_lines, sqlite_config, write_config
 
 
 @pytest.fixture()
@@ -94,6 +97,56 @@ def test_dead_lists_reasons_requeues_and_purges(config: Path) -> None:
     assert "purged 3 message(s)" in run("dead", "-c", str(config), "jobs", "--purge")
     assert broker.stats("jobs").dead == 0
     assert "jobs-dead is empty" in run("dead", "-c", str(config), "jobs")
+
+
+@pytest.fixture(params=["sqlite", "sqs"])
+def config_and_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Path, Broker]]:
+    """A config file and a broker of the test's own on the same queues: the embedded broker, then SQS."""
+    broker: Broker
+    if request.param == "sqlite":
+        config = sqlite_config(tmp_path)
+        broker = SQLiteBroker(str(tmp_path / "queue.db"))
+    else:
+        from sqjobs.brokers.sqs import SQSBroker
+        from tests.sqs_server import unique_prefix
+
+        server, prefix = request.getfixturevalue("sqs_server"), unique_prefix("cli")
+        config = write_config(tmp_path / "sqs.conf", {"sqjobs": {"broker": "sqs"},
+                                                      "sqs": server.sqs_section(prefix)})
+        broker = SQSBroker(**server.broker_options(prefix))
+    yield config, broker
+    broker.close()
+
+
+@pytest.mark.parametrize("action", [[], ["--json"], ["--requeue"], ["--purge"]])
+def test_dead_on_a_queue_the_broker_never_saw_names_the_known_queues_and_creates_nothing(
+        config_and_broker: tuple[Path, Broker], action: list[str]) -> None:
+    config, broker = config_and_broker
+    broker.send("jobs", "x")
+    broker.send("emails", "y")
+    result = CliRunner().invoke(main, ["dead", "-c", str(config), "no-such-queue", *action])
+    assert result.exit_code == 1, result.output
+    assert result.output == "Error: the broker has no queue 'no-such-queue'; known queues: emails, jobs\n"
+    assert broker.queues() == ["emails", "jobs"]
+
+
+def test_dead_on_a_broker_with_no_queue_says_so(config_and_broker: tuple[Path, Broker]) -> None:
+    config, broker = config_and_broker
+    result = CliRunner().invoke(main, ["dead", "-c", str(config), "jobs", "--purge"])
+    assert result.exit_code == 1, result.output
+    [line] = result.output.splitlines()
+    assert line.startswith("Error: the broker has no queue 'jobs', nor any other yet")
+    assert broker.queues() == []
+
+
+@pytest.mark.parametrize(("given", "base"), [("jobs-dead", "jobs"), ("orders-dead.fifo", "orders.fifo")])
+def test_dead_given_a_dead_letter_queue_points_to_its_queue(config: Path, given: str, base: str) -> None:
+    broker = sqjobs.get_broker()
+    broker.ensure_queue(base)
+    result = CliRunner().invoke(main, ["dead", "-c", str(config), given])
+    assert result.exit_code == 1, result.output
+    assert result.output == f"Error: {given} is the dead-letter queue of {base}: name the queue itself, " \
+                            f"as in 'sqjobs dead {base}'\n"
 
 
 def test_unknown_jobs_module_is_a_one_line_error(tmp_path: Path) -> None:
