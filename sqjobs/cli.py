@@ -11,8 +11,7 @@ from typing import Any
 
 import click
 
-from . import runtime
-from . import defaults
+from . import defaults, runtime
 from .brokers.base import ORIGIN_ATTRIBUTE, REASON_ATTRIBUTE, Broker, dead_letter_name, is_dead_letter_name
 from .config import Settings
 from .errors import BrokerAuthError, SQJobsError, UnknownQueueError
@@ -24,8 +23,8 @@ logger = logging.getLogger("sqjobs.cli")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
 
 
-def _setup(config: str | None, import_jobs: bool = True,
-           extra_modules: tuple[str, ...] = ()) -> tuple[Settings, Broker]:
+def _configure(config: str | None, import_jobs: bool = True, extra_modules: tuple[str, ...] = ()) -> Settings:
+    """Read the config and import the job modules; create no broker."""
     settings = runtime.configure(config)
     if extra_modules and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
@@ -37,6 +36,12 @@ def _setup(config: str | None, import_jobs: bool = True,
                 raise click.ClickException(
                     f"{settings.source or 'configuration'}: [sqjobs] jobs: cannot import {module!r}: {exc}"
                 ) from None
+    return settings
+
+
+def _setup(config: str | None, import_jobs: bool = True,
+           extra_modules: tuple[str, ...] = ()) -> tuple[Settings, Broker]:
+    settings = _configure(config, import_jobs, extra_modules)
     return settings, runtime.get_broker()
 
 
