@@ -64,7 +64,8 @@ def register_beat_commands(main: click.Group) -> None:
         settings, broker = _setup(config)
         store = BeatStore(settings.database_url)
         store.create_tables()
-        runner = Beater.for_registry(broker, registry, store)
+        runner = Beater.for_registry(broker, registry, store,
+                                     catch_up_grace_s=settings.get("beater", "catch_up_grace_s"))
         runner.install_signal_handlers()
         sys.exit(runner.run(once=once))
 
