@@ -8,7 +8,14 @@ claiming and sending) is taken over by a conditional update, so a tick is
 never lost; in that rare race the job id is the same for both sends (derived
 from the name and fire time), so tracked jobs still run once.
 
-Fire times missed while no beater ran follow the job's ``catch_up`` choice.
+Which fire times a tick sends (for each job): those after the latest fire
+time claimed for the job (in any beater; a job never claimed starts from the
+beater's first tick), at most :data:`CATCH_UP_WINDOW` back, up to now. A fire
+time at most ``catch_up_grace_s`` old (``[beater] catch_up_grace_s``) is on
+time and sent; older ones were missed (no beater ran, or the database was
+down) and follow the job's ``catch_up``: ``"all"`` sends each, ``"latest"``
+only the most recent of them, ``"none"`` none.
+
 Tests call :meth:`Beater.tick` with the time they want; :meth:`Beater.run`
 is the loop around it.
 """
@@ -28,6 +35,7 @@ from typing import Any, Callable, Iterable, Sequence, cast
 
 import peewee
 
+from . import defaults
 from .brokers.base import Broker
 from .errors import StatusStoreError
 from .job import Job, Registry
@@ -40,8 +48,6 @@ logger = logging.getLogger("sqjobs.beater")
 BEATS_TABLE = "sqjobs_beats"
 #: Seconds after which an unsent claim is taken over by another beater.
 CLAIM_TIMEOUT_S = 60.0
-#: A fire time older than this when first seen counts as missed (its catch_up choice applies).
-MISSED_AFTER_S = 60.0
 #: How far back a beater looks for missed fire times.
 CATCH_UP_WINDOW = timedelta(days=1)
 #: Longest pause between two ticks of the loop.
@@ -171,10 +177,16 @@ class Sent:
 
 
 class Beater:
-    """Sends the periodic jobs among ``jobs`` when they are due."""
+    """Sends the periodic jobs among ``jobs`` when they are due.
+
+    ``catch_up_grace_s``: a fire time at most this old when the beater first
+    sees it is sent as on time; an older one is missed and follows the job's
+    ``catch_up`` (see the module docstring).
+    """
 
     def __init__(self, broker: Broker, jobs: Sequence[type[Job]], store: BeatStore, *,
                  beater_id: str | None = None, claim_timeout_s: float = CLAIM_TIMEOUT_S,
+                 catch_up_grace_s: float = defaults.CATCH_UP_GRACE_S,
                  clock: Callable[[], datetime] = utc_now) -> None:
         self.broker = broker
         self.jobs = {job.name: job for job in jobs if job.schedule}
@@ -182,6 +194,7 @@ class Beater:
         self.store = store
         self.beater_id = beater_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.claim_timeout_s = claim_timeout_s
+        self.catch_up_grace_s = catch_up_grace_s
         self.clock = clock
         self.started_at: datetime | None = None
         self._stopping = threading.Event()
@@ -199,7 +212,7 @@ class Beater:
         since = self.store.latest(name) or self.started_at
         since = max(since, now - CATCH_UP_WINDOW)
         fire_times = schedule.between(since, now)
-        recent = [t for t in fire_times if (now - t).total_seconds() <= MISSED_AFTER_S]
+        recent = [t for t in fire_times if (now - t).total_seconds() <= self.catch_up_grace_s]
         missed = fire_times[: len(fire_times) - len(recent)]
         policy = self.jobs[name].catch_up
         if not missed or policy == "all":

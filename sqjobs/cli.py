@@ -12,9 +12,9 @@ from typing import Any
 import click
 
 from . import defaults, runtime
-from .brokers.base import ORIGIN_ATTRIBUTE, REASON_ATTRIBUTE, Broker, dead_letter_name
+from .brokers.base import ORIGIN_ATTRIBUTE, REASON_ATTRIBUTE, Broker, dead_letter_name, is_dead_letter_name
 from .config import Settings
-from .errors import NoJobsError, SQJobsError
+from .errors import NoJobsError, SQJobsError, UnknownQueueError
 from .job import registry
 from .message import MalformedMessageError, decode
 
@@ -23,8 +23,8 @@ logger = logging.getLogger("sqjobs.cli")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
 
 
-def _setup(config: str | None, import_jobs: bool = True,
-           extra_modules: tuple[str, ...] = ()) -> tuple[Settings, Broker]:
+def _configure(config: str | None, import_jobs: bool = True, extra_modules: tuple[str, ...] = ()) -> Settings:
+    """Read the config and import the job modules; create no broker."""
     settings = runtime.configure(config)
     if extra_modules and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
@@ -36,6 +36,12 @@ def _setup(config: str | None, import_jobs: bool = True,
                 raise click.ClickException(
                     f"{settings.source or 'configuration'}: [sqjobs] jobs: cannot import {module!r}: {exc}"
                 ) from None
+    return settings
+
+
+def _setup(config: str | None, import_jobs: bool = True,
+           extra_modules: tuple[str, ...] = ()) -> tuple[Settings, Broker]:
+    settings = _configure(config, import_jobs, extra_modules)
     return settings, runtime.get_broker()
 
 
@@ -176,6 +182,24 @@ def _describe_dead(body: str, message_id: str) -> dict[str, Any]:
         return {"job_id": None, "name": None, "body": body[:200]}
 
 
+def _check_known_queue(broker: Broker, queue: str) -> None:
+    """Raise UnknownQueueError unless the broker has seen ``queue``; never create it."""
+    known = broker.queues()
+    if queue in known:
+        return
+    if is_dead_letter_name(queue):
+        fifo = queue.endswith(".fifo")
+        base = queue[: -len(".fifo")] if fifo else queue
+        base = base[: -len(defaults.DEAD_SUFFIX)] + (".fifo" if fifo else "")
+        if base in known:
+            raise UnknownQueueError(f"{queue} is the dead-letter queue of {base}: name the queue itself, "
+                                    f"as in 'sqjobs dead {base}'")
+    if known:
+        raise UnknownQueueError(f"the broker has no queue {queue!r}; known queues: {', '.join(known)}")
+    raise UnknownQueueError(f"the broker has no queue {queue!r}, nor any other yet (a queue appears when the "
+                            "first job is sent to it); check -c or $SQJOBS_CONFIG")
+
+
 @main.command()
 @config_option
 @click.argument("queue")
@@ -184,12 +208,15 @@ def _describe_dead(body: str, message_id: str) -> dict[str, Any]:
 @click.option("--purge", is_flag=True, help="Delete every dead message.")
 @click.option("--limit", type=click.IntRange(min=1), default=100, help="Most messages listed.")
 def dead(config: str | None, queue: str, as_json: bool, requeue: bool, purge: bool, limit: int) -> None:
-    """List the dead-letter queue of QUEUE with reasons; or requeue or purge it."""
+    """List the dead-letter queue of QUEUE with reasons; or requeue or purge it.
+
+    A QUEUE the broker has never seen is an error naming the known queues.
+    """
     if requeue and purge:
         raise click.UsageError("--requeue and --purge exclude each other")
     settings, broker = _setup(config, import_jobs=False)
+    _check_known_queue(broker, queue)
     dead_queue = dead_letter_name(queue)
-    broker.ensure_queue(queue)
     if purge:
         count = broker.stats(queue).dead
         broker.purge(dead_queue)

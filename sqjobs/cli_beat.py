@@ -3,16 +3,56 @@
 from __future__ import annotations
 
 import sys
+from datetime import datetime, timezone
+from typing import Any
 
 import click
 
-from .job import registry
+from .errors import JobError, UnknownJobError
+from .job import Job, Registry, registry
 from .schedule import Schedule
+
+#: An instant as ``--from`` wants it, for messages and help.
+ISO_EXAMPLE = "2027-03-27T12:00:00+01:00"
+
+
+class InstantType(click.ParamType):
+    """A click parameter: an ISO 8601 date and time with a UTC offset (``Z`` for UTC), as an aware datetime."""
+
+    name = "iso8601"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
+        """Return ``value`` as an aware datetime, or fail the command with a usage error."""
+        if isinstance(value, datetime) and value.tzinfo is not None:
+            return value
+        text = str(value).strip()
+        try:
+            instant = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text)
+        except ValueError:
+            self.fail(f"{text!r} is not an ISO 8601 date and time; give one like {ISO_EXAMPLE}", param, ctx)
+        if instant.tzinfo is None or instant.utcoffset() is None:
+            self.fail(f"{text!r} has no UTC offset, so it names no single instant; give one like "
+                      f"{ISO_EXAMPLE} (or end it with Z for UTC)", param, ctx)
+        return instant
+
+
+def periodic_job(jobs: Registry, name: str) -> type[Job]:
+    """Return the registered job ``name`` if it has a schedule; otherwise raise a JobError listing those that do."""
+    periodic = [known for known in jobs.names() if jobs.get(known).schedule]
+    listed = f"periodic jobs: {', '.join(periodic)}" if periodic else (
+        "none is: a periodic job has a schedule and lives in a module that [sqjobs] jobs names "
+        "(check -c or $SQJOBS_CONFIG)")
+    if name not in jobs:
+        raise UnknownJobError(f"no periodic job is registered as {name!r}; {listed}")
+    job_class = jobs.get(name)
+    if not job_class.schedule:
+        raise JobError(f"job {name!r} has no schedule; {listed}")
+    return job_class
 
 
 def register_beat_commands(main: click.Group) -> None:
     """Add ``beater`` and ``schedule`` to the ``sqjobs`` command group."""
-    from .cli import _setup, config_option, require_jobs
+    from .cli import _configure, _setup, config_option, require_jobs
 
     @main.command()
     @config_option
@@ -27,7 +67,8 @@ def register_beat_commands(main: click.Group) -> None:
         require_jobs(settings, "beater", import_modules)
         store = BeatStore(settings.database_url)
         store.create_tables()
-        runner = Beater.for_registry(broker, registry, store)
+        runner = Beater.for_registry(broker, registry, store,
+                                     catch_up_grace_s=settings.get("beater", "catch_up_grace_s"))
         runner.install_signal_handlers()
         sys.exit(runner.run(once=once))
 
@@ -35,14 +76,12 @@ def register_beat_commands(main: click.Group) -> None:
     @config_option
     @click.argument("name")
     @click.option("--next", "count", type=click.IntRange(1, 1000), default=5, help="How many fire times.")
-    def schedule(config: str | None, name: str, count: int) -> None:
+    @click.option("--from", "start", type=InstantType(), default=None,
+                  help=f"List fire times strictly after this instant, e.g. {ISO_EXAMPLE} (default: now).")
+    def schedule(config: str | None, name: str, count: int, start: datetime | None) -> None:
         """Print the next fire times of periodic job NAME, ISO 8601 in its time zone, one a line."""
-        from datetime import datetime, timezone
-
-        _setup(config)
-        job_class = registry.get(name)
-        if not job_class.schedule:
-            raise click.ClickException(f"job {name} has no schedule")
-        plan = Schedule(job_class.schedule, job_class.timezone)
-        for instant in plan.next_after(datetime.now(timezone.utc), count):
+        _configure(config)
+        job_class = periodic_job(registry, name)
+        plan = Schedule(job_class.schedule or "", job_class.timezone)
+        for instant in plan.next_after(start or datetime.now(timezone.utc), count):
             click.echo(instant.astimezone(plan.zone).isoformat())

@@ -19,18 +19,23 @@ from .store import STATUS_TABLE, StatusRecord, get_store, safe_url
 
 #: Seconds in one of each unit ``--older-than`` accepts.
 DURATION_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+#: The accepted forms, for error messages and help.
+DURATION_FORMS = "a number and a unit: 45s, 30m, 12h, 7d, 2w"
 
 
 def parse_duration_s(text: str) -> float:
-    """Return the seconds in ``text``: a number with an optional unit s, m, h, d or w (``7d``, ``12h``, ``90``).
+    """Return the seconds in ``text``: a number and a unit s, m, h, d or w (``7d``, ``12h``, ``1.5h``).
 
-    Raises ValueError for anything else.
+    A bare number is refused, since ``7`` could mean seconds or days. Raises
+    ValueError for anything else.
     """
     match = _DURATION.match(text.lower())
     if not match:
-        raise ValueError(f"{text!r} is not a duration; use a number and a unit: 30s, 15m, 12h, 7d, 2w")
-    return float(match.group(1)) * DURATION_UNITS_S[match.group(2) or "s"]
+        if re.fullmatch(r"\s*\d+(?:\.\d+)?\s*", text):
+            raise ValueError(f"{text!r} has no unit; give {DURATION_FORMS}")
+        raise ValueError(f"{text!r} is not a duration; give {DURATION_FORMS}")
+    return float(match.group(1)) * DURATION_UNITS_S[match.group(2)]
 
 
 class DurationType(click.ParamType):
@@ -98,12 +103,17 @@ def initdb(config: str | None) -> None:
 @click.command()
 @config_option
 @click.option("--older-than", "older_than_s", type=DurationType(), required=True,
-              help="Age of finished rows to delete: 30s, 15m, 12h, 7d, 2w.")
-def prune(config: str | None, older_than_s: float) -> None:
+              help=f"Age of finished rows to delete, {DURATION_FORMS}.")
+@click.option("--dry-run", is_flag=True, help="Print how many rows would go; delete nothing.")
+def prune(config: str | None, older_than_s: float, dry_run: bool) -> None:
     """Delete finished rows (SUCCESS, FAILURE, DEAD) that finished longer ago than --older-than."""
     cutoff = datetime.now(timezone.utc) - timedelta(seconds=older_than_s)
-    count = get_store(_database_url(config)).prune(cutoff)
-    click.echo(f"pruned {count} finished row(s) that finished before {cutoff.isoformat(timespec='seconds')}")
+    store = get_store(_database_url(config))
+    before = cutoff.isoformat(timespec="seconds")
+    if dry_run:
+        click.echo(f"would prune {store.count_prunable(cutoff)} finished row(s) that finished before {before}")
+        return
+    click.echo(f"pruned {store.prune(cutoff)} finished row(s) that finished before {before}")
 
 
 def register_status_commands(group: click.Group) -> None:

@@ -39,6 +39,14 @@ def _as_seconds(text: str) -> float:
     return value
 
 
+def _as_catch_up_grace_s(text: str) -> float:
+    value = float(text)
+    if value < defaults.MIN_CATCH_UP_GRACE_S:
+        raise ValueError(f"must be at least {defaults.MIN_CATCH_UP_GRACE_S:g} seconds: a beater ticks once a "
+                         "second, so a smaller grace would count fire times sent on time as missed")
+    return value
+
+
 def _as_optional_seconds(text: str) -> float | None:
     return _as_seconds(text) if text.strip() else None
 
@@ -91,6 +99,7 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[str], Any], Any]]] = {
     },
     "beater": {
         "processes": (_as_positive_int, 1),
+        "catch_up_grace_s": (_as_catch_up_grace_s, defaults.CATCH_UP_GRACE_S),
     },
     "daemon": {
         "run_dir": (_as_text, "run"),

@@ -69,3 +69,14 @@ UNKNOWN_JOB_RETRY_DELAY_S = 15.0
 #: times: 20 refusals at least 15 s apart give every worker five minutes to
 #: be replaced by one that knows the job.
 UNKNOWN_JOB_REFUSALS = 20
+
+#: How old a fire time may be when a beater first sees it and still be sent as
+#: on time; an older one was missed (no beater ran, the database was down) and
+#: follows the job's ``catch_up``. A minute covers a beater restart or a slow
+#: database without treating the run as missed.
+CATCH_UP_GRACE_S = 60.0
+
+#: Smallest grace ``[beater] catch_up_grace_s`` accepts: a beater ticks once a
+#: second and a tick may wait on the database, so a smaller grace would count
+#: fire times sent on time as missed (and ``catch_up = "none"`` would skip them).
+MIN_CATCH_UP_GRACE_S = 5.0

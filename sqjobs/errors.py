@@ -28,6 +28,10 @@ class BrokerAuthError(BrokerError):
     exit_code = 2
 
 
+class UnknownQueueError(BrokerError, LookupError):
+    """A command named a queue the broker has never seen (a typo, or the wrong broker or prefix)."""
+
+
 class MessageError(SQJobsError):
     """A message cannot be built or read."""
 

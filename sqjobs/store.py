@@ -330,15 +330,23 @@ class StatusStore:
                        .execute())
         return bool(changed)
 
+    def _finished_before(self, older_than: datetime) -> peewee.Expression:
+        """The rows :meth:`prune` deletes: finished (SUCCESS, FAILURE, DEAD) before ``older_than``."""
+        model = self.model
+        cutoff = older_than.astimezone(timezone.utc).replace(tzinfo=None) if older_than.tzinfo else older_than
+        return model.status.in_([s.value for s in FINISHED]) & (model.finished_at < cutoff)
+
     def prune(self, older_than: datetime) -> int:
         """Delete finished rows (SUCCESS, FAILURE, DEAD) that finished before ``older_than``; return how many."""
         self._ready()
-        model = self.model
-        cutoff = older_than.astimezone(timezone.utc).replace(tzinfo=None) if older_than.tzinfo else older_than
         with self._guard("prune finished rows"):
-            return int(model.delete()
-                       .where(model.status.in_([s.value for s in FINISHED]) & (model.finished_at < cutoff))
-                       .execute())
+            return int(self.model.delete().where(self._finished_before(older_than)).execute())
+
+    def count_prunable(self, older_than: datetime) -> int:
+        """Return how many rows :meth:`prune` with the same ``older_than`` would delete; delete nothing."""
+        self._ready()
+        with self._guard("count finished rows"):
+            return int(self.model.select().where(self._finished_before(older_than)).count())
 
     def _sqlite_path(self) -> str | None:
         if not isinstance(self.database, peewee.SqliteDatabase):

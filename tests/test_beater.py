@@ -18,7 +18,9 @@ import sqjobs
 from sqjobs import Job, PeriodicJob
 from sqjobs.beater import CLAIM_TIMEOUT_S, Beater, BeatStore, periodic_job_id
 from sqjobs.brokers.memory import MemoryBroker
-from sqjobs.errors import JobDefinitionError
+from sqjobs.brokers.sqlite import SQLiteBroker
+from sqjobs.config import load
+from sqjobs.errors import ConfigError, JobDefinitionError
 from sqjobs.message import decode
 from tests.status_fixtures import DATABASE_KINDS, database_url_for
 from tests.support import (
@@ -124,6 +126,75 @@ def test_fire_times_missed_while_no_beater_ran_follow_the_catch_up_choice(
     later.started_at = utc(2026, 5, 1, 15, 59)
     later.tick(utc(2026, 5, 1, 16, 0, 0) - timedelta(seconds=30))
     assert sorted(sent_fire_times(broker)) == sorted(expected)
+
+
+def _every_ten_seconds(times: range) -> list[str]:
+    """The fire times 12:MM:SS of 2026-05-01 for each second count in ``times`` after 12:00:00."""
+    return [(utc(2026, 5, 1, 12) + timedelta(seconds=s)).isoformat() for s in times]
+
+
+@pytest.mark.parametrize(("grace_s", "catch_up", "expected"), [
+    # Back at 12:05:05 after the last send at 12:00:10: 12:00:20 .. 12:05:00 are due.
+    (60, "latest", _every_ten_seconds(range(240, 301, 10))),  # 12:04:00 (missed) + 12:04:10 .. 12:05:00
+    (60, "none", _every_ten_seconds(range(250, 301, 10))),
+    (60, "all", _every_ten_seconds(range(20, 301, 10))),
+    (15, "latest", _every_ten_seconds(range(280, 301, 10))),  # 12:04:50 is exactly 15 s old: on time
+    (15, "none", _every_ten_seconds(range(290, 301, 10))),
+    (5, "latest", _every_ten_seconds(range(290, 301, 10))),
+    (5, "none", _every_ten_seconds(range(300, 301, 10))),
+    (400, "none", _every_ten_seconds(range(20, 301, 10))),  # nothing is older than the grace
+])
+def test_the_grace_decides_which_fire_times_count_as_missed(beat_store: BeatStore, grace_s: float, catch_up: str,
+                                                             expected: list[str]) -> None:
+    job = periodic("* * * * * */10", catch_up)
+    broker = MemoryBroker()
+    first = Beater(broker, [job], beat_store)
+    first.tick(utc(2026, 5, 1, 12, 0, 0))
+    assert [s.fire_at for s in first.tick(utc(2026, 5, 1, 12, 0, 10))] == [utc(2026, 5, 1, 12, 0, 10)]
+    broker.purge("beats")  # then no beater runs for five minutes
+    later = Beater(broker, [job], BeatStore(beat_store.url), catch_up_grace_s=grace_s)
+    later.tick(utc(2026, 5, 1, 12, 5, 5))
+    assert sorted(sent_fire_times(broker)) == expected
+    broker.purge("beats")
+    later.tick(utc(2026, 5, 1, 12, 5, 10))  # back on time: the next fire time, and nothing missed again
+    assert sent_fire_times(broker) == _every_ten_seconds(range(310, 311))
+
+
+def test_a_fire_time_seen_late_by_a_running_beater_follows_the_grace_too(beat_store: BeatStore) -> None:
+    job = periodic("0 * * * *", "none")
+    broker = MemoryBroker()
+    beater = Beater(broker, [job], beat_store, catch_up_grace_s=120)
+    beater.tick(utc(2026, 5, 1, 12, 59))
+    [sent] = beater.tick(utc(2026, 5, 1, 13, 1, 59))  # 13:00 first seen 119 s late (say the database was down)
+    assert sent.fire_at == utc(2026, 5, 1, 13)
+    assert beater.tick(utc(2026, 5, 1, 14, 2, 1)) == []  # 14:00 first seen 121 s late: missed, and "none"
+    assert [s.fire_at for s in beater.tick(utc(2026, 5, 1, 15))] == [utc(2026, 5, 1, 15)]
+
+
+def test_the_grace_is_a_beater_setting_of_at_least_five_seconds(tmp_path: Path) -> None:
+    example = load(str(TESTS_DIR.parent / "etc" / "sqjobs.conf.example"))
+    assert example.get("beater", "catch_up_grace_s") == 60
+    config = write_config(tmp_path / "c.conf", {"beater": {"catch_up_grace_s": 4.5}})
+    with pytest.raises(ConfigError, match=r"c\.conf: \[beater\] catch_up_grace_s = '4\.5': must be at least 5 "):
+        load(str(config))
+
+
+def test_the_beater_command_reads_the_grace_from_the_config(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "sqjobs.conf", {
+        "sqjobs": {"broker": f"sqlite:///{tmp_path / 'queue.db'}", "database": f"sqlite:///{tmp_path / 'beats.db'}",
+                   "jobs": "periodic_jobs_for_tests", "path": str(TESTS_DIR)},
+        "beater": {"catch_up_grace_s": 20},
+    })
+    store = BeatStore(f"sqlite:///{tmp_path / 'beats.db'}")
+    ten_minutes_ago = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=10)
+    assert store.claim("test.every_second", ten_minutes_ago, "earlier-beater", ten_minutes_ago)
+    store.mark_sent("test.every_second", ten_minutes_ago, ten_minutes_ago)
+    once = subprocess.run([sys.executable, "-m", "sqjobs", "beater", "-c", str(config), "--once"],
+                          capture_output=True, text=True, timeout=60)
+    assert once.returncode == 0, once.stderr
+    # Every second of the last 20 (20 or 21 fire times, as the tick falls), plus the latest missed one.
+    sent = SQLiteBroker(str(tmp_path / "queue.db")).stats("periodic").visible
+    assert 21 <= sent <= 22, once.stderr
 
 
 def test_periodic_jobs_need_a_valid_schedule() -> None:

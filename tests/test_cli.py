@@ -1,4 +1,4 @@
-"""The sqjobs command: enqueue, queues, dead (list, requeue, purge)."""
+"""The sqjobs command: enqueue, queues, dead (list, requeue, purge), schedule."""
 
 from __future__ import annotations
 
@@ -7,14 +7,29 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from click.testing import CliRunner
 
 import sqjobs
+from sqjobs.brokers.base import Broker
+from sqjobs.brokers.sqlite import SQLiteBroker
 from sqjobs.cli import main
 from sqjobs.message import decode
-from tests.support import read_lines, sqlite_config
+from tests.support import TESTS_DIR, read_lines, sqlite_config, write_config
+
+
+class AccNightly(sqjobs.PeriodicJob):
+    """A nightly job at 02:30 in Madrid: a wall time the spring DST change skips."""
+
+    name = "acc.nightly"
+    queue = "nightly"
+    schedule = "30 2 * * *"
+    timezone = "Europe/Madrid"
+
+    def run(self) -> None:
+        pass
 
 
 @pytest.fixture()
@@ -96,8 +111,106 @@ def test_dead_lists_reasons_requeues_and_purges(config: Path) -> None:
     assert "jobs-dead is empty" in run("dead", "-c", str(config), "jobs")
 
 
+@pytest.fixture(params=["sqlite", "sqs"])
+def config_and_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Path, Broker]]:
+    """A config file and a broker of the test's own on the same queues: the embedded broker, then SQS."""
+    broker: Broker
+    if request.param == "sqlite":
+        config = sqlite_config(tmp_path)
+        broker = SQLiteBroker(str(tmp_path / "queue.db"))
+    else:
+        from sqjobs.brokers.sqs import SQSBroker
+        from tests.sqs_server import unique_prefix
+
+        server, prefix = request.getfixturevalue("sqs_server"), unique_prefix("cli")
+        config = write_config(tmp_path / "sqs.conf", {"sqjobs": {"broker": "sqs"},
+                                                      "sqs": server.sqs_section(prefix)})
+        broker = SQSBroker(**server.broker_options(prefix))
+    yield config, broker
+    broker.close()
+
+
+@pytest.mark.parametrize("action", [[], ["--json"], ["--requeue"], ["--purge"]])
+def test_dead_on_a_queue_the_broker_never_saw_names_the_known_queues_and_creates_nothing(
+        config_and_broker: tuple[Path, Broker], action: list[str]) -> None:
+    config, broker = config_and_broker
+    broker.send("jobs", "x")
+    broker.send("emails", "y")
+    result = CliRunner().invoke(main, ["dead", "-c", str(config), "no-such-queue", *action])
+    assert result.exit_code == 1, result.output
+    assert result.output == "Error: the broker has no queue 'no-such-queue'; known queues: emails, jobs\n"
+    assert broker.queues() == ["emails", "jobs"]
+
+
+def test_dead_on_a_broker_with_no_queue_says_so(config_and_broker: tuple[Path, Broker]) -> None:
+    config, broker = config_and_broker
+    result = CliRunner().invoke(main, ["dead", "-c", str(config), "jobs", "--purge"])
+    assert result.exit_code == 1, result.output
+    [line] = result.output.splitlines()
+    assert line.startswith("Error: the broker has no queue 'jobs', nor any other yet")
+    assert broker.queues() == []
+
+
+@pytest.mark.parametrize(("given", "base"), [("jobs-dead", "jobs"), ("orders-dead.fifo", "orders.fifo")])
+def test_dead_given_a_dead_letter_queue_points_to_its_queue(config: Path, given: str, base: str) -> None:
+    broker = sqjobs.get_broker()
+    broker.ensure_queue(base)
+    result = CliRunner().invoke(main, ["dead", "-c", str(config), given])
+    assert result.exit_code == 1, result.output
+    assert result.output == f"Error: {given} is the dead-letter queue of {base}: name the queue itself, " \
+                            f"as in 'sqjobs dead {base}'\n"
+
+
 def test_unknown_jobs_module_is_a_one_line_error(tmp_path: Path) -> None:
     config = sqlite_config(tmp_path, jobs="no_such_module_here")
     result = CliRunner().invoke(main, ["worker", "-c", str(config), "--burst"])
     assert result.exit_code == 1
     assert "[sqjobs] jobs: cannot import 'no_such_module_here'" in result.output
+
+
+def test_schedule_from_previews_any_night_strictly_after_the_instant(config: Path) -> None:
+    dst_night = run("schedule", "-c", str(config), "acc.nightly", "--from", "2027-03-27T12:00:00+01:00",
+                    "--next", "2")
+    assert dst_night == "2027-03-28T03:00:00+02:00\n2027-03-29T02:30:00+02:00\n"  # 02:30 is skipped: at 03:00
+    at_a_fire_time = run("schedule", "-c", str(config), "acc.nightly", "--from", "2027-03-29T00:30:00Z",
+                         "--next", "1")
+    assert at_a_fire_time == "2027-03-30T02:30:00+02:00\n"  # 00:30 UTC is 02:30 in Madrid: strictly after
+
+
+@pytest.mark.parametrize(("value", "error"), [
+    ("2027-03-27T12:00:00", "'2027-03-27T12:00:00' has no UTC offset"),
+    ("tomorrow", "'tomorrow' is not an ISO 8601 date and time"),
+])
+def test_schedule_from_needs_an_instant_with_an_offset(config: Path, value: str, error: str) -> None:
+    result = CliRunner().invoke(main, ["schedule", "-c", str(config), "acc.nightly", "--from", value])
+    assert result.exit_code == 2, result.output
+    assert error in result.output and "2027-03-27T12:00:00+01:00" in result.output
+
+
+def _listed_periodic_jobs(output: str) -> list[str]:
+    [line] = output.splitlines()
+    return line.split("periodic jobs: ", 1)[1].split(", ")
+
+
+def test_schedule_of_an_unknown_name_lists_the_periodic_jobs(config: Path) -> None:
+    result = CliRunner().invoke(main, ["schedule", "-c", str(config), "acc.nightli"])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("Error: no periodic job is registered as 'acc.nightli'; periodic jobs: ")
+    listed = _listed_periodic_jobs(result.output)
+    assert "acc.nightly" in listed and "record" not in listed  # record is registered, with no schedule
+    assert listed == sorted(listed)
+    no_schedule = CliRunner().invoke(main, ["schedule", "-c", str(config), "record"])
+    assert no_schedule.exit_code == 1, no_schedule.output
+    assert no_schedule.output.startswith("Error: job 'record' has no schedule; periodic jobs: ")
+    assert "acc.nightly" in _listed_periodic_jobs(no_schedule.output)
+
+
+def test_schedule_with_no_periodic_job_registered_says_how_to_register_one(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "c.conf", {"sqjobs": {"jobs": "jobs_for_tests", "path": str(TESTS_DIR)}})
+    done = subprocess.run([sys.executable, "-m", "sqjobs", "schedule", "-c", str(config), "acc.nightly"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert done.stdout == ""
+    assert done.stderr == ("Error: no periodic job is registered as 'acc.nightly'; none is: a periodic job has a "
+                           "schedule and lives in a module that [sqjobs] jobs names (check -c or $SQJOBS_CONFIG)\n")
+    assert list(tmp_path.iterdir()) == [config], "a preview creates no queue file"

@@ -7,24 +7,27 @@ clock the tests move, so retries need no waiting.
 from __future__ import annotations
 
 import os
+import re
 import socket
-from datetime import timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 import sqjobs
 from sqjobs import Job, ResultJob, Retry, Status, get_job, job
 from sqjobs.brokers.base import REASON_ATTRIBUTE
 from sqjobs.brokers.memory import MemoryBroker
+from sqjobs.cli import main
 from sqjobs.errors import JobFailedError, JobNotFoundError, JobNotTrackedError, WaitTimeoutError
 from sqjobs.job import Registry
-from sqjobs.message import JobMessage, encode
+from sqjobs.message import JobMessage, encode, new_job_id
 from sqjobs.store import StatusStore
 from sqjobs.worker import Worker
 from tests.status_fixtures import database_url, store, use_database  # noqa: F401  (fixtures)
-from tests.support import Clock
+from tests.support import Clock, sqlite_config
 
 calls: list[str] = []
 
@@ -349,3 +352,50 @@ def test_the_seed_result_job_in_eager_mode(database_url: str) -> None:  # noqa: 
     my_job = get_job(job_id)
     assert my_job.status == Status.SUCCESS
     assert (my_job.name, my_job.queue, my_job.result) == ("dummy_result_job", "dummy_queue", None)
+
+
+# -- sqjobs prune ----------------------------------------------------------------------------
+
+
+def _finished(store: StatusStore, ago: timedelta) -> str:  # noqa: F811
+    """A SUCCESS row that finished ``ago`` before now; return its job id."""
+    job_id = new_job_id()
+    store.enqueued(job_id, "status.add", "status")
+    store.ended(job_id, "status.add", "status", Status.SUCCESS, "3")
+    finished_at = datetime.now(timezone.utc).replace(tzinfo=None) - ago
+    store.model.update(finished_at=finished_at).where(store.model.id == job_id).execute()
+    return job_id
+
+
+def test_prune_refuses_a_duration_without_a_unit_and_deletes_nothing(tmp_path: Path, database_url: str,  # noqa: F811
+                                                                     store: StatusStore) -> None:  # noqa: F811
+    config = sqlite_config(tmp_path, database=database_url)
+    ten_seconds_old = _finished(store, timedelta(seconds=10))
+    result = CliRunner().invoke(main, ["prune", "-c", str(config), "--older-than", "7"])
+    assert result.exit_code == 2, result.output
+    assert "'7' has no unit" in result.output
+    assert "45s, 30m, 12h, 7d" in result.output
+    assert "Traceback" not in result.output
+    assert store.get(ten_seconds_old) is not None
+
+
+def test_prune_dry_run_counts_the_rows_that_would_go_and_deletes_none(tmp_path: Path, database_url: str,  # noqa: F811
+                                                                      store: StatusStore) -> None:  # noqa: F811
+    config = sqlite_config(tmp_path, database=database_url)
+    # Older than any other test's rows, so that only these two are due on a shared server database.
+    ancient = [_finished(store, timedelta(weeks=1100)) for _ in range(2)]
+    recent = _finished(store, timedelta(days=1))
+    result = CliRunner().invoke(main, ["prune", "-c", str(config), "--older-than", "1000w", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    match = re.fullmatch(r"would prune (\d+) finished row\(s\) that finished before (\S+)\n", result.output)
+    assert match, result.output
+    cutoff = datetime.fromisoformat(match.group(2))
+    assert abs(cutoff - (datetime.now(timezone.utc) - timedelta(weeks=1000))) < timedelta(minutes=1)
+    would = int(match.group(1))
+    assert would >= 2 and (would == 2 or not database_url.startswith("sqlite"))
+    assert all(store.get(job_id) is not None for job_id in (*ancient, recent))
+    pruned = CliRunner().invoke(main, ["prune", "-c", str(config), "--older-than", "1000w"])
+    assert pruned.exit_code == 0, pruned.output
+    assert pruned.output.startswith(f"pruned {would} finished row(s)")
+    assert all(store.get(job_id) is None for job_id in ancient)
+    assert store.get(recent) is not None
