@@ -72,10 +72,21 @@ class Daemon:
         """The daemon's files."""
         return layout_for(load(str(self.config)))
 
-    def run(self, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
-        """Run ``sqjobsd ARGS -c CONFIG`` and return the finished process (text output)."""
+    def run(self, *args: str, timeout_s: float = 120, cwd: str | None = None) -> subprocess.CompletedProcess:
+        """Run ``sqjobsd ARGS -c CONFIG`` (in ``cwd``, default tmp_path) and return the finished process."""
         return subprocess.run([sys.executable, "-m", "sqjobsd", *args, "-c", str(self.config)],
-                              capture_output=True, text=True, timeout=timeout_s, cwd=str(self.tmp_path))
+                              capture_output=True, text=True, timeout=timeout_s, cwd=cwd or str(self.tmp_path))
+
+    def add_job_module(self, name: str, source: str) -> None:
+        """Write module ``name`` next to the config file and add it to ``[sqjobs] jobs``."""
+        (self.tmp_path / f"{name}.py").write_text(source)
+        self._base = self._base.replace("jobs = jobs_for_tests", f"jobs = jobs_for_tests, {name}")
+
+    def assert_nothing_runs(self) -> None:
+        """No supervisord answers or is named by the pidfile, and no process carries the daemon's marker."""
+        assert not self.client().answers()
+        assert self.supervisord_pid() is None
+        assert marked_processes(str(self.run_dir)) == []
 
     def start(self) -> subprocess.CompletedProcess:
         """``sqjobsd start``; fail the test unless it exits 0."""
@@ -260,6 +271,69 @@ def test_status_and_stop_when_not_running(daemon: Daemon) -> None:
     assert "was not running" in result.stdout
 
 
+# -- job modules checked before anything starts ---------------------------------------------
+
+BROKEN_MODULE = """print("noise printed by a job module")
+import sqjobs_missing_dependency
+"""
+
+
+def test_start_refuses_a_job_module_that_does_not_import_and_leaves_nothing_running(daemon: Daemon) -> None:
+    # The module sits next to the config file and is found only as a worker finds it: in the config's
+    # directory, which supervisord makes the workers' working directory; sqjobsd runs from elsewhere.
+    daemon.add_job_module("broken_jobs", BROKEN_MODULE)
+    daemon.configure({"default": {"processes": 1}})
+    result = daemon.run("start", cwd="/")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"Error: {daemon.config}: [sqjobs] jobs: cannot import 'broken_jobs': ModuleNotFoundError: "
+        "No module named 'sqjobs_missing_dependency'; nothing was started"]
+    assert "sqjobsd started" not in result.stdout and "noise" not in result.stdout + result.stderr
+    daemon.assert_nothing_runs()
+    assert not os.path.exists(daemon.layout.supervisord_conf) and not daemon.log_dir.exists()
+
+    verbose = daemon.run("-v", "start", cwd="/")
+    assert verbose.returncode == 1
+    assert "Traceback" in verbose.stderr and 'broken_jobs.py", line 2' in verbose.stderr
+    assert "noise printed by a job module" in verbose.stderr
+    daemon.assert_nothing_runs()
+
+
+def test_the_import_check_gives_up_on_a_module_that_hangs_and_kills_what_it_started(tmp_path: Path) -> None:
+    from sqjobsd.jobcheck import JobImportError, longest_job_timeout
+
+    daemon = Daemon(tmp_path)
+    shutil.rmtree(daemon.run_dir, ignore_errors=True)
+    helper = tmp_path / "helper.pid"
+    daemon.add_job_module("hanging_jobs", f"""import subprocess, time
+helper = subprocess.Popen(["sleep", "600"])
+open({str(helper)!r}, "w").write(str(helper.pid))
+while True:
+    time.sleep(0.1)
+""")
+    daemon.configure({"default": {}})
+    with pytest.raises(JobImportError, match=r"importing 'hanging_jobs' did not finish within 2 s"):
+        longest_job_timeout(load(str(daemon.config)), timeout_s=2)
+    assert not pid_alive(int(helper.read_text()))
+    assert not [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+                if "sqjobsd.jobcheck" in cmdline(pid) and str(daemon.config) in cmdline(pid)]
+
+
+def test_the_import_check_finds_the_longest_timeout_and_reports_an_exit_at_import(tmp_path: Path) -> None:
+    from sqjobsd.jobcheck import JobImportError, longest_job_timeout
+
+    daemon = Daemon(tmp_path)
+    shutil.rmtree(daemon.run_dir, ignore_errors=True)
+    daemon.add_job_module("long_jobs", "from sqjobs import job\n\n"
+                          "@job(name='long_job_for_the_check', timeout=900)\ndef long_job():\n    pass\n")
+    daemon.configure({"default": {}})
+    assert longest_job_timeout(load(str(daemon.config))) == 900
+    daemon.add_job_module("exiting_jobs", "import sys\nsys.exit(3)\n")
+    daemon.configure({"default": {}})
+    with pytest.raises(JobImportError, match=r"cannot import 'exiting_jobs': SystemExit: 3; nothing was started"):
+        longest_job_timeout(load(str(daemon.config)))
+
+
 # -- real supervisord ---------------------------------------------------------------------
 
 
@@ -394,6 +468,23 @@ def test_second_start_is_refused_and_restart_replaces_everything(daemon: Daemon)
     assert not set(daemon.wait_running(1, "the restarted worker").values()) & set(pids.values())
 
 
+def test_reload_and_restart_refuse_a_broken_job_module_and_leave_the_daemon_as_it_was(daemon: Daemon) -> None:
+    daemon.configure({"default": {"processes": 1}})
+    daemon.start()
+    supervisord = daemon.supervisord_pid()
+    pids = daemon.wait_running(1, "the worker")
+    daemon.add_job_module("broken_jobs", BROKEN_MODULE)
+    daemon.configure({"default": {"processes": 2}})
+    for command, consequence in (("reload", "nothing was changed"), ("restart", "the daemon was left as it was")):
+        result = daemon.run(command)
+        assert result.returncode == 1
+        assert result.stderr.strip().splitlines() == [
+            f"Error: {daemon.config}: [sqjobs] jobs: cannot import 'broken_jobs': ModuleNotFoundError: "
+            f"No module named 'sqjobs_missing_dependency'; {consequence}"]
+        assert daemon.supervisord_pid() == supervisord
+        assert daemon.running_pids() == pids
+
+
 def test_start_after_supervisord_was_killed_stops_its_orphans(daemon: Daemon) -> None:
     daemon.configure({"default": {"processes": 2}})
     daemon.start()
@@ -444,6 +535,7 @@ def test_stalled_worker_is_reported_then_restarted_by_the_watchdog(daemon: Daemo
     wait_until(lambda: f"end s1 {new_pid}" in daemon.recorded(), SLOW_S, what="the job to be redelivered")
     assert "stalled" in (daemon.log_dir / "sqjobsd-watchdog.log").read_text()
     wait_until(lambda: daemon.run("status").returncode == 0, SLOW_S, what="status to be healthy again")
+
 
 
 def test_a_worker_that_polls_but_gets_nothing_while_messages_wait_is_restarted(daemon: Daemon) -> None:
