@@ -74,6 +74,10 @@ class Layout:
         """The status file of the worker process called ``process_name`` by supervisord."""
         return os.path.join(self.status_dir, f"{process_name}.json")
 
+    def process_log(self, process_name: str) -> str:
+        """The log file supervisord writes the output of ``process_name`` to (its ``stdout_logfile``)."""
+        return os.path.join(self.log_dir, f"{process_name}.log")
+
     @property
     def supervisord_log(self) -> str:
         """supervisord's own log."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -536,6 +537,17 @@ def test_stalled_worker_is_reported_then_restarted_by_the_watchdog(daemon: Daemo
     assert "stalled" in (daemon.log_dir / "sqjobsd-watchdog.log").read_text()
     wait_until(lambda: daemon.run("status").returncode == 0, SLOW_S, what="status to be healthy again")
 
+    # The worker's own log says why it went away, in the log format of the worker's lines.
+    watchdog = daemon.running_pids()["sqjobsd-watchdog"]
+    told = [line for line in (daemon.log_dir / "worker-default-0.log").read_text().splitlines()
+            if f"sqjobs.daemon[{watchdog}]" in line]
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
+    prefix = rf"^{stamp},\d{{3}} WARNING sqjobs\.daemon\[{watchdog}\]: worker worker-default-0 \(pid {stuck_pid}\) "
+    assert len(told) == 2, told
+    assert re.match(prefix + rf"stalled: no poll since {stamp} \(\d+ s, limit 4 s\); the sqjobsd watchdog sends "
+                    r"SIGTERM and restarts it$", told[0]), told[0]
+    assert re.match(prefix + r"did not stop within 2 s of SIGTERM: the sqjobsd watchdog sends SIGKILL to its "
+                    r"process group$", told[1]), told[1]
 
 
 def test_a_worker_that_polls_but_gets_nothing_while_messages_wait_is_restarted(daemon: Daemon) -> None:
@@ -555,6 +567,10 @@ def test_a_worker_that_polls_but_gets_nothing_while_messages_wait_is_restarted(d
     wait_until(lambda: [line for line in daemon.recorded() if line.startswith(f"waiting {new_pid}")], SLOW_S,
                what="the new worker to run the waiting job")
     assert "starved" in (daemon.log_dir / "sqjobsd-watchdog.log").read_text()
+    assert re.search(rf"WARNING sqjobs\.daemon\[\d+\]: worker worker-default-0 \(pid {old_pid}\) starved: polls but "
+                     r"received nothing since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \(\d+ s, limit 4 s\) while messages wait; "
+                     r"the sqjobsd watchdog sends SIGTERM and restarts it\n",
+                     (daemon.log_dir / "worker-default-0.log").read_text())
 
 
 def test_starved_needs_messages_waiting_and_nothing_received_for_the_threshold() -> None:
