@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import configparser
 import os
+import pwd
 import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import xmlrpc.client
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import pytest
-from sqjobsd.health import assess, describe
+from sqjobsd.health import assess, describe, read_worker_status
 from sqjobsd.layout import Layout, layout_for, options_for
 from sqjobsd.procs import cmdline, is_supervisord_of, marked_processes, pid_alive
 from sqjobsd.rpc import SupervisorClient
@@ -632,10 +634,15 @@ def test_beaters_run_under_supervisord(daemon: Daemon) -> None:
     assert _all_gone(list(pids.values()))
 
 
+#: The example for people who already run supervisor.
+EXAMPLE = Path(__file__).resolve().parent.parent / "etc" / "supervisor" / "sqjobs.conf"
+#: How the example's instructions show the sqjobs.conf to write: comment lines indented by 8 spaces.
+EXAMPLE_CONFIG_PREFIX = ";        "
+
+
 def test_the_example_for_an_existing_supervisor_matches_the_worker() -> None:
-    example = Path(__file__).resolve().parent.parent / "etc" / "supervisor" / "sqjobs.conf"
     parser = configparser.RawConfigParser(inline_comment_prefixes=(";",))
-    parser.read(example)
+    parser.read(EXAMPLE)
     programs = [name for name in parser.sections() if name.startswith("program:")]
     assert programs == ["program:sqjobs-worker-default", "program:sqjobs-beater"]
     for name in programs:
@@ -646,3 +653,132 @@ def test_the_example_for_an_existing_supervisor_matches_the_worker() -> None:
     assert " worker -c " in parser["program:sqjobs-worker-default"]["command"]
     assert " beater -c " in parser["program:sqjobs-beater"]["command"]
     assert parser["group:sqjobs"]["programs"] == "sqjobs-worker-default,sqjobs-beater"
+
+
+class DebianHost:
+    """Temporary directories standing in for a fresh Debian host, its supervisor package and sqjobs user.
+
+    ``main`` mirrors the package's /etc/supervisor/supervisord.conf (socket, log, pidfile, childlogdir
+    /var/log/supervisor, ``[include] files = conf.d/*.conf``); the package's directories and the
+    sqjobs home that ``useradd --create-home`` makes exist, nothing else. supervisord runs as this
+    test's user. Its processes carry the SQJOBSD_RUN_DIR marker only so that cleanup finds them.
+    """
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="sqdeb-", dir="/tmp"))  # short: the socket path
+        self.etc = self.root / "etc-supervisor"
+        (self.etc / "conf.d").mkdir(parents=True)
+        self.log_dir = self.root / "var-log-supervisor"  # made by the package
+        self.log_dir.mkdir()
+        self.home = self.root / "var-lib-sqjobs"  # made by useradd --create-home
+        self.home.mkdir()
+        self.app = tmp_path / "srv-myapp"  # the application: myapp.jobs are the test jobs
+        (self.app / "myapp").mkdir(parents=True)
+        (self.app / "myapp" / "__init__.py").write_text("")
+        shutil.copy(Path(__file__).resolve().parent / "jobs_for_tests.py", self.app / "myapp" / "jobs.py")
+        self.sqjobs_conf = self.root / "etc-sqjobs" / "sqjobs.conf"
+        self.sqjobs_conf.parent.mkdir()
+        self.socket = self.etc / "supervisor.sock"
+        self.main = self.etc / "supervisord.conf"
+        self.main.write_text(_sections_text({
+            "unix_http_server": {"file": self.socket, "chmod": "0700"},
+            "supervisord": {"logfile": self.log_dir / "supervisord.log", "pidfile": self.etc / "supervisord.pid",
+                            "childlogdir": self.log_dir, "environment": f'SQJOBSD_RUN_DIR="{self.root}"'},
+            "rpcinterface:supervisor": {
+                "supervisor.rpcinterface_factory": "supervisor.rpcinterface:make_main_rpcinterface"},
+            "supervisorctl": {"serverurl": f"unix://{self.socket}"},
+            "include": {"files": self.etc / "conf.d" / "*.conf"},
+        }))
+        self.supervisord: subprocess.Popen | None = None
+
+    def substitute(self, text: str) -> str:
+        """``text`` with the host's paths and user replaced by this test's (order matters: longest first)."""
+        for old, new in (("/srv/myapp/venv/bin/sqjobs", str(Path(sys.executable).parent / "sqjobs")),
+                         ("/srv/myapp", str(self.app)),
+                         ("/etc/sqjobs/sqjobs.conf", str(self.sqjobs_conf)),
+                         ("/var/lib/sqjobs", str(self.home)),
+                         ("/var/log/supervisor", str(self.log_dir))):
+            text = text.replace(old, new)
+        return re.sub(r"^user = sqjobs$", f"user = {pwd.getpwuid(os.getuid()).pw_name}", text, flags=re.M)
+
+    def start(self) -> None:
+        """Start supervisord the way the package's service does (``supervisord -n -c``)."""
+        with open(self.root / "supervisord.out", "wb") as out:
+            self.supervisord = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-n", "-c",
+                                                 str(self.main)], stdout=out, stderr=subprocess.STDOUT)
+        wait_until(lambda: self.socket.exists() and self.processes() is not None, SLOW_S, what="supervisord")
+
+    def supervisorctl(self, *args: str) -> subprocess.CompletedProcess:
+        """Run ``supervisorctl ARGS`` against this host's supervisord."""
+        return subprocess.run([sys.executable, "-m", "supervisor.supervisorctl", "-c", str(self.main), *args],
+                              capture_output=True, text=True, timeout=SLOW_S)
+
+    def processes(self) -> dict[str, dict[str, Any]] | None:
+        """supervisord's process info by process name (None while it does not answer)."""
+        from supervisor.xmlrpc import SupervisorTransport
+
+        proxy = xmlrpc.client.ServerProxy("http://localhost",
+                                          transport=SupervisorTransport(None, None, f"unix://{self.socket}"))
+        try:
+            return {info["name"]: info for info in proxy.supervisor.getAllProcessInfo()}
+        except OSError:
+            return None
+
+    def cleanup(self) -> None:
+        """Stop supervisord (its programs with it); kill whatever is left; remove the directories."""
+        if self.supervisord is not None and self.supervisord.poll() is None:
+            self.supervisord.terminate()
+            try:
+                self.supervisord.wait(SLOW_S)
+            except subprocess.TimeoutExpired:
+                self.supervisord.kill()
+                self.supervisord.wait()
+        for child in marked_processes(str(self.root)):
+            os.kill(child, signal.SIGKILL)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def test_the_example_for_an_existing_supervisor_runs_as_written_on_a_fresh_debian_host(tmp_path: Path) -> None:
+    """Follow the example's instructions on a stand-in Debian host (see DebianHost for what is substituted)."""
+    text = EXAMPLE.read_text()
+    host = DebianHost(tmp_path)
+    try:
+        config_lines = [line[len(EXAMPLE_CONFIG_PREFIX):] for line in text.splitlines()
+                        if line.startswith(EXAMPLE_CONFIG_PREFIX)]
+        assert config_lines[0] == "[sqjobs]"
+        host.sqjobs_conf.write_text(host.substitute("\n".join(config_lines) + "\n"))
+        host.start()
+        assert host.processes() == {}  # a fresh host: nothing else runs
+        (host.etc / "conf.d" / "sqjobs.conf").write_text(host.substitute(text))
+        reread = host.supervisorctl("reread")
+        assert reread.returncode == 0 and "sqjobs: available" in reread.stdout, reread.stdout + reread.stderr
+        update = host.supervisorctl("update")
+        assert update.returncode == 0 and "sqjobs: added process group" in update.stdout, \
+            update.stdout + update.stderr
+
+        names = ["sqjobs-beater-0", "sqjobs-worker-default-0", "sqjobs-worker-default-1"]
+
+        def running() -> dict[str, int]:
+            infos = host.processes() or {}
+            pids = {name: info["pid"] for name, info in infos.items() if info["statename"] == "RUNNING"}
+            return pids if sorted(pids) == names else {}
+
+        pids = wait_until(running, SLOW_S, what="both programs RUNNING")
+        records = tmp_path / "records.txt"
+        broker = SQLiteBroker(str(host.home / "queue.db"))  # where the instructions' sqjobs.conf puts it
+        try:
+            broker.ensure_queue("default")
+            broker.send("default", encode(JobMessage("record", [str(records), "fresh-host"])))
+        finally:
+            broker.close()
+        done = wait_until(lambda: [line for line in read_lines(records) if line.startswith("fresh-host ")], SLOW_S,
+                          what="a worker to run the job")
+        assert int(done[0].split()[1]) in (pids["sqjobs-worker-default-0"], pids["sqjobs-worker-default-1"])
+        status = wait_until(lambda: read_worker_status(str(host.home / "sqjobs-worker-default-0.json")), SLOW_S,
+                            what="the worker's status file")
+        assert status["pid"] == pids["sqjobs-worker-default-0"]
+        for name in names:
+            log = (host.log_dir / f"{name}.log").read_text()
+            assert "Traceback" not in log and "ERROR" not in log, log
+    finally:
+        host.cleanup()
