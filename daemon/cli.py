@@ -41,7 +41,7 @@ def _print_health(health: list[control.ProcessHealth]) -> bool:
 @config_option
 @click.option("--foreground", is_flag=True, help="Keep supervisord in the foreground (systemd, containers).")
 def start(config: str | None, foreground: bool) -> None:
-    """Write the supervisord configuration and start supervisord with every program."""
+    """Check that the job modules import, write the supervisord configuration and start every program."""
     settings = load_settings(config)
     result = control.start(settings, foreground=foreground)
     layout = layout_for(settings)
@@ -75,7 +75,8 @@ def stop(config: str | None) -> None:
 @click.option("--foreground", is_flag=True, help="Keep supervisord in the foreground (systemd, containers).")
 @click.pass_context
 def restart(ctx: click.Context, config: str | None, foreground: bool) -> None:
-    """Stop, then start."""
+    """Stop, then start; when a job module cannot be imported, refuse and leave the daemon as it is."""
+    control.resolve(load_settings(config), "the daemon was left as it was")
     ctx.invoke(stop, config=config)
     ctx.invoke(start, config=config, foreground=foreground)
 
@@ -83,7 +84,10 @@ def restart(ctx: click.Context, config: str | None, foreground: bool) -> None:
 @main.command()
 @config_option
 def reload(config: str | None) -> None:
-    """Apply config changes: start added programs, restart changed ones, stop removed ones."""
+    """Apply config changes: start added programs, restart changed ones, stop removed ones.
+
+    Refused, with nothing changed, when a job module cannot be imported.
+    """
     result = control.reload(load_settings(config))
     for word, names in (("added", result.added), ("changed", result.changed), ("removed", result.removed)):
         if names:

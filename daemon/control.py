@@ -34,7 +34,8 @@ from sqjobs.errors import DaemonError, DaemonNotRunningError
 
 from . import supervisor_conf
 from .health import ProcessHealth, backlog_counter, survey
-from .layout import DaemonOptions, Layout, layout_for, longest_job_timeout, options_for
+from .jobcheck import longest_job_timeout
+from .layout import DaemonOptions, Layout, layout_for, options_for
 from .procs import is_supervisord_of, marked_processes, terminate, wait_gone
 from .rpc import SupervisorClient
 
@@ -127,11 +128,16 @@ def running_options(settings: Settings, layout: Layout) -> DaemonOptions:
         return options_for(settings)
 
 
-def resolve(settings: Settings) -> tuple[Layout, DaemonOptions]:
-    """The daemon's files and timings for ``settings`` (imports the job modules for their timeouts)."""
+def resolve(settings: Settings, consequence: str = "nothing was started") -> tuple[Layout, DaemonOptions]:
+    """The daemon's files and timings for ``settings``.
+
+    Imports the job modules in a child process first (for their timeouts, and
+    to refuse modules the workers could not import): raises JobImportError
+    ending with ``consequence`` when one fails.
+    """
     layout = layout_for(settings)
     layout.check_socket_path()
-    return layout, options_for(settings, longest_job_timeout(settings))
+    return layout, options_for(settings, longest_job_timeout(settings, consequence))
 
 
 def running_pid(layout: Layout) -> int | None:
@@ -175,8 +181,9 @@ def start(settings: Settings, foreground: bool = False) -> StartResult:
     """Start the daemon of ``settings``; return the processes' health once they settled.
 
     With ``foreground`` this process becomes supervisord (for systemd and
-    containers) and does not return. Raises DaemonError when the daemon is
-    already running or supervisord cannot start.
+    containers) and does not return. Raises JobImportError, before anything
+    is written or started, when a job module cannot be imported; DaemonError
+    when the daemon is already running or supervisord cannot start.
     """
     layout, options = resolve(settings)
     with locked(layout):
@@ -288,7 +295,7 @@ def reload(settings: Settings) -> ReloadResult:
     ones are stopped (gracefully) and started again; removed ones are stopped;
     added ones are started.
     """
-    layout, options = resolve(settings)
+    layout, options = resolve(settings, "nothing was changed")
     client = SupervisorClient(layout, timeout_s=options.stop_timeout_s + STOP_MARGIN_S)
     if not client.answers():
         raise DaemonNotRunningError(f"sqjobsd is not running for {layout.config}: nothing to reload "

@@ -20,6 +20,8 @@ supervisord itself (``sqjobsd watchdog``), looks every
 graceful stop, in case it can still finish), then SIGKILL to its process group
 after a short grace; supervisord starts a new one (autorestart) and the
 message it held is delivered again once its visibility timeout runs out.
+Each of these steps is one line in the watchdog's log and, in the same
+format, appended to the worker's own log file (``Layout.process_log``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
+from sqjobs.cli import LOG_FORMAT
 from sqjobs.config import Settings
 from sqjobs.errors import DaemonError
 
@@ -92,6 +95,8 @@ class ProcessHealth:
     stalled: bool
     #: A worker that polls but receives nothing while messages wait on its queues.
     starved: bool = False
+    #: Seconds since the worker last received a message (None: not a worker, or not known).
+    last_received_age_s: float | None = None
 
     @property
     def healthy(self) -> bool:
@@ -127,9 +132,11 @@ def assess(info: Mapping[str, Any], status: Mapping[str, Any] | None, now: float
     running = state == "RUNNING" and pid > 0
     uptime_s = max(0.0, now - start) if running and start else None
     own = status if status is not None and status.get("pid") == pid else None
-    last_poll_age_s = None
+    last_poll_age_s = last_received_age_s = None
     if own is not None and isinstance(own.get("last_poll"), (int, float)):
         last_poll_age_s = max(0.0, now - float(own["last_poll"]))
+    if own is not None and isinstance(own.get("last_received"), (int, float)):
+        last_received_age_s = max(0.0, now - float(own["last_received"]))
     stalled = starved = False
     if running and is_worker(info) and stall_timeout_s > 0:
         silence_s = last_poll_age_s if last_poll_age_s is not None else uptime_s
@@ -146,6 +153,7 @@ def assess(info: Mapping[str, Any], status: Mapping[str, Any] | None, now: float
         jobs_done=own.get("jobs_done") if own else None,
         stalled=stalled,
         starved=starved,
+        last_received_age_s=last_received_age_s,
     )
 
 
@@ -157,6 +165,11 @@ def survey(client: SupervisorClient, layout: Layout, stall_timeout_s: float,
         status = read_worker_status(layout.status_file(str(info.get("name")))) if is_worker(info) else None
         result.append(assess(info, status, time.time(), stall_timeout_s, backlog))
     return result
+
+
+def _clock_time(timestamp: float) -> str:
+    """``timestamp`` as local time, the way the log lines show theirs."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
 
 
 def _duration(seconds: float) -> str:
@@ -194,6 +207,7 @@ class Watchdog:
         self.client = SupervisorClient(layout)
         self._stop = threading.Event()
         self._parent = os.getppid()
+        self._formatter = logging.Formatter(LOG_FORMAT)
 
     def request_stop(self, *_: Any) -> None:
         """Stop the loop; safe from a signal handler."""
@@ -209,14 +223,23 @@ class Watchdog:
         return restarted
 
     def restart(self, health: ProcessHealth) -> None:
-        """SIGTERM the stalled worker, SIGKILL its process group after the grace; supervisord restarts it."""
+        """SIGTERM the stalled worker, SIGKILL its process group after the grace; supervisord restarts it.
+
+        Each step is logged both in the watchdog's log and in the worker's own
+        log file, so whoever reads the worker's log sees why it was stopped.
+        """
+        now = time.time()
         if health.starved:
-            logger.warning("worker %s (pid %d) starved: polls but received nothing for over %.0f s while "
-                           "messages wait; restarting it", health.name, health.pid, self.stall_timeout_s)
+            silence_s = health.last_received_age_s or self.stall_timeout_s
+            self.tell(health, "worker %s (pid %d) starved: polls but received nothing since %s (%.0f s, limit "
+                      "%.0f s) while messages wait; the sqjobsd watchdog sends SIGTERM and restarts it",
+                      health.name, health.pid, _clock_time(now - silence_s), silence_s, self.stall_timeout_s)
         else:
-            age = health.last_poll_age_s if health.last_poll_age_s is not None else health.uptime_s
-            logger.warning("worker %s (pid %d) stalled: no poll for %.0f s (limit %.0f s); restarting it",
-                           health.name, health.pid, age or 0, self.stall_timeout_s)
+            silence_s = (health.last_poll_age_s if health.last_poll_age_s is not None else health.uptime_s) or 0
+            since = "no poll since" if health.last_poll_age_s is not None else "no poll since it started at"
+            self.tell(health, "worker %s (pid %d) stalled: %s %s (%.0f s, limit %.0f s); the sqjobsd watchdog "
+                      "sends SIGTERM and restarts it", health.name, health.pid, since, _clock_time(now - silence_s),
+                      silence_s, self.stall_timeout_s)
         try:
             self.client.call("signalProcess", health.full_name, "TERM")
         except DaemonError as exc:
@@ -225,8 +248,8 @@ class Watchdog:
         while pid_alive(health.pid) and time.monotonic() < deadline and not self._stop.is_set():
             time.sleep(0.05)
         if pid_alive(health.pid):
-            logger.warning("worker %s (pid %d) did not stop within %.0f s of SIGTERM: killing it",
-                           health.name, health.pid, self.grace_s)
+            self.tell(health, "worker %s (pid %d) did not stop within %.0f s of SIGTERM: the sqjobsd watchdog "
+                      "sends SIGKILL to its process group", health.name, health.pid, self.grace_s)
             try:
                 os.killpg(health.pid, signal.SIGKILL)
             except OSError:
@@ -234,6 +257,18 @@ class Watchdog:
                     os.kill(health.pid, signal.SIGKILL)
                 except OSError:
                     pass
+
+    def tell(self, health: ProcessHealth, message: str, *args: Any) -> None:
+        """Log a warning here and append it, in the same format, to the worker's own log file."""
+        logger.warning(message, *args)
+        record = logger.makeRecord(logger.name, logging.WARNING, __file__, 0, message, args, None)
+        path = self.layout.process_log(health.name)
+        try:
+            # supervisord appends to the same file (O_APPEND): one short write lands whole after its lines.
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.write(self._formatter.format(record) + "\n")
+        except OSError as exc:
+            logger.warning("cannot write to the log of worker %s (%s): %s", health.name, path, exc)
 
     def run(self) -> int:
         """Check every ``interval_s`` until SIGTERM or until supervisord goes away; return exit code 0."""

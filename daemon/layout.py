@@ -9,17 +9,12 @@ anywhere finds the same daemon.
 
 from __future__ import annotations
 
-import importlib
-import logging
 import os
-import sys
 from dataclasses import dataclass
 
 from sqjobs.config import Settings
 from sqjobs.defaults import SQLITE_WAIT_S
 from sqjobs.errors import DaemonError
-
-logger = logging.getLogger("sqjobs.daemon")
 
 #: Longest path a unix socket may have on Linux (``sun_path`` is 108 bytes with the final NUL).
 MAX_SOCKET_PATH_BYTES = 107
@@ -79,6 +74,10 @@ class Layout:
         """The status file of the worker process called ``process_name`` by supervisord."""
         return os.path.join(self.status_dir, f"{process_name}.json")
 
+    def process_log(self, process_name: str) -> str:
+        """The log file supervisord writes the output of ``process_name`` to (its ``stdout_logfile``)."""
+        return os.path.join(self.log_dir, f"{process_name}.log")
+
     @property
     def supervisord_log(self) -> str:
         """supervisord's own log."""
@@ -127,26 +126,6 @@ def layout_for(settings: Settings) -> Layout:
         run_dir=settings.resolve_path(settings.get("daemon", "run_dir")),
         log_dir=settings.resolve_path(settings.get("daemon", "log_dir")),
     )
-
-
-def longest_job_timeout(settings: Settings) -> float | None:
-    """Import the config's job modules and return the longest job ``timeout`` (None: no job has one).
-
-    A module that cannot be imported here is logged and skipped: the workers
-    will report it in their own logs.
-    """
-    from sqjobs.job import registry
-
-    for path in reversed(settings.import_paths):
-        if path not in sys.path:
-            sys.path.insert(0, path)
-    for module in settings.job_modules:
-        try:
-            importlib.import_module(module)
-        except Exception as exc:  # a user module may fail in any way
-            logger.warning("cannot import job module %r to find the longest job timeout: %s", module, exc)
-    timeouts = [timeout for timeout in (registry.get(name).timeout for name in registry.names()) if timeout]
-    return max(timeouts) if timeouts else None
 
 
 def options_for(settings: Settings, longest_timeout_s: float | None = None) -> DaemonOptions:

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import configparser
 import os
+import pwd
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import xmlrpc.client
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import pytest
-from sqjobsd.health import assess, describe
+from sqjobsd.health import assess, describe, read_worker_status
 from sqjobsd.layout import Layout, layout_for, options_for
 from sqjobsd.procs import cmdline, is_supervisord_of, marked_processes, pid_alive
 from sqjobsd.rpc import SupervisorClient
@@ -72,10 +75,21 @@ class Daemon:
         """The daemon's files."""
         return layout_for(load(str(self.config)))
 
-    def run(self, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
-        """Run ``sqjobsd ARGS -c CONFIG`` and return the finished process (text output)."""
+    def run(self, *args: str, timeout_s: float = 120, cwd: str | None = None) -> subprocess.CompletedProcess:
+        """Run ``sqjobsd ARGS -c CONFIG`` (in ``cwd``, default tmp_path) and return the finished process."""
         return subprocess.run([sys.executable, "-m", "sqjobsd", *args, "-c", str(self.config)],
-                              capture_output=True, text=True, timeout=timeout_s, cwd=str(self.tmp_path))
+                              capture_output=True, text=True, timeout=timeout_s, cwd=cwd or str(self.tmp_path))
+
+    def add_job_module(self, name: str, source: str) -> None:
+        """Write module ``name`` next to the config file and add it to ``[sqjobs] jobs``."""
+        (self.tmp_path / f"{name}.py").write_text(source)
+        self._base = self._base.replace("jobs = jobs_for_tests", f"jobs = jobs_for_tests, {name}")
+
+    def assert_nothing_runs(self) -> None:
+        """No supervisord answers or is named by the pidfile, and no process carries the daemon's marker."""
+        assert not self.client().answers()
+        assert self.supervisord_pid() is None
+        assert marked_processes(str(self.run_dir)) == []
 
     def start(self) -> subprocess.CompletedProcess:
         """``sqjobsd start``; fail the test unless it exits 0."""
@@ -260,6 +274,69 @@ def test_status_and_stop_when_not_running(daemon: Daemon) -> None:
     assert "was not running" in result.stdout
 
 
+# -- job modules checked before anything starts ---------------------------------------------
+
+BROKEN_MODULE = """print("noise printed by a job module")
+import sqjobs_missing_dependency
+"""
+
+
+def test_start_refuses_a_job_module_that_does_not_import_and_leaves_nothing_running(daemon: Daemon) -> None:
+    # The module sits next to the config file and is found only as a worker finds it: in the config's
+    # directory, which supervisord makes the workers' working directory; sqjobsd runs from elsewhere.
+    daemon.add_job_module("broken_jobs", BROKEN_MODULE)
+    daemon.configure({"default": {"processes": 1}})
+    result = daemon.run("start", cwd="/")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"Error: {daemon.config}: [sqjobs] jobs: cannot import 'broken_jobs': ModuleNotFoundError: "
+        "No module named 'sqjobs_missing_dependency'; nothing was started"]
+    assert "sqjobsd started" not in result.stdout and "noise" not in result.stdout + result.stderr
+    daemon.assert_nothing_runs()
+    assert not os.path.exists(daemon.layout.supervisord_conf) and not daemon.log_dir.exists()
+
+    verbose = daemon.run("-v", "start", cwd="/")
+    assert verbose.returncode == 1
+    assert "Traceback" in verbose.stderr and 'broken_jobs.py", line 2' in verbose.stderr
+    assert "noise printed by a job module" in verbose.stderr
+    daemon.assert_nothing_runs()
+
+
+def test_the_import_check_gives_up_on_a_module_that_hangs_and_kills_what_it_started(tmp_path: Path) -> None:
+    from sqjobsd.jobcheck import JobImportError, longest_job_timeout
+
+    daemon = Daemon(tmp_path)
+    shutil.rmtree(daemon.run_dir, ignore_errors=True)
+    helper = tmp_path / "helper.pid"
+    daemon.add_job_module("hanging_jobs", f"""import subprocess, time
+helper = subprocess.Popen(["sleep", "600"])
+open({str(helper)!r}, "w").write(str(helper.pid))
+while True:
+    time.sleep(0.1)
+""")
+    daemon.configure({"default": {}})
+    with pytest.raises(JobImportError, match=r"importing 'hanging_jobs' did not finish within 2 s"):
+        longest_job_timeout(load(str(daemon.config)), timeout_s=2)
+    assert not pid_alive(int(helper.read_text()))
+    assert not [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+                if "sqjobsd.jobcheck" in cmdline(pid) and str(daemon.config) in cmdline(pid)]
+
+
+def test_the_import_check_finds_the_longest_timeout_and_reports_an_exit_at_import(tmp_path: Path) -> None:
+    from sqjobsd.jobcheck import JobImportError, longest_job_timeout
+
+    daemon = Daemon(tmp_path)
+    shutil.rmtree(daemon.run_dir, ignore_errors=True)
+    daemon.add_job_module("long_jobs", "from sqjobs import job\n\n"
+                          "@job(name='long_job_for_the_check', timeout=900)\ndef long_job():\n    pass\n")
+    daemon.configure({"default": {}})
+    assert longest_job_timeout(load(str(daemon.config))) == 900
+    daemon.add_job_module("exiting_jobs", "import sys\nsys.exit(3)\n")
+    daemon.configure({"default": {}})
+    with pytest.raises(JobImportError, match=r"cannot import 'exiting_jobs': SystemExit: 3; nothing was started"):
+        longest_job_timeout(load(str(daemon.config)))
+
+
 # -- real supervisord ---------------------------------------------------------------------
 
 
@@ -394,6 +471,23 @@ def test_second_start_is_refused_and_restart_replaces_everything(daemon: Daemon)
     assert not set(daemon.wait_running(1, "the restarted worker").values()) & set(pids.values())
 
 
+def test_reload_and_restart_refuse_a_broken_job_module_and_leave_the_daemon_as_it_was(daemon: Daemon) -> None:
+    daemon.configure({"default": {"processes": 1}})
+    daemon.start()
+    supervisord = daemon.supervisord_pid()
+    pids = daemon.wait_running(1, "the worker")
+    daemon.add_job_module("broken_jobs", BROKEN_MODULE)
+    daemon.configure({"default": {"processes": 2}})
+    for command, consequence in (("reload", "nothing was changed"), ("restart", "the daemon was left as it was")):
+        result = daemon.run(command)
+        assert result.returncode == 1
+        assert result.stderr.strip().splitlines() == [
+            f"Error: {daemon.config}: [sqjobs] jobs: cannot import 'broken_jobs': ModuleNotFoundError: "
+            f"No module named 'sqjobs_missing_dependency'; {consequence}"]
+        assert daemon.supervisord_pid() == supervisord
+        assert daemon.running_pids() == pids
+
+
 def test_start_after_supervisord_was_killed_stops_its_orphans(daemon: Daemon) -> None:
     daemon.configure({"default": {"processes": 2}})
     daemon.start()
@@ -445,6 +539,18 @@ def test_stalled_worker_is_reported_then_restarted_by_the_watchdog(daemon: Daemo
     assert "stalled" in (daemon.log_dir / "sqjobsd-watchdog.log").read_text()
     wait_until(lambda: daemon.run("status").returncode == 0, SLOW_S, what="status to be healthy again")
 
+    # The worker's own log says why it went away, in the log format of the worker's lines.
+    watchdog = daemon.running_pids()["sqjobsd-watchdog"]
+    told = [line for line in (daemon.log_dir / "worker-default-0.log").read_text().splitlines()
+            if f"sqjobs.daemon[{watchdog}]" in line]
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
+    prefix = rf"^{stamp},\d{{3}} WARNING sqjobs\.daemon\[{watchdog}\]: worker worker-default-0 \(pid {stuck_pid}\) "
+    assert len(told) == 2, told
+    assert re.match(prefix + rf"stalled: no poll since {stamp} \(\d+ s, limit 4 s\); the sqjobsd watchdog sends "
+                    r"SIGTERM and restarts it$", told[0]), told[0]
+    assert re.match(prefix + r"did not stop within 2 s of SIGTERM: the sqjobsd watchdog sends SIGKILL to its "
+                    r"process group$", told[1]), told[1]
+
 
 def test_a_worker_that_polls_but_gets_nothing_while_messages_wait_is_restarted(daemon: Daemon) -> None:
     daemon.configure({"default": {"processes": 1}}, stall_timeout_s=4, watchdog_interval_s=0.2, stop_timeout_s=2)
@@ -463,6 +569,10 @@ def test_a_worker_that_polls_but_gets_nothing_while_messages_wait_is_restarted(d
     wait_until(lambda: [line for line in daemon.recorded() if line.startswith(f"waiting {new_pid}")], SLOW_S,
                what="the new worker to run the waiting job")
     assert "starved" in (daemon.log_dir / "sqjobsd-watchdog.log").read_text()
+    assert re.search(rf"WARNING sqjobs\.daemon\[\d+\]: worker worker-default-0 \(pid {old_pid}\) starved: polls but "
+                     r"received nothing since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \(\d+ s, limit 4 s\) while messages wait; "
+                     r"the sqjobsd watchdog sends SIGTERM and restarts it\n",
+                     (daemon.log_dir / "worker-default-0.log").read_text())
 
 
 def test_starved_needs_messages_waiting_and_nothing_received_for_the_threshold() -> None:
@@ -524,10 +634,15 @@ def test_beaters_run_under_supervisord(daemon: Daemon) -> None:
     assert _all_gone(list(pids.values()))
 
 
+#: The example for people who already run supervisor.
+EXAMPLE = Path(__file__).resolve().parent.parent / "etc" / "supervisor" / "sqjobs.conf"
+#: How the example's instructions show the sqjobs.conf to write: comment lines indented by 8 spaces.
+EXAMPLE_CONFIG_PREFIX = ";        "
+
+
 def test_the_example_for_an_existing_supervisor_matches_the_worker() -> None:
-    example = Path(__file__).resolve().parent.parent / "etc" / "supervisor" / "sqjobs.conf"
     parser = configparser.RawConfigParser(inline_comment_prefixes=(";",))
-    parser.read(example)
+    parser.read(EXAMPLE)
     programs = [name for name in parser.sections() if name.startswith("program:")]
     assert programs == ["program:sqjobs-worker-default", "program:sqjobs-beater"]
     for name in programs:
@@ -538,3 +653,132 @@ def test_the_example_for_an_existing_supervisor_matches_the_worker() -> None:
     assert " worker -c " in parser["program:sqjobs-worker-default"]["command"]
     assert " beater -c " in parser["program:sqjobs-beater"]["command"]
     assert parser["group:sqjobs"]["programs"] == "sqjobs-worker-default,sqjobs-beater"
+
+
+class DebianHost:
+    """Temporary directories standing in for a fresh Debian host, its supervisor package and sqjobs user.
+
+    ``main`` mirrors the package's /etc/supervisor/supervisord.conf (socket, log, pidfile, childlogdir
+    /var/log/supervisor, ``[include] files = conf.d/*.conf``); the package's directories and the
+    sqjobs home that ``useradd --create-home`` makes exist, nothing else. supervisord runs as this
+    test's user. Its processes carry the SQJOBSD_RUN_DIR marker only so that cleanup finds them.
+    """
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="sqdeb-", dir="/tmp"))  # short: the socket path
+        self.etc = self.root / "etc-supervisor"
+        (self.etc / "conf.d").mkdir(parents=True)
+        self.log_dir = self.root / "var-log-supervisor"  # made by the package
+        self.log_dir.mkdir()
+        self.home = self.root / "var-lib-sqjobs"  # made by useradd --create-home
+        self.home.mkdir()
+        self.app = tmp_path / "srv-myapp"  # the application: myapp.jobs are the test jobs
+        (self.app / "myapp").mkdir(parents=True)
+        (self.app / "myapp" / "__init__.py").write_text("")
+        shutil.copy(Path(__file__).resolve().parent / "jobs_for_tests.py", self.app / "myapp" / "jobs.py")
+        self.sqjobs_conf = self.root / "etc-sqjobs" / "sqjobs.conf"
+        self.sqjobs_conf.parent.mkdir()
+        self.socket = self.etc / "supervisor.sock"
+        self.main = self.etc / "supervisord.conf"
+        self.main.write_text(_sections_text({
+            "unix_http_server": {"file": self.socket, "chmod": "0700"},
+            "supervisord": {"logfile": self.log_dir / "supervisord.log", "pidfile": self.etc / "supervisord.pid",
+                            "childlogdir": self.log_dir, "environment": f'SQJOBSD_RUN_DIR="{self.root}"'},
+            "rpcinterface:supervisor": {
+                "supervisor.rpcinterface_factory": "supervisor.rpcinterface:make_main_rpcinterface"},
+            "supervisorctl": {"serverurl": f"unix://{self.socket}"},
+            "include": {"files": self.etc / "conf.d" / "*.conf"},
+        }))
+        self.supervisord: subprocess.Popen | None = None
+
+    def substitute(self, text: str) -> str:
+        """``text`` with the host's paths and user replaced by this test's (order matters: longest first)."""
+        for old, new in (("/srv/myapp/venv/bin/sqjobs", str(Path(sys.executable).parent / "sqjobs")),
+                         ("/srv/myapp", str(self.app)),
+                         ("/etc/sqjobs/sqjobs.conf", str(self.sqjobs_conf)),
+                         ("/var/lib/sqjobs", str(self.home)),
+                         ("/var/log/supervisor", str(self.log_dir))):
+            text = text.replace(old, new)
+        return re.sub(r"^user = sqjobs$", f"user = {pwd.getpwuid(os.getuid()).pw_name}", text, flags=re.M)
+
+    def start(self) -> None:
+        """Start supervisord the way the package's service does (``supervisord -n -c``)."""
+        with open(self.root / "supervisord.out", "wb") as out:
+            self.supervisord = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-n", "-c",
+                                                 str(self.main)], stdout=out, stderr=subprocess.STDOUT)
+        wait_until(lambda: self.socket.exists() and self.processes() is not None, SLOW_S, what="supervisord")
+
+    def supervisorctl(self, *args: str) -> subprocess.CompletedProcess:
+        """Run ``supervisorctl ARGS`` against this host's supervisord."""
+        return subprocess.run([sys.executable, "-m", "supervisor.supervisorctl", "-c", str(self.main), *args],
+                              capture_output=True, text=True, timeout=SLOW_S)
+
+    def processes(self) -> dict[str, dict[str, Any]] | None:
+        """supervisord's process info by process name (None while it does not answer)."""
+        from supervisor.xmlrpc import SupervisorTransport
+
+        proxy = xmlrpc.client.ServerProxy("http://localhost",
+                                          transport=SupervisorTransport(None, None, f"unix://{self.socket}"))
+        try:
+            return {info["name"]: info for info in proxy.supervisor.getAllProcessInfo()}
+        except OSError:
+            return None
+
+    def cleanup(self) -> None:
+        """Stop supervisord (its programs with it); kill whatever is left; remove the directories."""
+        if self.supervisord is not None and self.supervisord.poll() is None:
+            self.supervisord.terminate()
+            try:
+                self.supervisord.wait(SLOW_S)
+            except subprocess.TimeoutExpired:
+                self.supervisord.kill()
+                self.supervisord.wait()
+        for child in marked_processes(str(self.root)):
+            os.kill(child, signal.SIGKILL)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def test_the_example_for_an_existing_supervisor_runs_as_written_on_a_fresh_debian_host(tmp_path: Path) -> None:
+    """Follow the example's instructions on a stand-in Debian host (see DebianHost for what is substituted)."""
+    text = EXAMPLE.read_text()
+    host = DebianHost(tmp_path)
+    try:
+        config_lines = [line[len(EXAMPLE_CONFIG_PREFIX):] for line in text.splitlines()
+                        if line.startswith(EXAMPLE_CONFIG_PREFIX)]
+        assert config_lines[0] == "[sqjobs]"
+        host.sqjobs_conf.write_text(host.substitute("\n".join(config_lines) + "\n"))
+        host.start()
+        assert host.processes() == {}  # a fresh host: nothing else runs
+        (host.etc / "conf.d" / "sqjobs.conf").write_text(host.substitute(text))
+        reread = host.supervisorctl("reread")
+        assert reread.returncode == 0 and "sqjobs: available" in reread.stdout, reread.stdout + reread.stderr
+        update = host.supervisorctl("update")
+        assert update.returncode == 0 and "sqjobs: added process group" in update.stdout, \
+            update.stdout + update.stderr
+
+        names = ["sqjobs-beater-0", "sqjobs-worker-default-0", "sqjobs-worker-default-1"]
+
+        def running() -> dict[str, int]:
+            infos = host.processes() or {}
+            pids = {name: info["pid"] for name, info in infos.items() if info["statename"] == "RUNNING"}
+            return pids if sorted(pids) == names else {}
+
+        pids = wait_until(running, SLOW_S, what="both programs RUNNING")
+        records = tmp_path / "records.txt"
+        broker = SQLiteBroker(str(host.home / "queue.db"))  # where the instructions' sqjobs.conf puts it
+        try:
+            broker.ensure_queue("default")
+            broker.send("default", encode(JobMessage("record", [str(records), "fresh-host"])))
+        finally:
+            broker.close()
+        done = wait_until(lambda: [line for line in read_lines(records) if line.startswith("fresh-host ")], SLOW_S,
+                          what="a worker to run the job")
+        assert int(done[0].split()[1]) in (pids["sqjobs-worker-default-0"], pids["sqjobs-worker-default-1"])
+        status = wait_until(lambda: read_worker_status(str(host.home / "sqjobs-worker-default-0.json")), SLOW_S,
+                            what="the worker's status file")
+        assert status["pid"] == pids["sqjobs-worker-default-0"]
+        for name in names:
+            log = (host.log_dir / f"{name}.log").read_text()
+            assert "Traceback" not in log and "ERROR" not in log, log
+    finally:
+        host.cleanup()
