@@ -4,7 +4,10 @@ A worker that cannot import a ``[sqjobs] jobs`` module exits at once;
 supervisord restarts it until it gives up (FATAL), and the reason sits in
 the worker's log. ``sqjobsd start``, ``restart`` and ``reload`` therefore
 import the modules first and refuse, with the module, the config file and
-the exception on one line, before anything is started or changed.
+the exception on one line, before anything is started or changed. A
+configuration whose modules register no job at all is refused the same way:
+its workers would exit at once (``sqjobs worker`` refuses to start without
+jobs).
 
 The import runs in a child process (``python -m sqjobsd.jobcheck CONFIG``)
 started like a worker: the same interpreter, the config file's directory as
@@ -77,6 +80,11 @@ def longest_job_timeout(settings: Settings, consequence: str = "nothing was star
         module = last.get("importing", "?")
         raise JobImportError(f"{where}: importing {module!r} did not finish within {timeout_s:g} s; {consequence}")
     if last.get("ok") is True:
+        if last.get("jobs") == 0:
+            modules = ", ".join(settings.job_modules)
+            why = f"the job modules {modules} define no job" if modules else "[sqjobs] jobs names no module"
+            raise JobImportError(f"{where}: no job is registered ({why}), so every worker would refuse to start: "
+                                 f"list your job modules in [sqjobs] jobs; {consequence}")
         value = last.get("longest_timeout_s")
         return float(value) if isinstance(value, (int, float)) else None
     if "error" in last:
@@ -132,7 +140,7 @@ def _child(config: str) -> int:
             _report(channel, module=module, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
             return 0
     timeouts = [timeout for timeout in (registry.get(name).timeout for name in registry.names()) if timeout]
-    _report(channel, ok=True, longest_timeout_s=max(timeouts) if timeouts else None)
+    _report(channel, ok=True, jobs=len(registry.names()), longest_timeout_s=max(timeouts) if timeouts else None)
     return 0
 
 

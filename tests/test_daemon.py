@@ -337,6 +337,18 @@ def test_the_import_check_finds_the_longest_timeout_and_reports_an_exit_at_impor
         longest_job_timeout(load(str(daemon.config)))
 
 
+def test_start_refuses_job_modules_that_register_no_job(tmp_path: Path) -> None:
+    from sqjobsd.jobcheck import JobImportError, longest_job_timeout
+
+    daemon = Daemon(tmp_path)
+    shutil.rmtree(daemon.run_dir, ignore_errors=True)
+    daemon.add_job_module("empty_jobs", "# a jobs module whose jobs were forgotten\n")
+    daemon._base = daemon._base.replace("jobs = jobs_for_tests, empty_jobs", "jobs = empty_jobs")
+    daemon.configure({"default": {}})
+    with pytest.raises(JobImportError, match=r"no job is registered \(the job modules empty_jobs define no job\)"):
+        longest_job_timeout(load(str(daemon.config)))
+
+
 # -- real supervisord ---------------------------------------------------------------------
 
 
