@@ -15,6 +15,25 @@ ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.rst").read_text()
 
 
+def section(title: str) -> str:
+    """The text of the README section headed ``title`` (up to the next heading)."""
+    lines = README.splitlines()
+    start = lines.index(title) + 2
+    end = next((i - 1 for i in range(start + 1, len(lines)) if set(lines[i]) == {"="} and lines[i - 1].strip()),
+               len(lines))
+    return "\n".join(lines[start:end])
+
+
+def run_tour_samples(folder: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run the tour's ``>>>`` samples as a doctest, in ``folder`` with ``env``, as one Python session."""
+    samples = folder / "tour.txt"
+    samples.write_text(section("Five-minute tour"))
+    code = ("import doctest, sys; failed, tried = doctest.testfile(sys.argv[1], module_relative=False, "
+            "optionflags=doctest.ELLIPSIS); print(f'{tried} samples tried'); sys.exit(1 if failed else 0)")
+    return subprocess.run([sys.executable, "-c", code, str(samples)], cwd=folder, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
 def readme_commands() -> list[str]:
     """The two one-line set-up commands (indented literal lines starting with python3 -m venv)."""
     return [line.strip() for line in README.splitlines() if line.strip().startswith("python3 -m venv")]
@@ -41,15 +60,24 @@ def test_the_demo_configuration_runs_the_tour_jobs_under_the_daemon() -> None:
         assert started.returncode == 0, started.stderr
         try:
             wait_until(lambda: run("sqjobsd", "status").returncode == 0, 60, what="every demo process to run")
-            sent = subprocess.run([sys.executable, "-m", "sqjobs", "enqueue", "-c", config, "examples.tasks.add",
-                                   "--args", "[2, 3]"], capture_output=True, text=True, timeout=60)
-            assert sent.returncode == 0, sent.stderr
             logs = folder / "examples" / "var" / "log"
 
-            def ran() -> bool:
-                return any("2 + 3 = 5" in log.read_text() for log in logs.glob("worker-default-*.log"))
+            def ran(times: int) -> bool:
+                text = "".join(log.read_text() for log in logs.glob("worker-default-*.log"))
+                return text.count("2 + 3 = 5") >= times
 
-            wait_until(ran, 60, what="a demo worker to run examples.tasks.add")
+            # The tour's Python session, from the repository's folder with the demo's config named.
+            env = dict(os.environ, SQJOBS_CONFIG="examples/sqjobs.conf")
+            tour = run_tour_samples(folder, env)
+            assert tour.returncode == 0, tour.stdout + tour.stderr
+            assert "10 samples tried" in tour.stdout  # the tour's and eager mode's
+            wait_until(lambda: ran(1), 60, what="a demo worker to run the job sent with .delay()")
+            assert not (folder / "sqjobs-queue.db").exists(), "the tour's job went to the embedded default"
+            # The tour's `sqjobs enqueue` line.
+            sent = subprocess.run([sys.executable, "-m", "sqjobs", "enqueue", "examples.tasks.add", "--args", "[2, 3]"],
+                                  capture_output=True, text=True, timeout=60, cwd=folder, env=env)
+            assert sent.returncode == 0, sent.stderr
+            wait_until(lambda: ran(2), 60, what="a demo worker to run the job sent with sqjobs enqueue")
         finally:
             assert run("sqjobsd", "stop").returncode == 0
     finally:
