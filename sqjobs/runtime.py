@@ -30,11 +30,16 @@ def configure(config: str | None = None, *, broker: Broker | str | None = None,
     ``config`` is a config file path; ``settings`` already-read settings;
     ``broker`` a Broker instance or URL overriding the settings' broker.
     A broker given by URL is created when first used. Calling it again
-    replaces what an earlier call chose.
+    replaces what an earlier call chose; a call with only ``broker`` keeps
+    the current settings (``database``, ``track``...), reading them first
+    if none were read yet, and changes only the broker.
     """
     global _settings, _broker, _broker_url
     with _lock:
-        chosen = settings or load_settings(config)
+        if settings is None and config is None and broker is not None:
+            chosen = _settings or load_settings()
+        else:
+            chosen = settings or load_settings(config)
         for path in reversed(chosen.import_paths):
             if path not in sys.path:
                 sys.path.insert(0, path)
@@ -73,7 +78,11 @@ def reset() -> None:
 
 
 def create_eager_broker() -> Broker:
-    """The seed talk's eager broker: jobs run inside ``add_job``/``.delay()``. Also makes it current."""
+    """The seed talk's eager broker: jobs run inside ``add_job``/``.delay()``.
+
+    Also makes it the current broker, keeping the current settings (those of
+    an earlier :func:`configure`, else ``SQJOBS_CONFIG``'s file, else the defaults).
+    """
     from .brokers.eager import EagerBroker
 
     broker = EagerBroker()
