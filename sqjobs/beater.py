@@ -37,7 +37,7 @@ import peewee
 
 from . import defaults
 from .brokers.base import Broker
-from .errors import StatusStoreError
+from .errors import StatusStoreError, StatusStorePermanentError
 from .job import Job, Registry
 from .schedule import Schedule
 from .store import PreciseDateTimeField, create_tables_racing, database_errors, open_database, safe_url
@@ -97,7 +97,7 @@ class BeatStore:
         self._ready = False
 
     def _guard(self, what: str) -> contextlib.AbstractContextManager[None]:
-        return database_errors(self.database, f"beat database {safe_url(self.url)}", what)
+        return database_errors(self.database, f"beat database {safe_url(self.url)}", what, url=self.url)
 
     def create_tables(self) -> None:
         """Create the claims table if missing (idempotent; another process may race us)."""
@@ -254,11 +254,16 @@ class Beater:
         signal.signal(signal.SIGINT, self.request_stop)
 
     def run(self, once: bool = False) -> int:
-        """Tick until stopped (or once); return exit code 0. Database errors are logged and retried."""
+        """Tick until stopped (or once); return exit code 0.
+
+        Transient database errors are logged and retried; StatusStorePermanentError is raised.
+        """
         logger.info("beater %s watching %s", self.beater_id, ", ".join(sorted(self.jobs)) or "no periodic job")
         while not self._stopping.is_set():
             try:
                 self.tick()
+            except StatusStorePermanentError:
+                raise  # [sqjobs] database must change: the command exits 2
             except StatusStoreError:
                 logger.exception("beater %s: database error; trying again", self.beater_id)
             except Exception:

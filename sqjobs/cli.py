@@ -14,7 +14,7 @@ import click
 from . import defaults, runtime
 from .brokers.base import ORIGIN_ATTRIBUTE, REASON_ATTRIBUTE, Broker, dead_letter_name, is_dead_letter_name
 from .config import Settings
-from .errors import NoJobsError, SQJobsError, UnknownQueueError
+from .errors import NoJobsError, SQJobsError, StatusStorePermanentError, UnknownQueueError
 from .job import registry
 from .message import MalformedMessageError, decode
 
@@ -60,6 +60,20 @@ def require_jobs(settings: Settings, command: str, extra_modules: tuple[str, ...
                       f"or pass --import MODULE to `sqjobs {command}`")
 
 
+def _check_status_database() -> None:
+    """Open the status database once at start-up if a registered job is tracked (so it will be used).
+
+    A permanent error (bad URL, credentials, missing database) ends the
+    command with exit code 2 before anything is received; a transient one
+    is logged and the command goes on (its writes are retried later).
+    """
+    from .status import is_tracked
+    from .store import check_database
+
+    if any(is_tracked(registry.get(name)) for name in registry.names()):
+        check_database()
+
+
 def _parse_json(option: str, text: str, kind: type) -> Any:
     try:
         value = json.loads(text)
@@ -74,14 +88,26 @@ config_option = click.option("-c", "--config", "config", envvar="SQJOBS_CONFIG",
                              type=click.Path(dir_okay=False), help="Config file (default: $SQJOBS_CONFIG).")
 
 
+def _config_file_of(error: SQJobsError) -> str:
+    """Return ``"FILE: "`` for a setting's error when a config file was read, else ``""``."""
+    settings = runtime.chosen_settings()
+    if isinstance(error, StatusStorePermanentError) and settings is not None and settings.source:
+        return f"{settings.source}: "
+    return ""
+
+
 class SQJobsGroup(click.Group):
-    """Turns SQJobsError into a one-line error and exit code 1."""
+    """Turns SQJobsError into a one-line error and its exit code: 1, or 2 for what retrying cannot fix.
+
+    A status database that cannot work as configured names the config
+    file, when one was read, and ``[sqjobs] database``.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except SQJobsError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {_config_file_of(exc)}{exc}", err=True)
             sys.exit(exc.exit_code)
 
 
@@ -112,6 +138,7 @@ def worker(config: str | None, queues: tuple[str, ...], group_name: str | None, 
 
     settings, broker = _setup(config, extra_modules=import_modules)
     require_jobs(settings, "worker", import_modules)
+    _check_status_database()
     group = settings.worker_group(group_name) if group_name else (
         settings.workers[0] if settings.workers else None)
     chosen = list(queues) or list(group.queues if group else ("default",))

@@ -97,7 +97,24 @@ class StatusError(SQJobsError):
 
 
 class StatusStoreError(StatusError):
-    """The status database could not be reached or refused a query; callers may retry later."""
+    """The status database could not be reached or refused a query; callers may retry later.
+
+    Raised as it is for transient faults (connection refused or lost,
+    timeouts, deadlocks, locks); :class:`StatusStorePermanentError` when no
+    retry can help.
+    """
+
+
+class StatusStorePermanentError(StatusStoreError):
+    """``[sqjobs] database`` cannot work as configured; retrying cannot help, so nothing retries it.
+
+    A bad URL (unknown scheme, missing driver), refused credentials, a
+    database that does not exist, no privilege on the table, an SQLite file
+    that cannot be opened or written or is no database. The message starts
+    with ``[sqjobs] database URL`` (password masked) and says the cause.
+    """
+
+    exit_code = 2
 
 
 class JobNotFoundError(StatusError, LookupError):

@@ -58,6 +58,12 @@ def get_settings() -> Settings:
         return _settings
 
 
+def chosen_settings() -> Settings | None:
+    """Return the settings chosen so far, or None if none were (reads nothing)."""
+    with _lock:
+        return _settings
+
+
 def get_broker() -> Broker:
     """Return the current broker, creating it on first use."""
     global _broker

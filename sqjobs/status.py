@@ -32,7 +32,8 @@ idempotency key.
 
 The hooks here raise :class:`~sqjobs.errors.StatusStoreError` when the
 database cannot be reached; the worker retries them with backoff
-(:func:`retry_while_unavailable`).
+(:func:`retry_while_unavailable`), except
+:class:`~sqjobs.errors.StatusStorePermanentError`, which stops it.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from .errors import (
     JobNotFoundError,
     JobNotTrackedError,
     StatusStoreError,
+    StatusStorePermanentError,
     UnknownJobError,
     WaitTimeoutError,
 )
@@ -347,6 +349,9 @@ def record_dead(message: JobMessage, queue: str, reason: str) -> None:
 def retry_while_unavailable(action: Callable[[], T], what: str, stop: threading.Event) -> T:
     """Return ``action()``; while it raises StatusStoreError, log it and try again with backoff.
 
+    StatusStorePermanentError (a bad URL, refused credentials, a missing
+    database...) is raised at once: no retry fixes it.
+
     The first retry comes at once (a connection the server dropped while
     idle is simply opened again, with a warning); then the pause starts at
     STORE_RETRY_PAUSE_S and doubles up to STORE_RETRY_PAUSE_MAX_S, each
@@ -357,6 +362,8 @@ def retry_while_unavailable(action: Callable[[], T], what: str, stop: threading.
     while True:
         try:
             return action()
+        except StatusStorePermanentError:
+            raise  # no retry fixes it
         except StatusStoreError as exc:
             if stop.is_set():
                 raise

@@ -10,6 +10,19 @@ The table ``sqjobs_job_status`` is created on first use, idempotently and
 safely when several processes start at once; ``sqjobs initdb`` creates it
 explicitly. Every write is one short statement in autocommit mode.
 
+Errors are sorted into two kinds (:func:`is_permanent`). Transient ones
+(connection refused or lost, timeouts, a server starting up or out of
+connections, deadlocks, lock waits, anything not known to be permanent)
+raise :class:`~sqjobs.errors.StatusStoreError`, and workers retry them.
+Permanent ones raise :class:`~sqjobs.errors.StatusStorePermanentError`,
+which nothing retries: a bad URL (unknown scheme, missing driver, bad
+option), refused credentials, a database that does not exist, no privilege
+on the table (PostgreSQL SQLSTATE class 28, 3D000, 3F000, 42501; MySQL and
+MariaDB errors 1044, 1045, 1049, 1142, 1143, 1227, 1251, 1698, 2059), an
+SQLite file that cannot be opened or written or is no database. An unknown
+host name counts as transient (a resolver can fail for a while).
+:func:`check_database` opens the database once at a command's start.
+
 Times are stored as naive UTC with microseconds and returned as aware UTC
 datetimes. Results are stored as JSON text.
 """
@@ -20,7 +33,9 @@ import contextlib
 import json
 import logging
 import os
+import re
 import socket
+import sqlite3
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -30,7 +45,7 @@ from urllib.parse import urlsplit, urlunsplit
 import peewee
 from playhouse import db_url
 
-from .errors import StatusStoreError
+from .errors import StatusStoreError, StatusStorePermanentError
 from .status import FINISHED, Status, current_settings
 
 logger = logging.getLogger("sqjobs.store")
@@ -81,13 +96,81 @@ def safe_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+#: PostgreSQL SQLSTATEs (two characters: a whole class) that no retry fixes: authorization (28),
+#: no such database (3D000) or schema (3F000), insufficient privilege (42501).
+POSTGRESQL_PERMANENT_STATES = ("28", "3D000", "3F000", "42501")
+#: MySQL and MariaDB error numbers that no retry fixes: access denied to a database (1044), a user
+#: (1045, 1698), a table or column (1142, 1143), a privilege (1227); unknown database (1049);
+#: an authentication method the client cannot use (1251, 2059).
+MYSQL_PERMANENT_ERRORS = frozenset({1044, 1045, 1049, 1142, 1143, 1227, 1251, 1698, 2059})
+#: What libpq says, with no SQLSTATE, when a connection is refused for good.
+_POSTGRESQL_PERMANENT_TEXT = re.compile(
+    r"authentication failed|no pg_hba\.conf entry|role \".*\" (does not exist|is not permitted to log in)"
+    r"|database \".*\" does not exist|permission denied|invalid dsn|invalid connection option"
+    r"|invalid (integer|sslmode) value", re.IGNORECASE)
+#: What SQLite says when its file cannot serve as a database.
+_SQLITE_PERMANENT_TEXT = re.compile(
+    r"unable to open database file|readonly database|is not a database|disk image is malformed", re.IGNORECASE)
+
+
+def _driver_error(error: BaseException) -> BaseException:
+    """Return the database driver's exception behind a Peewee one (Peewee keeps it as ``orig``).
+
+    A failed connection inside a query is wrapped twice, so this unwraps until
+    it leaves Peewee's exceptions.
+    """
+    for _ in range(5):
+        if not isinstance(error, peewee.PeeweeException):
+            break
+        original = getattr(error, "orig", None)
+        inner = original if isinstance(original, BaseException) else (error.__cause__ or error.__context__)
+        if inner is None:
+            break
+        error = inner
+    return error
+
+
+def is_permanent(error: BaseException) -> bool:
+    """Return True if ``error`` from the status database cannot go away by trying again.
+
+    The classes are those of this module's docstring; anything else is
+    transient, so that a fault nobody foresaw is retried rather than fatal.
+    """
+    if isinstance(error, StatusStorePermanentError):
+        return True
+    if isinstance(error, peewee.ImproperlyConfigured):  # the driver of the URL's scheme is not installed
+        return True
+    driver = _driver_error(error)
+    if isinstance(driver, sqlite3.Error):
+        return bool(_SQLITE_PERMANENT_TEXT.search(str(driver)))
+    code = driver.args[0] if driver.args else None
+    if isinstance(code, int):  # MySQL and MariaDB drivers: (number, text)
+        return code in MYSQL_PERMANENT_ERRORS
+    state = getattr(driver, "pgcode", None) or getattr(driver, "sqlstate", None)
+    if isinstance(state, str) and state:
+        return state.startswith(POSTGRESQL_PERMANENT_STATES)
+    if type(driver).__module__.split(".")[0] in ("psycopg2", "psycopg"):
+        return bool(_POSTGRESQL_PERMANENT_TEXT.search(str(driver)))
+    return False
+
+
+def one_line(error: BaseException) -> str:
+    """Return the text of ``error`` on one line, without the statement PostgreSQL quotes after it."""
+    return " ".join(str(error).split("\nLINE ", 1)[0].split())
+
+
+def permanent_error(url: str, cause: str) -> StatusStorePermanentError:
+    """Return the error naming ``[sqjobs] database`` (password masked) and ``cause``."""
+    return StatusStorePermanentError(f"[sqjobs] database {safe_url(url)}: {cause}")
+
+
 def open_database(url: str) -> peewee.Database:
-    """Return a new (not yet connected) Peewee database for ``url``; StatusStoreError for a bad URL."""
+    """Return a new (not yet connected) Peewee database for ``url``; StatusStorePermanentError for a bad URL."""
     scheme = urlsplit(url).scheme
     database_class = db_url.schemes.get(scheme)
     if database_class is None:
         known = ", ".join(sorted(db_url.schemes))
-        raise StatusStoreError(f"status database URL {safe_url(url)!r}: unknown scheme {scheme!r} (known: {known})")
+        raise permanent_error(url, f"unknown scheme {scheme!r} (known: {known})")
     options: dict[str, Any] = {"field_types": _field_types(database_class)}
     query = urlsplit(url).query
     if issubclass(database_class, peewee.SqliteDatabase):
@@ -99,23 +182,27 @@ def open_database(url: str) -> peewee.Database:
     try:
         return db_url.connect(url, **options)
     except (ValueError, RuntimeError) as exc:
-        raise StatusStoreError(f"status database URL {safe_url(url)!r}: {exc}") from None
+        raise permanent_error(url, one_line(exc)) from None
 
 
 @contextlib.contextmanager
-def database_errors(database: peewee.Database, label: str, what: str) -> Iterator[None]:
+def database_errors(database: peewee.Database, label: str, what: str, *, url: str | None = None) -> Iterator[None]:
     """Turn Peewee errors in the block into StatusStoreError (``label: cannot what: error``).
 
-    A connection that failed is closed, so the next use reconnects.
+    Errors that no retry fixes (:func:`is_permanent`) become
+    StatusStorePermanentError, naming ``[sqjobs] database`` and ``url``
+    when given. A connection that failed is closed, so the next use reconnects.
     """
     try:
         yield
-    except (peewee.OperationalError, peewee.InterfaceError) as exc:
-        with contextlib.suppress(Exception):
-            database.close()
-        raise StatusStoreError(f"{label}: cannot {what}: {exc}".strip()) from exc
     except peewee.PeeweeException as exc:
-        raise StatusStoreError(f"{label}: cannot {what}: {exc}".strip()) from exc
+        if isinstance(exc, (peewee.OperationalError, peewee.InterfaceError)):
+            with contextlib.suppress(Exception):
+                database.close()
+        if is_permanent(exc):
+            where = f"[sqjobs] database {safe_url(url)}" if url is not None else label
+            raise StatusStorePermanentError(f"{where}: cannot {what}: {one_line(exc)}") from exc
+        raise StatusStoreError(f"{label}: cannot {what}: {one_line(exc)}".strip()) from exc
 
 
 def create_tables_racing(database: peewee.Database, models: list[Any]) -> None:
@@ -124,10 +211,10 @@ def create_tables_racing(database: peewee.Database, models: list[Any]) -> None:
         try:
             database.create_tables(models, safe=True)
             return
-        except peewee.DatabaseError:
+        except peewee.DatabaseError as exc:
             # Another process created them at the same moment (PostgreSQL's catalog
             # race, MySQL's index without IF NOT EXISTS): the next try sees them.
-            if not tries_left:
+            if not tries_left or is_permanent(exc):
                 raise
 
 
@@ -223,7 +310,7 @@ class StatusStore:
 
     def _guard(self, what: str) -> contextlib.AbstractContextManager[None]:
         """Turn database errors into StatusStoreError; drop a connection that failed."""
-        return database_errors(self.database, f"status database {safe_url(self.url)}", what)
+        return database_errors(self.database, f"status database {safe_url(self.url)}", what, url=self.url)
 
     # -- tables ------------------------------------------------------------------------
 
@@ -382,6 +469,27 @@ def get_store(url: str | None = None) -> StatusStore:
         if store is None:
             store = _stores[url] = StatusStore(url)
         return store
+
+
+def check_database(url: str | None = None) -> bool:
+    """Open the status database once and create its table if missing, as a command does at start-up.
+
+    ``url`` defaults to the runtime settings' ``database``. Returns True when
+    the database is ready. A transient failure is logged as a warning and
+    returns False: the command goes on, and its writes are retried later.
+    Raises StatusStorePermanentError when retrying cannot help.
+    """
+    if url is None:
+        url = current_settings().database_url
+    try:
+        get_store(url).create_tables()
+    except StatusStorePermanentError:
+        raise
+    except StatusStoreError as exc:
+        logger.warning("status database not reachable at start-up; going on, it is tried again when needed: %s",
+                       exc)
+        return False
+    return True
 
 
 def forget_stores() -> None:

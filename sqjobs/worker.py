@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence, TypeVar
 
 from . import defaults
 from .brokers.base import Broker, ReceivedMessage
-from .errors import BrokerAuthError, MalformedMessageError, StatusStoreError, UnknownJobError
+from .errors import BrokerAuthError, MalformedMessageError, StatusStoreError, StatusStorePermanentError, UnknownJobError
 from .execution import AttemptResult, Outcome, backoff_delay, run_attempt
 from .job import Job, Registry
 from .job import registry as default_registry
@@ -196,6 +196,8 @@ class Worker:
         self._running: str | None = None
         self._batch_size = 0
         self._batch_started = 0
+        #: What stopped the worker for good (a status database no retry fixes); :meth:`run` raises it.
+        self.fatal_error: StatusStorePermanentError | None = None
 
     # -- stopping ----------------------------------------------------------------------
 
@@ -362,12 +364,20 @@ class Worker:
 
         So a tracked job's message is never settled before its status is
         written. If a stop comes first, the message is handed back to be
-        delivered again and StatusStoreError is raised. Hooks of untracked
+        delivered again and StatusStoreError is raised. A permanent error
+        (StatusStorePermanentError) hands it back too and stops the worker:
+        :meth:`run` then raises it. Hooks of untracked
         jobs touch no database and never fail here.
         """
         what = f"job {decoded.id} {decoded.name} on {message.queue}"
         try:
             return retry_while_unavailable(action, what, self._stopping)
+        except StatusStorePermanentError as exc:
+            logger.error("%s: status not recorded; message handed back, worker stopping: %s", what, exc)
+            self.held.hand_back([message], unstarted=False)
+            self.fatal_error = exc
+            self._stopping.set()
+            raise
         except StatusStoreError:
             logger.error("%s: status not recorded before the stop; message handed back to be delivered again", what)
             self.held.hand_back([message], unstarted=False)
@@ -438,7 +448,11 @@ class Worker:
     # -- the loop ----------------------------------------------------------------------
 
     def run(self) -> int:
-        """Consume until stopped (signal, --max-jobs, or --burst with empty queues); return exit code 0."""
+        """Consume until stopped (signal, --max-jobs, or --burst with empty queues); return exit code 0.
+
+        Raises BrokerAuthError, and StatusStorePermanentError when the status
+        database failed in a way no retry fixes (the message was handed back).
+        """
         logger.info("worker %d consuming %s", os.getpid(), ", ".join(self.queues))
         self.held.start()
         pause_s = ERROR_PAUSE_S
@@ -460,4 +474,6 @@ class Worker:
         finally:
             self.held.stop()
         logger.info("worker %d stopped after %d job(s)", os.getpid(), self.jobs_done)
+        if self.fatal_error is not None:
+            raise self.fatal_error
         return 0

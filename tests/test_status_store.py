@@ -1,8 +1,10 @@
 """The status store itself and an unreachable status database.
 
 Store tests run on SQLite, PostgreSQL and MySQL. The unreachable-database
-tests use an SQLite file in a folder that does not exist yet (a real
-"unable to open database file"), or a store method made to fail.
+tests reach PostgreSQL through a TCP proxy that is not listening yet (a real
+"connection refused", which is transient), use an SQLite file in a folder
+that does not exist (a real "unable to open database file", which is
+permanent), or a store method made to fail.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import os
 import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -22,8 +25,9 @@ from sqjobs.errors import StatusStoreError
 from sqjobs.message import JobMessage, encode, new_job_id
 from sqjobs.store import STATUS_TABLE, StatusStore, get_store, safe_url
 from sqjobs.worker import Worker
-from tests.status_fixtures import database_url, store, use_database  # noqa: F401  (fixtures)
+from tests.status_fixtures import POSTGRESQL_URL, database_url, store, use_database  # noqa: F401  (fixtures)
 from tests.support import wait_until
+from tests.tcp_proxy import TcpProxy
 
 ran: list[str] = []
 
@@ -32,6 +36,15 @@ ran: list[str] = []
 def echo(value: Any) -> Any:
     ran.append(f"echo {value!r}")
     return value
+
+
+@pytest.fixture()
+def down_database() -> Iterator[tuple[str, TcpProxy]]:
+    """A PostgreSQL URL through a proxy not started yet (connections refused), and the proxy."""
+    parts = urlsplit(POSTGRESQL_URL)
+    with TcpProxy(parts.port or 5432) as proxy:
+        netloc = parts.netloc.rsplit(":", 1)[0] if parts.port else parts.netloc
+        yield parts._replace(netloc=f"{netloc}:{proxy.port}").geturl(), proxy
 
 
 @pytest.fixture(autouse=True)
@@ -167,17 +180,17 @@ def _run_in_thread(worker: Worker) -> threading.Thread:
 
 
 def test_worker_retries_until_the_database_is_back_then_records_and_deletes(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    folder = tmp_path / "later"
+        down_database: tuple[str, TcpProxy], caplog: pytest.LogCaptureFixture) -> None:
+    url, proxy = down_database
     broker = MemoryBroker()
-    use_database(f"sqlite:///{folder / 'status.db'}", broker)
+    use_database(url, broker)
     job_id = new_job_id()
     broker.send("store", encode(JobMessage(name="store.echo", args=["x"], id=job_id)))
     worker = Worker(broker, ["store"], wait_s=0)
     thread = _run_in_thread(worker)
     wait_until(lambda: caplog.text.count("status database unavailable") >= 2, what="logged retries")
     assert ran == [] and broker.stats("store").in_flight == 1  # not run, not deleted
-    folder.mkdir()
+    proxy.start()
     thread.join(30)
     assert not thread.is_alive()
     assert ran == ["echo 'x'"]
@@ -187,9 +200,9 @@ def test_worker_retries_until_the_database_is_back_then_records_and_deletes(
 
 
 def test_a_stop_while_the_database_is_unreachable_hands_the_message_back_unrun(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        down_database: tuple[str, TcpProxy], caplog: pytest.LogCaptureFixture) -> None:
     broker = MemoryBroker()
-    use_database(f"sqlite:///{tmp_path / 'missing' / 'status.db'}", broker)
+    use_database(down_database[0], broker)
     broker.send("store", encode(JobMessage(name="store.echo", args=["y"])))
     worker = Worker(broker, ["store"], wait_s=0)
     thread = _run_in_thread(worker)
