@@ -27,13 +27,14 @@ from .execution import AttemptResult, Outcome, backoff_delay, run_attempt
 from .job import Job, Registry
 from .job import registry as default_registry
 from .message import JobMessage, decode
+from .outage import Outage, traceback_for
 from .status import record_dead, record_outcome, record_started, retry_while_unavailable, should_skip
 
 logger = logging.getLogger("sqjobs.worker")
 
 T = TypeVar("T")
 
-#: Pause after a broker error before trying again (doubled up to the cap).
+#: Pause after a broker error before trying again (doubled up to the cap); see :mod:`sqjobs.outage`.
 ERROR_PAUSE_S = 1.0
 ERROR_PAUSE_MAX_S = 30.0
 
@@ -131,8 +132,9 @@ class HeldMessages:
             next_extend = time.monotonic() + self.interval_s
             try:
                 self.extend()
-            except Exception:
-                logger.exception("heartbeat could not extend the visibility of held messages")
+            except Exception as exc:
+                logger.error("heartbeat could not extend the visibility of held messages: %s", exc,
+                             exc_info=traceback_for(logger, exc))
         self._log_notices()
 
     def start(self) -> None:
@@ -196,6 +198,8 @@ class Worker:
         self._running: str | None = None
         self._batch_size = 0
         self._batch_started = 0
+        #: Broker failures in a row in :meth:`run`: one line per backoff step, one when a receive works again.
+        self.broker_outage = Outage(logger, "broker", "receiving", ERROR_PAUSE_S, ERROR_PAUSE_MAX_S)
         #: What stopped the worker for good (a status database no retry fixes); :meth:`run` raises it.
         self.fatal_error: StatusStorePermanentError | None = None
 
@@ -244,6 +248,7 @@ class Worker:
         """Receive one batch and process it; return how many messages were handled."""
         self._write_status()
         messages = self.receive(wait_s)
+        self.broker_outage.recovered()
         if messages:
             self.last_received_at = self.clock()
         self.held.add(messages)
@@ -455,18 +460,14 @@ class Worker:
         """
         logger.info("worker %d consuming %s", os.getpid(), ", ".join(self.queues))
         self.held.start()
-        pause_s = ERROR_PAUSE_S
         try:
             while not self.stopping:
                 try:
                     handled = self.run_once(0 if self.burst else self.wait_s)
-                    pause_s = ERROR_PAUSE_S
                 except BrokerAuthError:
                     raise
-                except Exception:
-                    logger.exception("broker error while receiving; trying again in %.0f s", pause_s)
-                    self._stopping.wait(pause_s)
-                    pause_s = min(pause_s * 2, ERROR_PAUSE_MAX_S)
+                except Exception as exc:
+                    self._stopping.wait(self.broker_outage.failed(exc))
                     continue
                 if self.burst and handled == 0:
                     logger.info("worker %d: queues empty, leaving (--burst)", os.getpid())

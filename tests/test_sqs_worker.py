@@ -14,8 +14,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import urlsplit
 
 import boto3
 import pytest
@@ -23,6 +25,7 @@ import pytest
 from sqjobs.brokers.base import REASON_ATTRIBUTE, OutgoingMessage
 from sqjobs.brokers.sqs import SQSBroker
 from sqjobs.message import JobMessage, encode
+from sqjobs.worker import ERROR_PAUSE_MAX_S, ERROR_PAUSE_S
 from tests.sqs_server import ACCESS_KEY, REGION, SECRET_KEY, MotoServer, free_port, start_moto_server
 from tests.support import (
     TESTS_DIR,
@@ -33,6 +36,7 @@ from tests.support import (
     worker_log,
     write_config,
 )
+from tests.tcp_proxy import TcpProxy
 
 #: A deadline far below the 20 s long poll: a worker that exits within it was not waiting the poll out.
 IDLE_EXIT_DEADLINE_S = 10.0
@@ -326,6 +330,58 @@ def test_the_worker_keeps_going_through_an_sqs_outage(tmp_path: Path, processes:
         assert stop_process(worker) == 0
     finally:
         server.stop()
+
+
+def _most_tries(window_s: float) -> int:
+    """The most failed receives a worker can make in ``window_s``: one per backoff step, pauses doubling."""
+    tries, elapsed_s, pause_s = 1, 0.0, ERROR_PAUSE_S
+    while elapsed_s + pause_s <= window_s:
+        tries += 1
+        elapsed_s += pause_s
+        pause_s = min(pause_s * 2, ERROR_PAUSE_MAX_S)
+    return tries
+
+
+def test_an_sqs_outage_logs_one_warning_per_backoff_step_and_one_line_when_it_ends(
+        tmp_path: Path, sqs_server: MotoServer, sqs_prefix: str, broker: SQSBroker, processes: list) -> None:
+    out = tmp_path / "out.txt"
+    status = tmp_path / "status.json"
+    with TcpProxy(urlsplit(sqs_server.endpoint_url).port or 80).start() as proxy:
+        config = sqs_config(tmp_path, sqs_server, sqs_prefix, wait_time_s=1,
+                            endpoint_url=f"http://127.0.0.1:{proxy.port}")
+        worker = start_worker(config, ["jobs"], "--status-file", str(status))
+        processes.append(worker)
+        wait_until(status.exists, what="the worker to poll")
+        first_poll = json.loads(status.read_text())["last_poll"]
+        wait_until(lambda: json.loads(status.read_text())["last_poll"] != first_poll, what="a second poll")
+        before = len(worker_log(worker))
+        proxy.stop()  # SQS cut off: its connections closed, its port refusing
+        down_at = time.monotonic()
+
+        def outage_lines() -> list[str]:
+            return worker_log(worker)[before:].splitlines()
+
+        wait_until(lambda: sum("broker error while receiving" in line for line in outage_lines()) >= 3,
+                   timeout_s=120, what="three failed receives")
+        # Sent only now: the long poll cut off by the outage may have gone on in SQS for its
+        # wait_time_s and taken a message sent earlier (hidden then for its visibility timeout).
+        broker.send("jobs", body("record", str(out), "sent-during-outage"))
+        proxy.start()
+        wait_until(lambda: any("reachable again after" in line for line in outage_lines()),
+                   what="the worker to log that SQS is back")
+        window_s = time.monotonic() - down_at
+        wait_until(lambda: tokens(out) == ["sent-during-outage"], what="the job sent during the outage to run")
+        assert stop_process(worker) == 0
+    lines = outage_lines()
+    recovery = next(index for index, line in enumerate(lines) if "reachable again after" in line)
+    during = lines[:recovery + 1]
+    warnings = [line for line in during if "WARNING" in line and "broker error while receiving" in line]
+    assert len(warnings) >= 3
+    assert len(during) <= _most_tries(window_s) + 2, "\n".join(during)
+    assert len(during) == len(warnings) + 1, "\n".join(during)  # nothing but the warnings and the recovery line
+    assert "INFO" in lines[recovery] and f"({len(warnings)} failed tries)" in lines[recovery]
+    assert "trying again in 1 s" in warnings[0] and "trying again in 2 s" in warnings[1]
+    assert "Traceback" not in worker_log(worker)
 
 
 @pytest.mark.skipif(shutil.which("php") is None, reason="PHP is not installed")
