@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from datetime import datetime, timezone
 from typing import Any
 
 import click
 
-from .errors import JobError, UnknownJobError
+from .errors import JobError, StatusStoreError, StatusStorePermanentError, UnknownJobError
 from .job import Job, Registry, registry
 from .schedule import Schedule
 
@@ -66,7 +67,12 @@ def register_beat_commands(main: click.Group) -> None:
         settings, broker = _setup(config, extra_modules=import_modules)
         require_jobs(settings, "beater", import_modules)
         store = BeatStore(settings.database_url)
-        store.create_tables()
+        try:
+            store.create_tables()
+        except StatusStorePermanentError:
+            raise
+        except StatusStoreError as exc:  # down for now: the beater's loop retries at each tick
+            logging.getLogger("sqjobs.beater").warning("%s; the beater starts anyway and tries again", exc)
         runner = Beater.for_registry(broker, registry, store,
                                      catch_up_grace_s=settings.get("beater", "catch_up_grace_s"))
         runner.install_signal_handlers()

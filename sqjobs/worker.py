@@ -413,9 +413,9 @@ class Worker:
                 self.broker.delete_batch(queue, [m.receipt for m in messages])
             except BrokerAuthError:
                 raise
-            except Exception:
-                logger.exception("could not delete %d finished message(s) on %s; they will be delivered again",
-                                 len(messages), queue)
+            except Exception as exc:
+                logger.error("could not delete %d finished message(s) on %s; they will be delivered again: %s",
+                             len(messages), queue, exc, exc_info=traceback_for(logger, exc))
 
     def _dead_letter(self, message: ReceivedMessage, reason: str) -> None:
         logger.error("message %s on %s moved to the dead-letter queue: %s", message.message_id, message.queue,
@@ -429,9 +429,9 @@ class Worker:
             action()
         except BrokerAuthError:
             raise
-        except Exception:
-            logger.exception("message %s on %s: could not settle it; it will be delivered again",
-                             message.message_id, message.queue)
+        except Exception as exc:
+            logger.error("message %s on %s: could not settle it; it will be delivered again: %s",
+                         message.message_id, message.queue, exc, exc_info=traceback_for(logger, exc))
 
     def _write_status(self) -> None:
         """Write the status file (last poll, last receive, last job) at most once a second, atomically."""

@@ -11,6 +11,7 @@ worker goes on and records the job once the database is reachable).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -246,3 +247,26 @@ def test_a_worker_started_while_the_database_is_down_goes_on_and_records_once_it
             code = stop_process(worker)
     assert code == 0, worker_log(worker)
 
+
+
+def test_a_beater_started_while_the_database_is_down_goes_on_and_sends_once_it_is_back(tmp_path: Path) -> None:
+    parts = urlsplit(POSTGRESQL_URL)
+    log = tmp_path / "beater.log"
+    with TcpProxy(parts.port or 5432) as proxy:
+        url = _with(POSTGRESQL_URL, netloc=f"{parts.netloc.rsplit(':', 1)[0]}:{proxy.port}")
+        config = sqlite_config(tmp_path, database=url, jobs="periodic_jobs_for_tests")
+        env = dict(os.environ, SQJOBS_TEST_RECORD=str(tmp_path / "beats.txt"))
+        with open(log, "wb") as output:
+            beater = subprocess.Popen([sys.executable, "-m", "sqjobs", "beater", "-c", str(config)],
+                                      cwd=str(tmp_path), stdout=output, stderr=subprocess.STDOUT, env=env)
+        try:
+            wait_until(lambda: "the beater starts anyway and tries again" in log.read_text(),
+                       what="the beater to start without its database")
+            assert beater.poll() is None, log.read_text()
+            proxy.start()
+            broker = SQLiteBroker(str(tmp_path / "queue.db"))
+            wait_until(lambda: "periodic" in broker.queues() and broker.stats("periodic").visible >= 1,
+                       what="the beater to send once the database is up")
+        finally:
+            code = stop_process(beater)
+    assert code == 0, log.read_text()
