@@ -59,6 +59,26 @@ CREATE INDEX IF NOT EXISTS sqjobs_messages_ready ON sqjobs_messages (queue, visi
 BUSY_TIMEOUT_S = 60.0
 
 
+def _switch_to_wal(conn: sqlite3.Connection) -> None:
+    """Put the file in WAL mode, waiting for other processes doing the same.
+
+    Switching a new file's journal mode needs the file to itself, and SQLite
+    answers "database is locked" at once, without its busy timeout, while
+    another process holds it (many workers opening a new file together).
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    pause_s = 0.005
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(pause_s)
+        pause_s = min(pause_s * 2, 0.1)
+
+
 class SQLiteBroker(Broker):
     """Queues in the SQLite file at ``path`` (created with its directory if missing)."""
 
@@ -84,7 +104,7 @@ class SQLiteBroker(Broker):
             try:
                 conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
                                        check_same_thread=False)
-                conn.execute("PRAGMA journal_mode=WAL")
+                _switch_to_wal(conn)
                 conn.execute("PRAGMA synchronous=NORMAL")
             except sqlite3.Error as exc:
                 raise BrokerError(f"cannot open the embedded broker file {self.path}: {exc}") from exc
