@@ -46,6 +46,10 @@ from .supervisor_conf import WORKER_PREFIX
 
 logger = logging.getLogger("sqjobs.daemon")
 
+#: The window in which crashes are counted, and how many make a worker "crashing".
+CRASH_WINDOW_S = 300.0
+CRASH_THRESHOLD = 3
+
 #: Counts the messages waiting (visible) on some queues.
 Backlog = Callable[[Sequence[str]], int]
 
@@ -97,11 +101,20 @@ class ProcessHealth:
     starved: bool = False
     #: Seconds since the worker last received a message (None: not a worker, or not known).
     last_received_age_s: float | None = None
+    #: Deaths of the worker's job process, and starts of the worker itself, within CRASH_WINDOW_S.
+    job_process_deaths: int = 0
+    restarts: int = 0
+    last_death: str | None = None
+
+    @property
+    def crashing(self) -> bool:
+        """True when the worker's job process or the worker itself keeps dying (a crash loop)."""
+        return self.job_process_deaths >= CRASH_THRESHOLD or self.restarts >= CRASH_THRESHOLD
 
     @property
     def healthy(self) -> bool:
-        """True when the process runs and is neither stalled nor starved."""
-        return self.state == "RUNNING" and not self.stalled and not self.starved
+        """True when the process runs and is neither stalled, starved nor crashing."""
+        return self.state == "RUNNING" and not self.stalled and not self.starved and not self.crashing
 
 
 def is_worker(info: Mapping[str, Any]) -> bool:
@@ -118,6 +131,13 @@ def _starved(own: Mapping[str, Any] | None, now: float, stall_timeout_s: float, 
         return False
     queues = [str(q) for q in own.get("queues") or []]
     return bool(queues) and backlog(queues) > 0
+
+
+def _recent(times: Any, now: float) -> int:
+    """How many of ``times`` (Unix times) fall within CRASH_WINDOW_S before ``now``."""
+    if not isinstance(times, list):
+        return 0
+    return sum(1 for t in times if isinstance(t, (int, float)) and now - float(t) <= CRASH_WINDOW_S)
 
 
 def assess(info: Mapping[str, Any], status: Mapping[str, Any] | None, now: float,
@@ -137,6 +157,11 @@ def assess(info: Mapping[str, Any], status: Mapping[str, Any] | None, now: float
         last_poll_age_s = max(0.0, now - float(own["last_poll"]))
     if own is not None and isinstance(own.get("last_received"), (int, float)):
         last_received_age_s = max(0.0, now - float(own["last_received"]))
+    deaths = restarts = 0
+    if own is not None:
+        deaths = _recent(own.get("job_process_deaths"), now)
+        # The worker's own start is in the list: restarts are the starts before it.
+        restarts = max(_recent(own.get("recent_starts"), now) - 1, 0)
     stalled = starved = False
     if running and is_worker(info) and stall_timeout_s > 0:
         silence_s = last_poll_age_s if last_poll_age_s is not None else uptime_s
@@ -154,6 +179,9 @@ def assess(info: Mapping[str, Any], status: Mapping[str, Any] | None, now: float
         stalled=stalled,
         starved=starved,
         last_received_age_s=last_received_age_s,
+        job_process_deaths=deaths,
+        restarts=restarts,
+        last_death=str(own.get("last_death")) if own and own.get("last_death") else None,
     )
 
 
@@ -180,7 +208,8 @@ def _duration(seconds: float) -> str:
 
 def describe(health: ProcessHealth) -> str:
     """One status line: name, state, pid, uptime, and the last job or last poll of a worker."""
-    state = "STALLED" if health.stalled else "STARVED" if health.starved else health.state
+    state = ("STALLED" if health.stalled else "STARVED" if health.starved else "CRASHING" if health.crashing
+             else health.state)
     parts = [f"{health.name:<24}", f"{state:<9}"]
     if health.state == "RUNNING":
         parts.append(f"pid {health.pid:<7}")
@@ -191,6 +220,16 @@ def describe(health: ProcessHealth) -> str:
             parts.append(f"last job {health.last_job} ({health.jobs_done} done)")
     elif health.name.startswith(WORKER_PREFIX) and health.state == "RUNNING":
         parts.append("no poll yet")
+    if health.job_process_deaths or health.restarts:
+        window = f"{CRASH_WINDOW_S / 60:.0f} min"
+        counts = []
+        if health.job_process_deaths:
+            counts.append(f"{health.job_process_deaths} job process death(s)")
+        if health.restarts:
+            counts.append(f"{health.restarts} restart(s)")
+        parts.append(f"{' and '.join(counts)} in the last {window}")
+        if health.last_death:
+            parts.append(f"last: {health.last_death}")
     return "  ".join(parts).rstrip()
 
 

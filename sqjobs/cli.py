@@ -130,9 +130,11 @@ def main(verbose: int) -> None:
 @click.option("--status-file", default=None, help="File to write the last poll and job to.")
 @click.option("-i", "--import", "import_modules", multiple=True,
               help="Also import this job module (from the current directory too); repeatable.")
+@click.option("--isolation", type=click.Choice(["process", "none"]), default=None,
+              help="Run jobs in a supervised job process (the default), or in the worker itself (for pdb).")
 def worker(config: str | None, queues: tuple[str, ...], group_name: str | None, burst: bool,
            max_jobs: int | None, prefetch: int | None, visibility_timeout: float | None,
-           status_file: str | None, import_modules: tuple[str, ...]) -> None:
+           status_file: str | None, import_modules: tuple[str, ...], isolation: str | None) -> None:
     """Consume QUEUES (default: the group's queues) and run their jobs."""
     from .worker import Worker
 
@@ -151,6 +153,8 @@ def worker(config: str | None, queues: tuple[str, ...], group_name: str | None, 
         burst=burst,
         status_file=status_file,
         unknown_job_refusals=group.unknown_job_refusals if group else defaults.UNKNOWN_JOB_REFUSALS,
+        crash_allowance=group.crash_allowance if group else defaults.CRASH_ALLOWANCE,
+        isolation=isolation or (group.isolation if group else defaults.ISOLATION),
     )
     consumer.install_signal_handlers()
     sys.exit(consumer.run())

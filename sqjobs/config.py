@@ -67,6 +67,13 @@ def _as_track(text: str) -> str:
     return lowered
 
 
+def _as_isolation(text: str) -> str:
+    lowered = text.strip().lower()
+    if lowered not in ("process", "none"):
+        raise ValueError("must be process (jobs run in a supervised job process) or none (in the worker itself)")
+    return lowered
+
+
 def _as_text(text: str) -> str:
     return text.strip()
 
@@ -96,6 +103,8 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[str], Any], Any]]] = {
         "visibility_timeout_s": (_as_seconds, defaults.VISIBILITY_TIMEOUT_S),
         "max_jobs": (_as_positive_int, 0),
         "unknown_job_refusals": (_as_positive_int, defaults.UNKNOWN_JOB_REFUSALS),
+        "crash_allowance": (_as_positive_int, defaults.CRASH_ALLOWANCE),
+        "isolation": (_as_isolation, defaults.ISOLATION),
     },
     "beater": {
         "processes": (_as_positive_int, 1),
@@ -122,6 +131,8 @@ class WorkerGroup:
     visibility_timeout_s: float = defaults.VISIBILITY_TIMEOUT_S
     max_jobs: int = 0
     unknown_job_refusals: int = defaults.UNKNOWN_JOB_REFUSALS
+    crash_allowance: int = defaults.CRASH_ALLOWANCE
+    isolation: str = defaults.ISOLATION
 
 
 @dataclass(frozen=True)

@@ -80,3 +80,25 @@ CATCH_UP_GRACE_S = 60.0
 #: second and a tick may wait on the database, so a smaller grace would count
 #: fire times sent on time as missed (and ``catch_up = "none"`` would skip them).
 MIN_CATCH_UP_GRACE_S = 5.0
+
+#: The crash ceiling: a message received more times than its job's attempts
+#: (``retries + 1``) plus this allowance is dead-lettered before it runs. Its
+#: workers died while running it (a crash, a kill, out of memory) and it would
+#: take the next one down too. The allowance covers deaths that were not the
+#: job's fault (a worker killed in a deploy) and, on SQS, messages handed back
+#: unstarted at a stop, which SQS counts as received.
+CRASH_ALLOWANCE = 2
+
+#: How long after a job's ``timeout`` the worker waits for the attempt to end
+#: by itself (the job is interrupted at the timeout) before it kills the job
+#: process: a job stuck in C code cannot be interrupted from inside.
+TIMEOUT_KILL_GRACE_S = 5.0
+
+#: How long a new job process may take to say it is ready.
+JOB_PROCESS_START_S = 30.0
+
+#: Where a worker runs jobs: "process", a job process it forks and supervises,
+#: so that a job that crashes, hangs in C code or holds the GIL cannot take the
+#: worker (its heartbeat, the other messages it holds) with it; or "none", in
+#: the worker itself (for pdb and for tests that step the worker).
+ISOLATION = "process"

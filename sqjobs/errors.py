@@ -70,6 +70,10 @@ class UnknownJobError(JobError, LookupError):
     """No job is registered under that name."""
 
 
+class JobCrashedError(JobError):
+    """The process running an attempt died before it ended (a crash, ``os._exit``, a kill, out of memory)."""
+
+
 class JobTimeoutError(JobError):
     """An attempt ran longer than its job's ``timeout``: the error recorded for that attempt."""
 

@@ -57,7 +57,7 @@ def backoff_delay(job_class: type[Job], attempt: int, rng: random.Random | None 
     return capped * (1 + defaults.RETRY_JITTER * (rng or random).random())
 
 
-def _call_hook(job: Job, hook: str, *args: Any) -> None:
+def call_hook(job: Job, hook: str, *args: Any) -> None:
     """Call a success/failure/retry hook (awaited if async); its own errors are logged, never raised."""
     try:
         awaiting.call(getattr(job, hook), *args)
@@ -103,17 +103,17 @@ def run_attempt(job_class: type[Job], message: JobMessage, queue: str, attempt: 
     duration_s = time.monotonic() - started
     if limit.expired:
         timeout_error = JobTimeoutError(limit.message)
-        _call_hook(job, "on_failure" if last_attempt else "on_retry", timeout_error)
+        call_hook(job, "on_failure" if last_attempt else "on_retry", timeout_error)
         return AttemptResult(Outcome.FAILURE, job, error=timeout_error,
                              traceback=trace or f"{type(timeout_error).__name__}: {timeout_error}\n",
                              duration_s=duration_s)
     if isinstance(error, Retry):
-        _call_hook(job, "on_failure" if last_attempt else "on_retry", error)
+        call_hook(job, "on_failure" if last_attempt else "on_retry", error)
         return AttemptResult(Outcome.RETRY, job, error=error, traceback=trace, duration_s=duration_s,
                              requested_delay_s=error.delay)
     if error is not None:
-        _call_hook(job, "on_failure" if last_attempt else "on_retry", error)
+        call_hook(job, "on_failure" if last_attempt else "on_retry", error)
         return AttemptResult(Outcome.FAILURE, job, error=error, traceback=trace, duration_s=duration_s)
     job.result = result
-    _call_hook(job, "on_success", result)
+    call_hook(job, "on_success", result)
     return AttemptResult(Outcome.SUCCESS, job, result=result, duration_s=duration_s)

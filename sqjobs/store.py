@@ -34,7 +34,6 @@ import json
 import logging
 import os
 import re
-import socket
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ import peewee
 from playhouse import db_url
 
 from .errors import StatusStoreError, StatusStorePermanentError
+from .identity import HOST_NAME, worker_pid
 from .status import FINISHED, Status, current_settings
 
 logger = logging.getLogger("sqjobs.store")
@@ -382,7 +382,7 @@ class StatusStore:
         model = self.model
         now = utc_now()
         common = dict(status=Status.STARTED.value, started_at=now, finished_at=None,
-                      worker_host=HOST_NAME[:NAME_MAX_CHARS], worker_pid=os.getpid())
+                      worker_host=HOST_NAME[:NAME_MAX_CHARS], worker_pid=worker_pid())
         with self._guard(f"record job {job_id} as STARTED"):
             self._upsert(job_id, dict(common, attempts=model.attempts + 1),
                          dict(common, name=name[:NAME_MAX_CHARS], queue=queue[:NAME_MAX_CHARS], attempts=1))
@@ -447,8 +447,6 @@ class StatusStore:
             self.database.close()
 
 
-#: This machine's name, recorded with each started attempt.
-HOST_NAME = socket.gethostname()
 
 _stores: dict[str, StatusStore] = {}
 _stores_lock = threading.Lock()

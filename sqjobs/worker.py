@@ -1,12 +1,20 @@
 """The worker: receive -> run -> delete, retry or dead-letter, with a visibility heartbeat.
 
-One worker is one process consuming one or more queues in priority order (the
-first queue is served first). It holds the messages it received (the running
-one and the prefetched ones) and a heartbeat thread keeps them hidden while it
-does. SIGTERM or SIGINT stops it gracefully: no new receive, the running job
+One worker consumes one or more queues in priority order (the first queue is
+served first). It holds the messages it received (the running one and the
+prefetched ones) and a heartbeat thread keeps them hidden while it does.
+SIGTERM or SIGINT stops it gracefully: no new receive, the running job
 finishes, the prefetched messages are handed back at once, exit code 0.
 
-Tests drive it without threads or signals through :meth:`Worker.run_once`.
+With ``isolation="process"`` (the default) the jobs run in a job process the
+worker forks and supervises (:mod:`sqjobs.jobprocess`): a job that crashes,
+hangs in C code or holds the GIL cannot take the worker, its heartbeat or the
+other messages it holds with it. ``isolation="none"`` runs them in the worker
+itself, for debugging with pdb and for tests that step the loop.
+
+What to do with each message is decided by :mod:`sqjobs.runner`; the worker
+applies the decision to the broker. Tests drive it without threads or
+signals through :meth:`Worker.run_once`.
 """
 
 from __future__ import annotations
@@ -18,35 +26,32 @@ import queue as queue_module
 import signal
 import threading
 import time
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Sequence
 
 from . import defaults
 from .brokers.base import Broker, ReceivedMessage
-from .errors import BrokerAuthError, MalformedMessageError, StatusStoreError, StatusStorePermanentError, UnknownJobError
-from .execution import AttemptResult, Outcome, backoff_delay, run_attempt
-from .job import Job, Registry
+from .errors import BrokerAuthError, StatusStorePermanentError
+from .job import Registry
 from .job import registry as default_registry
-from .message import JobMessage, decode
+from .jobprocess import JobProcess, JobProcessDied
 from .outage import Outage, traceback_for
-from .status import record_dead, record_outcome, record_started, retry_while_unavailable, should_skip
+from .runner import REFUSALS_ATTRIBUTE, Action, MessageRunner, Settlement, known_jobs_text
 
 logger = logging.getLogger("sqjobs.worker")
 
-T = TypeVar("T")
+__all__ = ["HeldMessages", "Worker", "known_jobs_text", "ISOLATIONS"]
 
 #: Pause after a broker error before trying again (doubled up to the cap); see :mod:`sqjobs.outage`.
 ERROR_PAUSE_S = 1.0
 ERROR_PAUSE_MAX_S = 30.0
+#: How a worker runs jobs: in a supervised job process, or in the worker itself.
+ISOLATIONS = ("process", "none")
+#: How long a worker remembers the deaths of its job process, for ``sqjobsd status``.
+CRASH_MEMORY_S = 600.0
 
-
-def known_jobs_text(registry: Registry, listed: int = 10) -> str:
-    """Say which jobs ``registry`` holds: ``3 jobs: a, b, c`` (the first ``listed`` names, then a count)."""
-    names = registry.names()
-    if not names:
-        return "no job at all"
-    shown = ", ".join(names[:listed])
-    more = f" and {len(names) - listed} more" if len(names) > listed else ""
-    return f"{len(names)} job{'s' if len(names) != 1 else ''}: {shown}{more}"
+#: Pause after a broker error before trying again (doubled up to the cap).
+ERROR_PAUSE_S = 1.0
+ERROR_PAUSE_MAX_S = 30.0
 
 
 class HeldMessages:
@@ -169,9 +174,13 @@ class Worker:
         status_file: str | None = None,
         clock: Callable[[], float] = time.time,
         unknown_job_refusals: int = defaults.UNKNOWN_JOB_REFUSALS,
+        crash_allowance: int = defaults.CRASH_ALLOWANCE,
+        isolation: str = defaults.ISOLATION,
     ) -> None:
         if not queues:
             raise ValueError("a worker needs at least one queue")
+        if isolation not in ISOLATIONS:
+            raise ValueError(f"isolation must be one of {', '.join(ISOLATIONS)}, got {isolation!r}")
         self.broker = broker
         self.queues = list(queues)
         self.prefetch = max(1, min(prefetch, defaults.MAX_BATCH))
@@ -182,8 +191,10 @@ class Worker:
         self.registry = registry
         self.status_file = status_file
         self.clock = clock
+        self.isolation = isolation
         #: Receives of a message naming a job unknown here before it is dead-lettered.
         self.unknown_job_refusals = max(1, unknown_job_refusals)
+        self.crash_allowance = max(0, crash_allowance)
         self.held = HeldMessages(broker, visibility_timeout_s)
         self.jobs_done = 0
         self.last_job: str | None = None
@@ -192,16 +203,30 @@ class Worker:
         #: When a receive last returned messages (start time until then): the daemon
         #: tells a worker that polls but gets nothing while messages wait by it.
         self.last_received_at = clock()
+        self.started_at = clock()
+        #: When the worker last asked the broker for messages (the daemon's stall detection reads it).
+        self.last_poll_at = clock()
+        #: When the job process died (recent ones only), and why the last time.
+        self.crashes: list[float] = []
+        self.last_crash: str | None = None
         #: Messages whose job succeeded, deleted together when the batch is done.
         self._succeeded: list[ReceivedMessage] = []
-        #: "id name on queue" of the job running now (for the stop notice), and the batch's progress.
+        #: The job running in this process (isolation "none"), for the stop notice; and the batch's progress.
         self._running: str | None = None
         self._batch_size = 0
         self._batch_started = 0
+        self._inline_runner = self._make_runner(self._stopping)
+        self._job_process: JobProcess | None = None
+        #: Start times of the earlier processes that wrote the same status file (restarts by supervisord).
+        self._earlier_starts = self._read_earlier_starts()
         #: Broker failures in a row in :meth:`run`: one line per backoff step, one when a receive works again.
         self.broker_outage = Outage(logger, "broker", "receiving", ERROR_PAUSE_S, ERROR_PAUSE_MAX_S)
         #: What stopped the worker for good (a status database no retry fixes); :meth:`run` raises it.
         self.fatal_error: StatusStorePermanentError | None = None
+
+    def _make_runner(self, stop: threading.Event) -> MessageRunner:
+        return MessageRunner(self.registry, stop=stop, unknown_job_refusals=self.unknown_job_refusals,
+                             crash_allowance=self.crash_allowance, clock=self.clock)
 
     # -- stopping ----------------------------------------------------------------------
 
@@ -214,12 +239,14 @@ class Worker:
         """Ask the worker to stop after the running job; safe from a signal handler."""
         self._stopping.set()
         self.broker.interrupt()
+        if self._job_process is not None:
+            self._job_process.stop_retrying()
         if signum is not None:
             self.held.notify(self._stop_notice(signal.Signals(signum).name))
 
     def _stop_notice(self, what: str) -> str:
         """The line a stop request logs: what runs now and what will be handed back."""
-        running = self._running
+        running = self._running or (self._job_process.running if self._job_process is not None else None)
         if running is None:
             return f"{what} received: stopping (no job running)"
         waiting = max(self._batch_size - self._batch_started, 0)
@@ -246,12 +273,14 @@ class Worker:
 
     def run_once(self, wait_s: float = 0) -> int:
         """Receive one batch and process it; return how many messages were handled."""
+        self.last_poll_at = self.clock()
         self._write_status()
         messages = self.receive(wait_s)
         self.broker_outage.recovered()
         if messages:
             self.last_received_at = self.clock()
         self.held.add(messages)
+        messages = self._suspects_last(messages)
         handled = 0
         # FIFO queues: once a message of a group did not succeed (it waits for a retry), the rest of
         # its group in this batch is handed back unrun, so the group keeps its order.
@@ -268,6 +297,8 @@ class Worker:
                 if group is not None and group in blocked_groups:
                     held_back.append(message)
                     continue
+                if message.unsettled_before:
+                    self._flush_deletes()
                 self.process(message)
                 if group is not None and message not in self._succeeded:
                     blocked_groups.add(group)
@@ -278,123 +309,91 @@ class Worker:
             self._flush_deletes()
         return handled
 
+    def _suspects_last(self, messages: list[ReceivedMessage]) -> list[ReceivedMessage]:
+        """Order a batch so that a message whose last worker died with it runs last, and alone.
+
+        Such a message (a suspect) may kill this worker too. The other
+        messages run first; only the first suspect is kept, after them, and
+        the other suspects are handed back unstarted at once (their receive
+        taken back where the broker can). The finished messages are deleted
+        before the suspect starts (see :meth:`run_once`), so if it kills the
+        worker it takes no other message with it.
+        """
+        suspects = [m for m in messages if m.unsettled_before]
+        if not suspects:
+            return messages
+        suspect, spare = suspects[0], suspects[1:]
+        logger.warning("message %s on %s comes back from a worker that died while holding it: it runs last and "
+                       "alone%s", suspect.message_id, suspect.queue,
+                       f"; {len(spare)} other such message(s) handed back" if spare else "")
+        if spare:
+            self.held.hand_back(spare)
+        return [m for m in messages if not m.unsettled_before] + [suspect]
+
     def process(self, message: ReceivedMessage) -> None:
-        """Decode, run and settle one message; never raises for a bad message or a failed job."""
+        """Run and settle one message; never raises for a bad message or a failed job."""
+        self.apply(message, self.execute(message))
+
+    def execute(self, message: ReceivedMessage) -> Settlement:
+        """Have ``message`` handled (in the job process, or here) and return its settlement."""
+        if self.isolation == "none":
+            def note_running(decoded: Any, job_class: Any) -> None:
+                self._running = f"{decoded.id} {decoded.name} on {message.queue}"
+
+            return self._inline_runner.run(message, on_start=note_running)
         try:
-            decoded = decode(message.body, message.message_id)
-            job_class = self.registry.get(decoded.name)
-        except MalformedMessageError as exc:
-            self._dead_letter(message, f"malformed message: {exc.reason}")
-            return
-        except UnknownJobError:
-            self._refuse_unknown(message, decoded)
-            return
+            return self._job_process_ready().run(message)
+        except JobProcessDied as death:
+            return self._after_death(message, death)
+
+    def _job_process_ready(self) -> JobProcess:
+        """The job process, started (again) if it is not running."""
+        if self._job_process is None or not self._job_process.alive:
+            process = JobProcess(self._make_runner, on_wait=self._write_status)
+            process.start()
+            self._job_process = process
+        return self._job_process
+
+    def _after_death(self, message: ReceivedMessage, death: JobProcessDied) -> Settlement:
+        """The job process died running ``message``: have a new one record the failed attempt."""
+        now = self.clock()
+        self.crashes = [t for t in self.crashes if now - t < CRASH_MEMORY_S] + [now]
+        self.last_crash = f"{death.error} (message {message.message_id} on {message.queue})"
+        logger.error("message %s on %s: %s; starting a new job process", message.message_id, message.queue,
+                     death.error)
         try:
-            skip = self._status_call(lambda: should_skip(job_class, decoded), message, decoded)
-        except StatusStoreError:
-            return
-        if skip:
-            logger.info("job %s %s on %s: already succeeded, not run again", decoded.id, decoded.name,
-                        message.queue)
+            return self._job_process_ready().fail(message, death.error)
+        except JobProcessDied as again:
+            logger.error("message %s on %s: the new job process died too while recording the failure (%s); "
+                         "the message is hidden for its visibility timeout and counted by the crash ceiling",
+                         message.message_id, message.queue, again.error)
+            return Settlement(Action.POSTPONE, delay_s=self.visibility_timeout_s)
+
+    def apply(self, message: ReceivedMessage, settlement: Settlement) -> None:
+        """Apply ``settlement`` to ``message`` on the broker."""
+        if settlement.ran:
+            self.jobs_done += 1
+            self.last_job = settlement.job_id
+        self._running = None
+        if settlement.fatal:
+            logger.error("message %s on %s: handed back; the worker stops: %s", message.message_id, message.queue,
+                         settlement.fatal)
+            self.fatal_error = StatusStorePermanentError(settlement.fatal)
+            self._stopping.set()
+        action = settlement.action
+        if action is Action.DELETE:
             self._succeeded.append(message)
-            return
-        self._run(message, job_class, decoded)
+        elif action is Action.POSTPONE:
+            self._settle(message, lambda: self.broker.postpone(message.queue, message.receipt, settlement.delay_s))
+        elif action is Action.REFUSE:
+            attributes = {REFUSALS_ATTRIBUTE: str(settlement.refusals)}
+            self._settle(message, lambda: self.broker.requeue(message.queue, message, settlement.delay_s, attributes))
+        elif action is Action.DEAD_LETTER:
+            self._dead_letter(message, settlement.reason)
+        else:
+            self.held.hand_back([message], unstarted=False)
 
     # -- internals ---------------------------------------------------------------------
-
-    def _refuse_unknown(self, message: ReceivedMessage, decoded: JobMessage) -> None:
-        """Hand back a message whose job this worker does not know; dead-letter it after enough refusals.
-
-        In a rolling deploy an old worker may receive a job only the new code
-        knows: another worker should get it. After ``unknown_job_refusals``
-        receives (each one at least UNKNOWN_JOB_RETRY_DELAY_S apart), nobody
-        knows it and it goes to the dead-letter queue.
-        """
-        name = json.dumps(decoded.name)
-        refusals = message.receive_count
-        if refusals < self.unknown_job_refusals:
-            delay_s = defaults.UNKNOWN_JOB_RETRY_DELAY_S
-            logger.warning("job %s %s on %s: no job of that name is registered here (%s); handed back for another "
-                           "worker, visible again in %.0f s (refusal %d of %d)", decoded.id, name, message.queue,
-                           known_jobs_text(self.registry), delay_s, refusals, self.unknown_job_refusals)
-            self._settle(message, lambda: self.broker.postpone(message.queue, message.receipt, delay_s))
-            return
-        age = f" over {(self.clock() - message.sent_at) / 60:.1f} min" if message.sent_at else ""
-        reason = (f"unknown job name {name}: refused {refusals} times{age} by workers that do not know it; "
-                  f"this worker knows {known_jobs_text(self.registry)}")
-        self._dead_letter(message, reason)
-        record_dead(decoded, message.queue, reason)
-
-    def _run(self, message: ReceivedMessage, job_class: type[Job], decoded: JobMessage) -> None:
-        attempt_no = message.receive_count
-        last_attempt = attempt_no > job_class.retries
-        logger.info("job %s %s on %s: attempt %d started", decoded.id, decoded.name, message.queue, attempt_no)
-        try:
-            self._status_call(lambda: record_started(job_class, decoded, message.queue, attempt_no), message, decoded)
-        except StatusStoreError:
-            return
-        self._running = f"{decoded.id} {decoded.name} on {message.queue}"
-        try:
-            attempt = run_attempt(job_class, decoded, message.queue, attempt_no, last_attempt)
-        finally:
-            self._running = None
-        self.jobs_done += 1
-        self.last_job = decoded.id
-        final = last_attempt or attempt.outcome is Outcome.SUCCESS
-        try:
-            self._status_call(lambda: record_outcome(job_class, decoded, attempt, final=final), message, decoded)
-        except StatusStoreError:
-            return
-        if attempt.outcome is Outcome.SUCCESS:
-            logger.info("job %s %s on %s: attempt %d succeeded in %.3f s", decoded.id, decoded.name,
-                        message.queue, attempt_no, attempt.duration_s)
-            self._succeeded.append(message)
-        elif last_attempt:
-            reason = self._failure_reason(attempt, attempt_no)
-            logger.error("job %s %s on %s: attempt %d failed in %.3f s, no attempts left: %s", decoded.id,
-                         decoded.name, message.queue, attempt_no, attempt.duration_s, reason)
-            self._dead_letter(message, reason)
-        else:
-            delay_s = attempt.requested_delay_s
-            if delay_s is None:
-                delay_s = backoff_delay(job_class, attempt_no)
-            delay_s = min(delay_s, defaults.MAX_VISIBILITY_TIMEOUT_S)
-            logger.warning("job %s %s on %s: attempt %d failed in %.3f s, retry in %.1f s: %s", decoded.id,
-                           decoded.name, message.queue, attempt_no, attempt.duration_s, delay_s,
-                           self._error_text(attempt))
-            self._settle(message, lambda: self.broker.postpone(message.queue, message.receipt, delay_s))
-
-    def _status_call(self, action: Callable[[], T], message: ReceivedMessage, decoded: JobMessage) -> T:
-        """Run a status hook, retrying with backoff while the status database is unavailable.
-
-        So a tracked job's message is never settled before its status is
-        written. If a stop comes first, the message is handed back to be
-        delivered again and StatusStoreError is raised. A permanent error
-        (StatusStorePermanentError) hands it back too and stops the worker:
-        :meth:`run` then raises it. Hooks of untracked
-        jobs touch no database and never fail here.
-        """
-        what = f"job {decoded.id} {decoded.name} on {message.queue}"
-        try:
-            return retry_while_unavailable(action, what, self._stopping)
-        except StatusStorePermanentError as exc:
-            logger.error("%s: status not recorded; message handed back, worker stopping: %s", what, exc)
-            self.held.hand_back([message], unstarted=False)
-            self.fatal_error = exc
-            self._stopping.set()
-            raise
-        except StatusStoreError:
-            logger.error("%s: status not recorded before the stop; message handed back to be delivered again", what)
-            self.held.hand_back([message], unstarted=False)
-            raise
-
-    @staticmethod
-    def _error_text(attempt: AttemptResult) -> str:
-        error = attempt.error
-        return f"{type(error).__name__}: {error}" if error is not None else "unknown error"
-
-    def _failure_reason(self, attempt: AttemptResult, attempt_no: int) -> str:
-        return f"failed after {attempt_no} attempt(s): {self._error_text(attempt)}"
 
     def _flush_deletes(self) -> None:
         """Delete the messages whose jobs succeeded, in batches per queue, then stop holding them.
@@ -418,23 +417,48 @@ class Worker:
                              len(messages), queue, exc, exc_info=traceback_for(logger, exc))
 
     def _dead_letter(self, message: ReceivedMessage, reason: str) -> None:
-        logger.error("message %s on %s moved to the dead-letter queue: %s", message.message_id, message.queue,
-                     reason)
-        self._settle(message, lambda: self.broker.dead_letter(message.queue, message, reason))
+        if self._settle(message, lambda: self.broker.dead_letter(message.queue, message, reason)):
+            logger.error("message %s on %s moved to the dead-letter queue: %s", message.message_id, message.queue,
+                         reason)
 
-    def _settle(self, message: ReceivedMessage, action: Callable[[], None]) -> None:
-        """Stop holding ``message`` and apply ``action``; a broker error leaves it to be redelivered."""
+    def _settle(self, message: ReceivedMessage, action: Callable[[], None]) -> bool:
+        """Stop holding ``message`` and apply ``action``; True if it worked.
+
+        A broker error leaves the message to be delivered again (and, for a
+        message that should have been dead-lettered, to the crash ceiling).
+        """
         self.held.release(message)
         try:
             action()
+            return True
         except BrokerAuthError:
             raise
         except Exception as exc:
             logger.error("message %s on %s: could not settle it; it will be delivered again: %s",
                          message.message_id, message.queue, exc, exc_info=traceback_for(logger, exc))
+            return False
+
+    def _read_earlier_starts(self) -> list[float]:
+        """Start times of the recent processes that wrote the same status file before this one."""
+        if not self.status_file:
+            return []
+        try:
+            with open(self.status_file, encoding="utf-8") as handle:
+                data = json.load(handle)
+            starts = [float(t) for t in data.get("recent_starts", [])]
+        except (OSError, ValueError, TypeError, AttributeError):
+            return []
+        now = self.clock()
+        return [t for t in starts if now - t < CRASH_MEMORY_S]
 
     def _write_status(self) -> None:
-        """Write the status file (last poll, last receive, last job) at most once a second, atomically."""
+        """Write the status file at most once a second, atomically.
+
+        It holds the last poll (a job that runs long stops the polls, which is
+        how the daemon tells a stall), the last receive, the last job, when the
+        worker last wrote it (``alive_at``: also while a job runs), and the
+        recent deaths of its job process and restarts of the worker.
+        """
         if not self.status_file:
             return
         now = self.clock()
@@ -442,10 +466,16 @@ class Worker:
             return
         self._last_status_write = now
         temporary = f"{self.status_file}.{os.getpid()}.tmp"
+        recent = [t for t in self.crashes if now - t < CRASH_MEMORY_S]
         try:
             with open(temporary, "w", encoding="utf-8") as handle:
-                json.dump({"pid": os.getpid(), "last_poll": now, "last_received": self.last_received_at,
-                           "last_job": self.last_job, "jobs_done": self.jobs_done, "queues": self.queues}, handle)
+                json.dump({"pid": os.getpid(), "last_poll": self.last_poll_at, "alive_at": now,
+                           "last_received": self.last_received_at,
+                           "last_job": self.last_job, "jobs_done": self.jobs_done, "queues": self.queues,
+                           "started_at": self.started_at,
+                           "recent_starts": self._earlier_starts + [self.started_at],
+                           "job_process_pid": self._job_process.pid if self._job_process is not None else None,
+                           "job_process_deaths": recent, "last_death": self.last_crash}, handle)
             os.replace(temporary, self.status_file)
         except OSError:
             logger.exception("cannot write the worker status file %s", self.status_file)
@@ -474,7 +504,14 @@ class Worker:
                     break
         finally:
             self.held.stop()
+            self.close()
         logger.info("worker %d stopped after %d job(s)", os.getpid(), self.jobs_done)
         if self.fatal_error is not None:
             raise self.fatal_error
         return 0
+
+    def close(self) -> None:
+        """Stop the job process, if one runs (``run`` does this when it returns)."""
+        if self._job_process is not None:
+            self._job_process.close()
+            self._job_process = None

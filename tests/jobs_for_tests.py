@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from sqjobs import Job, ResultJob, Retry, get_job, job
+from sqjobs.identity import worker_pid
 
 
 def record(path: str, line: str) -> None:
@@ -25,27 +26,27 @@ def record(path: str, line: str) -> None:
 @job(queue="default", name="record")
 def record_job(path: str, token: str) -> str:
     """Record ``token`` and return it."""
-    record(path, f"{token} {os.getpid()}")
+    record(path, f"{token} {worker_pid()}")
     return token
 
 
 @job(queue="default", name="slow")
 def slow_job(path: str, token: str, seconds: float) -> str:
     """Record the start, sleep ``seconds``, record the end."""
-    record(path, f"start {token} {os.getpid()}")
+    record(path, f"start {token} {worker_pid()}")
     time.sleep(seconds)
-    record(path, f"end {token} {os.getpid()}")
+    record(path, f"end {token} {worker_pid()}")
     return token
 
 
 @job(queue="default", name="wait_for_file")
 def wait_for_file_job(path: str, token: str, release: str, limit_s: float = 60) -> str:
     """Record the start, wait until ``release`` exists, record the end (lets tests act mid-job)."""
-    record(path, f"start {token} {os.getpid()}")
+    record(path, f"start {token} {worker_pid()}")
     deadline = time.monotonic() + limit_s
     while not os.path.exists(release) and time.monotonic() < deadline:
         time.sleep(0.02)
-    record(path, f"end {token} {os.getpid()}")
+    record(path, f"end {token} {worker_pid()}")
     return token
 
 
@@ -158,7 +159,7 @@ async def async_record(path: str, token: str) -> str:
     import asyncio
 
     await asyncio.sleep(0.01)
-    record(path, f"{token} {os.getpid()}")
+    record(path, f"{token} {worker_pid()}")
     return token
 
 
@@ -170,5 +171,67 @@ def swallows_timeout(path: str, token: str) -> str:
         time.sleep(30)
     except Exception:
         record(path, f"swallowed {token}")
+    record(path, f"end {token}")
+    return token
+
+
+# -- jobs that take their process down (tests/test_crashes.py) ----------------------------------
+
+
+@job(queue="default", name="exits_hard", retries=1, retry_delay=0.2, track=True)
+def exits_hard(path: str, token: str) -> None:
+    """End the process at once, as os._exit in a library does."""
+    record(path, f"try {token}")
+    os._exit(3)
+
+
+@job(queue="default", name="segfaults")
+def segfaults(path: str, token: str) -> None:
+    """Crash the interpreter in C code (a segmentation fault)."""
+    import ctypes
+
+    record(path, f"try {token}")
+    ctypes.string_at(0)
+
+
+@job(queue="default", name="killed")
+def killed(path: str, token: str) -> None:
+    """Die by SIGKILL, as the out-of-memory killer kills."""
+    import signal
+
+    record(path, f"try {token}")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@job(queue="default", name="kills_its_worker")
+def kills_its_worker(path: str, token: str) -> None:
+    """Kill the worker process itself (not only the job process), as a whole-worker OOM kill would."""
+    import signal
+
+    record(path, f"try {token}")
+    os.kill(worker_pid(), signal.SIGKILL)
+    time.sleep(30)
+
+
+@job(queue="default", name="holds_the_gil")
+def holds_the_gil(path: str, token: str, seconds: float) -> str:
+    """Sleep in C without releasing the GIL (ctypes.PyDLL keeps it), as a long C extension call does."""
+    import ctypes
+
+    record(path, f"start {token} {worker_pid()}")
+    ctypes.PyDLL(None).usleep(int(seconds * 1_000_000))
+    record(path, f"end {token} {worker_pid()}")
+    return token
+
+
+@job(queue="default", name="stuck_in_c", timeout=1, track=True)
+def stuck_in_c(path: str, token: str) -> str:
+    """Block in C for 30 s, past its 1 s timeout, with signals blocked (as some C libraries do) and the GIL held."""
+    import ctypes
+    import signal
+
+    record(path, f"start {token}")
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    ctypes.PyDLL(None).usleep(30_000_000)
     record(path, f"end {token}")
     return token

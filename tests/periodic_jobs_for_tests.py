@@ -7,6 +7,7 @@ import os
 from jobs_for_tests import record
 
 from sqjobs import PeriodicJob
+from sqjobs.identity import worker_pid
 
 
 class EverySecond(PeriodicJob):
@@ -18,4 +19,4 @@ class EverySecond(PeriodicJob):
     timezone = "Europe/Madrid"
 
     def run(self) -> None:
-        record(os.environ["SQJOBS_TEST_RECORD"], f"{self.scheduled_for} {os.getpid()}")
+        record(os.environ["SQJOBS_TEST_RECORD"], f"{self.scheduled_for} {worker_pid()}")

@@ -102,7 +102,7 @@ def broker(clock: Clock) -> MemoryBroker:
 
 
 def run_all(broker: MemoryBroker) -> None:
-    Worker(broker, ["aio"], wait_s=0, prefetch=10).run_once()
+    Worker(broker, ["aio"], wait_s=0, prefetch=10, isolation="none").run_once()
 
 
 def dead_reasons(broker: MemoryBroker) -> list[str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sqjobs.config import default_settings, load, load_settings
+from sqjobs.config import SCHEMA, default_settings, load, load_settings
 from sqjobs.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "etc" / "sqjobs.conf.example"
@@ -21,6 +21,9 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_the_documented_example_loads_with_every_key(tmp_path: Path) -> None:
     settings = load(str(EXAMPLE))
+    for section, keys in SCHEMA.items():
+        written = settings.sections.get(section if section != "worker" else "worker:default", {})
+        assert set(written) == set(keys), f"[{section}] documents {sorted(written)}, the schema has {sorted(keys)}"
     assert settings.get("sqjobs", "broker").startswith("sqlite:///")
     assert settings.workers and settings.workers[0].name == "default"
     assert settings.get("sqs", "wait_time_s") == 20

@@ -256,6 +256,23 @@ def test_a_worker_is_stalled_when_its_own_last_poll_is_too_old() -> None:
     assert "last job j1 (3 done)" in line
 
 
+def test_a_worker_whose_job_process_keeps_dying_is_crashing() -> None:
+    worker = {"group": "worker-default", "name": "worker-default-0", "statename": "RUNNING", "pid": 42,
+              "start": 1000.0}
+    status = {"pid": 42, "last_poll": 1099.0, "job_process_deaths": [1010.0, 1050.0],
+              "last_death": "the job process killed by signal 11 (SIGSEGV)", "recent_starts": [1000.0]}
+    assert not assess(worker, status, 1100.0, 300).crashing  # two deaths: not yet a loop
+    health = assess(worker, dict(status, job_process_deaths=[1010.0, 1050.0, 1090.0]), 1100.0, 300)
+    assert health.crashing and not health.healthy
+    line = describe(health)
+    assert line.split()[:2] == ["worker-default-0", "CRASHING"]
+    assert "3 job process death(s) in the last 5 min" in line and "SIGSEGV" in line
+    assert not assess(worker, dict(status, job_process_deaths=[500.0, 600.0, 700.0]), 1100.0, 300).crashing
+    restarted = dict(status, recent_starts=[900.0, 950.0, 990.0, 1000.0])  # supervisord restarted it 3 times
+    assert assess(worker, restarted, 1100.0, 300).crashing
+    assert "3 restart(s)" in describe(assess(worker, restarted, 1100.0, 300))
+
+
 def test_socket_path_over_the_unix_limit_is_a_clear_error(daemon: Daemon) -> None:
     daemon.configure({"default": {}}, run_dir="/tmp/" + "r" * 110)
     result = daemon.run("start")
@@ -422,6 +439,25 @@ def test_killed_worker_is_restarted_and_its_job_redelivered(daemon: Daemon) -> N
     release.touch()
     wait_until(lambda: f"end t1 {new_pid}" in daemon.recorded(), SLOW_S, what="the redelivered job to finish")
     assert not any(line.startswith(f"end t1 {first_pid}") for line in daemon.recorded())
+
+
+def test_status_reports_a_worker_whose_jobs_keep_crashing_it(daemon: Daemon) -> None:
+    daemon.configure({"default": {"processes": 1}})
+    daemon.start()
+    pid = daemon.wait_running(1, "the worker")["worker-default-0"]
+    daemon.enqueue("default", [JobMessage("segfaults", [str(daemon.records), f"s{i}"]) for i in range(3)])
+    wait_until(lambda: daemon.broker is not None and daemon.broker.stats("default").dead == 3, SLOW_S,
+               what="three segfaulting jobs to be dead-lettered")
+
+    def crashing() -> subprocess.CompletedProcess | None:
+        result = daemon.run("status")
+        return result if "CRASHING" in result.stdout else None
+
+    result = wait_until(crashing, SLOW_S, what="status to report the crash loop")
+    assert result.returncode == 3
+    line = next(line for line in result.stdout.splitlines() if line.startswith("worker-default-0"))
+    assert "3 job process death(s) in the last 5 min" in line and "SIGSEGV" in line
+    assert daemon.running_pids()["worker-default-0"] == pid, "the worker itself never died"
 
 
 def test_reload_adds_and_removes_sections_without_touching_the_others(daemon: Daemon) -> None:

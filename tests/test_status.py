@@ -91,7 +91,7 @@ def tracked(database_url: str, broker: MemoryBroker) -> MemoryBroker:  # noqa: F
 
 
 def make_worker(broker: MemoryBroker, **options: Any) -> Worker:
-    return Worker(broker, ["status"], wait_s=0, **options)
+    return Worker(broker, ["status"], wait_s=0, isolation="none", **options)
 
 
 # -- states ----------------------------------------------------------------------------------
@@ -168,7 +168,8 @@ def test_unknown_job_name_dead_letters_a_tracked_message_as_dead(tracked: Memory
                                                                  store: StatusStore) -> None:  # noqa: F811
     handle = add.delay(1, 1)
     # This worker knows no job and gives up on an unknown name at its first refusal.
-    worker = Worker(tracked, ["status"], wait_s=0, registry=Registry(), unknown_job_refusals=1)
+    worker = Worker(tracked, ["status"], wait_s=0, registry=Registry(), unknown_job_refusals=1,
+                    isolation="none")
     worker.run_once()
     assert handle.status is Status.DEAD
     assert handle.error is not None and handle.error.startswith('unknown job name "status.add": refused 1 times')
@@ -201,7 +202,7 @@ def test_a_succeeded_job_delivered_again_is_deleted_without_running(tracked: Mem
     worker.run_once()
     assert handle.status is Status.SUCCESS
     tracked.send("status", encode(JobMessage(name="status.add", args=[4, 5], id=handle.id)))  # a duplicate
-    caplog.set_level("INFO", logger="sqjobs.worker")
+    caplog.set_level("INFO", logger="sqjobs")
     assert worker.run_once() == 1
     assert calls == ["add 4 5"]
     assert f"job {handle.id} status.add on status: already succeeded, not run again" in caplog.text

@@ -186,7 +186,7 @@ def test_worker_retries_until_the_database_is_back_then_records_and_deletes(
     use_database(url, broker)
     job_id = new_job_id()
     broker.send("store", encode(JobMessage(name="store.echo", args=["x"], id=job_id)))
-    worker = Worker(broker, ["store"], wait_s=0)
+    worker = Worker(broker, ["store"], wait_s=0, isolation="none")
     thread = _run_in_thread(worker)
     wait_until(lambda: caplog.text.count("status database unavailable") >= 2, what="logged retries")
     assert ran == [] and broker.stats("store").in_flight == 1  # not run, not deleted
@@ -204,7 +204,7 @@ def test_a_stop_while_the_database_is_unreachable_hands_the_message_back_unrun(
     broker = MemoryBroker()
     use_database(down_database[0], broker)
     broker.send("store", encode(JobMessage(name="store.echo", args=["y"])))
-    worker = Worker(broker, ["store"], wait_s=0)
+    worker = Worker(broker, ["store"], wait_s=0, isolation="none")
     thread = _run_in_thread(worker)
     wait_until(lambda: "status database unavailable" in caplog.text, what="a logged retry")
     worker.request_stop()
@@ -231,7 +231,7 @@ def test_an_outcome_that_cannot_be_recorded_keeps_the_message_until_it_is(
         real_ended(self, *args, **kwargs)
 
     monkeypatch.setattr(StatusStore, "ended", ended)
-    worker = Worker(broker, ["store"], wait_s=0)
+    worker = Worker(broker, ["store"], wait_s=0, isolation="none")
     thread = _run_in_thread(worker)
     wait_until(lambda: caplog.text.count("made to fail") >= 2, what="logged retries")
     assert ran == ["echo 'z'"]
@@ -255,7 +255,7 @@ def test_an_unrecorded_outcome_at_a_stop_leaves_the_message_to_run_again(
         raise StatusStoreError("status database test: cannot record (made to fail)")
 
     monkeypatch.setattr(StatusStore, "ended", ended)
-    worker = Worker(broker, ["store"], wait_s=0)
+    worker = Worker(broker, ["store"], wait_s=0, isolation="none")
     thread = _run_in_thread(worker)
     wait_until(lambda: "made to fail" in caplog.text, what="a logged retry")
     worker.request_stop()

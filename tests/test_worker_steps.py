@@ -79,7 +79,7 @@ def broker(clock: Clock) -> MemoryBroker:
 
 
 def make_worker(broker: MemoryBroker, **options: Any) -> Worker:
-    return Worker(broker, ["steps"], wait_s=0, **options)
+    return Worker(broker, ["steps"], wait_s=0, isolation="none", **options)
 
 
 def dead_reasons(broker: MemoryBroker) -> list[str]:
@@ -206,7 +206,7 @@ def test_stop_hands_back_prefetched_messages_at_once(broker: MemoryBroker) -> No
             super().process(message)
             self.request_stop()
 
-    worker = StopAfterFirst(broker, ["steps"], wait_s=0, prefetch=10)
+    worker = StopAfterFirst(broker, ["steps"], wait_s=0, prefetch=10, isolation="none")
     assert worker.run_once() == 1
     assert calls == ["ok 0"]
     stats = broker.stats("steps")
@@ -248,7 +248,7 @@ def test_queues_are_served_in_priority_order(clock: Clock) -> None:
     broker = MemoryBroker(clock=clock)
     broker.enqueue(ok_job.job_class, (2,), queue="low")
     broker.enqueue(ok_job.job_class, (1,), queue="high")
-    worker = Worker(broker, ["high", "low"], wait_s=0, prefetch=1)
+    worker = Worker(broker, ["high", "low"], wait_s=0, prefetch=1, isolation="none")
     worker.run_once()
     worker.run_once()
     assert calls == ["ok 1", "ok 2"]

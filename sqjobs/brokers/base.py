@@ -71,6 +71,9 @@ class ReceivedMessage:
     attributes: dict[str, str] = field(default_factory=dict)
     sent_at: float = 0.0
     group_id: str | None = None
+    #: True when the broker knows that the previous receive ended unsettled: whoever held the message
+    #: died (the embedded and memory brokers tell; SQS cannot, and always says False).
+    unsettled_before: bool = False
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,25 @@ class Broker(abc.ABC):
         This default only changes its visibility (SQS cannot tell the two apart).
         """
         self.change_visibility(queue, receipt, delay_s)
+
+    def requeue(self, queue: str, message: ReceivedMessage, delay_s: float = 0,
+                attributes: dict[str, str] | None = None) -> None:
+        """Put a received message back unrun, as if it had not been received: again after ``delay_s``.
+
+        ``attributes`` are added to its own. Brokers that can change a
+        message in place do so and take the receive back; this default sends
+        a copy and then deletes the original (a crash in between duplicates
+        it, never loses it). FIFO queues cannot take a copy without losing
+        their order: there the message is only hidden for ``delay_s``, its
+        receive counted and the attributes not kept.
+        """
+        if queue.endswith(".fifo"):
+            self.change_visibility(queue, message.receipt, delay_s)
+            return
+        merged = dict(message.attributes)
+        merged.update(attributes or {})
+        self.send(queue, message.body, min(delay_s, self.max_delay_s), merged)
+        self.delete(queue, message.receipt)
 
     def release(self, queue: str, receipts: Sequence[str]) -> None:
         """Hand back received messages that were never started: visible again at once.

@@ -87,12 +87,13 @@ class MemoryBroker(Broker):
                 self._changed.wait(min(defaults.SQLITE_POLL_INTERVAL_S, max(deadline - time.monotonic(), 0)))
             claimed = []
             for item in ready:
+                unsettled = item.receipt is not None
                 item.receive_count += 1
                 item.receipt = uuid.uuid4().hex
                 item.visible_at = now + visibility_timeout_s
                 claimed.append(ReceivedMessage(queue, item.message_id, item.receipt, item.body,
                                                item.receive_count, dict(item.attributes), item.sent_at,
-                                               item.group_id))
+                                               item.group_id, unsettled))
             return claimed
 
     def _find(self, queue: str, receipt: str) -> _Stored | None:
@@ -121,6 +122,17 @@ class MemoryBroker(Broker):
             item = self._find(queue, receipt)
             if item is not None:
                 item.visible_at, item.receipt = self.clock() + max(delay_s, 0), None
+            self._changed.notify_all()
+
+    def requeue(self, queue: str, message: ReceivedMessage, delay_s: float = 0,
+                attributes: dict[str, str] | None = None) -> None:
+        """Put the message back unrun in place: its receive taken back, ``attributes`` added."""
+        with self._changed:
+            item = self._find(queue, message.receipt)
+            if item is not None:
+                item.attributes.update(attributes or {})
+                item.visible_at, item.receipt = self.clock() + max(delay_s, 0), None
+                item.receive_count = max(item.receive_count - 1, 0)
             self._changed.notify_all()
 
     def release(self, queue: str, receipts: Sequence[str]) -> None:

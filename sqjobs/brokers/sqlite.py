@@ -22,6 +22,7 @@ from typing import Callable, Iterator, Sequence
 
 from .. import defaults
 from ..errors import BrokerError
+from . import claimers
 from .base import (
     ORIGIN_ATTRIBUTE,
     REASON_ATTRIBUTE,
@@ -50,10 +51,14 @@ CREATE TABLE IF NOT EXISTS sqjobs_messages (
     sent_at REAL NOT NULL,
     visible_at REAL NOT NULL,
     receive_count INTEGER NOT NULL DEFAULT 0,
-    receipt TEXT
+    receipt TEXT,
+    claimed_by TEXT
 );
 CREATE INDEX IF NOT EXISTS sqjobs_messages_ready ON sqjobs_messages (queue, visible_at, id);
 """
+
+#: How often a receiving broker looks for messages held by processes that are gone.
+RECLAIM_INTERVAL_S = 1.0
 
 #: Seconds a connection waits for another process's write before giving up.
 BUSY_TIMEOUT_S = 60.0
@@ -92,6 +97,9 @@ class SQLiteBroker(Broker):
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
         self._connection().executescript(_SCHEMA)
+        self._add_claimer_column()
+        #: When this broker last looked for messages held by processes that are gone.
+        self._reclaimed_at = 0.0
 
     def __repr__(self) -> str:
         return f"<SQLiteBroker {self.path}>"
@@ -158,24 +166,63 @@ class SQLiteBroker(Broker):
         with self._write() as db:
             return [self._insert(db, queue, message, now) for message in messages]
 
-    def _claim(self, queue: str, max_messages: int, visibility_timeout_s: float) -> list[ReceivedMessage]:
+    def _add_claimer_column(self) -> None:
+        """Give a queue file made by an older sqjobs the ``claimed_by`` column."""
+        columns = {row[1] for row in self._connection().execute("PRAGMA table_info(sqjobs_messages)")}
+        if "claimed_by" in columns:
+            return
+        try:
+            with self._write() as db:
+                db.execute("ALTER TABLE sqjobs_messages ADD COLUMN claimed_by TEXT")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):  # another process added it at the same moment
+                raise
+
+    def reclaim_from_the_dead(self, queue: str) -> int:
+        """Make the messages of ``queue`` held by processes of this host that are gone visible again; return how many.
+
+        Their worker was killed before it could hand them back; without this
+        they would wait out their visibility timeout.
+        """
         now = self.clock()
+        rows = self._connection().execute(
+            "SELECT DISTINCT claimed_by FROM sqjobs_messages WHERE queue = ? AND receipt IS NOT NULL"
+            " AND visible_at > ? AND claimed_by IS NOT NULL", (queue, now)).fetchall()
+        freed = 0
+        for (claimer,) in rows:
+            if not claimers.is_gone(claimer):
+                continue
+            with self._write() as db:
+                count = db.execute(
+                    "UPDATE sqjobs_messages SET visible_at = ? WHERE queue = ? AND claimed_by = ?"
+                    " AND receipt IS NOT NULL AND visible_at > ?", (now, queue, claimer, now)).rowcount
+            logger.info("%d message(s) on %s held by %s, a process that is gone, are visible again", count, queue,
+                        claimer)
+            freed += count
+        return freed
+
+    def _claim(self, queue: str, max_messages: int, visibility_timeout_s: float) -> list[ReceivedMessage]:
+        if time.monotonic() - self._reclaimed_at >= RECLAIM_INTERVAL_S:
+            self._reclaimed_at = time.monotonic()
+            self.reclaim_from_the_dead(queue)
+        now = self.clock()
+        claimer = claimers.this_process()
         with self._write() as db:
             rows = db.execute(
-                "SELECT id, message_id, body, attributes, group_id, sent_at, receive_count"
+                "SELECT id, message_id, body, attributes, group_id, sent_at, receive_count, receipt IS NOT NULL"
                 " FROM sqjobs_messages WHERE queue = ? AND visible_at <= ? ORDER BY visible_at, id LIMIT ?",
                 (queue, now, max_messages),
             ).fetchall()
             claimed = []
-            for row_id, message_id, body, attributes, group_id, sent_at, receive_count in rows:
+            for row_id, message_id, body, attributes, group_id, sent_at, receive_count, unsettled in rows:
                 receipt = f"{row_id}:{uuid.uuid4().hex}"
                 db.execute(
-                    "UPDATE sqjobs_messages SET visible_at = ?, receive_count = receive_count + 1, receipt = ?"
-                    " WHERE id = ?",
-                    (now + visibility_timeout_s, receipt, row_id),
+                    "UPDATE sqjobs_messages SET visible_at = ?, receive_count = receive_count + 1, receipt = ?,"
+                    " claimed_by = ? WHERE id = ?",
+                    (now + visibility_timeout_s, receipt, claimer, row_id),
                 )
                 claimed.append(ReceivedMessage(queue, message_id, receipt, body, receive_count + 1,
-                                               json.loads(attributes), sent_at, group_id))
+                                               json.loads(attributes), sent_at, group_id, bool(unsettled)))
             return claimed
 
     def receive(self, queue: str, max_messages: int = 1, wait_s: float = 0,
@@ -219,6 +266,18 @@ class SQLiteBroker(Broker):
         with self._write() as db:
             db.execute("UPDATE sqjobs_messages SET visible_at = ?, receipt = NULL WHERE id = ? AND receipt = ?",
                        (self.clock() + max(delay_s, 0), self._row_id(receipt), receipt))
+
+    def requeue(self, queue: str, message: ReceivedMessage, delay_s: float = 0,
+                attributes: dict[str, str] | None = None) -> None:
+        """Put the message back unrun in place: its receive taken back, ``attributes`` added."""
+        merged = dict(message.attributes)
+        merged.update(attributes or {})
+        with self._write() as db:
+            db.execute(
+                "UPDATE sqjobs_messages SET visible_at = ?, receive_count = MAX(receive_count - 1, 0),"
+                " receipt = NULL, attributes = ? WHERE id = ? AND receipt = ?",
+                (self.clock() + max(delay_s, 0), json.dumps(merged), self._row_id(message.receipt),
+                 message.receipt))
 
     def release(self, queue: str, receipts: Sequence[str]) -> None:
         """Make unstarted messages visible at once and take their receive back."""
