@@ -89,6 +89,17 @@ def test_a_postponed_message_waits_out_its_delay_counted_as_delayed_not_in_fligh
     assert (again.body, again.receive_count) == ("retry me", 2)
 
 
+def test_requeue_puts_a_message_back_unrun_with_attributes_after_its_delay(any_broker: Broker) -> None:
+    any_broker.send("jobs", "not mine", attributes={"kept": "yes"})
+    [message] = receive_all(any_broker, "jobs", 1, visibility_timeout_s=60)
+    any_broker.requeue("jobs", message, 1, {"sqjobs-refusals": "1"})
+    assert any_broker.receive("jobs", 10, 0, 60) == []
+    [again] = receive_all(any_broker, "jobs", 1)
+    assert again.body == "not mine"
+    assert again.attributes["sqjobs-refusals"] == "1" and again.attributes["kept"] == "yes"
+    assert again.receive_count == 1, "the refused receive does not count"
+
+
 def test_send_batch_keeps_every_message(any_broker: Broker) -> None:
     bodies = [f"m{i}" for i in range(25)]
     ids = []

@@ -300,3 +300,17 @@ def test_in_a_rolling_deploy_a_worker_that_knows_the_job_runs_what_an_old_one_re
     assert calls == ["ok 7"]
     stats = broker.stats("steps")
     assert (stats.visible, stats.in_flight, stats.delayed, stats.dead) == (0, 0, 0, 0)
+
+
+def test_refusals_in_a_rolling_deploy_do_not_count_against_the_crash_ceiling(broker: MemoryBroker,
+                                                                             clock: Clock) -> None:
+    from sqjobs.job import Registry
+
+    broker.enqueue(ok_job.job_class, (9,))
+    old = make_worker(broker, registry=Registry())
+    for _ in range(5):  # five refusals by old workers: more than the job's 1 attempt + 2 crashes
+        assert old.run_once() == 1
+        clock.now += 15
+    make_worker(broker).run_once()
+    assert calls == ["ok 9"]
+    assert broker.stats("steps").dead == 0
