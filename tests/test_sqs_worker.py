@@ -20,13 +20,16 @@ from typing import Any, Iterator
 import boto3
 import pytest
 
-from sqjobs.brokers.base import REASON_ATTRIBUTE, OutgoingMessage
+import sqjobs
+from sqjobs.brokers.base import DEAD_LETTER_ROOM_BYTES, MAX_REASON_BYTES, REASON_ATTRIBUTE, OutgoingMessage
 from sqjobs.brokers.sqs import SQSBroker
-from sqjobs.message import JobMessage, encode
+from sqjobs.errors import MessageTooLargeError
+from sqjobs.message import JobMessage, decode, encode
 from tests.sqs_server import ACCESS_KEY, REGION, SECRET_KEY, MotoServer, free_port, start_moto_server
 from tests.support import (
     TESTS_DIR,
     read_lines,
+    receive_all,
     start_worker,
     stop_process,
     wait_until,
@@ -341,3 +344,42 @@ def test_the_body_of_the_php_producer_example_runs(sqs_server: MotoServer, sqs_p
     processes.append(worker)
     assert worker.wait(60) == 0, worker_log(worker)
     assert tokens(out) == ["from-php"]
+
+
+def payload_filling(limit_bytes: int, path: str) -> str:
+    """The payload that makes ``poison.fails_loudly(path, payload)``'s body exactly ``limit_bytes`` long."""
+    empty = encode(JobMessage(name="poison.fails_loudly", args=[path, ""], id="0" * 32))
+    text_bytes = len(base64.b64decode(empty))
+    assert limit_bytes % 4 == 0, "base64 of a JSON text whose length is a multiple of 3"
+    return "x" * (limit_bytes // 4 * 3 - text_bytes)
+
+
+def test_a_failed_job_just_under_the_size_limit_is_dead_lettered_once_with_its_reason(
+        sqs_server: MotoServer, sqs_prefix: str, broker: SQSBroker, tmp_path: Path, processes: list) -> None:
+    from tests import poison_jobs_for_tests
+
+    out = tmp_path / "runs.txt"
+    config = write_config(tmp_path / "sqjobs.conf", {
+        "sqjobs": {"broker": "sqs", "database": f"sqlite:///{tmp_path / 'status.db'}",
+                   "jobs": "poison_jobs_for_tests", "path": str(TESTS_DIR)},
+        "sqs": sqs_server.sqs_section(sqs_prefix),
+    })
+    sqjobs.configure(str(config))
+    limit = broker.max_body_bytes
+    assert limit == 256 * 1024 - DEAD_LETTER_ROOM_BYTES
+    payload = payload_filling(limit, str(out))
+    with pytest.raises(MessageTooLargeError, match=f"over the limit of {limit} bytes \\(the broker's limit of "
+                                                   f"262144 bytes less {DEAD_LETTER_ROOM_BYTES} kept for the reason"):
+        poison_jobs_for_tests.fails_loudly.delay(str(out), payload + "x")
+    handle = poison_jobs_for_tests.fails_loudly.delay(str(out), payload)
+    worker = start_worker(config, ["default"], "--burst")
+    processes.append(worker)
+    assert worker.wait(120) == 0, worker_log(worker)
+    assert len(read_lines(out)) == 1, "run exactly once"
+    [dead] = receive_all(broker, "default-dead", 1)
+    assert decode(dead.body, "").id == handle.id and len(dead.body) == limit
+    reason = dead.attributes[REASON_ATTRIBUTE]
+    assert reason.startswith("failed after 1 attempt(s): ValueError: cannot use xxx") and reason.endswith(" [...]")
+    assert len(reason.encode()) <= MAX_REASON_BYTES
+    assert "could not settle" not in worker_log(worker)
+    wait_until(lambda: settled(broker, "default"), what="the original to be deleted")

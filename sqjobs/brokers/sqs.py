@@ -63,6 +63,7 @@ from .base import (
     QueueStats,
     ReceivedMessage,
     dead_letter_name,
+    fitted_dead_letter_attributes,
     is_dead_letter_name,
 )
 from .sqs_limits import (
@@ -556,18 +557,41 @@ class SQSBroker(Broker):
     def dead_letter(self, queue: str, message: ReceivedMessage, reason: str) -> None:
         """Send a copy with ``reason`` to the dead-letter queue, then delete the original.
 
-        A crash in between leaves the message in both queues, never in none.
+        The copy keeps the original's attributes (up to 8) and the reason, cut
+        to what fits under the SQS limit (:data:`MAX_REASON_BYTES` at most);
+        if it still cannot be sent, a copy without the original's attributes
+        is tried. Returns once the copy is stored; raises BrokerError if no
+        copy could be sent (the original is then untouched). A crash between
+        send and delete leaves the message in both queues, never in none.
         """
-        kept = [(k, v) for k, v in message.attributes.items() if k not in (REASON_ATTRIBUTE, ORIGIN_ATTRIBUTE)]
-        attributes = dict(kept[:MAX_MESSAGE_ATTRIBUTES - 2])
-        attributes[REASON_ATTRIBUTE] = reason[:1000]
-        attributes[ORIGIN_ATTRIBUTE] = queue
         dead = dead_letter_name(queue)
         fifo = dead.endswith(".fifo")
         self.ensure_queue(queue)
-        self.send(dead, message.body, 0, attributes, group_id=(message.group_id or DEFAULT_GROUP) if fifo else None,
-                  dedup_id=message.message_id if fifo else None)
-        self.delete(queue, message.receipt)
+        carried = [(k, v) for k, v in message.attributes.items() if k not in (REASON_ATTRIBUTE, ORIGIN_ATTRIBUTE)]
+        kept = dict(carried[:MAX_MESSAGE_ATTRIBUTES - 2])
+        problems: list[str] = []
+        for attempt in [kept, {}] if kept else [kept]:
+            attributes = fitted_dead_letter_attributes(message.body, attempt, queue, reason, MAX_BATCH_BYTES)
+            if attributes is None:
+                problems.append(f"the body of {len(message.body.encode('utf-8'))} bytes leaves no room for the "
+                                f"reason under the SQS limit of {MAX_BATCH_BYTES} bytes")
+                continue
+            try:
+                self.send(dead, message.body, 0, attributes,
+                          group_id=(message.group_id or DEFAULT_GROUP) if fifo else None,
+                          dedup_id=message.message_id if fifo else None)
+            except (BrokerAuthError, BrokerConnectionError):
+                raise
+            except (BrokerError, MessageTooLargeError) as exc:
+                problems.append(str(exc))
+                continue
+            if attempt is not kept:
+                logger.warning("message %s on %s: its %d attribute(s) were left out of the dead-letter copy so "
+                               "that it fits (%s)", message.message_id, queue, len(kept), problems[-1])
+            self.delete(queue, message.receipt)
+            return
+        raise BrokerError(f"cannot move message {message.message_id} on {queue!r} to {dead!r}: "
+                          + "; without its attributes: ".join(problems))
 
     # -- inspection ------------------------------------------------------------------
 
