@@ -29,6 +29,7 @@ from sqjobs.errors import (
     BrokerAuthError,
     BrokerConnectionError,
     BrokerError,
+    ConfigError,
     DelayTooLongError,
     MessageTooLargeError,
 )
@@ -466,3 +467,7 @@ def test_a_foreign_message_that_leaves_no_room_at_all_is_a_clear_broker_error(
     stats = broker.stats("jobs")
     assert (stats.in_flight, stats.dead) == (1, 0), "the original is untouched"
 
+
+def test_an_endpoint_url_that_is_not_a_url_is_refused_when_the_broker_is_made() -> None:
+    with pytest.raises(ConfigError, match=r"^\[sqs\] endpoint_url = 'not a url': must be an http:// or https:// URL"):
+        SQSBroker(endpoint_url="not a url")

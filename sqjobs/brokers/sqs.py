@@ -47,6 +47,7 @@ from botocore import exceptions as boto_errors
 from botocore.config import Config
 
 from .. import defaults
+from ..config import check_endpoint_url
 from ..errors import (
     BrokerAuthError,
     BrokerConnectionError,
@@ -151,6 +152,11 @@ class SQSBroker(Broker):
         super().__init__()
         if bool(access_key) != bool(secret_key):
             raise ConfigError("[sqs] access_key and secret_key go together: set both or neither")
+        if endpoint_url:
+            try:
+                check_endpoint_url(endpoint_url)
+            except ValueError as exc:
+                raise ConfigError(f"[sqs] endpoint_url = {endpoint_url!r}: {exc}") from None
         self.access_key = access_key or None
         self.secret_key = secret_key or None
         self.region = region or None
