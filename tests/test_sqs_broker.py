@@ -462,7 +462,7 @@ def test_a_foreign_message_that_leaves_no_room_at_all_is_a_clear_broker_error(
     with pytest.raises(BrokerError) as caught:
         broker.dead_letter("jobs", message, "failed after 1 attempt(s): boom")
     assert str(caught.value) == (f"cannot move message {message.message_id} on 'jobs' to 'jobs-dead': the body of "
-                                 f"{MAX_BATCH_BYTES} bytes leaves no room for the reason under the SQS limit of "
+                                 f"{MAX_BATCH_BYTES} bytes leaves no room for the reason under the broker's limit of "
                                  f"{MAX_BATCH_BYTES} bytes")
     stats = broker.stats("jobs")
     assert (stats.in_flight, stats.dead) == (1, 0), "the original is untouched"

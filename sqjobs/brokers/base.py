@@ -14,19 +14,22 @@ Subclasses implement the abstract methods; the job-level helpers
 from __future__ import annotations
 
 import abc
+import logging
 import re
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from .. import defaults
-from ..errors import DelayTooLongError
+from ..errors import BrokerAuthError, BrokerConnectionError, BrokerError, DelayTooLongError, MessageTooLargeError
 from ..message import JobMessage, check_size, encode, new_job_id
 from .sqs_limits import MAX_QUEUE_NAME_LENGTH, entry_bytes
 
 if TYPE_CHECKING:
     from ..job import Job
     from ..status import JobHandle
+
+logger = logging.getLogger("sqjobs.brokers.base")
 
 #: Message attribute that holds why a message was dead-lettered.
 REASON_ATTRIBUTE = "sqjobs-dead-reason"
@@ -77,8 +80,8 @@ def dead_letter_attributes(carried: dict[str, str], queue: str, reason: str,
     return attributes
 
 
-def fitted_dead_letter_attributes(body: str, carried: dict[str, str], queue: str, reason: str,
-                                  limit_bytes: int) -> dict[str, str] | None:
+def _fitted_dead_letter_attributes(body: str, carried: dict[str, str], queue: str, reason: str,
+                                   limit_bytes: int) -> dict[str, str] | None:
     """Like :func:`dead_letter_attributes`, the reason cut so that the copy's size (as SQS counts it) is
     within ``limit_bytes``; None if not even the attributes' names and the origin fit."""
     room = limit_bytes - entry_bytes(body, carried) - entry_bytes("", {REASON_ATTRIBUTE: "", ORIGIN_ATTRIBUTE: queue})
@@ -152,6 +155,10 @@ class Broker(abc.ABC):
     runs_inline: bool = False
     #: True when :meth:`release` takes the receive back, so receive counts are exact attempt counts.
     exact_receive_counts: bool = True
+    #: How many of a message's own attributes its dead-letter copy keeps (None: all).
+    max_carried_attributes: int | None = None
+    #: FIFO message group of a dead-letter copy whose original had none.
+    dead_letter_group: str = "dead"
 
     def __init__(self) -> None:
         self._ensured: set[str] = set()
@@ -252,24 +259,43 @@ class Broker(abc.ABC):
     def dead_letter(self, queue: str, message: ReceivedMessage, reason: str) -> None:
         """Move a received message to the queue's dead-letter queue, recording ``reason``.
 
-        The reason is cut to :data:`MAX_REASON_BYTES`. Returns once the move
-        happened; raises BrokerError if it did not (the message is then still
-        in ``queue``). The default sends a copy and then deletes the original,
-        so a crash in between duplicates the message rather than losing it.
+        Returns once the move happened; raises BrokerError if it did not (the
+        message is then untouched in ``queue``). The reason is cut to
+        :data:`MAX_REASON_BYTES`. This default sends a copy, then deletes the
+        original, so a crash in between duplicates the message rather than
+        losing it. The copy keeps the original's attributes (up to
+        :attr:`max_carried_attributes`) and the reason cut to what fits under
+        :attr:`max_message_bytes`; if it still cannot be sent, a copy without
+        the original's attributes is tried, and only if that fails too
+        BrokerError is raised.
         """
-        attributes = dead_letter_attributes(message.attributes, queue, reason)
         dead = dead_letter_name(queue)
         fifo = dead.endswith(".fifo")
         self.ensure_queue(queue)
-        self.send(
-            dead,
-            message.body,
-            0,
-            attributes,
-            group_id=(message.group_id or "dead") if fifo else None,
-            dedup_id=message.message_id if fifo else None,
-        )
-        self.delete(queue, message.receipt)
+        carried = [(k, v) for k, v in message.attributes.items() if k not in (REASON_ATTRIBUTE, ORIGIN_ATTRIBUTE)]
+        kept = dict(carried[:self.max_carried_attributes])
+        problems: list[str] = []
+        for attempt in [kept, {}] if kept else [kept]:
+            attributes = _fitted_dead_letter_attributes(message.body, attempt, queue, reason, self.max_message_bytes)
+            if attributes is None:
+                problems.append(f"the body of {len(message.body.encode('utf-8'))} bytes leaves no room for the "
+                                f"reason under the broker's limit of {self.max_message_bytes} bytes")
+                continue
+            try:
+                self.send(dead, message.body, 0, attributes, group_id=(message.group_id or self.dead_letter_group)
+                          if fifo else None, dedup_id=message.message_id if fifo else None)
+            except (BrokerAuthError, BrokerConnectionError):
+                raise
+            except (BrokerError, MessageTooLargeError) as exc:
+                problems.append(str(exc))
+                continue
+            if attempt is not kept:
+                logger.warning("message %s on %s: its %d attribute(s) were left out of the dead-letter copy so "
+                               "that it fits (%s)", message.message_id, queue, len(kept), problems[-1])
+            self.delete(queue, message.receipt)
+            return
+        raise BrokerError(f"cannot move message {message.message_id} on {queue!r} to {dead!r}: "
+                          + "; without its attributes: ".join(problems))
 
     def close(self) -> None:  # noqa: B027 - optional for brokers that hold nothing
         """Release connections. The broker may not be used afterwards."""

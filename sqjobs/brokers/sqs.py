@@ -57,14 +57,11 @@ from ..errors import (
     MessageTooLargeError,
 )
 from .base import (
-    ORIGIN_ATTRIBUTE,
-    REASON_ATTRIBUTE,
     Broker,
     OutgoingMessage,
     QueueStats,
     ReceivedMessage,
     dead_letter_name,
-    fitted_dead_letter_attributes,
     is_dead_letter_name,
 )
 from .sqs_limits import (
@@ -135,6 +132,9 @@ class SQSBroker(Broker):
     exact_receive_counts = False
     max_message_bytes = MAX_BATCH_BYTES
     max_delay_s = MAX_DELAY_S
+    #: A dead-letter copy keeps 8 of the original's attributes: with the reason and origin, the SQS maximum.
+    max_carried_attributes = MAX_MESSAGE_ATTRIBUTES - 2
+    dead_letter_group = DEFAULT_GROUP
 
     def __init__(
         self,
@@ -559,45 +559,6 @@ class SQSBroker(Broker):
     @staticmethod
     def _visibility(timeout_s: float) -> int:
         return max(0, min(int(math.ceil(timeout_s)), MAX_VISIBILITY_TIMEOUT_S))
-
-    def dead_letter(self, queue: str, message: ReceivedMessage, reason: str) -> None:
-        """Send a copy with ``reason`` to the dead-letter queue, then delete the original.
-
-        The copy keeps the original's attributes (up to 8) and the reason, cut
-        to what fits under the SQS limit (:data:`MAX_REASON_BYTES` at most);
-        if it still cannot be sent, a copy without the original's attributes
-        is tried. Returns once the copy is stored; raises BrokerError if no
-        copy could be sent (the original is then untouched). A crash between
-        send and delete leaves the message in both queues, never in none.
-        """
-        dead = dead_letter_name(queue)
-        fifo = dead.endswith(".fifo")
-        self.ensure_queue(queue)
-        carried = [(k, v) for k, v in message.attributes.items() if k not in (REASON_ATTRIBUTE, ORIGIN_ATTRIBUTE)]
-        kept = dict(carried[:MAX_MESSAGE_ATTRIBUTES - 2])
-        problems: list[str] = []
-        for attempt in [kept, {}] if kept else [kept]:
-            attributes = fitted_dead_letter_attributes(message.body, attempt, queue, reason, MAX_BATCH_BYTES)
-            if attributes is None:
-                problems.append(f"the body of {len(message.body.encode('utf-8'))} bytes leaves no room for the "
-                                f"reason under the SQS limit of {MAX_BATCH_BYTES} bytes")
-                continue
-            try:
-                self.send(dead, message.body, 0, attributes,
-                          group_id=(message.group_id or DEFAULT_GROUP) if fifo else None,
-                          dedup_id=message.message_id if fifo else None)
-            except (BrokerAuthError, BrokerConnectionError):
-                raise
-            except (BrokerError, MessageTooLargeError) as exc:
-                problems.append(str(exc))
-                continue
-            if attempt is not kept:
-                logger.warning("message %s on %s: its %d attribute(s) were left out of the dead-letter copy so "
-                               "that it fits (%s)", message.message_id, queue, len(kept), problems[-1])
-            self.delete(queue, message.receipt)
-            return
-        raise BrokerError(f"cannot move message {message.message_id} on {queue!r} to {dead!r}: "
-                          + "; without its attributes: ".join(problems))
 
     # -- inspection ------------------------------------------------------------------
 
