@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 from typing import Any
 
 import click
@@ -16,7 +17,7 @@ from .brokers.base import ORIGIN_ATTRIBUTE, REASON_ATTRIBUTE, Broker, dead_lette
 from .config import Settings
 from .errors import NoJobsError, SQJobsError, StatusStorePermanentError, UnknownQueueError
 from .job import registry
-from .message import MalformedMessageError, decode
+from .message import UNDECODABLE_PREFIX, MalformedMessageError, check_arguments, decode, loads_strict
 
 logger = logging.getLogger("sqjobs.cli")
 
@@ -32,11 +33,26 @@ def _configure(config: str | None, import_jobs: bool = True, extra_modules: tupl
         for module in (*settings.job_modules, *extra_modules):
             try:
                 importlib.import_module(module)
-            except ImportError as exc:
-                raise click.ClickException(
-                    f"{settings.source or 'configuration'}: [sqjobs] jobs: cannot import {module!r}: {exc}"
-                ) from None
+            except Exception as exc:  # whatever a job module raises, one line says which and why
+                logger.debug("import of job module %s failed", module, exc_info=True)
+                raise click.ClickException(_import_failure(settings, module, exc)) from None
     return settings
+
+
+def _import_failure(settings: Settings, module: str, exc: Exception) -> str:
+    """One line on a job module that could not be imported: the config, the module, where and why."""
+    prefix = f"{settings.source or 'configuration'}: [sqjobs] jobs: cannot import {module!r}"
+    if isinstance(exc, ImportError):
+        return f"{prefix}: {exc}"
+    where = ""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = f" ({os.path.normpath(exc.filename)}, line {exc.lineno})"
+    else:
+        frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if frame.name == "<module>"]
+        if frames:
+            where = f" ({os.path.normpath(frames[-1].filename)}, line {frames[-1].lineno})"
+    text = " ".join(str(exc).split()) if not isinstance(exc, SyntaxError) else exc.msg
+    return f"{prefix}{where}: {type(exc).__name__}: {text} (sqjobs -v shows the traceback)"
 
 
 def _setup(config: str | None, import_jobs: bool = True,
@@ -75,12 +91,18 @@ def _check_status_database() -> None:
 
 
 def _parse_json(option: str, text: str, kind: type) -> Any:
+    """Read ``option``'s JSON text as arguments of ``kind`` (list or dict); raise a usage error naming it."""
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not valid JSON: {exc}", param_hint=option) from None
+        value: Any = loads_strict(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"the value {exc}", param_hint=option) from None
     if not isinstance(value, kind):
         raise click.BadParameter(f"must be a JSON {'list' if kind is list else 'object'}", param_hint=option)
+    arguments: Any = value  # a list or a dict, as checked above
+    try:
+        check_arguments([], arguments) if kind is dict else check_arguments(arguments, {})
+    except TypeError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from None
     return value
 
 
@@ -171,7 +193,7 @@ def enqueue(config: str | None, name: str, args_json: str, kwargs_json: str, que
             delay: float) -> None:
     """Send job NAME and print its id. NAME need not be importable here."""
     from .job import Job
-    from .message import JobMessage, check_size, encode
+    from .message import JobMessage, encode
 
     args = _parse_json("--args", args_json, list)
     kwargs = _parse_json("--kwargs", kwargs_json, dict)
@@ -183,7 +205,7 @@ def enqueue(config: str | None, name: str, args_json: str, kwargs_json: str, que
     target = queue or Job.queue
     message = JobMessage(name=name, args=args, kwargs=kwargs)
     body = encode(message)
-    check_size(body, broker.max_message_bytes)
+    broker.check_body(body)
     broker.check_delay(delay)
     fifo = target.endswith(".fifo")
     broker.send(target, body, delay, None, name if fifo else None, message.id if fifo else None)
@@ -254,18 +276,24 @@ def dead(config: str | None, queue: str, as_json: bool, requeue: bool, purge: bo
         click.echo(f"purged {count} message(s) from {dead_queue}")
         return
     if requeue:
-        moved = 0
+        moved, unreadable = 0, []
         while True:
             batch = broker.receive(dead_queue, 10, 0, 30)
             if not batch:
                 break
             for message in batch:
+                if message.body.startswith(UNDECODABLE_PREFIX):  # its stored bytes stay where they are
+                    unreadable.append(message.receipt)
+                    continue
                 fifo = queue.endswith(".fifo")
                 broker.send(queue, message.body, 0, None, (message.group_id or "requeued") if fifo else None,
                             None)
                 broker.delete(dead_queue, message.receipt)
                 moved += 1
-        click.echo(f"requeued {moved} message(s) from {dead_queue} to {queue}")
+        if unreadable:
+            broker.change_visibility_batch(dead_queue, unreadable, 0)
+        left = f"; {len(unreadable)} unreadable message(s) left in {dead_queue}" if unreadable else ""
+        click.echo(f"requeued {moved} message(s) from {dead_queue} to {queue}{left}")
         return
     rows = []
     for message in broker.peek(dead_queue, limit):
@@ -279,7 +307,7 @@ def dead(config: str | None, queue: str, as_json: bool, requeue: bool, purge: bo
     if not rows:
         click.echo(f"{dead_queue} is empty")
     for row in rows:
-        click.echo(f"{row['message_id']}  {row['name'] or '?'}  {row['reason']}")
+        click.echo(f"{row['message_id']}  {row['name'] or '?'}  {' '.join(str(row['reason']).split())}")
 
 
 from .cli_status import register_status_commands  # noqa: E402  (status, initdb, prune)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -78,6 +79,23 @@ def _as_text(text: str) -> str:
     return text.strip()
 
 
+def check_endpoint_url(url: str) -> str:
+    """Return ``url`` if it can be an SQS endpoint (``http(s)://host[:port][/path]``); raise ValueError if not."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == -1 or any(c.isspace() for c in url):
+        raise ValueError("must be an http:// or https:// URL such as http://localhost:9324, or empty for AWS")
+    return url
+
+
+def _as_endpoint_url(text: str) -> str:
+    text = text.strip()
+    return check_endpoint_url(text) if text else ""
+
+
 #: Section -> key -> (parser, default). ``worker:NAME`` sections share the ``worker`` schema.
 SCHEMA: dict[str, dict[str, tuple[Callable[[str], Any], Any]]] = {
     "sqjobs": {
@@ -89,7 +107,7 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[str], Any], Any]]] = {
     },
     "sqs": {
         "region": (_as_text, ""),
-        "endpoint_url": (_as_text, ""),
+        "endpoint_url": (_as_endpoint_url, ""),
         "access_key": (_as_text, ""),
         "secret_key": (_as_text, ""),
         "queue_prefix": (_as_text, ""),
@@ -218,10 +236,18 @@ def load(filename: str) -> Settings:
     parser = configparser.ConfigParser(inline_comment_prefixes=(";", "#"), interpolation=None,
                                        default_section="\0none")
     try:
-        with open(filename, encoding="utf-8") as handle:
-            parser.read_file(handle)
+        with open(filename, "rb") as handle:
+            raw = handle.read()
     except OSError as exc:
-        raise ConfigError(f"{filename}: cannot read the config file: {exc.strerror}") from None
+        raise ConfigError(f"{filename}: cannot read the config file: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{filename}: line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
+                          "save the config file as UTF-8") from None
+    try:
+        parser.read_string(text, filename)
     except configparser.Error as exc:
         raise ConfigError(f"{filename}: not a valid INI file: {exc}") from None
     sections: dict[str, dict[str, Any]] = {}

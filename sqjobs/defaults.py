@@ -102,3 +102,8 @@ JOB_PROCESS_START_S = 30.0
 #: worker (its heartbeat, the other messages it holds) with it; or "none", in
 #: the worker itself (for pdb and for tests that step the worker).
 ISOLATION = "process"
+
+#: A message whose move to the dead-letter queue failed (the broker refused the
+#: copy, or could not be reached) stays in its queue, hidden this long before
+#: the worker tries to move it again; it is never run again.
+DEAD_LETTER_RETRY_S = 60.0

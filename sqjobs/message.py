@@ -15,6 +15,7 @@ import base64
 import binascii
 import json
 import math
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -42,32 +43,85 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
+#: Deepest nesting of lists and objects JSON values may have, in an argument, a result or an
+#: incoming message's fields: deep enough for any real data, and far from Python's recursion
+#: limit, so that encoding, decoding and checking never raise RecursionError.
+MAX_JSON_DEPTH = 500
+
+#: UTF-16 surrogates: a JSON text may spell one alone (``"\\ud800"``), but UTF-8 cannot carry it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _string_problem(text: str) -> str | None:
+    """Say why ``text`` cannot be carried as UTF-8 (None if it can)."""
+    if text.isascii():
+        return None
+    found = _SURROGATE.search(text)
+    if found is None:
+        return None
+    return f"holds a lone surrogate {found.group()!r} at position {found.start()}, which UTF-8 cannot carry"
+
+
+def _scalar_problem(value: Any) -> str | None:
+    """Say why ``value`` (not a list, tuple or dict) is not strict JSON (None if it is)."""
+    if value is None or isinstance(value, (bool, int)):
+        return None
+    if isinstance(value, str):
+        return _string_problem(value)
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"is {value!r}, which JSON cannot carry"
+    return (f"is of type {type(value).__name__} ({value!r:.60}), which JSON cannot carry; "
+            "pass plain data (str, int, float, bool, None, list, dict)")
+
+
+def _children(value: list[Any] | tuple[Any, ...] | dict[Any, Any], path: str) -> list[tuple[str, Any]]:
+    """Return ``(path, child)`` for each item of a list or dict; raise TypeError for a key JSON cannot carry."""
+    if not isinstance(value, dict):
+        return [(f"{path}[{index}]", child) for index, child in enumerate(value)]
+    children = []
+    for key, child in value.items():
+        if not isinstance(key, str):
+            raise TypeError(f"{_shorten(path)} has key {key!r:.60}: JSON object keys must be strings")
+        problem = _string_problem(key)
+        if problem:
+            raise TypeError(f"{_shorten(path)} has a key that {problem}")
+        children.append((f"{path}[{key!r}]", child))
+    return children
+
+
+def _shorten(path: str, limit: int = 120) -> str:
+    """``path`` as it goes into an error message: its middle left out if it is longer than ``limit``."""
+    return path if len(path) <= limit else f"{path[:limit // 2]}...{path[-limit // 2:]}"
+
+
 def check_json_value(value: Any, where: str) -> None:
     """Raise TypeError naming ``where`` if ``value`` is not strict JSON.
 
-    Strict means: None, bool, int, finite float, str, lists/tuples of those and
-    dicts with string keys. Anything else would be changed or lost on the way.
+    Strict means: None, bool, int, finite float, str (without lone
+    surrogates), lists/tuples of those and dicts with string keys, nested at
+    most :data:`MAX_JSON_DEPTH` levels. Anything else would be changed or lost
+    on the way. The walk is iterative: a value nested too deeply (or holding
+    itself) raises TypeError, never RecursionError.
     """
-    if value is None or isinstance(value, (bool, int, str)):
-        return
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise TypeError(f"{where} is {value!r}, which JSON cannot carry")
-        return
-    if isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            check_json_value(item, f"{where}[{index}]")
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise TypeError(f"{where} has key {key!r}: JSON object keys must be strings")
-            check_json_value(item, f"{where}[{key!r}]")
-        return
-    raise TypeError(
-        f"{where} is of type {type(value).__name__} ({value!r:.60}), which JSON cannot carry; "
-        "pass plain data (str, int, float, bool, None, list, dict)"
-    )
+    stack: list[tuple[str, Any, int]] = [(where, value, 0)]
+    while stack:
+        path, item, depth = stack.pop()
+        if not isinstance(item, (list, tuple, dict)):
+            problem = _scalar_problem(item)
+            if problem:
+                raise TypeError(f"{_shorten(path)} {problem}")
+            continue
+        if depth >= MAX_JSON_DEPTH:
+            raise TypeError(f"{where} is nested deeper than {MAX_JSON_DEPTH} levels of lists and objects")
+        nested = []
+        for child_path, child in _children(item, path):
+            if isinstance(child, (list, tuple, dict)):
+                nested.append((child_path, child, depth + 1))
+                continue
+            problem = _scalar_problem(child)
+            if problem:
+                raise TypeError(f"{_shorten(child_path)} {problem}")
+        stack.extend(reversed(nested))
 
 
 def check_arguments(args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
@@ -75,6 +129,9 @@ def check_arguments(args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
     for index, value in enumerate(args):
         check_json_value(value, f"argument {index}")
     for key, value in kwargs.items():
+        problem = _string_problem(key) if isinstance(key, str) else "is not a string"
+        if problem:
+            raise TypeError(f"the name of keyword argument {key!r:.60} {problem}")
         check_json_value(value, f"argument {key!r}")
 
 
@@ -98,20 +155,67 @@ def encode(message: JobMessage, extra: Mapping[str, Any] | None = None) -> str:
     return base64.b64encode(text.encode("utf-8")).decode("ascii")
 
 
-def check_size(body: str, limit_bytes: int) -> None:
-    """Raise MessageTooLargeError if ``body`` is longer than ``limit_bytes``."""
+def check_size(body: str, limit_bytes: int, why: str = "") -> None:
+    """Raise MessageTooLargeError if ``body`` is longer than ``limit_bytes``; ``why`` explains the limit."""
     size = len(body.encode("utf-8"))
     if size > limit_bytes:
+        limit = f"the limit of {limit_bytes} bytes ({why})" if why else f"the broker's limit of {limit_bytes} bytes"
         raise MessageTooLargeError(
-            f"message is {size} bytes encoded, over the broker's limit of {limit_bytes} bytes; "
+            f"message is {size} bytes encoded, over {limit}; "
             "pass a reference (a key, a URL) instead of the data itself"
         )
+
+
+#: Start of the body a broker hands over for a stored message it cannot read (bytes that are not
+#: UTF-8, a broken row): no job message starts with it, and :func:`decode` refuses it with the
+#: reason that follows, so the worker dead-letters it like any malformed message.
+UNDECODABLE_PREFIX = "!sqjobs-undecodable: "
+
+
+def undecodable_body(reason: str) -> str:
+    """Return the body that stands for a stored message that cannot be read, saying why."""
+    return UNDECODABLE_PREFIX + reason
 
 
 _KNOWN_FIELDS = {"id", "name", "args", "kwargs", "v"}
 
 
-def _body_to_json_text(body: str) -> str:
+class _RefusedConstant(ValueError):
+    """NaN or Infinity in a JSON text: Python's parser takes them, JSON does not have them."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _RefusedConstant(f"holds {name}, which is not JSON (sqjobs refuses NaN and Infinity, as .delay() does)")
+
+
+def loads_strict(text: str) -> Any:
+    """Parse JSON ``text`` the way sqjobs reads messages: NaN, Infinity and -Infinity are refused.
+
+    Raises ValueError whose text completes a sentence about the text ("is not
+    valid JSON: ...", "holds NaN, ...", "is nested too deeply ..."), and never
+    RecursionError.
+    """
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"is not valid JSON: {exc}") from None
+    except _RefusedConstant:
+        raise
+    except RecursionError:
+        raise ValueError(f"is nested too deeply (lists and objects more than {MAX_JSON_DEPTH} levels "
+                         "deep)") from None
+    except ValueError as exc:
+        raise ValueError(f"cannot be read as JSON: {exc}") from None  # e.g. an integer of too many digits
+
+
+def _body_to_json_text(body: str | bytes) -> str:
+    if isinstance(body, bytes):
+        try:
+            body = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise MalformedMessageError("body is not UTF-8 text") from None
+    if body.startswith(UNDECODABLE_PREFIX):
+        raise MalformedMessageError(body[len(UNDECODABLE_PREFIX):])
     stripped = body.strip()
     if stripped.startswith("{"):
         return stripped
@@ -125,15 +229,44 @@ def _body_to_json_text(body: str) -> str:
         raise MalformedMessageError("base64 content is not UTF-8 text") from None
 
 
+def _parse(text: str) -> Any:
+    try:
+        return loads_strict(text)
+    except ValueError as exc:
+        raise MalformedMessageError(f"body {exc}") from None
+
+
+def _check_fields(data: dict[str, Any], args: list[Any], kwargs: dict[str, Any]) -> None:
+    """Refuse what ``.delay()`` would have refused: values that are not strict JSON, nested too deeply."""
+    try:
+        check_arguments(args, kwargs)
+        for key, value in data.items():
+            if key not in ("args", "kwargs"):
+                check_json_value(value, f"field {key!r}")
+    except TypeError as exc:
+        raise MalformedMessageError(f"not strict JSON: {exc}") from None
+
+
 def decode(body: str, fallback_id: str) -> JobMessage:
     """Read a message body; ``fallback_id`` (the broker's message id) is used when it has no id.
 
-    Raises MalformedMessageError with a reason fit for the dead-letter queue.
+    Raises MalformedMessageError with a reason fit for the dead-letter queue,
+    and no other exception, whatever the body holds: invalid base64 or UTF-8,
+    JSON that is not a job message, NaN or Infinity, values nested more than
+    :data:`MAX_JSON_DEPTH` levels, lone surrogates.
     """
     try:
-        data = json.loads(_body_to_json_text(body))
-    except json.JSONDecodeError as exc:
-        raise MalformedMessageError(f"body is not valid JSON: {exc}") from None
+        return _decode(body, fallback_id)
+    except MalformedMessageError:
+        raise
+    except RecursionError:
+        raise MalformedMessageError(f"body is nested too deeply (more than {MAX_JSON_DEPTH} levels)") from None
+    except Exception as exc:  # anything else is still this message's problem, not the worker's
+        raise MalformedMessageError(f"body cannot be read: {type(exc).__name__}: {exc}") from None
+
+
+def _decode(body: str, fallback_id: str) -> JobMessage:
+    data = _parse(_body_to_json_text(body))
     if not isinstance(data, dict):
         raise MalformedMessageError(f"body is JSON {type(data).__name__}, not an object")
     name = data.get("name")
@@ -150,6 +283,7 @@ def decode(body: str, fallback_id: str) -> JobMessage:
         kwargs = {}
     if not isinstance(kwargs, dict):
         raise MalformedMessageError(f"'kwargs' is a JSON {type(kwargs).__name__}, not an object")
+    _check_fields(data, args, kwargs)
     job_id = data.get("id")
     if not isinstance(job_id, str) or not job_id:
         job_id = fallback_id

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Callable, TypeVar
 
 from . import defaults
-from .brokers.base import ReceivedMessage
+from .brokers.base import ReceivedMessage, cut_reason
 from .errors import (
     JobCrashedError,
     MalformedMessageError,
@@ -147,7 +147,8 @@ class MessageRunner:
         except Exception as exc:  # anything else about this one message is its own problem
             logger.exception("message %s on %s: cannot be handled; it goes to the dead-letter queue",
                              message.message_id, message.queue)
-            return Settlement(Action.DEAD_LETTER, reason=f"sqjobs could not handle it: {type(exc).__name__}: {exc}")
+            return Settlement(Action.DEAD_LETTER,
+                              reason=cut_reason(f"sqjobs could not handle it: {type(exc).__name__}: {exc}"))
 
     def fail(self, message: ReceivedMessage, error: BaseException) -> Settlement:
         """Settle an attempt that ended without an answer (its process died, or was killed at its timeout).
@@ -222,7 +223,7 @@ class MessageRunner:
             return Settlement(Action.DELETE, job_id=decoded.id, ran=True)
         error = _error_text(attempt.error)
         if last_attempt:
-            reason = f"failed after {attempt_no} attempt(s): {error}"
+            reason = cut_reason(f"failed after {attempt_no} attempt(s): {error}")
             logger.error("%s failed in %.3f s, no attempts left: %s", where, attempt.duration_s, reason)
             return Settlement(Action.DEAD_LETTER, reason=reason, job_id=decoded.id, ran=True)
         delay_s = attempt.requested_delay_s

@@ -29,7 +29,7 @@ import time
 from typing import Any, Callable, Sequence
 
 from . import defaults
-from .brokers.base import Broker, ReceivedMessage
+from .brokers.base import Broker, ReceivedMessage, cut_reason
 from .errors import BrokerAuthError, StatusStorePermanentError
 from .job import Registry
 from .job import registry as default_registry
@@ -46,6 +46,8 @@ ERROR_PAUSE_S = 1.0
 ERROR_PAUSE_MAX_S = 30.0
 #: How a worker runs jobs: in a supervised job process, or in the worker itself.
 ISOLATIONS = ("process", "none")
+#: Messages a worker remembers having failed to dead-letter (the oldest are forgotten first).
+UNDEAD_MEMORY = 10_000
 #: How long a worker remembers the deaths of its job process, for ``sqjobsd status``.
 CRASH_MEMORY_S = 600.0
 
@@ -221,6 +223,8 @@ class Worker:
         self._earlier_starts = self._read_earlier_starts()
         #: Broker failures in a row in :meth:`run`: one line per backoff step, one when a receive works again.
         self.broker_outage = Outage(logger, "broker", "receiving", ERROR_PAUSE_S, ERROR_PAUSE_MAX_S)
+        #: Messages whose move to the dead-letter queue failed, with their reason: never run again, only moved.
+        self._undead: dict[str, str] = {}
         #: What stopped the worker for good (a status database no retry fixes); :meth:`run` raises it.
         self.fatal_error: StatusStorePermanentError | None = None
 
@@ -331,7 +335,15 @@ class Worker:
         return [m for m in messages if not m.unsettled_before] + [suspect]
 
     def process(self, message: ReceivedMessage) -> None:
-        """Run and settle one message; never raises for a bad message or a failed job."""
+        """Run and settle one message; never raises for a bad message or a failed job.
+
+        A message this worker already tried and failed to dead-letter is not
+        run again: it is only moved (again).
+        """
+        reason = self._undead.get(message.message_id)
+        if reason is not None:
+            self.apply(message, Settlement(Action.DEAD_LETTER, reason=reason))
+            return
         self.apply(message, self.execute(message))
 
     def execute(self, message: ReceivedMessage) -> Settlement:
@@ -417,9 +429,25 @@ class Worker:
                              len(messages), queue, exc, exc_info=traceback_for(logger, exc))
 
     def _dead_letter(self, message: ReceivedMessage, reason: str) -> None:
+        """Move ``message`` to the dead-letter queue; log the move once it happened.
+
+        If the move fails, the message stays in its queue, hidden for
+        DEAD_LETTER_RETRY_S, and is remembered: when it comes back to this
+        worker it is moved again, never run again.
+        """
         if self._settle(message, lambda: self.broker.dead_letter(message.queue, message, reason)):
+            self._undead.pop(message.message_id, None)
             logger.error("message %s on %s moved to the dead-letter queue: %s", message.message_id, message.queue,
-                         reason)
+                         cut_reason(reason))
+            return
+        self._undead[message.message_id] = reason
+        while len(self._undead) > UNDEAD_MEMORY:
+            self._undead.pop(next(iter(self._undead)))
+        try:
+            self.broker.change_visibility(message.queue, message.receipt, defaults.DEAD_LETTER_RETRY_S)
+        except Exception as exc:
+            logger.warning("message %s on %s: cannot hide it until the next try to dead-letter it: %s",
+                           message.message_id, message.queue, exc, exc_info=traceback_for(logger, exc))
 
     def _settle(self, message: ReceivedMessage, action: Callable[[], None]) -> bool:
         """Stop holding ``message`` and apply ``action``; True if it worked.

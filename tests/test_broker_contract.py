@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
+
+import pytest
 
 from sqjobs.brokers.base import (
+    MAX_REASON_BYTES,
     ORIGIN_ATTRIBUTE,
     REASON_ATTRIBUTE,
     Broker,
@@ -213,3 +217,25 @@ def test_concurrent_receivers_never_share_a_message(any_broker: Broker) -> None:
     for thread in threads:
         thread.join()
     assert sorted(seen) == sorted(f"m{i}" for i in range(20))
+
+
+def test_a_long_dead_letter_reason_is_cut_to_the_room_kept_for_it(any_broker: Broker) -> None:
+    any_broker.send("jobs", "poison")
+    [message] = receive_all(any_broker, "jobs", 1)
+    any_broker.dead_letter("jobs", message, "failed after 1 attempt(s): ValueError: " + "ü" * 2000 + "\x00")
+    [dead] = receive_all(any_broker, dead_letter_name("jobs"), 1)
+    reason = dead.attributes[REASON_ATTRIBUTE]
+    assert reason.startswith("failed after 1 attempt(s): ValueError: üü") and reason.endswith("ü [...]")
+    assert MAX_REASON_BYTES - 1 <= len(reason.encode("utf-8")) <= MAX_REASON_BYTES
+
+
+def test_a_bulk_send_with_an_argument_json_cannot_carry_sends_nothing(any_broker: Broker, tmp_path: Path) -> None:
+    from tests import jobs_for_tests
+
+    out = str(tmp_path / "out.txt")
+    calls = [((out, f"t{i}"), {}) for i in range(15)] + [((out, {"when": float("inf")}), {})]
+    with pytest.raises(TypeError, match=r"argument 1\['when'\] is inf"):
+        any_broker.enqueue_many(jobs_for_tests.record_job.job_class, calls, queue="bulk")
+    if not any_broker.runs_inline:  # eager mode runs each job as it goes (and records to out.txt)
+        assert any_broker.stats("bulk").visible == 0
+        assert any_broker.receive("bulk", 10, 0.5) == []

@@ -17,7 +17,7 @@ from sqjobs.brokers.base import Broker
 from sqjobs.brokers.sqlite import SQLiteBroker
 from sqjobs.cli import main
 from sqjobs.message import decode
-from tests.support import TESTS_DIR, read_lines, sqlite_config, write_config
+from tests.support import TESTS_DIR, read_lines, receive_all, sqlite_config, write_config
 
 
 class AccNightly(sqjobs.PeriodicJob):
@@ -214,3 +214,116 @@ def test_schedule_with_no_periodic_job_registered_says_how_to_register_one(tmp_p
     assert done.stderr == ("Error: no periodic job is registered as 'acc.nightly'; none is: a periodic job has a "
                            "schedule and lives in a module that [sqjobs] jobs names (check -c or $SQJOBS_CONFIG)\n")
     assert list(tmp_path.iterdir()) == [config], "a preview creates no queue file"
+
+
+# -- poison messages and bad input: one line, no traceback ---------------------------------------
+
+
+def test_dead_lists_malformed_and_unreadable_messages_with_their_reasons_and_no_traceback(tmp_path: Path) -> None:
+    from tests.test_sqlite_broker import UNREADABLE_ROWS, insert_raw_rows
+
+    config, path, out = sqlite_config(tmp_path), tmp_path / "queue.db", tmp_path / "out.txt"
+    broker = SQLiteBroker(str(path))
+    poison = {
+        "deep": '{"name": "record", "args": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        "nan": base64.b64encode(b'{"name": "record", "args": ["x", NaN]}').decode(),
+        "huge int": '{"name": "record", "args": [' + "9" * 5000 + "]}",
+    }
+    for text in poison.values():
+        broker.send("default", text)
+    insert_raw_rows(path, "default")
+    broker.send("default", base64.b64encode(json.dumps({"name": "record", "args": [str(out), "ok"]}).encode()).decode())
+    worker = subprocess.run([sys.executable, "-m", "sqjobs", "worker", "-c", str(config), "default", "--burst"],
+                            capture_output=True, text=True, timeout=120)
+    assert worker.returncode == 0, worker.stderr[-3000:]
+    assert [line.split()[0] for line in read_lines(out)] == ["ok"]
+    expected = len(poison) + len(UNREADABLE_ROWS)
+    assert (broker.stats("default").visible, broker.stats("default").dead) == (0, expected)
+
+    listed = subprocess.run([sys.executable, "-m", "sqjobs", "dead", "-c", str(config), "default", "--json"],
+                            capture_output=True, text=True, timeout=60)
+    assert (listed.returncode, listed.stderr) == (0, "")
+    rows = json.loads(listed.stdout)
+    reasons = sorted(row["reason"] for row in rows)
+    assert len(rows) == expected and all(row["name"] is None for row in rows)
+    assert all(reason.startswith("malformed message: ") for reason in reasons)
+    for part in ["nested too deeply", "holds NaN", "cannot be read as JSON", "its body is not UTF-8 text",
+                 "its attributes column is not JSON"]:
+        assert any(part in reason for reason in reasons), part
+    text = subprocess.run([sys.executable, "-m", "sqjobs", "dead", "-c", str(config), "default"],
+                          capture_output=True, text=True, timeout=60)
+    assert (text.returncode, text.stderr) == (0, "")
+    lines = text.stdout.splitlines()
+    assert len(lines) == expected and all("  ?  malformed message: " in line for line in lines)
+
+
+def test_requeue_leaves_unreadable_rows_where_they_are(config: Path, tmp_path: Path) -> None:
+    from tests.test_sqlite_broker import UNREADABLE_ROWS, insert_raw_rows
+
+    broker = sqjobs.get_broker()
+    broker.send("jobs", "readable but not a job")
+    insert_raw_rows(tmp_path / "queue.db", "jobs")
+    for message in receive_all(broker, "jobs", 1 + len(UNREADABLE_ROWS)):
+        broker.dead_letter("jobs", message, "malformed")
+    # Dead-lettering wrote fresh attributes: only the two rows whose body is not UTF-8 stay unreadable.
+    output = run("dead", "-c", str(config), "jobs", "--requeue")
+    assert output == "requeued 4 message(s) from jobs-dead to jobs; 2 unreadable message(s) left in jobs-dead\n"
+    assert (broker.stats("jobs").visible, broker.stats("jobs").dead) == (4, 2)
+    assert sorted(m.message_id for m in broker.peek("jobs-dead")) == ["blob not UTF-8", "text not UTF-8"]
+
+
+def one_line_error(*args: str, cwd: Path | None = None) -> str:
+    """Run ``sqjobs ARGS`` as a process; assert it failed with one ``Error:`` line and no traceback; return it."""
+    done = subprocess.run([sys.executable, "-m", "sqjobs", *args], capture_output=True, text=True, timeout=60,
+                          cwd=cwd)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    [line] = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    return line
+
+
+def test_a_config_file_that_is_not_utf8_names_the_file_and_line(tmp_path: Path) -> None:
+    config = tmp_path / "latin1.conf"
+    config.write_bytes(b"[sqjobs]\nbroker = sqlite:///q.db\n; caf\xe9\n")
+    done = subprocess.run([sys.executable, "-m", "sqjobs", "queues", "-c", str(config)], capture_output=True,
+                          text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == f"Error: {config}: line 3: not UTF-8 text (byte 0xe9); save the config file as UTF-8\n"
+
+
+def test_an_endpoint_url_that_is_not_a_url_names_file_section_and_key(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "sqs.conf", {"sqjobs": {"broker": "sqs"}, "sqs": {"endpoint_url": "not a url"}})
+    assert one_line_error("queues", "-c", str(config)) == (
+        f"Error: {config}: [sqs] endpoint_url = 'not a url': must be an http:// or https:// URL such as "
+        "http://localhost:9324, or empty for AWS")
+
+
+@pytest.mark.parametrize(("source", "error"), [
+    ("import os\n\nraise RuntimeError('no DATABASE_URL in the environment')\n",
+     "(MODULE.py, line 3): RuntimeError: no DATABASE_URL in the environment (sqjobs -v shows the traceback)"),
+    ("def broken(:\n    pass\n", "(MODULE.py, line 1): SyntaxError: invalid syntax (sqjobs -v shows the traceback)"),
+])
+def test_a_job_module_that_raises_at_import_is_one_line_naming_module_file_and_error(
+        tmp_path: Path, source: str, error: str) -> None:
+    module = f"raising_jobs_{abs(hash(source)) % 10_000}"
+    (tmp_path / f"{module}.py").write_text(source)
+    config = sqlite_config(tmp_path, jobs=module, path=str(tmp_path))
+    line = one_line_error("worker", "-c", str(config), "--burst")
+    assert line == (f"Error: {config}: [sqjobs] jobs: cannot import {module!r} "
+                    + error.replace("MODULE.py", str(tmp_path / f"{module}.py")))
+    verbose = subprocess.run([sys.executable, "-m", "sqjobs", "-v", "worker", "-c", str(config), "--burst"],
+                             capture_output=True, text=True, timeout=60)
+    assert verbose.returncode == 1 and "Traceback" in verbose.stderr
+    assert verbose.stderr.rstrip().splitlines()[-1] == line
+
+
+@pytest.mark.parametrize(("value", "error"), [
+    ("[NaN]", "the value holds NaN, which is not JSON"),
+    ('["a", -Infinity]', "the value holds -Infinity, which is not JSON"),
+    ("[1e999]", "argument 0 is inf, which JSON cannot carry"),
+    ("[" * 30_000 + "]" * 30_000, "the value is nested too deeply"),
+    ("[" + "[" * 600 + "]" * 600 + "]", "argument 0 is nested deeper than 500 levels"),
+])
+def test_enqueue_refuses_args_json_cannot_carry_naming_the_option(config: Path, value: str, error: str) -> None:
+    line = one_line_error("enqueue", "-c", str(config), "record", "--args", value)
+    assert line.startswith(f"Error: Invalid value for --args: {error}")
+    assert sqjobs.get_broker().queues() == []

@@ -98,3 +98,24 @@ def test_unknown_worker_group_is_an_error(tmp_path: Path) -> None:
     settings = load(str(write(tmp_path, "[worker:a]\nqueues = a\n")))
     with pytest.raises(ConfigError, match=r"no \[worker:b\] section"):
         settings.worker_group("b")
+
+
+def test_a_config_file_that_is_not_utf8_is_a_config_error_naming_the_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "sqjobs.conf"
+    path.write_bytes(b"[sqjobs]\n; r\xe9sum\xe9 of the setup\nbroker = memory://\n")
+    with pytest.raises(ConfigError) as caught:
+        load(str(path))
+    assert str(caught.value) == f"{path}: line 2: not UTF-8 text (byte 0xe9); save the config file as UTF-8"
+
+
+@pytest.mark.parametrize("url", ["not a url", "localhost:9324", "ftp://example.com", "http://", "http://h:99999"])
+def test_an_endpoint_url_that_is_not_an_http_url_names_file_section_and_key(tmp_path: Path, url: str) -> None:
+    path = write(tmp_path, f"[sqs]\nendpoint_url = {url}\n")
+    with pytest.raises(ConfigError) as caught:
+        load(str(path))
+    assert str(caught.value).startswith(f"{path}: [sqs] endpoint_url = {url!r}: must be an http:// or https:// URL")
+
+
+@pytest.mark.parametrize("url", ["", "http://127.0.0.1:9324", "https://sqs.eu-west-1.amazonaws.com/"])
+def test_an_empty_or_http_endpoint_url_is_accepted(tmp_path: Path, url: str) -> None:
+    assert load(str(write(tmp_path, f"[sqs]\nendpoint_url = {url}\n"))).get("sqs", "endpoint_url") == url

@@ -9,7 +9,7 @@ import math
 import pytest
 
 from sqjobs.errors import MalformedMessageError, MessageTooLargeError
-from sqjobs.message import JobMessage, check_size, decode, encode
+from sqjobs.message import MAX_JSON_DEPTH, JobMessage, check_json_value, check_size, decode, encode, loads_strict
 
 
 def b64(text: str) -> str:
@@ -97,3 +97,76 @@ def test_check_size_refuses_bodies_over_the_limit() -> None:
     check_size("x" * 100, 100)
     with pytest.raises(MessageTooLargeError, match="101 bytes.*limit of 100"):
         check_size("x" * 101, 100)
+
+
+# -- a body is that message's problem, whatever it holds ----------------------------------------
+
+
+def nested(depth: int, leaf: str = "1") -> str:
+    """JSON text of ``depth`` lists, one inside the other."""
+    return "[" * depth + leaf + "]" * depth
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        # 100,000 levels: Python's JSON parser gives up with RecursionError.
+        (b64('{"name": "n", "args": ' + nested(100_000) + "}"), "nested too deeply"),
+        ('{"name": "n", "args": ' + nested(100_000) + "}", "nested too deeply"),
+        # Deep enough to parse, deeper than .delay() accepts.
+        (b64('{"name": "n", "args": [' + nested(600) + "]}"), "argument 0 is nested deeper than 500 levels"),
+        (b64('{"name": "n", "future": ' + nested(600) + "}"), "field 'future' is nested deeper than 500 levels"),
+        (b64('{"name": "n", "args": [NaN]}'), "holds NaN, which is not JSON"),
+        (b64('{"name": "n", "args": [1, Infinity]}'), "holds Infinity, which is not JSON"),
+        (b64('{"name": "n", "kwargs": {"x": -Infinity}}'), "holds -Infinity, which is not JSON"),
+        (b64('{"name": "n", "args": [1e400]}'), "argument 0 is inf"),
+        (b64('{"name": "n", "args": ["a\\ud800b"]}'), "argument 0 holds a lone surrogate"),
+        (b64('{"name": "n", "kwargs": {"\\udfff": 1}}'), "keyword argument '\\udfff' holds a lone surrogate"),
+        (b64('{"name": "n\\udc00"}'), "field 'name' holds a lone surrogate"),
+        (b64('{"name": "n", "args": [' + "7" * 5000 + "]}"), "cannot be read as JSON"),
+        (b"\xff\xfe{}", "not UTF-8"),
+        ("!sqjobs-undecodable: stored message 7 cannot be read: its body is not UTF-8 text",
+         "stored message 7 cannot be read"),
+        (None, "body cannot be read: AttributeError"),
+    ],
+)
+def test_any_bad_body_raises_malformed_message_error_with_a_reason(body: object, reason: str) -> None:
+    with pytest.raises(MalformedMessageError) as caught:
+        decode(body, "m")  # type: ignore[arg-type]
+    assert reason in caught.value.reason
+    assert len(caught.value.reason) < 400, "a reason fit for one line"
+
+
+def test_values_nested_up_to_the_limit_go_both_ways() -> None:
+    deep: list = [1]
+    for _ in range(MAX_JSON_DEPTH - 1):
+        deep = [deep]
+    assert decode(encode(JobMessage(name="n", args=[deep])), "m").args == [deep]
+    with pytest.raises(TypeError, match="argument 0 is nested deeper than 500 levels"):
+        encode(JobMessage(name="n", args=[[deep]]))
+
+
+def test_a_value_5000_levels_deep_or_holding_itself_is_a_type_error_not_a_recursion_error() -> None:
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(TypeError, match=r"^the result is nested deeper than 500 levels"):
+        check_json_value(deep, "the result")
+    loop: dict = {"a": []}
+    loop["a"].append(loop)
+    with pytest.raises(TypeError, match=r"^argument 'x' is nested deeper than 500 levels"):
+        encode(JobMessage(name="n", kwargs={"x": loop}))
+
+
+def test_a_lone_surrogate_is_refused_at_delay_naming_the_argument() -> None:
+    with pytest.raises(TypeError, match=r"argument 1\[0\] holds a lone surrogate '\\ud800' at position 2"):
+        encode(JobMessage(name="n", args=["ok", ["ab\ud800"]]))
+    with pytest.raises(TypeError, match=r"argument 0 has a key that holds a lone surrogate"):
+        encode(JobMessage(name="n", args=[{"\udc80": 1}]))
+
+
+def test_loads_strict_refuses_what_json_does_not_have() -> None:
+    assert loads_strict('{"a": [1.5, null]}') == {"a": [1.5, None]}
+    for text, why in [("[NaN]", "holds NaN"), (nested(100_000), "nested too deeply"), ("[", "is not valid JSON")]:
+        with pytest.raises(ValueError, match=why):
+            loads_strict(text)

@@ -1,12 +1,22 @@
-"""What only the embedded broker promises: one file shared safely by many processes."""
+"""What only the embedded broker promises: one file shared safely by many processes, unreadable rows,
+full disks and read-only files reported in one line."""
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+import sqjobs
+from sqjobs.brokers.base import REASON_ATTRIBUTE
 from sqjobs.brokers.sqlite import SQLiteBroker
+from sqjobs.errors import BrokerError, MalformedMessageError
+from sqjobs.message import UNDECODABLE_PREFIX, JobMessage, decode, encode
+from tests.mounts import fill_up, read_only_view, small_tmpfs
+from tests.support import read_lines, receive_all, sqlite_config
 
 CLAIMER = """
 import sys
@@ -53,3 +63,132 @@ def test_messages_survive_a_new_broker_on_the_same_file(tmp_path: Path) -> None:
     SQLiteBroker(str(tmp_path / "queue.db")).send("q", "kept")
     [message] = SQLiteBroker(str(tmp_path / "queue.db")).receive("q", 1)
     assert message.body == "kept"
+
+
+# -- rows that cannot be read, full disks, read-only files ---------------------------------------
+
+#: Rows a foreign writer or a damaged file may leave: (label, SQL expression for body, for attributes, reason).
+UNREADABLE_ROWS = [
+    ("text not UTF-8", "CAST(X'7B22FF22' AS TEXT)", "'{}'", "its body is not UTF-8 text (byte 0xff at offset 2"),
+    ("blob not UTF-8", "X'FFFE00'", "'{}'", "its body is not UTF-8 text (byte 0xff at offset 0"),
+    ("attributes not JSON", "'e30='", "'not json'", "its attributes column is not JSON"),
+    ("attributes a list", "'e30='", "'[1, 2]'", "its attributes column is JSON list, not an object"),
+    ("attributes not UTF-8", "'e30='", "CAST(X'FF' AS TEXT)", "its attributes column is not JSON"),
+]
+
+
+def insert_raw_rows(path: Path, queue: str) -> None:
+    """Write the rows of UNREADABLE_ROWS into the broker's file with the sqlite3 module, as a foreign writer would."""
+    with sqlite3.connect(path) as db:
+        for label, body, attributes, _ in UNREADABLE_ROWS:
+            db.execute(
+                "INSERT INTO sqjobs_messages (queue, message_id, body, attributes, sent_at, visible_at)"
+                f" VALUES (?, ?, {body}, {attributes}, 0, 0)", (queue, label))
+    db.close()
+
+
+def test_rows_that_cannot_be_read_are_received_saying_why_and_the_rest_of_the_queue_flows(tmp_path: Path) -> None:
+    path = tmp_path / "queue.db"
+    broker = SQLiteBroker(str(path))
+    broker.send("q", "good-1")
+    insert_raw_rows(path, "q")
+    broker.send("q", "good-2")
+    received = receive_all(broker, "q", len(UNREADABLE_ROWS) + 2)
+    assert sorted(m.body for m in received if not m.body.startswith(UNDECODABLE_PREFIX)) == ["good-1", "good-2"]
+    unreadable = {m.message_id: m for m in received if m.body.startswith(UNDECODABLE_PREFIX)}
+    assert sorted(unreadable) == sorted(label for label, *_ in UNREADABLE_ROWS)
+    for label, _, _, reason in UNREADABLE_ROWS:
+        with pytest.raises(MalformedMessageError) as caught:
+            decode(unreadable[label].body, label)
+        assert reason in caught.value.reason, label
+        assert caught.value.reason.startswith("stored message ") and str(path) in caught.value.reason
+    # What the worker does with them: each goes to the dead-letter queue, its stored bytes untouched.
+    for message in unreadable.values():
+        broker.dead_letter("q", message, "malformed message: unreadable")
+    assert (broker.stats("q").in_flight, broker.stats("q").dead) == (2, len(UNREADABLE_ROWS))
+    with sqlite3.connect(path) as db:
+        stored = dict(db.execute("SELECT message_id, CAST(body AS BLOB) FROM sqjobs_messages WHERE queue = 'q-dead'"))
+    db.close()
+    assert stored["text not UTF-8"] == b'{"\xff"' and stored["blob not UTF-8"] == b"\xff\xfe\x00"
+    [listed] = [m for m in broker.peek("q-dead", 10) if m.message_id == "attributes not JSON"]
+    assert listed.attributes[REASON_ATTRIBUTE] == "malformed message: unreadable" and listed.body == "e30="
+
+
+def test_a_real_worker_dead_letters_unreadable_rows_and_runs_the_other_jobs(tmp_path: Path) -> None:
+    config = sqlite_config(tmp_path)
+    path, out = tmp_path / "queue.db", tmp_path / "out.txt"
+    broker = SQLiteBroker(str(path))
+    broker.send("default", encode(JobMessage("record", [str(out), "before"])))
+    insert_raw_rows(path, "default")
+    broker.send("default", encode(JobMessage("record", [str(out), "after"])))
+    done = subprocess.run([sys.executable, "-m", "sqjobs", "worker", "-c", str(config), "default", "--burst"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert sorted(line.split()[0] for line in read_lines(out)) == ["after", "before"]
+    stats = broker.stats("default")
+    assert (stats.visible, stats.in_flight, stats.delayed, stats.dead) == (0, 0, 0, len(UNREADABLE_ROWS))
+
+
+def test_dead_letter_with_a_stale_receipt_raises_and_moves_nothing(tmp_path: Path) -> None:
+    broker = SQLiteBroker(str(tmp_path / "queue.db"))
+    broker.send("q", "x")
+    [first] = broker.receive("q", 1, 0, 60)
+    broker.change_visibility("q", first.receipt, 0)
+    [second] = broker.receive("q", 1, 0, 60)
+    with pytest.raises(BrokerError, match="was not moved to 'q-dead': its receipt is stale"):
+        broker.dead_letter("q", first, "late")
+    assert (broker.stats("q").in_flight, broker.stats("q").dead) == (1, 0)
+    broker.dead_letter("q", second, "on time")
+    assert broker.stats("q").dead == 1
+
+
+def test_a_bulk_send_on_a_full_disk_stores_all_or_nothing_and_the_next_one_works(tmp_path: Path) -> None:
+    from tests import jobs_for_tests
+
+    job_class = jobs_for_tests.record_job.job_class
+    calls = [(("out.txt", f"t{i}-" + "x" * 1000), {}) for i in range(200)]  # about 280 KB encoded
+    with small_tmpfs(tmp_path / "small", "600k") as small:
+        broker = SQLiteBroker(str(small / "queue.db"))
+        broker.send("bulk", "already there")
+        filler = fill_up(small, leave_bytes=40_000)
+        with pytest.raises(BrokerError) as caught:
+            broker.enqueue_many(job_class, calls, queue="bulk")
+        assert str(caught.value) == (f"embedded broker {small / 'queue.db'}: cannot store 200 message(s) on 'bulk': "
+                                     "the disk is full (database or disk is full)")
+        assert broker.stats("bulk").visible == 1, "none of the 200 was stored"
+        filler.unlink()
+        assert len(broker.enqueue_many(job_class, calls, queue="bulk")) == 200
+        assert broker.stats("bulk").visible == 201
+        broker.close()
+
+
+def test_a_read_only_queue_file_is_a_one_line_broker_error(tmp_path: Path) -> None:
+    from tests import jobs_for_tests
+
+    writable = tmp_path / "data"
+    SQLiteBroker(str(writable / "queue.db")).send("default", "already there")
+    with read_only_view(writable, tmp_path / "read-only") as folder:
+        path = folder / "queue.db"
+        sqjobs.configure(broker=f"sqlite:///{path}")
+        with pytest.raises(BrokerError) as caught:
+            jobs_for_tests.record_job.delay("out.txt", "t1")
+        message = str(caught.value)
+        assert message.startswith(f"embedded broker {path}: cannot ") and "\n" not in message
+        assert "read-only" in message
+        config = sqlite_config(tmp_path, broker=f"sqlite:///{path}")
+        done = subprocess.run([sys.executable, "-m", "sqjobs", "enqueue", "-c", str(config), "record",
+                               "--args", '["out.txt", "t2"]'], capture_output=True, text=True, timeout=60)
+        assert (done.returncode, done.stdout) == (1, "")
+        [line] = done.stderr.splitlines()
+        assert line.startswith(f"Error: embedded broker {path}: cannot ") and "read-only" in line
+    assert SQLiteBroker(str(writable / "queue.db")).stats("default").visible == 1
+
+
+def test_a_broker_path_under_a_regular_file_is_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("not a folder")
+    config = sqlite_config(tmp_path, broker=f"sqlite:///{tmp_path / 'afile' / 'queue.db'}")
+    done = subprocess.run([sys.executable, "-m", "sqjobs", "queues", "-c", str(config)], capture_output=True,
+                          text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (f"Error: embedded broker {tmp_path / 'afile' / 'queue.db'}: cannot create its directory "
+                           f"{tmp_path / 'afile'}: {tmp_path / 'afile'} is a file, not a directory\n")

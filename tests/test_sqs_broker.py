@@ -23,8 +23,16 @@ import sqjobs
 from sqjobs.brokers import create_broker
 from sqjobs.brokers.base import ORIGIN_ATTRIBUTE, REASON_ATTRIBUTE, OutgoingMessage
 from sqjobs.brokers.sqs import MAX_BATCH_BYTES, SQSBroker
+from sqjobs.brokers.sqs_limits import entry_bytes
 from sqjobs.config import load
-from sqjobs.errors import BrokerAuthError, BrokerConnectionError, DelayTooLongError, MessageTooLargeError
+from sqjobs.errors import (
+    BrokerAuthError,
+    BrokerConnectionError,
+    BrokerError,
+    ConfigError,
+    DelayTooLongError,
+    MessageTooLargeError,
+)
 from sqjobs.message import decode
 from sqjobs.worker import Worker
 from tests import jobs_for_tests
@@ -411,3 +419,55 @@ def test_fifo_a_failed_job_holds_back_the_rest_of_its_group(broker: SQSBroker, t
     assert [event for event in events if event != "other-group"] == [
         "try first", "try first", "ok first", "second"]
     assert "other-group" in events
+
+
+# -- dead letters always fit, or say why ---------------------------------------------------------
+
+
+def send_raw(server: MotoServer, broker: SQSBroker, queue: str, body: str, attributes: dict[str, str]) -> None:
+    """Send as a foreign producer would: any size SQS takes, any attributes."""
+    broker.ensure_queue(queue)
+    client = raw_client(server)
+    client.send_message(QueueUrl=client.get_queue_url(QueueName=broker.physical_name(queue))["QueueUrl"],
+                        MessageBody=body, MessageAttributes={
+                            name: {"DataType": "String", "StringValue": value} for name, value in attributes.items()})
+
+
+def test_a_dead_letter_reason_is_cut_to_what_fits_under_the_limit(sqs_server: MotoServer, broker: SQSBroker) -> None:
+    send_raw(sqs_server, broker, "jobs", "b" * (MAX_BATCH_BYTES - 200), {"trace": "t1"})
+    [message] = drain(broker, "jobs", 1)
+    broker.dead_letter("jobs", message, "failed: " + "é" * 5000)
+    [dead] = drain(broker, "jobs-dead", 1)
+    assert dead.attributes["trace"] == "t1" and dead.attributes[ORIGIN_ATTRIBUTE] == "jobs"
+    reason = dead.attributes[REASON_ATTRIBUTE]
+    assert reason.startswith("failed: éé") and reason.endswith(" [...]")
+    assert entry_bytes(dead.body, dead.attributes) <= MAX_BATCH_BYTES < entry_bytes(dead.body, dead.attributes) + 2
+    assert broker.stats("jobs").in_flight == 0
+
+
+def test_a_dead_letter_copy_leaves_out_the_attributes_that_leave_no_room(
+        sqs_server: MotoServer, broker: SQSBroker, caplog: pytest.LogCaptureFixture) -> None:
+    send_raw(sqs_server, broker, "jobs", "b" * (MAX_BATCH_BYTES - 2000), {"big": "a" * 1980})
+    [message] = drain(broker, "jobs", 1)
+    broker.dead_letter("jobs", message, "failed after 1 attempt(s): boom")
+    [dead] = drain(broker, "jobs-dead", 1)
+    assert dead.attributes == {REASON_ATTRIBUTE: "failed after 1 attempt(s): boom", ORIGIN_ATTRIBUTE: "jobs"}
+    assert "its 1 attribute(s) were left out of the dead-letter copy" in caplog.text
+
+
+def test_a_foreign_message_that_leaves_no_room_at_all_is_a_clear_broker_error(
+        sqs_server: MotoServer, broker: SQSBroker) -> None:
+    send_raw(sqs_server, broker, "jobs", "b" * MAX_BATCH_BYTES, {})
+    [message] = drain(broker, "jobs", 1)
+    with pytest.raises(BrokerError) as caught:
+        broker.dead_letter("jobs", message, "failed after 1 attempt(s): boom")
+    assert str(caught.value) == (f"cannot move message {message.message_id} on 'jobs' to 'jobs-dead': the body of "
+                                 f"{MAX_BATCH_BYTES} bytes leaves no room for the reason under the broker's limit of "
+                                 f"{MAX_BATCH_BYTES} bytes")
+    stats = broker.stats("jobs")
+    assert (stats.in_flight, stats.dead) == (1, 0), "the original is untouched"
+
+
+def test_an_endpoint_url_that_is_not_a_url_is_refused_when_the_broker_is_made() -> None:
+    with pytest.raises(ConfigError, match=r"^\[sqs\] endpoint_url = 'not a url': must be an http:// or https:// URL"):
+        SQSBroker(endpoint_url="not a url")

@@ -22,14 +22,17 @@ from urllib.parse import urlsplit
 import boto3
 import pytest
 
-from sqjobs.brokers.base import REASON_ATTRIBUTE, OutgoingMessage
+import sqjobs
+from sqjobs.brokers.base import DEAD_LETTER_ROOM_BYTES, MAX_REASON_BYTES, REASON_ATTRIBUTE, OutgoingMessage
 from sqjobs.brokers.sqs import SQSBroker
-from sqjobs.message import JobMessage, encode
+from sqjobs.errors import MessageTooLargeError
+from sqjobs.message import JobMessage, decode, encode
 from sqjobs.worker import ERROR_PAUSE_MAX_S, ERROR_PAUSE_S
 from tests.sqs_server import ACCESS_KEY, REGION, SECRET_KEY, MotoServer, free_port, start_moto_server
 from tests.support import (
     TESTS_DIR,
     read_lines,
+    receive_all,
     start_worker,
     stop_process,
     wait_until,
@@ -397,3 +400,88 @@ def test_the_body_of_the_php_producer_example_runs(sqs_server: MotoServer, sqs_p
     processes.append(worker)
     assert worker.wait(60) == 0, worker_log(worker)
     assert tokens(out) == ["from-php"]
+
+
+def payload_filling(limit_bytes: int, path: str) -> str:
+    """The payload that makes ``poison.fails_loudly(path, payload)``'s body exactly ``limit_bytes`` long."""
+    empty = encode(JobMessage(name="poison.fails_loudly", args=[path, ""], id="0" * 32))
+    text_bytes = len(base64.b64decode(empty))
+    assert limit_bytes % 4 == 0, "base64 of a JSON text whose length is a multiple of 3"
+    return "x" * (limit_bytes // 4 * 3 - text_bytes)
+
+
+def test_a_failed_job_just_under_the_size_limit_is_dead_lettered_once_with_its_reason(
+        sqs_server: MotoServer, sqs_prefix: str, broker: SQSBroker, tmp_path: Path, processes: list) -> None:
+    from tests import poison_jobs_for_tests
+
+    out = tmp_path / "runs.txt"
+    config = write_config(tmp_path / "sqjobs.conf", {
+        "sqjobs": {"broker": "sqs", "database": f"sqlite:///{tmp_path / 'status.db'}",
+                   "jobs": "poison_jobs_for_tests", "path": str(TESTS_DIR)},
+        "sqs": sqs_server.sqs_section(sqs_prefix),
+    })
+    sqjobs.configure(str(config))
+    limit = broker.max_body_bytes
+    assert limit == 256 * 1024 - DEAD_LETTER_ROOM_BYTES
+    payload = payload_filling(limit, str(out))
+    with pytest.raises(MessageTooLargeError, match=f"over the limit of {limit} bytes \\(the broker's limit of "
+                                                   f"262144 bytes less {DEAD_LETTER_ROOM_BYTES} kept for the reason"):
+        poison_jobs_for_tests.fails_loudly.delay(str(out), payload + "x")
+    handle = poison_jobs_for_tests.fails_loudly.delay(str(out), payload)
+    worker = start_worker(config, ["default"], "--burst")
+    processes.append(worker)
+    assert worker.wait(120) == 0, worker_log(worker)
+    assert len(read_lines(out)) == 1, "run exactly once"
+    [dead] = receive_all(broker, "default-dead", 1)
+    assert decode(dead.body, "").id == handle.id and len(dead.body) == limit
+    reason = dead.attributes[REASON_ATTRIBUTE]
+    assert reason.startswith("failed after 1 attempt(s): ValueError: cannot use xxx") and reason.endswith(" [...]")
+    assert len(reason.encode()) <= MAX_REASON_BYTES
+    assert "could not settle" not in worker_log(worker)
+    wait_until(lambda: settled(broker, "default"), what="the original to be deleted")
+
+
+def oversized_job_body(path: str) -> str:
+    """A plain-JSON ``poison.fails_loudly`` message exactly SQS's 256 KiB: a foreign producer may send it,
+    but no dead-letter copy of it can carry a reason."""
+    empty = json.dumps({"name": "poison.fails_loudly", "args": [path, ""]})
+    text = json.dumps({"name": "poison.fails_loudly", "args": [path, "x" * (256 * 1024 - len(empty))]})
+    assert len(text) == 256 * 1024
+    return text
+
+
+def poison_config(tmp_path: Path, server: MotoServer, prefix: str) -> Path:
+    """A config on the test server importing the test jobs and the poison jobs."""
+    return write_config(tmp_path / "sqjobs.conf", {
+        "sqjobs": {"broker": "sqs", "database": f"sqlite:///{tmp_path / 'status.db'}",
+                   "jobs": "jobs_for_tests, poison_jobs_for_tests", "path": str(TESTS_DIR)},
+        "sqs": server.sqs_section(prefix),
+    })
+
+
+def test_a_dead_letter_move_that_failed_is_not_logged_as_moved(
+        sqs_server: MotoServer, sqs_prefix: str, broker: SQSBroker, tmp_path: Path, processes: list) -> None:
+    runs = tmp_path / "runs.txt"
+    broker.send("default", oversized_job_body(str(runs)))
+    worker = start_worker(poison_config(tmp_path, sqs_server, sqs_prefix), ["default"], "--burst")
+    processes.append(worker)
+    assert worker.wait(120) == 0, worker_log(worker)
+    assert len(read_lines(runs)) == 1
+    assert "leaves no room for the reason" in worker_log(worker)
+    assert "moved to the dead-letter queue" not in worker_log(worker)
+
+
+def test_a_message_whose_dead_lettering_failed_is_not_run_again(
+        sqs_server: MotoServer, sqs_prefix: str, broker: SQSBroker, tmp_path: Path, processes: list) -> None:
+    runs, out = tmp_path / "runs.txt", tmp_path / "out.txt"
+    broker.send("default", oversized_job_body(str(runs)))
+    # Visible 3 s later: by then the poison message was delivered again twice (visibility 1 s).
+    broker.send("default", body("record", str(out), "good"), delay_s=3)
+    worker = start_worker(poison_config(tmp_path, sqs_server, sqs_prefix), ["default"], "--visibility-timeout", "1",
+                          "--max-jobs", "2")
+    processes.append(worker)
+    assert worker.wait(120) == 0, worker_log(worker)
+    assert len(read_lines(runs)) == 1, "the failed job ran again:\n" + worker_log(worker)[-3000:]
+    assert tokens(out) == ["good"]
+    stats = broker.stats("default")
+    assert stats.visible + stats.in_flight + stats.delayed + stats.dead >= 1, "the poison message is not lost"

@@ -24,6 +24,7 @@ from sqjobs.cli import main
 from sqjobs.errors import JobFailedError, JobNotFoundError, JobNotTrackedError, WaitTimeoutError
 from sqjobs.job import Registry
 from sqjobs.message import JobMessage, encode, new_job_id
+from sqjobs.status import encode_result
 from sqjobs.store import StatusStore
 from sqjobs.worker import Worker
 from tests.status_fixtures import database_url, store, use_database  # noqa: F401  (fixtures)
@@ -61,6 +62,15 @@ def asks_retry() -> None:
 def not_json() -> Any:
     calls.append("not_json")
     return {"when": object()}
+
+
+@job(queue="status", name="status.too_deep", track=True)
+def too_deep() -> Any:
+    calls.append("too_deep")
+    result: list = []
+    for _ in range(5000):
+        result = [result]
+    return result
 
 
 class SeesItself(ResultJob):
@@ -190,6 +200,28 @@ def test_a_result_json_cannot_carry_is_failure_and_not_run_again(tracked: Memory
                                    "object")
     stats = tracked.stats("status")
     assert (stats.visible, stats.in_flight, stats.dead, calls) == (0, 0, 0, ["not_json"])
+
+
+def test_a_result_5000_levels_deep_is_failure_naming_the_limit_not_a_recursion_error(tracked: MemoryBroker) -> None:
+    handle = too_deep.delay()
+    worker = make_worker(tracked)
+    assert worker.run_once() == 1
+    assert handle.status is Status.FAILURE
+    assert handle.error == (f"TypeError: the result of job {handle.id} status.too_deep is nested deeper than 500 "
+                            "levels of lists and objects")
+    stats = tracked.stats("status")
+    assert (stats.visible, stats.in_flight, stats.dead, calls) == (0, 0, 0, ["too_deep"])
+
+
+def test_encode_result_refuses_what_json_cannot_carry_with_a_type_error() -> None:
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(TypeError, match="^the result is nested deeper than 500 levels"):
+        encode_result(deep)
+    with pytest.raises(TypeError, match="lone surrogate"):
+        encode_result({"text": "\udc00"})
+    assert encode_result({"ok": [1, "é"]}) == '{"ok": [1, "é"]}'
 
 
 # -- duplicate deliveries and re-enqueued ids ------------------------------------------------

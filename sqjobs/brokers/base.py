@@ -14,22 +14,80 @@ Subclasses implement the abstract methods; the job-level helpers
 from __future__ import annotations
 
 import abc
+import logging
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from .. import defaults
-from ..errors import DelayTooLongError
+from ..errors import BrokerAuthError, BrokerConnectionError, BrokerError, DelayTooLongError, MessageTooLargeError
 from ..message import JobMessage, check_size, encode, new_job_id
+from .sqs_limits import MAX_QUEUE_NAME_LENGTH, entry_bytes
 
 if TYPE_CHECKING:
     from ..job import Job
     from ..status import JobHandle
 
+logger = logging.getLogger("sqjobs.brokers.base")
+
 #: Message attribute that holds why a message was dead-lettered.
 REASON_ATTRIBUTE = "sqjobs-dead-reason"
 #: Message attribute that holds the queue a dead message came from.
 ORIGIN_ATTRIBUTE = "sqjobs-origin-queue"
+
+#: Bytes of every broker's message limit kept free for what the dead-letter copy adds: the two
+#: attributes above, counted as SQS counts them (name, type name, value), with an origin queue name
+#: of up to 80 characters and the reason cut to fit. A job ``.delay()`` accepts can therefore always
+#: be moved to its dead-letter queue, on SQS too.
+DEAD_LETTER_ROOM_BYTES = 1024
+
+#: Longest reason kept with a dead message, in UTF-8 bytes: what the room leaves after the names.
+MAX_REASON_BYTES = DEAD_LETTER_ROOM_BYTES - entry_bytes(
+    "", {REASON_ATTRIBUTE: "", ORIGIN_ATTRIBUTE: "q" * MAX_QUEUE_NAME_LENGTH})
+
+#: What ends a reason that was cut to fit.
+_CUT_MARK = " [...]"
+#: Characters an SQS attribute value cannot hold (control characters, lone surrogates): replaced in reasons.
+_NOT_ATTRIBUTE_TEXT = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def cut_reason(reason: str, max_bytes: int = MAX_REASON_BYTES) -> str:
+    """Return ``reason`` as attribute text of at most ``max_bytes`` UTF-8 bytes, marked if it was cut.
+
+    It is cut on a character boundary; characters an SQS attribute cannot
+    hold (control characters, lone surrogates) become U+FFFD.
+    """
+    reason = _NOT_ATTRIBUTE_TEXT.sub("\ufffd", reason)
+    encoded = reason.encode("utf-8")
+    if len(encoded) <= max_bytes:
+        return reason
+    room = max(max_bytes - len(_CUT_MARK), 0)
+    kept = encoded[:room].decode("utf-8", "ignore")
+    return (kept + _CUT_MARK) if max_bytes >= len(_CUT_MARK) else kept
+
+
+def dead_letter_attributes(carried: dict[str, str], queue: str, reason: str,
+                           max_reason_bytes: int = MAX_REASON_BYTES) -> dict[str, str]:
+    """Return the attributes of the dead-letter copy of a message of ``queue``.
+
+    ``carried`` are the original's attributes (a previous reason and origin
+    are replaced); the reason is cut to ``max_reason_bytes``.
+    """
+    attributes = {name: value for name, value in carried.items() if name not in (REASON_ATTRIBUTE, ORIGIN_ATTRIBUTE)}
+    attributes[REASON_ATTRIBUTE] = cut_reason(reason, max_reason_bytes)
+    attributes[ORIGIN_ATTRIBUTE] = queue
+    return attributes
+
+
+def _fitted_dead_letter_attributes(body: str, carried: dict[str, str], queue: str, reason: str,
+                                   limit_bytes: int) -> dict[str, str] | None:
+    """Like :func:`dead_letter_attributes`, the reason cut so that the copy's size (as SQS counts it) is
+    within ``limit_bytes``; None if not even the attributes' names and the origin fit."""
+    room = limit_bytes - entry_bytes(body, carried) - entry_bytes("", {REASON_ATTRIBUTE: "", ORIGIN_ATTRIBUTE: queue})
+    if room < 0:
+        return None
+    return dead_letter_attributes(carried, queue, reason, min(room, MAX_REASON_BYTES))
 
 
 def dead_letter_name(queue: str) -> str:
@@ -100,6 +158,10 @@ class Broker(abc.ABC):
     runs_inline: bool = False
     #: True when :meth:`release` takes the receive back, so receive counts are exact attempt counts.
     exact_receive_counts: bool = True
+    #: How many of a message's own attributes its dead-letter copy keeps (None: all).
+    max_carried_attributes: int | None = None
+    #: FIFO message group of a dead-letter copy whose original had none.
+    dead_letter_group: str = "dead"
 
     def __init__(self) -> None:
         self._ensured: set[str] = set()
@@ -219,24 +281,43 @@ class Broker(abc.ABC):
     def dead_letter(self, queue: str, message: ReceivedMessage, reason: str) -> None:
         """Move a received message to the queue's dead-letter queue, recording ``reason``.
 
-        The default sends a copy and then deletes the original, so a crash in
-        between duplicates the message rather than losing it.
+        Returns once the move happened; raises BrokerError if it did not (the
+        message is then untouched in ``queue``). The reason is cut to
+        :data:`MAX_REASON_BYTES`. This default sends a copy, then deletes the
+        original, so a crash in between duplicates the message rather than
+        losing it. The copy keeps the original's attributes (up to
+        :attr:`max_carried_attributes`) and the reason cut to what fits under
+        :attr:`max_message_bytes`; if it still cannot be sent, a copy without
+        the original's attributes is tried, and only if that fails too
+        BrokerError is raised.
         """
-        attributes = dict(message.attributes)
-        attributes[REASON_ATTRIBUTE] = reason[:1000]
-        attributes[ORIGIN_ATTRIBUTE] = queue
         dead = dead_letter_name(queue)
         fifo = dead.endswith(".fifo")
         self.ensure_queue(queue)
-        self.send(
-            dead,
-            message.body,
-            0,
-            attributes,
-            group_id=(message.group_id or "dead") if fifo else None,
-            dedup_id=message.message_id if fifo else None,
-        )
-        self.delete(queue, message.receipt)
+        carried = [(k, v) for k, v in message.attributes.items() if k not in (REASON_ATTRIBUTE, ORIGIN_ATTRIBUTE)]
+        kept = dict(carried[:self.max_carried_attributes])
+        problems: list[str] = []
+        for attempt in [kept, {}] if kept else [kept]:
+            attributes = _fitted_dead_letter_attributes(message.body, attempt, queue, reason, self.max_message_bytes)
+            if attributes is None:
+                problems.append(f"the body of {len(message.body.encode('utf-8'))} bytes leaves no room for the "
+                                f"reason under the broker's limit of {self.max_message_bytes} bytes")
+                continue
+            try:
+                self.send(dead, message.body, 0, attributes, group_id=(message.group_id or self.dead_letter_group)
+                          if fifo else None, dedup_id=message.message_id if fifo else None)
+            except (BrokerAuthError, BrokerConnectionError):
+                raise
+            except (BrokerError, MessageTooLargeError) as exc:
+                problems.append(str(exc))
+                continue
+            if attempt is not kept:
+                logger.warning("message %s on %s: its %d attribute(s) were left out of the dead-letter copy so "
+                               "that it fits (%s)", message.message_id, queue, len(kept), problems[-1])
+            self.delete(queue, message.receipt)
+            return
+        raise BrokerError(f"cannot move message {message.message_id} on {queue!r} to {dead!r}: "
+                          + "; without its attributes: ".join(problems))
 
     def close(self) -> None:  # noqa: B027 - optional for brokers that hold nothing
         """Release connections. The broker may not be used afterwards."""
@@ -266,6 +347,16 @@ class Broker(abc.ABC):
                 f"delay of {delay_s:g} s is over this broker's limit of {self.max_delay_s:g} s"
             )
 
+    @property
+    def max_body_bytes(self) -> int:
+        """Largest job message body accepted at enqueue: the broker's limit less :data:`DEAD_LETTER_ROOM_BYTES`."""
+        return self.max_message_bytes - DEAD_LETTER_ROOM_BYTES
+
+    def check_body(self, body: str) -> None:
+        """Raise MessageTooLargeError if ``body`` is over :attr:`max_body_bytes` (the limit is named)."""
+        check_size(body, self.max_body_bytes, f"the broker's limit of {self.max_message_bytes} bytes less "
+                                              f"{DEAD_LETTER_ROOM_BYTES} kept for the reason a dead letter carries")
+
     def _outgoing(
         self,
         job_class: type[Job],
@@ -284,7 +375,7 @@ class Broker(abc.ABC):
         message = JobMessage(name=job_class.name, args=list(args), kwargs=dict(kwargs or {}),
                              id=job_id or new_job_id(), extra=dict(extra or {}))
         body = encode(message)
-        check_size(body, self.max_message_bytes)
+        self.check_body(body)
         self.check_delay(delay_s)
         if queue.endswith(".fifo"):
             group_id = group_id or job_class.group or job_class.name
@@ -325,7 +416,15 @@ class Broker(abc.ABC):
         calls: Iterable[tuple[Sequence[Any], dict[str, Any]]],
         queue: str | None = None,
     ) -> list[JobHandle]:
-        """Send one job per ``(args, kwargs)`` in ``calls``, in batches; return their handles."""
+        """Send one job per ``(args, kwargs)`` in ``calls``; return their handles.
+
+        Every message is built and checked before any is sent, so a bad
+        argument anywhere sends nothing; they then go in one
+        :meth:`send_batch`, which the embedded broker stores in one
+        transaction (all or none) and SQS in requests of 10. Raises TypeError,
+        MessageTooLargeError or DelayTooLongError for what cannot be sent, and
+        BrokerError when the broker fails (a full disk, a read-only file).
+        """
         from ..status import JobHandle
 
         target = queue or job_class.queue
@@ -335,9 +434,6 @@ class Broker(abc.ABC):
             message, out = self._outgoing(job_class, args, kwargs, target)
             batch.append(out)
             handles.append(JobHandle(message.id, job_class.name, target))
-            if len(batch) == defaults.MAX_BATCH:
-                self.send_batch(target, batch)
-                batch = []
         if batch:
             self.send_batch(target, batch)
         return handles

@@ -11,12 +11,11 @@ from typing import Callable, Sequence
 
 from .. import defaults
 from .base import (
-    ORIGIN_ATTRIBUTE,
-    REASON_ATTRIBUTE,
     Broker,
     OutgoingMessage,
     QueueStats,
     ReceivedMessage,
+    dead_letter_attributes,
     dead_letter_name,
     is_dead_letter_name,
 )
@@ -152,8 +151,7 @@ class MemoryBroker(Broker):
             if item is None:
                 return
             self._queues[queue].remove(item)
-            item.attributes[REASON_ATTRIBUTE] = reason[:1000]
-            item.attributes[ORIGIN_ATTRIBUTE] = queue
+            item.attributes = dead_letter_attributes(item.attributes, queue, reason)
             item.receive_count, item.receipt, item.visible_at = 0, None, self.clock()
             self._messages(dead_letter_name(queue)).append(item)
             self._changed.notify_all()

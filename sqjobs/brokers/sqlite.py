@@ -6,6 +6,17 @@ workers never take the same message and never see "database is locked"
 a received message is hidden until ``visible_at``; each receive raises its
 receive count and gives it a fresh receipt, so a stale receipt cannot delete
 a message someone else now holds.
+
+A stored row that cannot be read (a body that is not UTF-8, an attributes
+column that is not a JSON object, as a foreign writer or a damaged file may
+leave) is still received: its body then says why (see
+:func:`sqjobs.message.undecodable_body`), the worker dead-letters it like any
+malformed message, and the rest of the queue flows. The row's own bytes are
+kept as they are in the dead-letter queue.
+
+Every SQLite error is raised as BrokerError saying what could not be done and
+why in one line (a read-only file, a full disk). A batch is stored in one
+transaction: all of it or none.
 """
 
 from __future__ import annotations
@@ -22,14 +33,14 @@ from typing import Callable, Iterator, Sequence
 
 from .. import defaults
 from ..errors import BrokerError
+from ..message import undecodable_body
 from . import claimers
 from .base import (
-    ORIGIN_ATTRIBUTE,
-    REASON_ATTRIBUTE,
     Broker,
     OutgoingMessage,
     QueueStats,
     ReceivedMessage,
+    dead_letter_attributes,
     dead_letter_name,
     is_dead_letter_name,
 )
@@ -57,31 +68,58 @@ CREATE TABLE IF NOT EXISTS sqjobs_messages (
 CREATE INDEX IF NOT EXISTS sqjobs_messages_ready ON sqjobs_messages (queue, visible_at, id);
 """
 
-#: How often a receiving broker looks for messages held by processes that are gone.
-RECLAIM_INTERVAL_S = 1.0
-
 #: Seconds a connection waits for another process's write before giving up.
 BUSY_TIMEOUT_S = 60.0
 
+#: The columns a message is read from. Text columns are read as bytes, so that a row holding
+#: bytes that are not UTF-8 can be reported rather than stop the whole receive.
+_COLUMNS = ("id, CAST(message_id AS BLOB), CAST(body AS BLOB), CAST(attributes AS BLOB), CAST(group_id AS BLOB),"
+            " sent_at, receive_count, receipt IS NOT NULL")
 
-def _switch_to_wal(conn: sqlite3.Connection) -> None:
-    """Put the file in WAL mode, waiting for other processes doing the same.
+#: How often a receiving broker looks for messages held by processes that are gone.
+RECLAIM_INTERVAL_S = 1.0
 
-    Switching a new file's journal mode needs the file to itself, and SQLite
-    answers "database is locked" at once, without its busy timeout, while
-    another process holds it (many workers opening a new file together).
-    """
-    deadline = time.monotonic() + BUSY_TIMEOUT_S
-    pause_s = 0.005
-    while True:
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-        time.sleep(pause_s)
-        pause_s = min(pause_s * 2, 0.1)
+#: What an SQLite error code means for the person reading the error (primary codes).
+_ERROR_MEANINGS = {
+    sqlite3.SQLITE_FULL: "the disk is full",
+    sqlite3.SQLITE_READONLY: "the file cannot be written",
+    sqlite3.SQLITE_CANTOPEN: "the file cannot be opened",
+    sqlite3.SQLITE_PERM: "permission denied",
+    sqlite3.SQLITE_BUSY: f"another process held the file locked for over {BUSY_TIMEOUT_S:g} s",
+    sqlite3.SQLITE_NOTADB: "the file is not an SQLite database",
+    sqlite3.SQLITE_CORRUPT: "the file is damaged",
+    sqlite3.SQLITE_IOERR: "the disk failed to read or write",
+}
+
+
+def _lenient_text(raw: object) -> str:
+    """Text of a column read as bytes; bytes that are not UTF-8 are replaced (ids and names only)."""
+    if isinstance(raw, bytes):
+        return raw.decode("utf-8", "replace")
+    return "" if raw is None else str(raw)
+
+
+def _read_attributes(raw: object) -> tuple[dict[str, str], str | None]:
+    """The attributes column as a dict of strings, or ``({}, why)`` when it is not a JSON object."""
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+        value = json.loads(text)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        return {}, f"its attributes column is not JSON ({type(exc).__name__}: {exc})"
+    if not isinstance(value, dict):
+        return {}, f"its attributes column is JSON {type(value).__name__}, not an object"
+    return {str(key): item if isinstance(item, str) else json.dumps(item) for key, item in value.items()}, None
+
+
+def _read_body(raw: object) -> tuple[str, str | None]:
+    """The body column as text, or ``("", why)`` when it is not UTF-8."""
+    if not isinstance(raw, bytes):
+        return ("" if raw is None else str(raw)), None
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        return "", (f"its body is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start} of "
+                    f"{len(raw)})")
 
 
 class SQLiteBroker(Broker):
@@ -95,8 +133,17 @@ class SQLiteBroker(Broker):
         self.clock = clock
         self._local = threading.local()
         directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        self._connection().executescript(_SCHEMA)
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as exc:
+            blocking = directory
+            while blocking != os.path.dirname(blocking) and not os.path.exists(blocking):
+                blocking = os.path.dirname(blocking)
+            why = (f"{blocking} is a file, not a directory" if os.path.exists(blocking) and not os.path.isdir(blocking)
+                   else exc.strerror or str(exc))
+            raise BrokerError(f"embedded broker {path}: cannot create its directory {directory}: {why}") from None
+        with self._errors("create its tables"):
+            self._connection().executescript(_SCHEMA)
         self._add_claimer_column()
         #: When this broker last looked for messages held by processes that are gone.
         self._reclaimed_at = 0.0
@@ -112,25 +159,61 @@ class SQLiteBroker(Broker):
             try:
                 conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
                                        check_same_thread=False)
-                _switch_to_wal(conn)
+                conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
             except sqlite3.Error as exc:
-                raise BrokerError(f"cannot open the embedded broker file {self.path}: {exc}") from exc
+                raise self._error(exc, "open it") from exc
             self._local.conn = conn
             self._local.pid = os.getpid()
         return conn
 
+    def _error(self, exc: sqlite3.Error, what: str) -> BrokerError:
+        """Return the one-line BrokerError for an SQLite error met while trying to ``what``."""
+        code = getattr(exc, "sqlite_errorcode", None)
+        primary = code & 0xFF if isinstance(code, int) else None
+        meaning = _ERROR_MEANINGS.get(primary) if primary is not None else None
+        if primary in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY) and not self._writable():
+            meaning = "the file or its directory is read-only (SQLite needs to write both)"
+        detail = f"{meaning} ({exc})" if meaning else str(exc)
+        return BrokerError(f"embedded broker {self.path}: cannot {what}: {detail}")
+
+    def _writable(self) -> bool:
+        """True if this process may write the file (when it exists) and its directory."""
+        directory = os.path.dirname(os.path.abspath(self.path))
+        return os.access(directory, os.W_OK) and (not os.path.exists(self.path) or os.access(self.path, os.W_OK))
+
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction taken at once (BEGIN IMMEDIATE), committed on success."""
-        conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")
+    def _errors(self, what: str) -> Iterator[None]:
+        """Raise what SQLite raises inside as BrokerError (see :meth:`_error`)."""
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+            yield
+        except sqlite3.Error as exc:
+            raise self._error(exc, what) from exc
+
+    @contextmanager
+    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
+        """A write transaction taken at once (BEGIN IMMEDIATE), committed on success, rolled back on error.
+
+        SQLite errors (a full disk, a read-only file) are raised as BrokerError saying ``what`` failed.
+        """
+        conn = self._connection()
+        with self._errors(what):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                self._rollback(conn)
+                raise
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        """Roll back the open transaction, if SQLite did not already (it may, after a full disk)."""
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                logger.warning("rollback failed; the transaction is abandoned", exc_info=True)
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -141,7 +224,7 @@ class SQLiteBroker(Broker):
     # -- contract ----------------------------------------------------------------------
 
     def _create_queue(self, queue: str) -> None:
-        with self._write() as db:
+        with self._write(f"create queue {queue!r}") as db:
             for name in (queue, dead_letter_name(queue)):
                 db.execute("INSERT OR IGNORE INTO sqjobs_queues (name, created_at) VALUES (?, ?)",
                            (name, self.clock()))
@@ -163,8 +246,31 @@ class SQLiteBroker(Broker):
     def send_batch(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[str]:
         self.ensure_queue(queue)
         now = self.clock()
-        with self._write() as db:
+        with self._write(f"store {len(messages)} message(s) on {queue!r}") as db:
             return [self._insert(db, queue, message, now) for message in messages]
+
+    def _message(self, queue: str, row: tuple, receipt: str, received: bool = False) -> ReceivedMessage:
+        """The ReceivedMessage of a row read with :data:`_COLUMNS` (``received``: counted once more).
+
+        A row that cannot be read gets a body saying why.
+        """
+        row_id, raw_id, raw_body, raw_attributes, raw_group, sent_at, receive_count, unsettled = row
+        try:
+            body, body_problem = _read_body(raw_body)
+            attributes, attributes_problem = _read_attributes(raw_attributes)
+            problems = [problem for problem in (body_problem, attributes_problem) if problem]
+            sent = float(sent_at)
+            count = int(receive_count) + (1 if received else 0)
+        except Exception as exc:  # a damaged row is that message's problem, not the queue's
+            body, attributes, problems, sent, count = "", {}, [f"{type(exc).__name__}: {exc}"], 0.0, 1
+        if problems:
+            body = undecodable_body(f"stored message {row_id} of {queue!r} in {self.path} cannot be read: "
+                                    + "; ".join(problems))
+            if received:
+                logger.warning("message %s on %s cannot be read: %s", row_id, queue, "; ".join(problems))
+        group = _lenient_text(raw_group) if raw_group is not None else None
+        return ReceivedMessage(queue, _lenient_text(raw_id), receipt, body, count, attributes, sent, group,
+                               bool(unsettled) and received)
 
     def _add_claimer_column(self) -> None:
         """Give a queue file made by an older sqjobs the ``claimed_by`` column."""
@@ -172,7 +278,7 @@ class SQLiteBroker(Broker):
         if "claimed_by" in columns:
             return
         try:
-            with self._write() as db:
+            with self._write("add its claimed_by column") as db:
                 db.execute("ALTER TABLE sqjobs_messages ADD COLUMN claimed_by TEXT")
         except sqlite3.OperationalError as exc:
             if "duplicate column" not in str(exc):  # another process added it at the same moment
@@ -192,7 +298,7 @@ class SQLiteBroker(Broker):
         for (claimer,) in rows:
             if not claimers.is_gone(claimer):
                 continue
-            with self._write() as db:
+            with self._write(f"free the messages of {claimer} on {queue!r}") as db:
                 count = db.execute(
                     "UPDATE sqjobs_messages SET visible_at = ? WHERE queue = ? AND claimed_by = ?"
                     " AND receipt IS NOT NULL AND visible_at > ?", (now, queue, claimer, now)).rowcount
@@ -207,22 +313,21 @@ class SQLiteBroker(Broker):
             self.reclaim_from_the_dead(queue)
         now = self.clock()
         claimer = claimers.this_process()
-        with self._write() as db:
+        with self._write(f"receive from {queue!r}") as db:
             rows = db.execute(
-                "SELECT id, message_id, body, attributes, group_id, sent_at, receive_count, receipt IS NOT NULL"
-                " FROM sqjobs_messages WHERE queue = ? AND visible_at <= ? ORDER BY visible_at, id LIMIT ?",
+                f"SELECT {_COLUMNS} FROM sqjobs_messages WHERE queue = ? AND visible_at <= ?"
+                " ORDER BY visible_at, id LIMIT ?",
                 (queue, now, max_messages),
             ).fetchall()
             claimed = []
-            for row_id, message_id, body, attributes, group_id, sent_at, receive_count, unsettled in rows:
-                receipt = f"{row_id}:{uuid.uuid4().hex}"
+            for row in rows:
+                receipt = f"{row[0]}:{uuid.uuid4().hex}"
                 db.execute(
                     "UPDATE sqjobs_messages SET visible_at = ?, receive_count = receive_count + 1, receipt = ?,"
                     " claimed_by = ? WHERE id = ?",
-                    (now + visibility_timeout_s, receipt, claimer, row_id),
+                    (now + visibility_timeout_s, receipt, claimer, row[0]),
                 )
-                claimed.append(ReceivedMessage(queue, message_id, receipt, body, receive_count + 1,
-                                               json.loads(attributes), sent_at, group_id, bool(unsettled)))
+                claimed.append(self._message(queue, row, receipt, received=True))
             return claimed
 
     def receive(self, queue: str, max_messages: int = 1, wait_s: float = 0,
@@ -248,7 +353,7 @@ class SQLiteBroker(Broker):
         self.delete_batch(queue, [receipt])
 
     def delete_batch(self, queue: str, receipts: Sequence[str]) -> None:
-        with self._write() as db:
+        with self._write(f"delete {len(receipts)} message(s) on {queue!r}") as db:
             db.executemany("DELETE FROM sqjobs_messages WHERE id = ? AND receipt = ?",
                            [(self._row_id(r), r) for r in receipts])
 
@@ -257,13 +362,13 @@ class SQLiteBroker(Broker):
 
     def change_visibility_batch(self, queue: str, receipts: Sequence[str], timeout_s: float) -> None:
         visible_at = self.clock() + max(timeout_s, 0)
-        with self._write() as db:
+        with self._write(f"change the visibility of {len(receipts)} message(s) on {queue!r}") as db:
             db.executemany("UPDATE sqjobs_messages SET visible_at = ? WHERE id = ? AND receipt = ?",
                            [(visible_at, self._row_id(r), r) for r in receipts])
 
     def postpone(self, queue: str, receipt: str, delay_s: float) -> None:
         """Hide the message for ``delay_s`` and end its hold: it counts as delayed, not in flight."""
-        with self._write() as db:
+        with self._write(f"postpone a message on {queue!r}") as db:
             db.execute("UPDATE sqjobs_messages SET visible_at = ?, receipt = NULL WHERE id = ? AND receipt = ?",
                        (self.clock() + max(delay_s, 0), self._row_id(receipt), receipt))
 
@@ -272,7 +377,7 @@ class SQLiteBroker(Broker):
         """Put the message back unrun in place: its receive taken back, ``attributes`` added."""
         merged = dict(message.attributes)
         merged.update(attributes or {})
-        with self._write() as db:
+        with self._write(f"requeue a message on {queue!r}") as db:
             db.execute(
                 "UPDATE sqjobs_messages SET visible_at = ?, receive_count = MAX(receive_count - 1, 0),"
                 " receipt = NULL, attributes = ? WHERE id = ? AND receipt = ?",
@@ -282,30 +387,36 @@ class SQLiteBroker(Broker):
     def release(self, queue: str, receipts: Sequence[str]) -> None:
         """Make unstarted messages visible at once and take their receive back."""
         now = self.clock()
-        with self._write() as db:
+        with self._write(f"hand back {len(receipts)} message(s) on {queue!r}") as db:
             db.executemany(
                 "UPDATE sqjobs_messages SET visible_at = ?, receive_count = MAX(receive_count - 1, 0),"
                 " receipt = NULL WHERE id = ? AND receipt = ?",
                 [(now, self._row_id(r), r) for r in receipts])
 
     def dead_letter(self, queue: str, message: ReceivedMessage, reason: str) -> None:
-        """Move the message to the dead-letter queue in one transaction."""
-        attributes = dict(message.attributes)
-        attributes[REASON_ATTRIBUTE] = reason[:1000]
-        attributes[ORIGIN_ATTRIBUTE] = queue
+        """Move the message to the dead-letter queue in one transaction; its stored body is kept as it is.
+
+        Raises BrokerError if it was not moved: the receipt is stale (the
+        message is someone else's now) or SQLite failed.
+        """
+        attributes = dead_letter_attributes(message.attributes, queue, reason)
         self.ensure_queue(queue)
-        with self._write() as db:
-            db.execute(
+        dead = dead_letter_name(queue)
+        with self._write(f"move message {message.message_id} to {dead!r}") as db:
+            moved = db.execute(
                 "UPDATE sqjobs_messages SET queue = ?, attributes = ?, visible_at = ?, receive_count = 0,"
                 " receipt = NULL WHERE id = ? AND receipt = ?",
-                (dead_letter_name(queue), json.dumps(attributes), self.clock(),
-                 self._row_id(message.receipt), message.receipt),
-            )
+                (dead, json.dumps(attributes), self.clock(), self._row_id(message.receipt), message.receipt),
+            ).rowcount
+        if not moved:
+            raise BrokerError(f"message {message.message_id} on {queue!r} was not moved to {dead!r}: its receipt "
+                              "is stale (the message was received again after its visibility timeout)")
 
     def _count(self, queue: str, condition: str, now: float) -> int:
-        row = self._connection().execute(
-            f"SELECT COUNT(*) FROM sqjobs_messages WHERE queue = ? AND {condition}", (queue, now)
-        ).fetchone()
+        with self._errors(f"count the messages of {queue!r}"):
+            row = self._connection().execute(
+                f"SELECT COUNT(*) FROM sqjobs_messages WHERE queue = ? AND {condition}", (queue, now)
+            ).fetchone()
         return int(row[0])
 
     def stats(self, queue: str) -> QueueStats:
@@ -319,18 +430,19 @@ class SQLiteBroker(Broker):
         )
 
     def purge(self, queue: str) -> None:
-        with self._write() as db:
+        with self._write(f"purge {queue!r}") as db:
             db.execute("DELETE FROM sqjobs_messages WHERE queue = ?", (queue,))
 
     def queues(self) -> list[str]:
-        rows = self._connection().execute("SELECT name FROM sqjobs_queues ORDER BY name").fetchall()
+        with self._errors("list the queues"):
+            rows = self._connection().execute("SELECT name FROM sqjobs_queues ORDER BY name").fetchall()
         return [name for (name,) in rows if not is_dead_letter_name(name)]
 
     def peek(self, queue: str, max_messages: int = 10) -> list[ReceivedMessage]:
-        rows = self._connection().execute(
-            "SELECT id, message_id, body, attributes, group_id, sent_at, receive_count FROM sqjobs_messages"
-            " WHERE queue = ? AND visible_at <= ? ORDER BY visible_at, id LIMIT ?",
-            (queue, self.clock(), max_messages),
-        ).fetchall()
-        return [ReceivedMessage(queue, message_id, "", body, count, json.loads(attributes), sent_at, group_id)
-                for _, message_id, body, attributes, group_id, sent_at, count in rows]
+        with self._errors(f"read the messages of {queue!r}"):
+            rows = self._connection().execute(
+                f"SELECT {_COLUMNS} FROM sqjobs_messages WHERE queue = ? AND visible_at <= ?"
+                " ORDER BY visible_at, id LIMIT ?",
+                (queue, self.clock(), max_messages),
+            ).fetchall()
+        return [self._message(queue, row, "") for row in rows]

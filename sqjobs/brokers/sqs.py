@@ -47,6 +47,7 @@ from botocore import exceptions as boto_errors
 from botocore.config import Config
 
 from .. import defaults
+from ..config import check_endpoint_url
 from ..errors import (
     BrokerAuthError,
     BrokerConnectionError,
@@ -56,8 +57,6 @@ from ..errors import (
     MessageTooLargeError,
 )
 from .base import (
-    ORIGIN_ATTRIBUTE,
-    REASON_ATTRIBUTE,
     Broker,
     OutgoingMessage,
     QueueStats,
@@ -133,6 +132,9 @@ class SQSBroker(Broker):
     exact_receive_counts = False
     max_message_bytes = MAX_BATCH_BYTES
     max_delay_s = MAX_DELAY_S
+    #: A dead-letter copy keeps 8 of the original's attributes: with the reason and origin, the SQS maximum.
+    max_carried_attributes = MAX_MESSAGE_ATTRIBUTES - 2
+    dead_letter_group = DEFAULT_GROUP
 
     def __init__(
         self,
@@ -150,6 +152,11 @@ class SQSBroker(Broker):
         super().__init__()
         if bool(access_key) != bool(secret_key):
             raise ConfigError("[sqs] access_key and secret_key go together: set both or neither")
+        if endpoint_url:
+            try:
+                check_endpoint_url(endpoint_url)
+            except ValueError as exc:
+                raise ConfigError(f"[sqs] endpoint_url = {endpoint_url!r}: {exc}") from None
         self.access_key = access_key or None
         self.secret_key = secret_key or None
         self.region = region or None
@@ -552,22 +559,6 @@ class SQSBroker(Broker):
     @staticmethod
     def _visibility(timeout_s: float) -> int:
         return max(0, min(int(math.ceil(timeout_s)), MAX_VISIBILITY_TIMEOUT_S))
-
-    def dead_letter(self, queue: str, message: ReceivedMessage, reason: str) -> None:
-        """Send a copy with ``reason`` to the dead-letter queue, then delete the original.
-
-        A crash in between leaves the message in both queues, never in none.
-        """
-        kept = [(k, v) for k, v in message.attributes.items() if k not in (REASON_ATTRIBUTE, ORIGIN_ATTRIBUTE)]
-        attributes = dict(kept[:MAX_MESSAGE_ATTRIBUTES - 2])
-        attributes[REASON_ATTRIBUTE] = reason[:1000]
-        attributes[ORIGIN_ATTRIBUTE] = queue
-        dead = dead_letter_name(queue)
-        fifo = dead.endswith(".fifo")
-        self.ensure_queue(queue)
-        self.send(dead, message.body, 0, attributes, group_id=(message.group_id or DEFAULT_GROUP) if fifo else None,
-                  dedup_id=message.message_id if fifo else None)
-        self.delete(queue, message.receipt)
 
     # -- inspection ------------------------------------------------------------------
 
