@@ -44,6 +44,10 @@ class DelayTooLongError(MessageError, ValueError):
     """A delay is longer than the broker can hold."""
 
 
+class InvalidJobIdError(MessageError, ValueError):
+    """A job id a producer chose cannot be used: too long for the status row, or holding control characters."""
+
+
 class MalformedMessageError(MessageError):
     """A received body is not a job message; ``reason`` says why (it goes to the dead-letter queue)."""
 

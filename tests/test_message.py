@@ -8,8 +8,8 @@ import math
 
 import pytest
 
-from sqjobs.errors import MalformedMessageError, MessageTooLargeError
-from sqjobs.message import JobMessage, check_size, decode, encode
+from sqjobs.errors import InvalidJobIdError, MalformedMessageError, MessageTooLargeError
+from sqjobs.message import ID_MAX_CHARS, JobMessage, check_size, decode, encode
 
 
 def b64(text: str) -> str:
@@ -97,3 +97,31 @@ def test_check_size_refuses_bodies_over_the_limit() -> None:
     check_size("x" * 100, 100)
     with pytest.raises(MessageTooLargeError, match="101 bytes.*limit of 100"):
         check_size("x" * 101, 100)
+
+
+@pytest.mark.parametrize(
+    ("job_id", "reason"),
+    [
+        ("x" * 200, "'id' is 200 characters, over 128"),
+        ("abc\u0000def", "'id' holds control character U+0000 at position 3"),
+        ("line\nbreak", "'id' holds control character U+000A at position 4"),
+        ("\ud800", "'id' holds a lone surrogate U+D800 at position 0"),
+    ],
+)
+def test_a_foreign_id_the_status_row_cannot_key_is_malformed(job_id: str, reason: str) -> None:
+    body = b64(json.dumps({"id": job_id, "name": "adder_job", "args": [1]}))
+    with pytest.raises(MalformedMessageError) as caught:
+        decode(body, "broker-id")
+    assert caught.value.reason == reason
+
+
+def test_ids_up_to_the_limit_and_beyond_ascii_are_kept() -> None:
+    for job_id in ("x" * ID_MAX_CHARS, "pedido-ñandú-注文-1", "a b"):
+        assert decode(b64(json.dumps({"id": job_id, "name": "n"})), "m").id == job_id
+
+
+def test_a_producer_cannot_send_an_id_a_worker_would_refuse() -> None:
+    with pytest.raises(InvalidJobIdError, match="is 129 characters, over 128"):
+        encode(JobMessage(name="n", id="y" * 129))
+    with pytest.raises(InvalidJobIdError, match="control character U\\+0009"):
+        encode(JobMessage(name="n", id="tab\there"))
