@@ -27,7 +27,13 @@ from sqjobs.errors import StatusRowError, StatusStorePermanentError
 from sqjobs.message import new_job_id
 from sqjobs.store import MAX_RESULT_BYTES, StatusRecord, StatusStore, forget_stores, get_store, open_database
 from tests import jobs_for_tests as jobs
-from tests.status_fixtures import MYSQL_URL, POSTGRESQL_URL, database_url, store  # noqa: F401  (fixtures)
+from tests.status_fixtures import (  # noqa: F401  (fixtures)
+    MYSQL_URL,
+    POSTGRESQL_URL,
+    database_url,
+    store,
+    use_database,
+)
 from tests.support import sqlite_config, start_worker, stop_process, worker_log
 
 #: A MariaDB database whose tables take the 3-byte utf8 of older installations (no emoji).
@@ -138,6 +144,17 @@ def test_a_20_mib_result_on_mariadb_is_a_failure_saying_its_size_and_is_not_retr
     stats = broker.stats("default")
     assert (stats.visible, stats.in_flight, stats.dead) == (0, 0, 0)  # deleted like a result JSON cannot carry
     assert "status database unavailable" not in log
+
+
+def test_a_result_over_the_limit_is_a_failure_on_every_database(database_url: str) -> None:  # noqa: F811
+    from sqjobs.brokers.eager import EagerBroker
+
+    use_database(database_url, EagerBroker())
+    handle = jobs.tracked_big_result.delay(MAX_RESULT_BYTES - 1)  # one byte over, once quoted
+    assert (handle.status, handle.result) == (Status.FAILURE, None)
+    assert "is 1,048,577 bytes of JSON, over the 1,048,576 bytes a status row keeps" in (handle.error or "")
+    record = _row(database_url, handle.id)
+    assert (record.status, record.error, record.result) == (Status.FAILURE, handle.error, None)
 
 
 # -- what a database still refuses -----------------------------------------------------------------
