@@ -44,6 +44,10 @@ class DelayTooLongError(MessageError, ValueError):
     """A delay is longer than the broker can hold."""
 
 
+class InvalidJobIdError(MessageError, ValueError):
+    """A job id a producer chose cannot be used: too long for the status row, or holding control characters."""
+
+
 class MalformedMessageError(MessageError):
     """A received body is not a job message; ``reason`` says why (it goes to the dead-letter queue)."""
 
@@ -104,8 +108,20 @@ class StatusStoreError(StatusError):
     """The status database could not be reached or refused a query; callers may retry later.
 
     Raised as it is for transient faults (connection refused or lost,
-    timeouts, deadlocks, locks); :class:`StatusStorePermanentError` when no
-    retry can help.
+    timeouts, deadlocks, locks); :class:`StatusStorePermanentError` when the
+    database cannot work as configured, :class:`StatusRowError` when it
+    refused the values of one row.
+    """
+
+
+class StatusRowError(StatusStoreError):
+    """The status database refused the values of one row; the database itself works.
+
+    A value too long for its column, characters the database cannot store,
+    a number out of range, a statement over MySQL's ``max_allowed_packet``.
+    Writing the same row again fails the same way, so nothing retries it; it
+    does not stop a worker either: only that job's message is settled
+    without its status (see :mod:`sqjobs.runner`).
     """
 
 
@@ -119,6 +135,10 @@ class StatusStorePermanentError(StatusStoreError):
     """
 
     exit_code = 2
+
+
+class ResultTooLargeError(StatusError, ValueError):
+    """A tracked job returned a result larger than a status row keeps (``sqjobs.store.MAX_RESULT_BYTES``)."""
 
 
 class JobNotFoundError(StatusError, LookupError):

@@ -7,6 +7,12 @@ list for ``kwargs`` (what PHP's ``json_encode`` makes of an empty array) means
 no keyword arguments. Fields a
 decoder does not know are ignored. A body that is plain JSON (not base64) is
 accepted too.
+
+A job id is at most :data:`ID_MAX_CHARS` characters (the status row's key)
+and holds no control character (NUL, line breaks, ...) nor lone surrogate:
+a received message whose ``id`` breaks this is malformed (it goes to the
+dead-letter queue unrun, whether or not its job is tracked), and a producer
+here cannot send one (:class:`~sqjobs.errors.InvalidJobIdError`).
 """
 
 from __future__ import annotations
@@ -16,14 +22,19 @@ import binascii
 import json
 import math
 import re
+import unicodedata
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from .errors import MalformedMessageError, MessageTooLargeError
+from .errors import InvalidJobIdError, MalformedMessageError, MessageTooLargeError
 
 #: Version of the format written by this encoder (readers accept its absence).
 FORMAT_VERSION = 1
+
+#: Longest job id, in characters: the key of a status row (sqjobs' own ids are 32 hex characters,
+#: SQS message ids 36), so that a tracked job's row can always be written.
+ID_MAX_CHARS = 128
 
 
 @dataclass(frozen=True)
@@ -124,6 +135,21 @@ def check_json_value(value: Any, where: str) -> None:
         stack.extend(reversed(nested))
 
 
+def job_id_problem(job_id: str) -> str | None:
+    """Say what makes ``job_id`` unusable (too long, a control character), or None when it is fine."""
+    if len(job_id) > ID_MAX_CHARS:
+        return f"is {len(job_id)} characters, over {ID_MAX_CHARS}"
+    if job_id.isascii() and job_id.isprintable():
+        return None  # the usual case, checked at once
+    for position, char in enumerate(job_id):
+        category = unicodedata.category(char)
+        if category == "Cc":
+            return f"holds control character U+{ord(char):04X} at position {position}"
+        if category == "Cs":
+            return f"holds a lone surrogate U+{ord(char):04X} at position {position}"
+    return None
+
+
 def check_arguments(args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
     """Raise TypeError naming the first argument that is not strict JSON."""
     for index, value in enumerate(args):
@@ -138,8 +164,13 @@ def check_arguments(args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
 def encode(message: JobMessage, extra: Mapping[str, Any] | None = None) -> str:
     """Return the message body for ``message``: base64 of its UTF-8 JSON.
 
-    Raises TypeError when an argument is not strict JSON.
+    Raises TypeError when an argument is not strict JSON, InvalidJobIdError
+    when the job id is too long or holds a control character.
     """
+    problem = job_id_problem(message.id)
+    if problem is not None:
+        raise InvalidJobIdError(f"job id {message.id[:40]!r}{'...' if len(message.id) > 40 else ''} {problem}; "
+                                f"use at most {ID_MAX_CHARS} characters, none of them control characters")
     check_arguments(message.args, message.kwargs)
     payload: dict[str, Any] = {
         "id": message.id,
@@ -287,5 +318,9 @@ def _decode(body: str, fallback_id: str) -> JobMessage:
     job_id = data.get("id")
     if not isinstance(job_id, str) or not job_id:
         job_id = fallback_id
+    else:
+        problem = job_id_problem(job_id)
+        if problem is not None:
+            raise MalformedMessageError(f"'id' {problem}")
     extra = {key: value for key, value in data.items() if key not in _KNOWN_FIELDS}
     return JobMessage(name=name, args=args, kwargs=kwargs, id=job_id, extra=extra)

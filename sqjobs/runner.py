@@ -21,7 +21,12 @@ Rules it applies, in order:
 
 Anything that goes wrong while handling one message (decoding, checking,
 recording) is that message's problem: it is dead-lettered with the error
-as its reason, and the rest of the queue flows.
+as its reason, and the rest of the queue flows. So is a status row the
+database refuses (a value it cannot store): the job is recorded as FAILURE
+with a short reason if the database takes that, and its message is
+dead-lettered ("its status could not be recorded: ..."), whatever the
+attempt's outcome, since a row that says FAILURE must not go with a deleted
+message.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from .brokers.base import ReceivedMessage, cut_reason
 from .errors import (
     JobCrashedError,
     MalformedMessageError,
+    StatusRowError,
     StatusStoreError,
     StatusStorePermanentError,
     UnknownJobError,
@@ -46,7 +52,14 @@ from .errors import (
 from .execution import AttemptResult, Outcome, backoff_delay, call_hook, run_attempt
 from .job import Job, Registry
 from .message import JobMessage, decode
-from .status import record_dead, record_outcome, record_started, retry_while_unavailable, should_skip
+from .status import (
+    record_dead,
+    record_outcome,
+    record_started,
+    record_unrecordable,
+    retry_while_unavailable,
+    should_skip,
+)
 
 logger = logging.getLogger("sqjobs.runner")
 
@@ -119,6 +132,14 @@ class _NotRecorded(Exception):
         self.fatal = fatal
 
 
+class _RowRefused(Exception):
+    """The database refused a status row's values: the message is settled by ``settlement`` instead."""
+
+    def __init__(self, settlement: Settlement) -> None:
+        super().__init__(settlement.reason)
+        self.settlement = settlement
+
+
 class MessageRunner:
     """Handles received messages of the jobs in ``registry``; ``stop`` ends status retries early."""
 
@@ -144,6 +165,8 @@ class MessageRunner:
             return self._run(message, on_start)
         except _NotRecorded as exc:
             return Settlement(Action.HAND_BACK, fatal=exc.fatal)
+        except _RowRefused as exc:
+            return exc.settlement
         except Exception as exc:  # anything else about this one message is its own problem
             logger.exception("message %s on %s: cannot be handled; it goes to the dead-letter queue",
                              message.message_id, message.queue)
@@ -169,6 +192,8 @@ class MessageRunner:
             return self._settle_attempt(message, job_class, decoded, attempt, attempt_no, last_attempt)
         except _NotRecorded as exc:
             return Settlement(Action.HAND_BACK, fatal=exc.fatal)
+        except _RowRefused as exc:
+            return exc.settlement
         except Exception as exc:
             logger.exception("message %s on %s: cannot record its failed attempt", message.message_id, message.queue)
             return Settlement(Action.DEAD_LETTER, reason=f"{type(error).__name__}: {error}; and sqjobs could not "
@@ -216,7 +241,7 @@ class MessageRunner:
     def _settle_attempt(self, message: ReceivedMessage, job_class: type[Job], decoded: JobMessage,
                         attempt: AttemptResult, attempt_no: int, last_attempt: bool) -> Settlement:
         final = last_attempt or attempt.outcome is Outcome.SUCCESS
-        self._status(lambda: record_outcome(job_class, decoded, attempt, final=final), message, decoded)
+        self._status(lambda: record_outcome(job_class, decoded, attempt, final=final), message, decoded, ran=True)
         where = f"job {decoded.id} {decoded.name} on {message.queue}: attempt {attempt_no}"
         if attempt.outcome is Outcome.SUCCESS:
             logger.info("%s succeeded in %.3f s", where, attempt.duration_s)
@@ -273,17 +298,25 @@ class MessageRunner:
     def _dead(message: ReceivedMessage, decoded: JobMessage | None, reason: str) -> Settlement:
         return Settlement(Action.DEAD_LETTER, reason=reason, job_id=decoded.id if decoded else None)
 
-    def _status(self, action: Callable[[], T], message: ReceivedMessage, decoded: JobMessage) -> T:
+    def _status(self, action: Callable[[], T], message: ReceivedMessage, decoded: JobMessage,
+                ran: bool = False) -> T:
         """Run a status hook, retrying with backoff while the status database is unavailable.
 
         So a tracked job's message is never settled before its status is
         written. If a stop comes first, _NotRecorded is raised and the
-        message is handed back to be delivered again. Hooks of untracked jobs
-        touch no database and never fail here.
+        message is handed back to be delivered again. If the database refuses
+        the row's values, _RowRefused is raised: FAILURE is recorded if it can
+        be, and the message dead-lettered (``ran``: after its attempt ran).
+        Hooks of untracked jobs touch no database and never fail here.
         """
         what = f"job {decoded.id} {decoded.name} on {message.queue}"
         try:
             return retry_while_unavailable(action, what, self.stop)
+        except StatusRowError as exc:
+            reason = f"its status could not be recorded: {exc}"
+            logger.error("%s: %s; the message goes to the dead-letter queue", what, reason)
+            record_unrecordable(decoded.name, decoded, message.queue, exc)
+            raise _RowRefused(Settlement(Action.DEAD_LETTER, reason=reason, job_id=decoded.id, ran=ran)) from None
         except StatusStorePermanentError as exc:
             logger.error("%s: status not recorded; message handed back: %s", what, exc)
             raise _NotRecorded(str(exc)) from None

@@ -15,8 +15,9 @@ A tracked job's row (see :mod:`sqjobs.store`) moves through these states:
 - ``SUCCESS``: the job returned; ``result`` holds the return value as JSON.
 - ``FAILURE``: the job itself failed for good: its last attempt raised (or
   timed out, or asked for a retry with none left), or it returned a value
-  JSON cannot carry (``error`` says so; the message is deleted, not retried,
-  because running it again would return the same kind of value). In a worker
+  JSON cannot carry or a result over ``sqjobs.store.MAX_RESULT_BYTES`` of
+  JSON (``error`` says so; the message is deleted, not retried, because
+  running it again would return the same kind of value). In a worker
   the message of a job that raised on its last attempt is also moved to the
   dead-letter queue; the row says FAILURE because the job's own error is what
   it records.
@@ -33,7 +34,10 @@ idempotency key.
 The hooks here raise :class:`~sqjobs.errors.StatusStoreError` when the
 database cannot be reached; the worker retries them with backoff
 (:func:`retry_while_unavailable`), except
-:class:`~sqjobs.errors.StatusStorePermanentError`, which stops it.
+:class:`~sqjobs.errors.StatusStorePermanentError`, which stops it, and
+:class:`~sqjobs.errors.StatusRowError` (the database refused one row's
+values), which the worker settles that job's message for
+(:func:`record_unrecordable`, :mod:`sqjobs.runner`).
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ from .errors import (
     JobFailedError,
     JobNotFoundError,
     JobNotTrackedError,
+    ResultTooLargeError,
+    StatusRowError,
     StatusStoreError,
     StatusStorePermanentError,
     UnknownJobError,
@@ -71,6 +77,8 @@ STORE_RETRY_PAUSE_S = 1.0
 STORE_RETRY_PAUSE_MAX_S = 30.0
 #: Longest pause between two reads of a row in :meth:`JobHandle.wait`.
 WAIT_POLL_MAX_S = 0.5
+#: Longest error written for a job whose status row the database refused: short, so that it fits.
+STATUS_ROW_REASON_MAX_CHARS = 500
 
 
 class Status(str, enum.Enum):
@@ -283,11 +291,21 @@ def record_started(job_class: type[Job], message: JobMessage, queue: str, attemp
 
 
 def encode_result(result: Any, where: str = "the result") -> str:
-    """Return ``result`` as JSON text; raise TypeError naming what JSON cannot carry."""
+    """Return ``result`` as JSON text of at most ``MAX_RESULT_BYTES`` (``sqjobs.store``) in UTF-8.
+
+    Raises TypeError naming what JSON cannot carry, ResultTooLargeError
+    saying the size when the JSON is larger than a status row keeps.
+    """
     from .message import check_json_value
+    from .store import MAX_RESULT_BYTES
 
     check_json_value(result, where)
-    return json.dumps(result, ensure_ascii=False, allow_nan=False)
+    text = json.dumps(result, ensure_ascii=False, allow_nan=False)
+    size = len(text.encode("utf-8"))  # check_json_value refused lone surrogates: this encodes
+    if size > MAX_RESULT_BYTES:
+        raise ResultTooLargeError(f"{where} is {size:,} bytes of JSON, over the {MAX_RESULT_BYTES:,} bytes a status "
+                                  "row keeps; store the data elsewhere and return a reference to it")
+    return text
 
 
 def record_outcome(job_class: type[Job], message: JobMessage, attempt: AttemptResult,
@@ -295,8 +313,10 @@ def record_outcome(job_class: type[Job], message: JobMessage, attempt: AttemptRe
     """Record how an attempt of a tracked job ended; return what was written (None if untracked).
 
     ``final`` is True when no attempt follows. Success becomes SUCCESS with
-    the result as JSON, or FAILURE if the result is not JSON; a failure
-    becomes RETRY, or FAILURE when final.
+    the result as JSON, or FAILURE if the result is not JSON or larger than
+    a row keeps; a failure becomes RETRY, or FAILURE when final. Raises
+    StatusStoreError when the row cannot be written (StatusRowError when
+    the database refused its values).
     """
     if not is_tracked(job_class):
         return None
@@ -310,9 +330,9 @@ def record_outcome(job_class: type[Job], message: JobMessage, attempt: AttemptRe
         try:
             result_json = encode_result(attempt.result, f"the result of job {message.id} {job_class.name}")
             status, result = Status.SUCCESS, attempt.result
-        except TypeError as exc:
-            status, error = Status.FAILURE, f"TypeError: {exc}"
-            logger.error("job %s %s on %s: returned a result JSON cannot carry; recorded as FAILURE: %s",
+        except (TypeError, ResultTooLargeError) as exc:
+            status, error = Status.FAILURE, f"{type(exc).__name__}: {exc}"
+            logger.error("job %s %s on %s: returned a result a status row cannot keep; recorded as FAILURE: %s",
                          message.id, job_class.name, queue, exc)
     else:
         status = Status.FAILURE if final else Status.RETRY
@@ -346,11 +366,30 @@ def record_dead(message: JobMessage, queue: str, reason: str) -> None:
         logger.warning("job %s %s on %s: cannot record it as DEAD: %s", message.id, message.name, queue, exc)
 
 
+def record_unrecordable(name: str, message: JobMessage, queue: str, error: StatusRowError) -> bool:
+    """Record as FAILURE a job whose status row the database refused; return True if that could be written.
+
+    The row gets only a short error naming the refusal (which fits any
+    column); if even that is refused, or the database fails now, it is
+    logged and False returned: the caller settles the message without a row.
+    """
+    from .store import get_store
+
+    reason = f"StatusRowError: its status could not be recorded: {error}"[:STATUS_ROW_REASON_MAX_CHARS]
+    try:
+        get_store().ended(message.id, name, queue, Status.FAILURE, None, reason, None)
+    except StatusStoreError as exc:
+        logger.warning("job %s %s on %s: cannot record it as FAILURE either: %s", message.id, name, queue, exc)
+        return False
+    return True
+
+
 def retry_while_unavailable(action: Callable[[], T], what: str, stop: threading.Event) -> T:
     """Return ``action()``; while it raises StatusStoreError, log it and try again with backoff.
 
     StatusStorePermanentError (a bad URL, refused credentials, a missing
-    database...) is raised at once: no retry fixes it.
+    database...) and StatusRowError (the database refused one row's values)
+    are raised at once: no retry fixes them.
 
     The first retry comes at once (a connection the server dropped while
     idle is simply opened again, with a warning); then the pause starts at
@@ -362,7 +401,7 @@ def retry_while_unavailable(action: Callable[[], T], what: str, stop: threading.
     while True:
         try:
             return action()
-        except StatusStorePermanentError:
+        except (StatusStorePermanentError, StatusRowError):
             raise  # no retry fixes it
         except StatusStoreError as exc:
             if stop.is_set():

@@ -10,18 +10,22 @@ The table ``sqjobs_job_status`` is created on first use, idempotently and
 safely when several processes start at once; ``sqjobs initdb`` creates it
 explicitly. Every write is one short statement in autocommit mode.
 
-Errors are sorted into two kinds (:func:`is_permanent`). Transient ones
-(connection refused or lost, timeouts, a server starting up or out of
-connections, deadlocks, lock waits, anything not known to be permanent)
-raise :class:`~sqjobs.errors.StatusStoreError`, and workers retry them.
-Permanent ones raise :class:`~sqjobs.errors.StatusStorePermanentError`,
-which nothing retries: a bad URL (unknown scheme, missing driver, bad
-option), refused credentials, a database that does not exist, no privilege
-on the table (PostgreSQL SQLSTATE class 28, 3D000, 3F000, 42501; MySQL and
-MariaDB errors 1044, 1045, 1049, 1142, 1143, 1227, 1251, 1698, 2059), an
-SQLite file that cannot be opened or written or is no database. An unknown
-host name counts as transient (a resolver can fail for a while).
+Database errors are sorted into three kinds (:mod:`sqjobs.database`):
+transient ones raise :class:`~sqjobs.errors.StatusStoreError` and workers
+retry them; configuration errors raise
+:class:`~sqjobs.errors.StatusStorePermanentError` and stop a worker; a
+row's values the database refuses raise :class:`~sqjobs.errors.StatusRowError`
+and only that job's message is settled without its status. Nothing waits
+for a database forever (connect and statement timeouts, same module).
 :func:`check_database` opens the database once at a command's start.
+
+Rows are made to fit before they are written, so that row errors stay
+rare: error texts and tracebacks are cut (:data:`ERROR_MAX_CHARS`,
+:data:`TRACEBACK_MAX_CHARS`), NUL characters are removed from every text
+(PostgreSQL refuses them) and lone surrogates replaced; job ids are checked
+where messages are read and written (:data:`~sqjobs.message.ID_MAX_CHARS`);
+results over :data:`MAX_RESULT_BYTES` are not written (the attempt is
+recorded as a FAILURE, see :func:`sqjobs.status.record_outcome`).
 
 Times are stored as naive UTC with microseconds and returned as aware UTC
 datetimes. Results are stored as JSON text.
@@ -33,20 +37,39 @@ import contextlib
 import json
 import logging
 import os
-import re
-import sqlite3
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterator
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, Iterable
 
 import peewee
-from playhouse import db_url
 
+from .database import (
+    LongTextField,
+    PreciseDateTimeField,
+    create_tables_racing,
+    database_errors,
+    is_permanent,
+    is_row_error,
+    one_line,
+    open_database,
+    permanent_error,
+    safe_url,
+)
 from .errors import StatusStoreError, StatusStorePermanentError
 from .identity import HOST_NAME, worker_pid
+from .message import ID_MAX_CHARS
 from .status import FINISHED, Status, current_settings
+
+__all__ = [
+    # defined here
+    "ERROR_MAX_CHARS", "MAX_RESULT_BYTES", "NAME_MAX_CHARS", "PRUNE_BATCH_ROWS", "STATUS_TABLE", "TABLE_PREFIX",
+    "TRACEBACK_MAX_CHARS", "StatusRecord", "StatusStore", "check_database", "fit_text", "forget_stores",
+    "get_store", "utc_now",
+    # kept importable from here: the id limit of sqjobs.message, the database helpers of sqjobs.database
+    "ID_MAX_CHARS", "LongTextField", "PreciseDateTimeField", "create_tables_racing", "database_errors",
+    "is_permanent", "is_row_error", "one_line", "open_database", "permanent_error", "safe_url",
+]
 
 logger = logging.getLogger("sqjobs.store")
 
@@ -54,168 +77,20 @@ logger = logging.getLogger("sqjobs.store")
 TABLE_PREFIX = "sqjobs_"
 #: The table of job status rows.
 STATUS_TABLE = TABLE_PREFIX + "job_status"
-#: Longest job id stored (ids are 32 hex characters; SQS message ids 36).
-ID_MAX_CHARS = 128
+# The longest job id stored is ID_MAX_CHARS, declared with the wire format (sqjobs.message).
 #: Longest job or queue name stored; longer ones are cut (they come from foreign producers too).
 NAME_MAX_CHARS = 255
 #: Longest error text and traceback stored, in characters.
 ERROR_MAX_CHARS = 10_000
 TRACEBACK_MAX_CHARS = 100_000
-#: Seconds to wait for a database server to answer a connection attempt.
-CONNECT_TIMEOUT_S = 5
-#: Seconds an SQLite writer waits for another process's write lock.
-SQLITE_BUSY_TIMEOUT_S = 10
-
-
-class PreciseDateTimeField(peewee.DateTimeField):
-    """A DATETIME with microseconds on every database (MySQL's plain DATETIME drops them)."""
-
-    field_type = "SQJOBS_DATETIME"
-
-
-class LongTextField(peewee.TextField):
-    """Text without MySQL's 64 KiB TEXT limit (LONGTEXT there, TEXT elsewhere)."""
-
-    field_type = "SQJOBS_LONGTEXT"
-
-
-def _field_types(database_class: type) -> dict[str, str]:
-    if issubclass(database_class, peewee.MySQLDatabase):
-        return {"SQJOBS_DATETIME": "DATETIME(6)", "SQJOBS_LONGTEXT": "LONGTEXT"}
-    if issubclass(database_class, peewee.PostgresqlDatabase):
-        return {"SQJOBS_DATETIME": "TIMESTAMP", "SQJOBS_LONGTEXT": "TEXT"}
-    return {"SQJOBS_DATETIME": "DATETIME", "SQJOBS_LONGTEXT": "TEXT"}
-
-
-def safe_url(url: str) -> str:
-    """Return ``url`` with its password replaced by ``***`` (for logs and errors)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-#: PostgreSQL SQLSTATEs (two characters: a whole class) that no retry fixes: authorization (28),
-#: no such database (3D000) or schema (3F000), insufficient privilege (42501).
-POSTGRESQL_PERMANENT_STATES = ("28", "3D000", "3F000", "42501")
-#: MySQL and MariaDB error numbers that no retry fixes: access denied to a database (1044), a user
-#: (1045, 1698), a table or column (1142, 1143), a privilege (1227); unknown database (1049);
-#: an authentication method the client cannot use (1251, 2059).
-MYSQL_PERMANENT_ERRORS = frozenset({1044, 1045, 1049, 1142, 1143, 1227, 1251, 1698, 2059})
-#: What libpq says, with no SQLSTATE, when a connection is refused for good.
-_POSTGRESQL_PERMANENT_TEXT = re.compile(
-    r"authentication failed|no pg_hba\.conf entry|role \".*\" (does not exist|is not permitted to log in)"
-    r"|database \".*\" does not exist|permission denied|invalid dsn|invalid connection option"
-    r"|invalid (integer|sslmode) value", re.IGNORECASE)
-#: What SQLite says when its file cannot serve as a database.
-_SQLITE_PERMANENT_TEXT = re.compile(
-    r"unable to open database file|readonly database|is not a database|disk image is malformed", re.IGNORECASE)
-
-
-def _driver_error(error: BaseException) -> BaseException:
-    """Return the database driver's exception behind a Peewee one (Peewee keeps it as ``orig``).
-
-    A failed connection inside a query is wrapped twice, so this unwraps until
-    it leaves Peewee's exceptions.
-    """
-    for _ in range(5):
-        if not isinstance(error, peewee.PeeweeException):
-            break
-        original = getattr(error, "orig", None)
-        inner = original if isinstance(original, BaseException) else (error.__cause__ or error.__context__)
-        if inner is None:
-            break
-        error = inner
-    return error
-
-
-def is_permanent(error: BaseException) -> bool:
-    """Return True if ``error`` from the status database cannot go away by trying again.
-
-    The classes are those of this module's docstring; anything else is
-    transient, so that a fault nobody foresaw is retried rather than fatal.
-    """
-    if isinstance(error, StatusStorePermanentError):
-        return True
-    if isinstance(error, peewee.ImproperlyConfigured):  # the driver of the URL's scheme is not installed
-        return True
-    driver = _driver_error(error)
-    if isinstance(driver, sqlite3.Error):
-        return bool(_SQLITE_PERMANENT_TEXT.search(str(driver)))
-    code = driver.args[0] if driver.args else None
-    if isinstance(code, int):  # MySQL and MariaDB drivers: (number, text)
-        return code in MYSQL_PERMANENT_ERRORS
-    state = getattr(driver, "pgcode", None) or getattr(driver, "sqlstate", None)
-    if isinstance(state, str) and state:
-        return state.startswith(POSTGRESQL_PERMANENT_STATES)
-    if type(driver).__module__.split(".")[0] in ("psycopg2", "psycopg"):
-        return bool(_POSTGRESQL_PERMANENT_TEXT.search(str(driver)))
-    return False
-
-
-def one_line(error: BaseException) -> str:
-    """Return the text of ``error`` on one line, without the statement PostgreSQL quotes after it."""
-    return " ".join(str(error).split("\nLINE ", 1)[0].split())
-
-
-def permanent_error(url: str, cause: str) -> StatusStorePermanentError:
-    """Return the error naming ``[sqjobs] database`` (password masked) and ``cause``."""
-    return StatusStorePermanentError(f"[sqjobs] database {safe_url(url)}: {cause}")
-
-
-def open_database(url: str) -> peewee.Database:
-    """Return a new (not yet connected) Peewee database for ``url``; StatusStorePermanentError for a bad URL."""
-    scheme = urlsplit(url).scheme
-    database_class = db_url.schemes.get(scheme)
-    if database_class is None:
-        known = ", ".join(sorted(db_url.schemes))
-        raise permanent_error(url, f"unknown scheme {scheme!r} (known: {known})")
-    options: dict[str, Any] = {"field_types": _field_types(database_class)}
-    query = urlsplit(url).query
-    if issubclass(database_class, peewee.SqliteDatabase):
-        options["timeout"] = SQLITE_BUSY_TIMEOUT_S
-        options["pragmas"] = {"journal_mode": "wal", "synchronous": "normal",
-                              "busy_timeout": SQLITE_BUSY_TIMEOUT_S * 1000}
-    elif "connect_timeout" not in query:
-        options["connect_timeout"] = CONNECT_TIMEOUT_S
-    try:
-        return db_url.connect(url, **options)
-    except (ValueError, RuntimeError) as exc:
-        raise permanent_error(url, one_line(exc)) from None
-
-
-@contextlib.contextmanager
-def database_errors(database: peewee.Database, label: str, what: str, *, url: str | None = None) -> Iterator[None]:
-    """Turn Peewee errors in the block into StatusStoreError (``label: cannot what: error``).
-
-    Errors that no retry fixes (:func:`is_permanent`) become
-    StatusStorePermanentError, naming ``[sqjobs] database`` and ``url``
-    when given. A connection that failed is closed, so the next use reconnects.
-    """
-    try:
-        yield
-    except peewee.PeeweeException as exc:
-        if isinstance(exc, (peewee.OperationalError, peewee.InterfaceError)):
-            with contextlib.suppress(Exception):
-                database.close()
-        if is_permanent(exc):
-            where = f"[sqjobs] database {safe_url(url)}" if url is not None else label
-            raise StatusStorePermanentError(f"{where}: cannot {what}: {one_line(exc)}") from exc
-        raise StatusStoreError(f"{label}: cannot {what}: {one_line(exc)}".strip()) from exc
-
-
-def create_tables_racing(database: peewee.Database, models: list[Any]) -> None:
-    """Create the tables of ``models`` if missing, even when other processes do the same at once."""
-    for tries_left in (2, 1, 0):
-        try:
-            database.create_tables(models, safe=True)
-            return
-        except peewee.DatabaseError as exc:
-            # Another process created them at the same moment (PostgreSQL's catalog
-            # race, MySQL's index without IF NOT EXISTS): the next try sees them.
-            if not tries_left or is_permanent(exc):
-                raise
+#: Largest result a status row keeps, in bytes of JSON (UTF-8). A row is read whole by every
+#: ``handle.status`` and ``wait()``, and a larger value can exceed what a server accepts in one
+#: statement (MySQL's ``max_allowed_packet``, 4 MiB by default on older servers): a job returning more
+#: should store its data elsewhere and return a reference. The same on every database.
+MAX_RESULT_BYTES = 1024 * 1024
+#: Rows deleted per statement by ``prune``, so that each statement stays well within the statement timeout
+#: (and within the 999 parameters of older SQLite builds).
+PRUNE_BATCH_ROWS = 500
 
 
 def _make_model(database: peewee.Database) -> Any:
@@ -249,12 +124,34 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+def _name(text: str) -> str:
+    """A job or queue name as a row stores it (they come from foreign producers too)."""
+    return (fit_text(text) or "")[:NAME_MAX_CHARS]
+
+
 def _aware(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=timezone.utc) if value is not None else None
 
 
 def _cut(text: str | None, limit: int) -> str | None:
     return text if text is None or len(text) <= limit else text[:limit - 3] + "..."
+
+
+def fit_text(text: str | None, limit: int | None = None) -> str | None:
+    """Return ``text`` as every database stores it: NUL characters removed, lone surrogates replaced, cut to ``limit``.
+
+    PostgreSQL refuses NUL in text, and no database stores a lone surrogate
+    (what ``surrogateescape`` makes of bytes that are not UTF-8).
+    """
+    if text is None:
+        return None
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return _cut(text, limit) if limit is not None else text
 
 
 @dataclass(frozen=True)
@@ -304,13 +201,20 @@ class StatusStore:
         self.model = _make_model(self.database)
         self._tables_ready = False
         self._lock = threading.Lock()
+        #: MySQL and MariaDB: the server's max_allowed_packet, read once with the table.
+        self.packet_limit: int | None = None
 
     def __repr__(self) -> str:
         return f"<StatusStore {safe_url(self.url)}>"
 
-    def _guard(self, what: str) -> contextlib.AbstractContextManager[None]:
-        """Turn database errors into StatusStoreError; drop a connection that failed."""
-        return database_errors(self.database, f"status database {safe_url(self.url)}", what, url=self.url)
+    def _guard(self, what: str, texts: Iterable[str | None] = ()) -> contextlib.AbstractContextManager[None]:
+        """Turn database errors into StatusStoreError; drop a connection that failed.
+
+        ``texts`` are the values a write sends (to tell a lost connection
+        from a statement over MySQL's max_allowed_packet).
+        """
+        return database_errors(self.database, f"status database {safe_url(self.url)}", what, url=self.url,
+                               texts=texts, packet_limit=self.packet_limit)
 
     # -- tables ------------------------------------------------------------------------
 
@@ -318,6 +222,8 @@ class StatusStore:
         """Create the status table and its index if missing (idempotent; safe to race with other processes)."""
         with self._lock, self._guard("create the status table"):
             create_tables_racing(self.database, [self.model])
+            if isinstance(self.database, peewee.MySQLDatabase) and self.packet_limit is None:
+                self.packet_limit = int(self.database.execute_sql("SELECT @@max_allowed_packet").fetchone()[0])
             self._tables_ready = True
 
     def _ready(self) -> None:
@@ -366,7 +272,7 @@ class StatusStore:
         """Record ``job_id`` as PENDING. A job id that already SUCCEEDED keeps its row (it will not run again)."""
         self._ready()
         model = self.model
-        values = dict(name=name[:NAME_MAX_CHARS], queue=queue[:NAME_MAX_CHARS], status=Status.PENDING.value,
+        values = dict(name=_name(name), queue=_name(queue), status=Status.PENDING.value,
                       attempts=0, result=None, error=None, traceback=None, enqueued_at=utc_now(),
                       started_at=None, finished_at=None, worker_host=None, worker_pid=None)
         with self._guard(f"record job {job_id} as PENDING"):
@@ -385,18 +291,24 @@ class StatusStore:
                       worker_host=HOST_NAME[:NAME_MAX_CHARS], worker_pid=worker_pid())
         with self._guard(f"record job {job_id} as STARTED"):
             self._upsert(job_id, dict(common, attempts=model.attempts + 1),
-                         dict(common, name=name[:NAME_MAX_CHARS], queue=queue[:NAME_MAX_CHARS], attempts=1))
+                         dict(common, name=_name(name), queue=_name(queue), attempts=1))
 
     def ended(self, job_id: str, name: str, queue: str, status: Status, result_json: str | None = None,
               error: str | None = None, traceback: str | None = None) -> None:
-        """Record how an attempt ended: RETRY, or a finished state with its finish time."""
+        """Record how an attempt ended: RETRY, or a finished state with its finish time.
+
+        Texts are made to fit (:func:`fit_text`); ``result_json`` is written
+        as given (:func:`sqjobs.status.record_outcome` keeps it within
+        MAX_RESULT_BYTES). Raises StatusRowError if the database refuses
+        the row's values anyway.
+        """
         self._ready()
-        values = dict(status=status.value, result=result_json, error=_cut(error, ERROR_MAX_CHARS),
-                      traceback=_cut(traceback, TRACEBACK_MAX_CHARS),
+        result_json, error = fit_text(result_json), fit_text(error, ERROR_MAX_CHARS)
+        traceback = fit_text(traceback, TRACEBACK_MAX_CHARS)
+        values = dict(status=status.value, result=result_json, error=error, traceback=traceback,
                       finished_at=utc_now() if status in FINISHED else None)
-        with self._guard(f"record job {job_id} as {status.value}"):
-            self._upsert(job_id, values, dict(values, name=name[:NAME_MAX_CHARS], queue=queue[:NAME_MAX_CHARS],
-                                              attempts=1))
+        with self._guard(f"record job {job_id} as {status.value}", (result_json, error, traceback, name, queue)):
+            self._upsert(job_id, values, dict(values, name=_name(name), queue=_name(queue), attempts=1))
 
     def mark_dead(self, job_id: str, reason: str) -> bool:
         """Set an existing, unfinished row of ``job_id`` to DEAD with ``reason``; return True if one was.
@@ -411,7 +323,7 @@ class StatusStore:
         with self._guard(f"record job {job_id} as DEAD"):
             if not self._tables_ready and not model.table_exists():
                 return False
-            changed = (model.update(status=Status.DEAD.value, error=_cut(reason, ERROR_MAX_CHARS), traceback=None,
+            changed = (model.update(status=Status.DEAD.value, error=fit_text(reason, ERROR_MAX_CHARS), traceback=None,
                                     finished_at=utc_now())
                        .where((model.id == job_id) & (model.status.not_in([s.value for s in FINISHED])))
                        .execute())
@@ -424,10 +336,21 @@ class StatusStore:
         return model.status.in_([s.value for s in FINISHED]) & (model.finished_at < cutoff)
 
     def prune(self, older_than: datetime) -> int:
-        """Delete finished rows (SUCCESS, FAILURE, DEAD) that finished before ``older_than``; return how many."""
+        """Delete finished rows (SUCCESS, FAILURE, DEAD) that finished before ``older_than``; return how many.
+
+        Deletes PRUNE_BATCH_ROWS rows per statement, so that a table of
+        millions of rows is pruned within the statement timeout.
+        """
         self._ready()
-        with self._guard("prune finished rows"):
-            return int(self.model.delete().where(self._finished_before(older_than)).execute())
+        model = self.model
+        deleted = 0
+        while True:
+            with self._guard("prune finished rows"):
+                ids = [job_id for (job_id,) in model.select(model.id).where(self._finished_before(older_than))
+                       .limit(PRUNE_BATCH_ROWS).tuples()]
+                if not ids:
+                    return deleted
+                deleted += int(model.delete().where(model.id.in_(ids)).execute())
 
     def count_prunable(self, older_than: datetime) -> int:
         """Return how many rows :meth:`prune` with the same ``older_than`` would delete; delete nothing."""

@@ -235,3 +235,12 @@ def stuck_in_c(path: str, token: str) -> str:
     ctypes.PyDLL(None).usleep(30_000_000)
     record(path, f"end {token}")
     return token
+
+
+# -- status rows the database cannot keep (tests/test_status_rows.py) ----------------------------
+
+
+@job(queue="default", name="tracked_big_result", track=True)
+def tracked_big_result(size: int) -> str:
+    """Return a string of ``size`` characters: its JSON is ``size + 2`` bytes; tracked."""
+    return "x" * size

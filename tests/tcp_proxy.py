@@ -3,6 +3,13 @@
 While stopped nothing listens on its port (connections are refused) and
 every connection it carried is closed, as when a server or the network
 goes away; started again, it listens on the same port and forwards anew.
+
+In black-hole mode (:meth:`TcpProxy.black_hole`) it keeps listening and
+every connection stays open, but nothing is forwarded either way: bytes
+sent to it are taken and get no answer, as when a network drops packets.
+New connections are accepted and held the same way. :meth:`TcpProxy.forward`
+ends it: what was held is delivered late, in order, as TCP retransmits once
+a network heals.
 """
 
 from __future__ import annotations
@@ -29,6 +36,9 @@ class TcpProxy:
         self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        #: Set while bytes flow; cleared in black-hole mode (the pumps hold what they read).
+        self._flowing = threading.Event()
+        self._flowing.set()
 
     @property
     def running(self) -> bool:
@@ -47,8 +57,16 @@ class TcpProxy:
         self._threads.append(thread)
         return self
 
+    def black_hole(self) -> None:
+        """Keep every connection open but forward nothing, either way, until :meth:`forward`."""
+        self._flowing.clear()
+
+    def forward(self) -> None:
+        """End black-hole mode: deliver what was held and forward again."""
+        self._flowing.set()
+
     def stop(self) -> None:
-        """Stop listening and close every connection it carries (both sides)."""
+        """Stop listening and close every connection it carries (both sides); ends black-hole mode."""
         listener, self._listener = self._listener, None
         if listener is not None:
             try:
@@ -64,6 +82,7 @@ class TcpProxy:
             except OSError:
                 pass
             connection.close()
+        self._flowing.set()  # pumps holding bytes wake up, find their sockets closed and end
         for thread in self._threads:
             thread.join(5)
         self._threads = [thread for thread in self._threads if thread.is_alive()]
@@ -103,6 +122,7 @@ class TcpProxy:
                 data = source.recv(CHUNK_BYTES)
                 if not data:
                     break
+                self._flowing.wait()
                 sink.sendall(data)
         except OSError:
             pass

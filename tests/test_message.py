@@ -8,8 +8,17 @@ import math
 
 import pytest
 
-from sqjobs.errors import MalformedMessageError, MessageTooLargeError
-from sqjobs.message import MAX_JSON_DEPTH, JobMessage, check_json_value, check_size, decode, encode, loads_strict
+from sqjobs.errors import InvalidJobIdError, MalformedMessageError, MessageTooLargeError
+from sqjobs.message import (
+    ID_MAX_CHARS,
+    MAX_JSON_DEPTH,
+    JobMessage,
+    check_json_value,
+    check_size,
+    decode,
+    encode,
+    loads_strict,
+)
 
 
 def b64(text: str) -> str:
@@ -170,3 +179,31 @@ def test_loads_strict_refuses_what_json_does_not_have() -> None:
     for text, why in [("[NaN]", "holds NaN"), (nested(100_000), "nested too deeply"), ("[", "is not valid JSON")]:
         with pytest.raises(ValueError, match=why):
             loads_strict(text)
+
+
+@pytest.mark.parametrize(
+    ("job_id", "reason"),
+    [
+        ("x" * 200, "'id' is 200 characters, over 128"),
+        ("abc\u0000def", "'id' holds control character U+0000 at position 3"),
+        ("line\nbreak", "'id' holds control character U+000A at position 4"),
+        ("\ud800", "field 'id' holds a lone surrogate '\\ud800' at position 0"),
+    ],
+)
+def test_a_foreign_id_the_status_row_cannot_key_is_malformed(job_id: str, reason: str) -> None:
+    body = b64(json.dumps({"id": job_id, "name": "adder_job", "args": [1]}))
+    with pytest.raises(MalformedMessageError) as caught:
+        decode(body, "broker-id")
+    assert reason in caught.value.reason
+
+
+def test_ids_up_to_the_limit_and_beyond_ascii_are_kept() -> None:
+    for job_id in ("x" * ID_MAX_CHARS, "pedido-ñandú-注文-1", "a b"):
+        assert decode(b64(json.dumps({"id": job_id, "name": "n"})), "m").id == job_id
+
+
+def test_a_producer_cannot_send_an_id_a_worker_would_refuse() -> None:
+    with pytest.raises(InvalidJobIdError, match="is 129 characters, over 128"):
+        encode(JobMessage(name="n", id="y" * 129))
+    with pytest.raises(InvalidJobIdError, match="control character U\\+0009"):
+        encode(JobMessage(name="n", id="tab\there"))

@@ -23,7 +23,7 @@ from sqjobs import Status, get_job, job, status
 from sqjobs.brokers.memory import MemoryBroker
 from sqjobs.errors import StatusStoreError
 from sqjobs.message import JobMessage, encode, new_job_id
-from sqjobs.store import STATUS_TABLE, StatusStore, get_store, safe_url
+from sqjobs.store import PRUNE_BATCH_ROWS, STATUS_TABLE, StatusStore, get_store, safe_url
 from sqjobs.worker import Worker
 from tests.status_fixtures import POSTGRESQL_URL, database_url, store, use_database  # noqa: F401  (fixtures)
 from tests.support import wait_until
@@ -130,6 +130,21 @@ def test_prune_deletes_only_rows_finished_before_the_cutoff(store: StatusStore) 
     assert store.prune(datetime.now(timezone.utc) - timedelta(days=7)) >= 1
     assert store.get(old_done) is None
     assert store.get(new_done) is not None and store.get(old_pending) is not None
+
+
+def test_prune_deletes_a_batch_at_a_time_until_no_old_row_is_left(tmp_path: Path) -> None:
+    pruned = StatusStore(f"sqlite:///{tmp_path / 'prune.db'}")
+    pruned.create_tables()
+    long_ago = datetime(2000, 1, 1)
+    old = 2 * PRUNE_BATCH_ROWS + 5
+    rows = [dict(id=new_job_id(), name="n", queue="q", status="SUCCESS", attempts=1, finished_at=long_ago)
+            for _ in range(old)]
+    recent = [dict(row, id=new_job_id(), finished_at=datetime.now(timezone.utc).replace(tzinfo=None))
+              for row in rows[:3]]
+    pruned.model.insert_many(rows + recent).execute()
+    assert pruned.count_prunable(datetime(2001, 1, 1)) == old
+    assert pruned.prune(datetime(2001, 1, 1)) == old
+    assert pruned.model.select().count() == 3
 
 
 def test_a_forked_child_opens_its_own_connection(store: StatusStore) -> None:  # noqa: F811
