@@ -4,7 +4,7 @@ Prints, in one run: enqueue jobs/s and drain jobs/s through sqjobs, next to
 the raw limit of the same SQLite file layout (a bare claim + delete loop with
 the same statements and no sqjobs code), and the ratios.
 
-    python bench/bench_sqlite.py [--jobs 5000] [--workers 2]
+    python bench/bench_sqlite.py [--jobs 5000] [--workers 2] [--isolation process|none]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import sqjobs  # noqa: E402
 from sqjobs.brokers.sqlite import _SCHEMA  # noqa: E402
 
 
-def sqjobs_run(folder: Path, jobs: int, workers: int) -> tuple[float, float]:
+def sqjobs_run(folder: Path, jobs: int, workers: int, isolation: str = "process") -> tuple[float, float]:
     """Return (enqueue jobs/s, drain jobs/s) through sqjobs with ``workers`` worker processes."""
     import bench_jobs
 
@@ -42,7 +42,8 @@ def sqjobs_run(folder: Path, jobs: int, workers: int) -> tuple[float, float]:
     enqueue_s = time.perf_counter() - started
     started = time.perf_counter()
     processes = [
-        subprocess.Popen([sys.executable, "-m", "sqjobs", "worker", "-c", str(config), "bench", "--burst"],
+        subprocess.Popen([sys.executable, "-m", "sqjobs", "worker", "-c", str(config), "bench", "--burst",
+                          "--isolation", isolation],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(workers)
     ]
@@ -112,11 +113,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=5000)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--isolation", choices=("process", "none"), default="process",
+                        help="Where the workers run jobs: their job process (the default) or themselves.")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        enqueue, drain = sqjobs_run(Path(folder), options.jobs, options.workers)
+        enqueue, drain = sqjobs_run(Path(folder), options.jobs, options.workers, options.isolation)
         raw_enqueue, raw_drain = raw_run(Path(folder), options.jobs, options.workers)
-    print(f"embedded SQLite broker, {options.jobs} no-op jobs, {options.workers} worker processes")
+    print(f"embedded SQLite broker, {options.jobs} no-op jobs, {options.workers} worker processes, "
+          f"isolation {options.isolation}")
     print(f"{'':24}{'sqjobs':>12}{'raw SQLite':>14}{'ratio':>8}")
     print(f"{'enqueue (jobs/s)':24}{enqueue:>12.0f}{raw_enqueue:>14.0f}{enqueue / raw_enqueue:>8.2f}")
     print(f"{'drain (jobs/s)':24}{drain:>12.0f}{raw_drain:>14.0f}{drain / raw_drain:>8.2f}")
