@@ -36,9 +36,8 @@ def sqjobs_run(folder: Path, jobs: int, workers: int, isolation: str = "process"
         f"[sqjobs]\nbroker = sqlite:///{folder / 'queue.db'}\njobs = bench_jobs\npath = {HERE}\n"
     )
     sqjobs.configure(str(config))
-    broker = sqjobs.get_broker()
     started = time.perf_counter()
-    broker.enqueue_many(bench_jobs.noop.job_class, (((i,), {}) for i in range(jobs)))
+    bench_jobs.noop.delay_many((i,) for i in range(jobs))
     enqueue_s = time.perf_counter() - started
     started = time.perf_counter()
     processes = [
@@ -51,7 +50,7 @@ def sqjobs_run(folder: Path, jobs: int, workers: int, isolation: str = "process"
         if process.wait() != 0:
             raise SystemExit(f"a worker failed with exit code {process.returncode}")
     drain_s = time.perf_counter() - started
-    left = broker.stats("bench")
+    left = sqjobs.get_broker().stats("bench")
     if left.visible or left.in_flight or left.dead:
         raise SystemExit(f"queue not drained: {left}")
     return jobs / enqueue_s, jobs / drain_s

@@ -3,7 +3,7 @@
 Starts moto's SQS server on 127.0.0.1, then:
 
 1. sqjobs: 2 worker processes (long polling, prefetch 10) wait on an empty
-   queue; 1,000 no-op jobs are sent with ``enqueue_many`` and drained. Every
+   queue; 1,000 no-op jobs are sent in one bulk send and drained. Every
    HTTP request of the producer and the workers is counted with a botocore
    ``before-send`` hook; queue creation (once per process) is left out, the
    rest is the steady state. The floor is 0.3 requests per job (one batch
@@ -38,6 +38,7 @@ sys.path.insert(0, str(HERE))
 import bench_jobs  # noqa: E402
 import boto3  # noqa: E402
 
+import sqjobs  # noqa: E402
 from sqjobs.brokers.sqs import SQSBroker  # noqa: E402
 from sqjobs.message import JobMessage, encode  # noqa: E402
 from sqjobs.worker import Worker  # noqa: E402
@@ -145,7 +146,8 @@ def sqjobs_run(endpoint_url: str, jobs: int, workers: int) -> tuple[float, float
         process.start()
     time.sleep(1.0)  # let the workers reach their long poll: the bench measures the steady state
     started = time.perf_counter()
-    producer.enqueue_many(bench_jobs.noop.job_class, (((i,), {}) for i in range(jobs)))
+    sqjobs.current_app().with_broker(producer).producer.send_many(bench_jobs.noop.job_class,
+                                                                  ((i,) for i in range(jobs)), queue="bench")
     enqueued = time.perf_counter() - started
     wait_for(lambda: _empty(observer, "bench"), "the sqjobs drain")
     elapsed = time.perf_counter() - started

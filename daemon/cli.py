@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from sqjobs.cli import LOG_FORMAT, SQJobsGroup, config_option
+from sqjobs.cli_common import LOG_FORMAT, SQJobsGroup, config_option
 from sqjobs.config import load_settings
 from sqjobs.errors import DaemonNotRunningError
 

@@ -31,6 +31,7 @@ from typing import Any, Iterator
 
 from sqjobs.config import Settings
 from sqjobs.errors import DaemonError, DaemonNotRunningError
+from sqjobs.files import atomic_write
 
 from . import supervisor_conf
 from .health import ProcessHealth, backlog_counter, survey
@@ -109,12 +110,9 @@ def _read_pid(layout: Layout) -> int | None:
 
 
 def _write_state(layout: Layout, options: DaemonOptions) -> None:
-    path = os.path.join(layout.run_dir, STATE_FILE)
-    with open(f"{path}.tmp", "w", encoding="utf-8") as handle:
-        json.dump({"config": layout.config, "stop_timeout_s": options.stop_timeout_s,
-                   "stall_timeout_s": options.stall_timeout_s,
-                   "watchdog_interval_s": options.watchdog_interval_s}, handle)
-    os.replace(f"{path}.tmp", path)
+    atomic_write(os.path.join(layout.run_dir, STATE_FILE), json.dumps(
+        {"config": layout.config, "stop_timeout_s": options.stop_timeout_s,
+         "stall_timeout_s": options.stall_timeout_s, "watchdog_interval_s": options.watchdog_interval_s}))
 
 
 def running_options(settings: Settings, layout: Layout) -> DaemonOptions:

@@ -35,7 +35,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from sqjobs.cli import LOG_FORMAT
+from sqjobs.brokers import Broker, create_broker
+from sqjobs.cli_common import LOG_FORMAT
 from sqjobs.config import Settings
 from sqjobs.errors import DaemonError
 
@@ -56,14 +57,12 @@ Backlog = Callable[[Sequence[str]], int]
 
 def backlog_counter(settings: Settings) -> Backlog:
     """A Backlog over the settings' broker (created on first use; errors count as no backlog)."""
-    from sqjobs.brokers import Broker, create_broker
-
     brokers: list[Broker] = []
 
     def count(queues: Sequence[str]) -> int:
         try:
             if not brokers:
-                brokers.append(create_broker(settings.broker_url, settings))
+                brokers.append(create_broker(settings.broker_url, settings.section_values("sqs")))
             return sum(brokers[0].stats(q).visible for q in queues if not q.endswith(".fifo"))
         except Exception as exc:  # the check must never take the daemon down
             logger.warning("cannot count the messages waiting on %s: %s", ", ".join(queues), exc)

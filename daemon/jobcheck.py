@@ -128,10 +128,10 @@ def _child(config: str) -> int:
     channel = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)  # what the modules print must not mix with the reports
     sys.stdout = sys.stderr
-    from sqjobs import runtime
+    from sqjobs.app import configure
     from sqjobs.job import registry
 
-    settings = runtime.configure(config)
+    settings = configure(config)
     for module in settings.job_modules:
         _report(channel, importing=module)
         try:

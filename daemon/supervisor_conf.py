@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 from sqjobs.config import Settings
 from sqjobs.errors import DaemonError
+from sqjobs.files import atomic_write
 
 from .layout import RUN_DIR_ENV, DaemonOptions, Layout
 
@@ -83,18 +84,9 @@ def load_credentials(layout: Layout, create: bool = False) -> Credentials | None
         if not create:
             return None
     credentials = Credentials(f"sqjobsd-{secrets.token_hex(4)}", secrets.token_urlsafe(24))
-    _write_private(layout.credentials, json.dumps({"username": credentials.username,
-                                                    "password": credentials.password}))
+    atomic_write(layout.credentials, json.dumps({"username": credentials.username,
+                                                  "password": credentials.password}), mode=0o600)
     return credentials
-
-
-def _write_private(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` atomically, readable by the owner only."""
-    temporary = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(temporary, path)
 
 
 def worker_program(group_name: str) -> str:
@@ -249,5 +241,5 @@ def write(settings: Settings, layout: Layout, options: DaemonOptions) -> str:
     layout.make_dirs()
     credentials = load_credentials(layout, create=True)
     assert credentials is not None
-    _write_private(layout.supervisord_conf, render(settings, layout, options, credentials))
+    atomic_write(layout.supervisord_conf, render(settings, layout, options, credentials), mode=0o600)
     return layout.supervisord_conf

@@ -6,33 +6,84 @@
     def send_welcome(user_id): ...
 
     send_welcome.delay(42)
+
+The names below are imported when first used, so that importing one part
+(``sqjobs.brokers.sqlite``, say) does not load the rest.
 """
 
-from .errors import ConfigError, JobTimeoutError, MessageTooLargeError, Retry, SQJobsError, UnknownJobError
-from .job import Job, PeriodicJob, job, registry
-from .runtime import configure, create_eager_broker, create_sqs_broker, create_sqs_worker, get_broker
-from .status import JobHandle, ResultJob, Status, get_job
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ConfigError",
-    "Job",
-    "JobHandle",
-    "ResultJob",
-    "JobTimeoutError",
-    "MessageTooLargeError",
-    "PeriodicJob",
-    "Retry",
-    "SQJobsError",
-    "Status",
-    "UnknownJobError",
-    "configure",
-    "create_eager_broker",
-    "create_sqs_broker",
-    "create_sqs_worker",
-    "get_broker",
-    "get_job",
-    "job",
-    "registry",
-]
+#: Public name -> the module that defines it.
+_EXPORTS = {
+    "App": "app", "configure": "app", "current_app": "app", "get_broker": "app",
+    "Job": "job", "PeriodicJob": "job", "ResultJob": "job", "job": "job", "JobFunction": "job",
+    "registry": "registry",
+    "Middleware": "middleware",
+    "JobHandle": "status", "Status": "status", "get_job": "app",
+    "create_eager_broker": "seed", "create_sqs_broker": "seed",
+    "create_sqs_worker": "seed",
+    "ConfigError": "errors", "JobTimeoutError": "errors", "MessageTooLargeError": "errors",
+    "RejectMessage": "errors", "Retry": "errors", "SQJobsError": "errors", "SkipMessage": "errors",
+    "TimeLimitExceeded": "errors", "UnknownJobError": "errors",
+}
+
+__all__ = ["App", "ConfigError", "Job", "JobFunction", "JobHandle", "JobTimeoutError", "MessageTooLargeError",
+    "Middleware", "PeriodicJob", "RejectMessage", "ResultJob", "Retry", "SQJobsError", "SkipMessage", "Status",
+    "TimeLimitExceeded", "UnknownJobError", "configure", "create_eager_broker", "create_sqs_broker",
+    "create_sqs_worker", "current_app", "get_broker", "get_job", "job", "registry"]
+
+if TYPE_CHECKING:
+    from .app import App, configure, current_app, get_broker, get_job
+    from .errors import (
+        ConfigError,
+        JobTimeoutError,
+        MessageTooLargeError,
+        RejectMessage,
+        Retry,
+        SkipMessage,
+        SQJobsError,
+        TimeLimitExceeded,
+        UnknownJobError,
+    )
+    from .job import Job, JobFunction, PeriodicJob, ResultJob, job
+    from .middleware import Middleware
+    from .registry import registry
+    from .seed import create_eager_broker, create_sqs_broker, create_sqs_worker
+    from .status import JobHandle, Status
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sqjobs' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+#: Submodules named like the public object they define: ``sqjobs.job`` is the decorator, as it always was.
+_SAME_NAMED = {"job", "registry"}
+
+
+class _Package(types.ModuleType):
+    """The ``sqjobs`` package: when the import system binds the submodule ``job`` (or ``registry``) on it,
+    the name keeps pointing at the decorator (the registry) that ``from sqjobs import job`` means."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _SAME_NAMED and isinstance(value, types.ModuleType):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -36,7 +36,9 @@ from typing import Any, Callable, Iterable, Sequence, cast
 import peewee
 
 from . import defaults
+from .app import App, current_app
 from .brokers.base import Broker
+from .clock import utc_now
 from .errors import StatusStoreError, StatusStorePermanentError
 from .job import Job, Registry
 from .schedule import Schedule
@@ -54,11 +56,6 @@ CATCH_UP_WINDOW = timedelta(days=1)
 TICK_INTERVAL_S = 1.0
 #: Namespace of the job ids of periodic runs (uuid5 of "name@fire time").
 _JOB_ID_NAMESPACE = uuid.UUID("5b1e7c3a-3f7d-4d8e-9a61-4a6f1f0f5e21")
-
-
-def utc_now() -> datetime:
-    """The current time, aware, in UTC."""
-    return datetime.now(timezone.utc)
 
 
 def _naive(instant: datetime) -> datetime:
@@ -184,11 +181,12 @@ class Beater:
     ``catch_up`` (see the module docstring).
     """
 
-    def __init__(self, broker: Broker, jobs: Sequence[type[Job]], store: BeatStore, *,
+    def __init__(self, source: App | Broker, jobs: Sequence[type[Job]], store: BeatStore, *,
                  beater_id: str | None = None, claim_timeout_s: float = CLAIM_TIMEOUT_S,
                  catch_up_grace_s: float = defaults.CATCH_UP_GRACE_S,
                  clock: Callable[[], datetime] = utc_now) -> None:
-        self.broker = broker
+        #: The application whose producer sends the runs (a bare Broker goes with the default app's settings).
+        self.app = source if isinstance(source, App) else current_app().with_broker(source)
         self.jobs = {job.name: job for job in jobs if job.schedule}
         self.schedules = {name: Schedule(job.schedule or "", job.timezone) for name, job in self.jobs.items()}
         self.store = store
@@ -200,9 +198,9 @@ class Beater:
         self._stopping = threading.Event()
 
     @classmethod
-    def for_registry(cls, broker: Broker, registry: Registry, store: BeatStore, **options: Any) -> Beater:
+    def for_registry(cls, source: App | Broker, registry: Registry, store: BeatStore, **options: Any) -> Beater:
         """A beater for every registered job that has a schedule."""
-        return cls(broker, [registry.get(name) for name in registry.names()], store, **options)
+        return cls(source, [registry.get(name) for name in registry.names()], store, **options)
 
     def due(self, name: str, now: datetime) -> list[datetime]:
         """Fire times of job ``name`` to send at ``now``, after its catch-up choice."""
@@ -224,7 +222,7 @@ class Beater:
     def _send(self, name: str, fire_at: datetime, now: datetime) -> Sent:
         job_class = self.jobs[name]
         job_id = periodic_job_id(name, fire_at)
-        self.broker.enqueue(job_class, job_id=job_id, extra={"scheduled_for": fire_at.isoformat()})
+        self.app.producer.send(job_class, job_id=job_id, extra={"scheduled_for": fire_at.isoformat()})
         self.store.mark_sent(name, fire_at, now)
         logger.info("job %s %s on %s: sent for %s", job_id, name, job_class.queue, fire_at.isoformat())
         return Sent(name, fire_at, job_id)

@@ -2,135 +2,35 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
-import os
 import sys
-import traceback
 from typing import Any
 
 import click
 
-from . import defaults, runtime
+from . import defaults
+from .app import current_app
 from .brokers.base import ORIGIN_ATTRIBUTE, REASON_ATTRIBUTE, Broker, dead_letter_name, is_dead_letter_name
-from .config import Settings
-from .errors import NoJobsError, SQJobsError, StatusStorePermanentError, UnknownQueueError
-from .job import registry
-from .message import UNDECODABLE_PREFIX, MalformedMessageError, check_arguments, decode, loads_strict
+from .cli_beat import beater, schedule
+from .cli_common import (
+    LOG_FORMAT,
+    SQJobsGroup,
+    check_status_database,
+    config_option,
+    configure_app,
+    parse_json,
+    require_jobs,
+    setup_app,
+)
+from .cli_status import initdb, prune, status
+from .config import WorkerGroup
+from .errors import UnknownQueueError
+from .message import UNDECODABLE_PREFIX, MalformedMessageError, decode
+from .registry import registry
+from .worker import Worker
 
-logger = logging.getLogger("sqjobs.cli")
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
-
-
-def _configure(config: str | None, import_jobs: bool = True, extra_modules: tuple[str, ...] = ()) -> Settings:
-    """Read the config and import the job modules; create no broker."""
-    settings = runtime.configure(config)
-    if extra_modules and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    if import_jobs:
-        for module in (*settings.job_modules, *extra_modules):
-            try:
-                importlib.import_module(module)
-            except Exception as exc:  # whatever a job module raises, one line says which and why
-                logger.debug("import of job module %s failed", module, exc_info=True)
-                raise click.ClickException(_import_failure(settings, module, exc)) from None
-    return settings
-
-
-def _import_failure(settings: Settings, module: str, exc: Exception) -> str:
-    """One line on a job module that could not be imported: the config, the module, where and why."""
-    prefix = f"{settings.source or 'configuration'}: [sqjobs] jobs: cannot import {module!r}"
-    if isinstance(exc, ImportError):
-        return f"{prefix}: {exc}"
-    where = ""
-    if isinstance(exc, SyntaxError) and exc.filename:
-        where = f" ({os.path.normpath(exc.filename)}, line {exc.lineno})"
-    else:
-        frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if frame.name == "<module>"]
-        if frames:
-            where = f" ({os.path.normpath(frames[-1].filename)}, line {frames[-1].lineno})"
-    text = " ".join(str(exc).split()) if not isinstance(exc, SyntaxError) else exc.msg
-    return f"{prefix}{where}: {type(exc).__name__}: {text} (sqjobs -v shows the traceback)"
-
-
-def _setup(config: str | None, import_jobs: bool = True,
-           extra_modules: tuple[str, ...] = ()) -> tuple[Settings, Broker]:
-    settings = _configure(config, import_jobs, extra_modules)
-    return settings, runtime.get_broker()
-
-
-def require_jobs(settings: Settings, command: str, extra_modules: tuple[str, ...] = ()) -> None:
-    """Raise NoJobsError when no job is registered: a worker or beater would only refuse every message."""
-    if registry.names():
-        return
-    modules = (*settings.job_modules, *extra_modules)
-    if modules:
-        why = f"the job modules {', '.join(modules)} define no job"
-    elif settings.source:
-        why = f"{settings.source} has no [sqjobs] jobs"
-    else:
-        why = "no config file (-c or SQJOBS_CONFIG) and no --import"
-    raise NoJobsError(f"no job is registered ({why}): list your job modules in [sqjobs] jobs of the config file, "
-                      f"or pass --import MODULE to `sqjobs {command}`")
-
-
-def _check_status_database() -> None:
-    """Open the status database once at start-up if a registered job is tracked (so it will be used).
-
-    A permanent error (bad URL, credentials, missing database) ends the
-    command with exit code 2 before anything is received; a transient one
-    is logged and the command goes on (its writes are retried later).
-    """
-    from .status import is_tracked
-    from .store import check_database
-
-    if any(is_tracked(registry.get(name)) for name in registry.names()):
-        check_database()
-
-
-def _parse_json(option: str, text: str, kind: type) -> Any:
-    """Read ``option``'s JSON text as arguments of ``kind`` (list or dict); raise a usage error naming it."""
-    try:
-        value: Any = loads_strict(text)
-    except ValueError as exc:
-        raise click.BadParameter(f"the value {exc}", param_hint=option) from None
-    if not isinstance(value, kind):
-        raise click.BadParameter(f"must be a JSON {'list' if kind is list else 'object'}", param_hint=option)
-    arguments: Any = value  # a list or a dict, as checked above
-    try:
-        check_arguments([], arguments) if kind is dict else check_arguments(arguments, {})
-    except TypeError as exc:
-        raise click.BadParameter(str(exc), param_hint=option) from None
-    return value
-
-
-config_option = click.option("-c", "--config", "config", envvar="SQJOBS_CONFIG", default=None,
-                             type=click.Path(dir_okay=False), help="Config file (default: $SQJOBS_CONFIG).")
-
-
-def _config_file_of(error: SQJobsError) -> str:
-    """Return ``"FILE: "`` for a setting's error when a config file was read, else ``""``."""
-    settings = runtime.chosen_settings()
-    if isinstance(error, StatusStorePermanentError) and settings is not None and settings.source:
-        return f"{settings.source}: "
-    return ""
-
-
-class SQJobsGroup(click.Group):
-    """Turns SQJobsError into a one-line error and its exit code: 1, or 2 for what retrying cannot fix.
-
-    A status database that cannot work as configured names the config
-    file, when one was read, and ``[sqjobs] database``.
-    """
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except SQJobsError as exc:
-            click.echo(f"Error: {_config_file_of(exc)}{exc}", err=True)
-            sys.exit(exc.exit_code)
+__all__ = ["LOG_FORMAT", "SQJobsGroup", "config_option", "main"]
 
 
 @click.group(cls=SQJobsGroup)
@@ -158,26 +58,14 @@ def worker(config: str | None, queues: tuple[str, ...], group_name: str | None, 
            max_jobs: int | None, prefetch: int | None, visibility_timeout: float | None,
            status_file: str | None, import_modules: tuple[str, ...], isolation: str | None) -> None:
     """Consume QUEUES (default: the group's queues) and run their jobs."""
-    from .worker import Worker
-
-    settings, broker = _setup(config, extra_modules=import_modules)
+    settings = configure_app(config, extra_modules=import_modules)
     require_jobs(settings, "worker", import_modules)
-    _check_status_database()
+    check_status_database()
     group = settings.worker_group(group_name) if group_name else (
-        settings.workers[0] if settings.workers else None)
-    chosen = list(queues) or list(group.queues if group else ("default",))
-    consumer = Worker(
-        broker,
-        chosen,
-        prefetch=prefetch or (group.prefetch if group else 10),
-        visibility_timeout_s=visibility_timeout or (group.visibility_timeout_s if group else 60.0),
-        max_jobs=max_jobs if max_jobs is not None else (group.max_jobs if group else 0),
-        burst=burst,
-        status_file=status_file,
-        unknown_job_refusals=group.unknown_job_refusals if group else defaults.UNKNOWN_JOB_REFUSALS,
-        crash_allowance=group.crash_allowance if group else defaults.CRASH_ALLOWANCE,
-        isolation=isolation or (group.isolation if group else defaults.ISOLATION),
-    )
+        settings.workers[0] if settings.workers else WorkerGroup("default"))
+    consumer = Worker.for_group(current_app(), group, queues, prefetch=prefetch,
+                                visibility_timeout_s=visibility_timeout, max_jobs=max_jobs, burst=burst,
+                                status_file=status_file, isolation=isolation)
     consumer.install_signal_handlers()
     sys.exit(consumer.run())
 
@@ -192,24 +80,11 @@ def worker(config: str | None, queues: tuple[str, ...], group_name: str | None, 
 def enqueue(config: str | None, name: str, args_json: str, kwargs_json: str, queue: str | None,
             delay: float) -> None:
     """Send job NAME and print its id. NAME need not be importable here."""
-    from .job import Job
-    from .message import JobMessage, encode
-
-    args = _parse_json("--args", args_json, list)
-    kwargs = _parse_json("--kwargs", kwargs_json, dict)
-    settings, broker = _setup(config)
-    if name in registry:
-        handle = registry.get(name).apply_async(args=args, kwargs=kwargs, queue=queue, delay=delay)
-        click.echo(handle.id)
-        return
-    target = queue or Job.queue
-    message = JobMessage(name=name, args=args, kwargs=kwargs)
-    body = encode(message)
-    broker.check_body(body)
-    broker.check_delay(delay)
-    fifo = target.endswith(".fifo")
-    broker.send(target, body, delay, None, name if fifo else None, message.id if fifo else None)
-    click.echo(message.id)
+    args = parse_json("--args", args_json, list)
+    kwargs = parse_json("--kwargs", kwargs_json, dict)
+    configure_app(config)
+    handle = current_app().producer.send(registry.find(name), args, kwargs, name=name, queue=queue, delay_s=delay)
+    click.echo(handle.id)
 
 
 @main.command()
@@ -217,7 +92,7 @@ def enqueue(config: str | None, name: str, args_json: str, kwargs_json: str, que
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def queues(config: str | None, as_json: bool) -> None:
     """Show each queue: visible, in flight, delayed and dead messages."""
-    settings, broker = _setup(config, import_jobs=False)
+    settings, broker = setup_app(config, import_jobs=False)
     rows = [broker.stats(name) for name in broker.queues()]
     if as_json:
         click.echo(json.dumps([row.__dict__ for row in rows], indent=2))
@@ -267,7 +142,7 @@ def dead(config: str | None, queue: str, as_json: bool, requeue: bool, purge: bo
     """
     if requeue and purge:
         raise click.UsageError("--requeue and --purge exclude each other")
-    settings, broker = _setup(config, import_jobs=False)
+    settings, broker = setup_app(config, import_jobs=False)
     _check_known_queue(broker, queue)
     dead_queue = dead_letter_name(queue)
     if purge:
@@ -276,24 +151,9 @@ def dead(config: str | None, queue: str, as_json: bool, requeue: bool, purge: bo
         click.echo(f"purged {count} message(s) from {dead_queue}")
         return
     if requeue:
-        moved, unreadable = 0, []
-        while True:
-            batch = broker.receive(dead_queue, 10, 0, 30)
-            if not batch:
-                break
-            for message in batch:
-                if message.body.startswith(UNDECODABLE_PREFIX):  # its stored bytes stay where they are
-                    unreadable.append(message.receipt)
-                    continue
-                fifo = queue.endswith(".fifo")
-                broker.send(queue, message.body, 0, None, (message.group_id or "requeued") if fifo else None,
-                            None)
-                broker.delete(dead_queue, message.receipt)
-                moved += 1
-        if unreadable:
-            broker.change_visibility_batch(dead_queue, unreadable, 0)
-        left = f"; {len(unreadable)} unreadable message(s) left in {dead_queue}" if unreadable else ""
-        click.echo(f"requeued {moved} message(s) from {dead_queue} to {queue}{left}")
+        moved, left = broker.requeue_dead(queue, keep=lambda message: message.body.startswith(UNDECODABLE_PREFIX))
+        kept = f"; {left} unreadable message(s) left in {dead_queue}" if left else ""
+        click.echo(f"requeued {moved} message(s) from {dead_queue} to {queue}{kept}")
         return
     rows = []
     for message in broker.peek(dead_queue, limit):
@@ -310,13 +170,8 @@ def dead(config: str | None, queue: str, as_json: bool, requeue: bool, purge: bo
         click.echo(f"{row['message_id']}  {row['name'] or '?'}  {' '.join(str(row['reason']).split())}")
 
 
-from .cli_status import register_status_commands  # noqa: E402  (status, initdb, prune)
-
-register_status_commands(main)
-
-from .cli_beat import register_beat_commands  # noqa: E402  (beater, schedule)
-
-register_beat_commands(main)
+for _command in (beater, schedule, status, initdb, prune):
+    main.add_command(_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,6 +9,9 @@ from typing import Any
 
 import click
 
+from .app import current_app
+from .beater import Beater, BeatStore
+from .cli_common import config_option, configure_app, require_jobs
 from .errors import JobError, StatusStoreError, StatusStorePermanentError, UnknownJobError
 from .job import Job, Registry, registry
 from .schedule import Schedule
@@ -51,43 +54,37 @@ def periodic_job(jobs: Registry, name: str) -> type[Job]:
     return job_class
 
 
-def register_beat_commands(main: click.Group) -> None:
-    """Add ``beater`` and ``schedule`` to the ``sqjobs`` command group."""
-    from .cli import _configure, _setup, config_option, require_jobs
+@click.command()
+@config_option
+@click.option("--once", is_flag=True, help="Send what is due now, then exit.")
+@click.option("-i", "--import", "import_modules", multiple=True,
+              help="Also import this job module (from the current directory too); repeatable.")
+def beater(config: str | None, once: bool, import_modules: tuple[str, ...]) -> None:
+    """Send periodic jobs when they are due (any number of beaters may run)."""
+    settings = configure_app(config, extra_modules=import_modules)
+    require_jobs(settings, "beater", import_modules)
+    store = BeatStore(settings.database_url)
+    try:
+        store.create_tables()
+    except StatusStorePermanentError:
+        raise
+    except StatusStoreError as exc:  # down for now: the beater's loop retries at each tick
+        logging.getLogger("sqjobs.beater").warning("%s; the beater starts anyway and tries again", exc)
+    runner = Beater.for_registry(current_app(), registry, store,
+                                 catch_up_grace_s=settings.get("beater", "catch_up_grace_s"))
+    runner.install_signal_handlers()
+    sys.exit(runner.run(once=once))
 
-    @main.command()
-    @config_option
-    @click.option("--once", is_flag=True, help="Send what is due now, then exit.")
-    @click.option("-i", "--import", "import_modules", multiple=True,
-                  help="Also import this job module (from the current directory too); repeatable.")
-    def beater(config: str | None, once: bool, import_modules: tuple[str, ...]) -> None:
-        """Send periodic jobs when they are due (any number of beaters may run)."""
-        from .beater import Beater, BeatStore
-
-        settings, broker = _setup(config, extra_modules=import_modules)
-        require_jobs(settings, "beater", import_modules)
-        store = BeatStore(settings.database_url)
-        try:
-            store.create_tables()
-        except StatusStorePermanentError:
-            raise
-        except StatusStoreError as exc:  # down for now: the beater's loop retries at each tick
-            logging.getLogger("sqjobs.beater").warning("%s; the beater starts anyway and tries again", exc)
-        runner = Beater.for_registry(broker, registry, store,
-                                     catch_up_grace_s=settings.get("beater", "catch_up_grace_s"))
-        runner.install_signal_handlers()
-        sys.exit(runner.run(once=once))
-
-    @main.command()
-    @config_option
-    @click.argument("name")
-    @click.option("--next", "count", type=click.IntRange(1, 1000), default=5, help="How many fire times.")
-    @click.option("--from", "start", type=InstantType(), default=None,
-                  help=f"List fire times strictly after this instant, e.g. {ISO_EXAMPLE} (default: now).")
-    def schedule(config: str | None, name: str, count: int, start: datetime | None) -> None:
-        """Print the next fire times of periodic job NAME, ISO 8601 in its time zone, one a line."""
-        _configure(config)
-        job_class = periodic_job(registry, name)
-        plan = Schedule(job_class.schedule or "", job_class.timezone)
-        for instant in plan.next_after(start or datetime.now(timezone.utc), count):
-            click.echo(instant.astimezone(plan.zone).isoformat())
+@click.command()
+@config_option
+@click.argument("name")
+@click.option("--next", "count", type=click.IntRange(1, 1000), default=5, help="How many fire times.")
+@click.option("--from", "start", type=InstantType(), default=None,
+              help=f"List fire times strictly after this instant, e.g. {ISO_EXAMPLE} (default: now).")
+def schedule(config: str | None, name: str, count: int, start: datetime | None) -> None:
+    """Print the next fire times of periodic job NAME, ISO 8601 in its time zone, one a line."""
+    configure_app(config)
+    job_class = periodic_job(registry, name)
+    plan = Schedule(job_class.schedule or "", job_class.timezone)
+    for instant in plan.next_after(start or datetime.now(timezone.utc), count):
+        click.echo(instant.astimezone(plan.zone).isoformat())

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from .cli_common import config_option
 from .config import load_settings
 from .errors import JobNotFoundError
 from .store import STATUS_TABLE, StatusRecord, get_store, safe_url
@@ -52,9 +53,6 @@ class DurationType(click.ParamType):
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 
-
-config_option = click.option("-c", "--config", "config", envvar="SQJOBS_CONFIG", default=None,
-                             type=click.Path(dir_okay=False), help="Config file (default: $SQJOBS_CONFIG).")
 
 
 def _database_url(config: str | None) -> str:
@@ -114,9 +112,3 @@ def prune(config: str | None, older_than_s: float, dry_run: bool) -> None:
         click.echo(f"would prune {store.count_prunable(cutoff)} finished row(s) that finished before {before}")
         return
     click.echo(f"pruned {store.prune(cutoff)} finished row(s) that finished before {before}")
-
-
-def register_status_commands(group: click.Group) -> None:
-    """Add ``status``, ``initdb`` and ``prune`` to the ``sqjobs`` command group."""
-    for command in (status, initdb, prune):
-        group.add_command(command)

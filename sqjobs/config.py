@@ -1,8 +1,8 @@
 """The one configuration file (INI) read into typed settings.
 
-Every key is declared once below with its type and default; an unknown
-section or key, or a value of the wrong type, raises ConfigError naming the
-file, the section and the key. Relative ``sqlite:///`` paths and ``path``
+Every key is declared once, in :mod:`sqjobs.settings`, with its type,
+default and documentation; an unknown section or key, or a value of the wrong
+type, raises ConfigError naming the file, the section and the key. Relative ``sqlite:///`` paths and ``path``
 entries are read relative to the file's directory, so a daemon started from
 anywhere finds the same files.
 """
@@ -11,131 +11,14 @@ from __future__ import annotations
 
 import configparser
 import os
-import urllib.parse
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
-from . import defaults
 from .errors import ConfigError
+from .settings import SCHEMA, default, schema_section
 
 #: Environment variable naming the config file when no ``-c`` is given.
 CONFIG_ENV = "SQJOBS_CONFIG"
-
-
-def _as_list(text: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in text.replace("\n", ",").split(",") if part.strip())
-
-
-def _as_positive_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError("must not be negative")
-    return value
-
-
-def _as_seconds(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise ValueError("must not be negative")
-    return value
-
-
-def _as_catch_up_grace_s(text: str) -> float:
-    value = float(text)
-    if value < defaults.MIN_CATCH_UP_GRACE_S:
-        raise ValueError(f"must be at least {defaults.MIN_CATCH_UP_GRACE_S:g} seconds: a beater ticks once a "
-                         "second, so a smaller grace would count fire times sent on time as missed")
-    return value
-
-
-def _as_optional_seconds(text: str) -> float | None:
-    return _as_seconds(text) if text.strip() else None
-
-
-def _as_bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "yes", "true", "on"):
-        return True
-    if lowered in ("0", "no", "false", "off", ""):
-        return False
-    raise ValueError("must be yes or no")
-
-
-def _as_track(text: str) -> str:
-    lowered = text.strip().lower()
-    if lowered not in ("all", "marked", "none"):
-        raise ValueError("must be all, marked or none")
-    return lowered
-
-
-def _as_isolation(text: str) -> str:
-    lowered = text.strip().lower()
-    if lowered not in ("process", "none"):
-        raise ValueError("must be process (jobs run in a supervised job process) or none (in the worker itself)")
-    return lowered
-
-
-def _as_text(text: str) -> str:
-    return text.strip()
-
-
-def check_endpoint_url(url: str) -> str:
-    """Return ``url`` if it can be an SQS endpoint (``http(s)://host[:port][/path]``); raise ValueError if not."""
-    parts = urllib.parse.urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError:
-        port = -1
-    if parts.scheme not in ("http", "https") or not parts.hostname or port == -1 or any(c.isspace() for c in url):
-        raise ValueError("must be an http:// or https:// URL such as http://localhost:9324, or empty for AWS")
-    return url
-
-
-def _as_endpoint_url(text: str) -> str:
-    text = text.strip()
-    return check_endpoint_url(text) if text else ""
-
-
-#: Section -> key -> (parser, default). ``worker:NAME`` sections share the ``worker`` schema.
-SCHEMA: dict[str, dict[str, tuple[Callable[[str], Any], Any]]] = {
-    "sqjobs": {
-        "broker": (_as_text, defaults.BROKER_URL),
-        "database": (_as_text, defaults.DATABASE_URL),
-        "jobs": (_as_list, ()),
-        "path": (_as_list, ()),
-        "track": (_as_track, "marked"),
-    },
-    "sqs": {
-        "region": (_as_text, ""),
-        "endpoint_url": (_as_endpoint_url, ""),
-        "access_key": (_as_text, ""),
-        "secret_key": (_as_text, ""),
-        "queue_prefix": (_as_text, ""),
-        "wait_time_s": (_as_seconds, float(defaults.MAX_WAIT_S)),
-        "visibility_timeout_s": (_as_seconds, defaults.VISIBILITY_TIMEOUT_S),
-    },
-    "worker": {
-        "queues": (_as_list, (defaults.QUEUE,)),
-        "processes": (_as_positive_int, 1),
-        "prefetch": (_as_positive_int, defaults.PREFETCH),
-        "visibility_timeout_s": (_as_seconds, defaults.VISIBILITY_TIMEOUT_S),
-        "max_jobs": (_as_positive_int, 0),
-        "unknown_job_refusals": (_as_positive_int, defaults.UNKNOWN_JOB_REFUSALS),
-        "crash_allowance": (_as_positive_int, defaults.CRASH_ALLOWANCE),
-        "isolation": (_as_isolation, defaults.ISOLATION),
-    },
-    "beater": {
-        "processes": (_as_positive_int, 1),
-        "catch_up_grace_s": (_as_catch_up_grace_s, defaults.CATCH_UP_GRACE_S),
-    },
-    "daemon": {
-        "run_dir": (_as_text, "run"),
-        "log_dir": (_as_text, "log"),
-        "stop_timeout_s": (_as_optional_seconds, None),
-        "stall_timeout_s": (_as_optional_seconds, None),
-        "watchdog_interval_s": (_as_seconds, 5.0),
-    },
-}
 
 
 @dataclass(frozen=True)
@@ -143,14 +26,14 @@ class WorkerGroup:
     """One ``[worker:NAME]`` section: a group of identical worker processes."""
 
     name: str
-    queues: tuple[str, ...] = (defaults.QUEUE,)
-    processes: int = 1
-    prefetch: int = defaults.PREFETCH
-    visibility_timeout_s: float = defaults.VISIBILITY_TIMEOUT_S
-    max_jobs: int = 0
-    unknown_job_refusals: int = defaults.UNKNOWN_JOB_REFUSALS
-    crash_allowance: int = defaults.CRASH_ALLOWANCE
-    isolation: str = defaults.ISOLATION
+    queues: tuple[str, ...] = default("worker", "queues")
+    processes: int = default("worker", "processes")
+    prefetch: int = default("worker", "prefetch")
+    visibility_timeout_s: float = default("worker", "visibility_timeout_s")
+    max_jobs: int = default("worker", "max_jobs")
+    unknown_job_refusals: int = default("worker", "unknown_job_refusals")
+    crash_allowance: int = default("worker", "crash_allowance")
+    isolation: str = default("worker", "isolation")
 
 
 @dataclass(frozen=True)
@@ -166,11 +49,14 @@ class Settings:
 
     def get(self, section: str, key: str) -> Any:
         """Return the value of ``[section] key`` (the default when the file does not set it)."""
-        schema_name = "worker" if section.startswith("worker:") else section
         values = self.sections.get(section, {})
         if key in values:
             return values[key]
-        return SCHEMA[schema_name][key][1]
+        return default(section, key)
+
+    def section_values(self, section: str) -> dict[str, Any]:
+        """Every key of ``[section]``, the defaults filled in."""
+        return {key: self.get(section, key) for key in SCHEMA[schema_section(section)]}
 
     @property
     def broker_url(self) -> str:
@@ -223,9 +109,8 @@ def _parse_section(filename: str, section: str, schema_name: str,
         if key not in schema:
             known = ", ".join(sorted(schema))
             raise ConfigError(f"{filename}: [{section}] {key}: unknown key (known keys: {known})")
-        parser = schema[key][0]
         try:
-            parsed[key] = parser(raw)
+            parsed[key] = schema[key].parse(raw)
         except ValueError as exc:
             raise ConfigError(f"{filename}: [{section}] {key} = {raw!r}: {exc}") from None
     return parsed
@@ -253,7 +138,7 @@ def load(filename: str) -> Settings:
     sections: dict[str, dict[str, Any]] = {}
     workers = []
     for section in parser.sections():
-        schema_name = "worker" if section.startswith("worker:") else section
+        schema_name = schema_section(section)
         if schema_name not in SCHEMA:
             known = ", ".join(f"[{name}]" for name in SCHEMA if name != "worker")
             raise ConfigError(f"{filename}: [{section}]: unknown section (known: {known}, [worker:NAME])")

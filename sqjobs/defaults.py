@@ -107,3 +107,18 @@ ISOLATION = "process"
 #: copy, or could not be reached) stays in its queue, hidden this long before
 #: the worker tries to move it again; it is never run again.
 DEAD_LETTER_RETRY_S = 60.0
+
+# -- the SQS client (SQS's own hard limits are in sqjobs.brokers.sqs_limits) ----------------
+
+#: Attempts per SQS request (first one included) before a connection error or
+#: throttling is raised: botocore's standard retry mode backs off between them.
+SQS_MAX_ATTEMPTS = 5
+#: Seconds to open a connection to SQS; reads wait the long poll plus SQS_READ_MARGIN_S.
+SQS_CONNECT_TIMEOUT_S = 5.0
+SQS_READ_MARGIN_S = 10.0
+#: How often a long poll's caller looks whether it was interrupted (SIGTERM is answered this fast).
+SQS_INTERRUPT_CHECK_S = 0.05
+#: Message group of FIFO messages sent without one.
+SQS_DEFAULT_GROUP = "sqjobs"
+#: Attempts at the entries of a batch that SQS failed on its side (not the sender's fault).
+SQS_BATCH_ENTRY_ATTEMPTS = 3

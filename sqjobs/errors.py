@@ -161,6 +161,30 @@ class WaitTimeoutError(StatusError, TimeoutError):
     """``JobHandle.wait`` reached its deadline before the job finished."""
 
 
+class RejectMessage(SQJobsError):
+    """Raised by a middleware's ``before_run`` to refuse a message: it goes to the dead-letter queue with ``reason``.
+
+    The job and its hooks are never called (a message whose signature does
+    not verify, for instance).
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class SkipMessage(SQJobsError):
+    """Raised by a middleware's ``before_run`` to settle a message without running it: it is deleted.
+
+    ``reason`` is logged (a duplicate of a job that already succeeded, a job
+    cancelled before it started).
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class Retry(SQJobsError):
     """Raised from inside a job to ask for another attempt after ``delay`` seconds.
 

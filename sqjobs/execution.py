@@ -13,13 +13,16 @@ import random
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import awaiting, defaults
+from .backoff import exponential
 from .errors import JobTimeoutError, Retry
-from .job import Job
-from .message import JobMessage
 from .timelimit import TimeLimit
+
+if TYPE_CHECKING:
+    from .job import Job
+    from .message import JobMessage
 
 logger = logging.getLogger("sqjobs.execution")
 
@@ -30,6 +33,8 @@ class Outcome(enum.Enum):
     SUCCESS = "success"
     FAILURE = "failure"
     RETRY = "retry"  # the job raised Retry
+    SKIPPED = "skipped"  # a middleware settled it without running it (SkipMessage)
+    REJECTED = "rejected"  # a middleware refused it (RejectMessage): to the dead-letter queue, never run
 
 
 @dataclass
@@ -44,6 +49,8 @@ class AttemptResult:
     duration_s: float = 0.0
     #: Delay the job asked for with ``raise Retry(delay=...)``.
     requested_delay_s: float | None = None
+    #: Why a middleware skipped or rejected the message (SKIPPED, REJECTED).
+    reason: str = ""
 
 
 def backoff_delay(job_class: type[Job], attempt: int, rng: random.Random | None = None) -> float:
@@ -52,9 +59,8 @@ def backoff_delay(job_class: type[Job], attempt: int, rng: random.Random | None 
     The jitter adds at most ``RETRY_JITTER`` of the delay, so each delay is
     still longer than the one before until the cap.
     """
-    base = float(job_class.retry_delay) * (2 ** max(attempt - 1, 0))
-    capped = min(base, defaults.MAX_RETRY_DELAY_S)
-    return capped * (1 + defaults.RETRY_JITTER * (rng or random).random())
+    return exponential(float(job_class.retry_delay), attempt - 1, defaults.MAX_RETRY_DELAY_S, defaults.RETRY_JITTER,
+                       rng)
 
 
 def call_hook(job: Job, hook: str, *args: Any) -> None:
@@ -75,8 +81,16 @@ def _attempt(job: Job, message: JobMessage, limit: TimeLimit) -> Any:
         awaiting.call(job.tear_down, *args, timeout_s=limit.remaining_s(), message=limit.message, **kwargs)
 
 
+def new_job(job_class: type[Job], message: JobMessage, queue: str, attempt: int, last_attempt: bool = False) -> Job:
+    """An instance of ``job_class`` for one attempt of ``message``: ``id``, ``queue_name``, ``attempt`` set."""
+    job = job_class()
+    job.id, job.queue_name, job.attempt, job.last_attempt = message.id, queue, attempt, last_attempt
+    job.scheduled_for = message.extra.get("scheduled_for")
+    return job
+
+
 def run_attempt(job_class: type[Job], message: JobMessage, queue: str, attempt: int,
-                last_attempt: bool) -> AttemptResult:
+                last_attempt: bool, job: Job | None = None) -> AttemptResult:
     """Run one attempt of ``message`` as ``job_class``: set_up, run, tear_down, then a hook.
 
     ``tear_down`` runs even when ``run`` raised. The job's ``timeout`` covers
@@ -87,9 +101,7 @@ def run_attempt(job_class: type[Job], message: JobMessage, queue: str, attempt: 
     and ``KeyboardInterrupt`` included. ``on_success`` follows success; after
     a failure ``on_retry`` if attempts are left, else ``on_failure``.
     """
-    job = job_class()
-    job.id, job.queue_name, job.attempt = message.id, queue, attempt
-    job.scheduled_for = message.extra.get("scheduled_for")
+    job = job or new_job(job_class, message, queue, attempt, last_attempt)
     started = time.monotonic()
     limit = TimeLimit(job_class.timeout, f"job {message.id} {job_class.name}")
     error: BaseException | None = None

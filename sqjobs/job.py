@@ -8,61 +8,33 @@ under its ``name``, which is what messages carry and workers look up.
 from __future__ import annotations
 
 import functools
-import os
-import sys
-import threading
-from typing import Any, Callable, ClassVar, Sequence
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    ClassVar,
+    Generic,
+    Iterable,
+    Mapping,
+    ParamSpec,
+    Sequence,
+    TypeVar,
+    overload,
+)
 
 from . import defaults
-from .errors import JobDefinitionError, UnknownJobError
+from .app import current_app
+from .errors import JobDefinitionError
+from .registry import Registry, registry
+from .schedule import Schedule
 
+if TYPE_CHECKING:
+    from .status import JobHandle
 
-class Registry:
-    """Job classes by name. Workers resolve message names here."""
+__all__ = ["Job", "JobFunction", "PeriodicJob", "Registry", "ResultJob", "job", "registry"]
 
-    def __init__(self) -> None:
-        self._jobs: dict[str, type[Job]] = {}
-        self._lock = threading.Lock()
-
-    def register(self, job_class: type[Job]) -> None:
-        """Add ``job_class`` under its name; a different class under a taken name is an error."""
-        with self._lock:
-            existing = self._jobs.get(job_class.name)
-            if existing is not None and _definition_site(existing) != _definition_site(job_class):
-                raise JobDefinitionError(
-                    f"job name {job_class.name!r} is taken by {existing.__module__}.{existing.__qualname__}; "
-                    f"give {job_class.__module__}.{job_class.__qualname__} another name="
-                )
-            self._jobs[job_class.name] = job_class
-
-    def get(self, name: str) -> type[Job]:
-        """Return the job class registered as ``name``; raise UnknownJobError otherwise."""
-        try:
-            return self._jobs[name]
-        except KeyError:
-            raise UnknownJobError(f"no job is registered as {name!r}") from None
-
-    def names(self) -> list[str]:
-        """Return every registered name, sorted."""
-        return sorted(self._jobs)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._jobs
-
-
-def _definition_site(job_class: type) -> tuple[str | None, str]:
-    """Where a class was defined: its source file and qualified name.
-
-    A module imported twice under two names (``tests.jobs`` and ``jobs``)
-    defines the same jobs again; those may replace each other.
-    """
-    module = sys.modules.get(job_class.__module__)
-    source = getattr(module, "__file__", None)
-    return (os.path.realpath(source) if source else job_class.__module__), job_class.__qualname__
-
-
-#: The process-wide registry that ``Job`` subclasses and ``@job`` add to.
-registry = Registry()
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class Job:
@@ -111,6 +83,8 @@ class Job:
         self.id: str | None = None
         self.queue_name: str | None = None
         self.attempt: int = 0
+        #: True when no attempt follows this one (its failure goes to the dead-letter queue).
+        self.last_attempt: bool = False
         self.result: Any = None
         #: Periodic jobs: the ISO 8601 fire time this run serves (None for other jobs).
         self.scheduled_for: str | None = None
@@ -142,9 +116,19 @@ class Job:
     # -- sending ----------------------------------------------------------------------
 
     @classmethod
-    def delay(cls, *args: Any, **kwargs: Any) -> Any:
+    def delay(cls, *args: Any, **kwargs: Any) -> JobHandle:
         """Enqueue this job with these arguments on the configured broker; return a JobHandle."""
         return cls.apply_async(args=args, kwargs=kwargs)
+
+    @classmethod
+    def delay_many(cls, calls: Iterable[Sequence[Any] | tuple[Sequence[Any], Mapping[str, Any]]],
+                   queue: str | None = None) -> list[JobHandle]:
+        """Enqueue one job per call, in batches (all or nothing on the embedded broker); return their handles.
+
+        Each call is a sequence of positional arguments, or an ``(args,
+        kwargs)`` pair.
+        """
+        return current_app().producer.send_many(cls, calls, queue=queue)
 
     @classmethod
     def apply_async(
@@ -156,20 +140,30 @@ class Job:
         job_id: str | None = None,
         group: str | None = None,
         dedup_id: str | None = None,
-    ) -> Any:
+    ) -> JobHandle:
         """Enqueue with options: ``queue``, ``delay`` in seconds, FIFO ``group``/``dedup_id``.
 
         Returns a JobHandle. Raises TypeError for arguments JSON cannot carry.
         """
-        from .runtime import get_broker
-
-        return get_broker().enqueue(cls, args, kwargs, queue, delay, job_id, group, dedup_id)
+        return current_app().producer.send(cls, args, kwargs, queue=queue, delay_s=delay, job_id=job_id, group=group,
+                                           dedup_id=dedup_id)
 
 
 class PeriodicJob(Job):
     """Base class of jobs a beater sends on a cron ``schedule`` read in ``timezone`` (the seed's PeriodicJob)."""
 
     abstract = True
+
+
+class ResultJob(Job):
+    """Base class of jobs whose status and result are recorded (the seed talk's ResultJob).
+
+    Subclass it like :class:`Job` and implement ``run``; its return value
+    must be JSON.
+    """
+
+    abstract = True
+    track = True
 
 
 _CATCH_UP_CHOICES = ("latest", "all", "none")
@@ -183,8 +177,6 @@ def _check_schedule(cls: type[Job]) -> None:
     if issubclass(cls, PeriodicJob) and not cls.schedule:
         raise JobDefinitionError(f"periodic job {cls.name} needs a schedule (a cron expression)")
     if cls.schedule:
-        from .schedule import Schedule
-
         Schedule(cls.schedule, cls.timezone)
 
 
@@ -204,10 +196,10 @@ _ATTRIBUTE_OPTIONS = {"queue", "name", "retries", "retry_delay", "timeout", "tra
 _HOOK_OPTIONS = {"set_up", "tear_down", "on_success", "on_failure", "on_retry"}
 
 
-class JobFunction:
+class JobFunction(Generic[P, R]):
     """What ``@job`` returns: the function, still callable inline, plus ``delay`` and friends."""
 
-    def __init__(self, fn: Callable[..., Any], job_class: type[Job]) -> None:
+    def __init__(self, fn: Callable[P, R], job_class: type[Job]) -> None:
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.job_class = job_class
@@ -217,23 +209,43 @@ class JobFunction:
         """The registered job name."""
         return self.job_class.name
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(*args, **kwargs)
 
-    def delay(self, *args: Any, **kwargs: Any) -> Any:
-        """Enqueue ``fn(*args, **kwargs)``; return a JobHandle."""
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
+        """Enqueue ``fn(*args, **kwargs)``; return its JobHandle."""
         return self.job_class.apply_async(args=args, kwargs=kwargs)
 
-    def apply_async(self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None,
-                    **options: Any) -> Any:
-        """Enqueue with options (``queue``, ``delay``, ``job_id``, ``group``, ``dedup_id``)."""
-        return self.job_class.apply_async(args=args, kwargs=kwargs, **options)
+    def apply_async(self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, *,
+                    queue: str | None = None, delay: float = 0, job_id: str | None = None,
+                    group: str | None = None, dedup_id: str | None = None) -> JobHandle:
+        """Enqueue with options (``queue``, ``delay`` in seconds, ``job_id``, FIFO ``group``/``dedup_id``)."""
+        return self.job_class.apply_async(args=args, kwargs=kwargs, queue=queue, delay=delay, job_id=job_id,
+                                          group=group, dedup_id=dedup_id)
+
+    def delay_many(self, calls: Iterable[Sequence[Any] | tuple[Sequence[Any], Mapping[str, Any]]],
+                   queue: str | None = None) -> list[JobHandle]:
+        """Enqueue ``fn`` once per call, in batches; each call is its positional arguments or ``(args, kwargs)``."""
+        return self.job_class.delay_many(calls, queue=queue)
 
     def __repr__(self) -> str:
         return f"<job {self.name}>"
 
 
-def job(fn: Callable[..., Any] | None = None, *, base: type[Job] = Job, **options: Any) -> Any:
+@overload
+def job(fn: Callable[P, R], /) -> JobFunction[P, R]: ...
+
+
+@overload
+def job(*, base: type[Job] = ..., queue: str = ..., name: str = ..., retries: int = ..., retry_delay: float = ...,
+        timeout: float | None = ..., track: bool = ..., group: str | None = ..., schedule: str | None = ...,
+        timezone: str = ..., catch_up: str = ..., set_up: Callable[..., Any] = ...,
+        tear_down: Callable[..., Any] = ..., on_success: Callable[..., Any] = ...,
+        on_failure: Callable[..., Any] = ..., on_retry: Callable[..., Any] = ...,
+        ) -> Callable[[Callable[P, R]], JobFunction[P, R]]: ...
+
+
+def job(fn: Callable[..., Any] | None = None, /, *, base: type[Job] = Job, **options: Any) -> Any:
     """Turn a function into a registered job.
 
     ``@job`` or ``@job(queue=..., name=..., retries=..., retry_delay=...,
@@ -241,6 +253,7 @@ def job(fn: Callable[..., Any] | None = None, *, base: type[Job] = Job, **option
     set_up=..., tear_down=..., on_success=..., on_failure=..., on_retry=...)``.
     Hook functions are called with the job instance first, like methods:
     ``on_failure(job, exc)``. Unknown options raise JobDefinitionError at once.
+    ``async def`` functions are awaited when the job runs.
     """
     unknown = set(options) - _ATTRIBUTE_OPTIONS - _HOOK_OPTIONS
     if unknown:
@@ -252,7 +265,7 @@ def job(fn: Callable[..., Any] | None = None, *, base: type[Job] = Job, **option
         if not callable(options[hook]):
             raise JobDefinitionError(f"@job {hook}= must be callable, got {options[hook]!r}")
 
-    def decorate(func: Callable[..., Any]) -> JobFunction:
+    def decorate(func: Callable[..., Any]) -> JobFunction[Any, Any]:
         attributes: dict[str, Any] = {key: options[key] for key in _ATTRIBUTE_OPTIONS & set(options)}
         attributes.setdefault("name", f"{func.__module__}.{func.__qualname__}")
         for hook in _HOOK_OPTIONS & set(options):

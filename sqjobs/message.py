@@ -4,15 +4,19 @@ Producers in other languages depend on this format, so it only ever grows
 optional fields. ``name`` is the only required field: ``id`` falls back to the
 broker's message id, ``args`` to ``[]`` and ``kwargs`` to ``{}``; an empty
 list for ``kwargs`` (what PHP's ``json_encode`` makes of an empty array) means
-no keyword arguments. Fields a
-decoder does not know are ignored. A body that is plain JSON (not base64) is
-accepted too.
+no keyword arguments. Fields a decoder does not know are ignored. A body
+that is plain JSON (not base64) is accepted too.
 
 A job id is at most :data:`ID_MAX_CHARS` characters (the status row's key)
 and holds no control character (NUL, line breaks, ...) nor lone surrogate:
 a received message whose ``id`` breaks this is malformed (it goes to the
 dead-letter queue unrun, whether or not its job is tracked), and a producer
 here cannot send one (:class:`~sqjobs.errors.InvalidJobIdError`).
+
+An optional ``headers`` object (string keys, JSON values) travels with a
+message; middleware reads and writes it, and a producer in any language may
+send one. What sqjobs itself puts there is named ``sqjobs-...``; other
+names are free for applications (a trace id, a user id).
 """
 
 from __future__ import annotations
@@ -37,9 +41,14 @@ FORMAT_VERSION = 1
 ID_MAX_CHARS = 128
 
 
-@dataclass(frozen=True)
+@dataclass
 class JobMessage:
-    """One job to run: what the wire carries, decoded."""
+    """One job message: what the wire carries, and the queue it is on.
+
+    ``headers`` (string keys, JSON values) travel with the message: middleware
+    reads and writes them (a signature, a trace id). ``queue`` is not on the
+    wire: it is where the message is sent or was received.
+    """
 
     name: str
     args: list[Any] = field(default_factory=list)
@@ -47,6 +56,8 @@ class JobMessage:
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     #: Optional fields the decoder knew nothing about are not kept; these are.
     extra: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, Any] = field(default_factory=dict)
+    queue: str = field(default="", compare=False)
 
 
 def new_job_id() -> str:
@@ -182,6 +193,9 @@ def encode(message: JobMessage, extra: Mapping[str, Any] | None = None) -> str:
     payload.update(message.extra)
     if extra:
         payload.update(extra)
+    if message.headers:
+        _check_headers(message.headers, TypeError)
+        payload["headers"] = dict(message.headers)
     text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return base64.b64encode(text.encode("utf-8")).decode("ascii")
 
@@ -208,7 +222,20 @@ def undecodable_body(reason: str) -> str:
     return UNDECODABLE_PREFIX + reason
 
 
-_KNOWN_FIELDS = {"id", "name", "args", "kwargs", "v"}
+_KNOWN_FIELDS = {"id", "name", "args", "kwargs", "v", "headers"}
+
+
+def _check_headers(headers: Any, error: type[Exception]) -> None:
+    """Raise ``error`` unless ``headers`` is an object with string keys and strict JSON values."""
+    if not isinstance(headers, dict):
+        raise error(f"'headers' is a JSON {type(headers).__name__}, not an object")
+    for key, value in headers.items():
+        if not isinstance(key, str):
+            raise error(f"'headers' has key {key!r}: header names are strings")
+        try:
+            check_json_value(value, f"header {key!r}")
+        except TypeError as exc:
+            raise error(str(exc)) from None
 
 
 class _RefusedConstant(ValueError):
@@ -322,5 +349,9 @@ def _decode(body: str, fallback_id: str) -> JobMessage:
         problem = job_id_problem(job_id)
         if problem is not None:
             raise MalformedMessageError(f"'id' {problem}")
+    headers = data.get("headers")
+    if headers is None:
+        headers = {}
+    _check_headers(headers, MalformedMessageError)
     extra = {key: value for key, value in data.items() if key not in _KNOWN_FIELDS}
-    return JobMessage(name=name, args=args, kwargs=kwargs, id=job_id, extra=extra)
+    return JobMessage(name=name, args=args, kwargs=kwargs, id=job_id, extra=extra, headers=headers)

@@ -16,6 +16,7 @@ import logging
 import time
 from typing import Callable
 
+from .backoff import Backoff
 from .errors import SQJobsError
 
 
@@ -45,7 +46,7 @@ class Outage:
         #: Failed tries in a row (0: the service works).
         self.failures = 0
         self._since = 0.0
-        self._pause_s = first_pause_s
+        self._pauses = Backoff(first_pause_s, max_pause_s)
         self._unexpected_logged = False
 
     @property
@@ -58,11 +59,10 @@ class Outage:
         now = self.clock()
         if not self.failures:
             self._since = now
-            self._pause_s = self.first_pause_s
+            self._pauses.reset()
             self._unexpected_logged = False
         self.failures += 1
-        pause_s = self._pause_s
-        self._pause_s = min(self._pause_s * 2, self.max_pause_s)
+        pause_s = self._pauses.next()
         exc_info = traceback_for(self.logger, error)
         if exc_info is not None and not self.logger.isEnabledFor(logging.DEBUG):
             exc_info = None if self._unexpected_logged else exc_info

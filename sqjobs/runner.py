@@ -1,4 +1,4 @@
-"""What to do with one received message: decode it, run its job, record its status, decide its fate.
+"""What to do with one received message: decode it, run its job through the middleware, decide its fate.
 
 The :class:`MessageRunner` lives in the process that runs jobs (the worker's
 job process, or the worker itself without isolation). It never touches the
@@ -14,19 +14,20 @@ Rules it applies, in order:
 - the crash ceiling: a message received more times than its job's attempts
   allow plus ``crash_allowance`` is dead-lettered before it runs (its
   workers died while running it, and it would kill the next one too);
-- a tracked job that already succeeded is not run again;
-- otherwise one attempt runs; success deletes the message, a failure with
-  attempts left postpones it for the backoff, the last failure dead-letters
-  it. Each step's status is recorded before the message is settled.
+- otherwise one attempt runs, between the middleware's ``before_run`` and
+  ``after_run`` (status tracking and the duplicate guard among them): a
+  middleware may skip the message (deleted unrun) or reject it
+  (dead-lettered unrun); success deletes the message, a failure with
+  attempts left postpones it for the backoff, the last failure
+  dead-letters it.
 
-Anything that goes wrong while handling one message (decoding, checking,
-recording) is that message's problem: it is dead-lettered with the error
-as its reason, and the rest of the queue flows. So is a status row the
-database refuses (a value it cannot store): the job is recorded as FAILURE
-with a short reason if the database takes that, and its message is
-dead-lettered ("its status could not be recorded: ..."), whatever the
-attempt's outcome, since a row that says FAILURE must not go with a deleted
-message.
+Status writes are never skipped: while the status database is unreachable
+the runner retries them with backoff and keeps the message; a configuration
+the database refuses for good hands the message back and stops the worker;
+a row the database refuses (a value it cannot store) is recorded as FAILURE
+with a short reason and its message dead-lettered ("its status could not be
+recorded"). Anything else that goes wrong with one message is that
+message's problem: it is dead-lettered with the error, and the queue flows.
 """
 
 from __future__ import annotations
@@ -37,29 +38,30 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 from . import defaults
 from .brokers.base import ReceivedMessage, cut_reason
 from .errors import (
     JobCrashedError,
     MalformedMessageError,
+    RejectMessage,
+    SkipMessage,
     StatusRowError,
     StatusStoreError,
     StatusStorePermanentError,
     UnknownJobError,
 )
-from .execution import AttemptResult, Outcome, backoff_delay, call_hook, run_attempt
-from .job import Job, Registry
+from .execution import AttemptResult, Outcome, backoff_delay, call_hook, new_job, run_attempt
 from .message import JobMessage, decode
-from .status import (
-    record_dead,
-    record_outcome,
-    record_started,
-    record_unrecordable,
-    retry_while_unavailable,
-    should_skip,
-)
+from .middleware import MiddlewareChain
+from .settings import default
+from .status import Status, retry_while_unavailable
+
+if TYPE_CHECKING:
+    from .app import App
+    from .job import Job
+    from .registry import Registry
 
 logger = logging.getLogger("sqjobs.runner")
 
@@ -67,12 +69,17 @@ T = TypeVar("T")
 
 #: Message attribute counting how many workers refused a job name they did not know.
 REFUSALS_ATTRIBUTE = "sqjobs-refusals"
+#: Longest error written for a job whose status row the database refused: short, so that it fits.
+STATUS_ROW_REASON_MAX_CHARS = 500
+
+#: Runs a status-writing call (see :meth:`MessageRunner._guard`); eager mode calls it as it is.
+Guard = Callable[[Callable[[], T]], T]
 
 
 class Action(enum.Enum):
     """What the worker does with a message once it was handled."""
 
-    #: The job succeeded (or had already): delete the message.
+    #: The job succeeded (or had already, or a middleware skipped it): delete the message.
     DELETE = "delete"
     #: Hide it for ``delay_s`` (a retry's backoff): it is received again later.
     POSTPONE = "postpone"
@@ -124,6 +131,38 @@ def refusals_of(message: ReceivedMessage) -> int:
     return max(carried, message.receive_count - 1)
 
 
+def _direct(action: Callable[[], T]) -> T:
+    return action()
+
+
+def attempt_with_middleware(app: App, job_class: type[Job], message: JobMessage, queue: str, attempt_no: int,
+                            last_attempt: bool, guard: Guard = _direct,
+                            on_start: Callable[[JobMessage, type[Job]], None] | None = None) -> AttemptResult:
+    """One attempt between the middleware's ``before_run`` and ``after_run`` (the worker's way and eager mode's).
+
+    Each middleware call goes through ``guard`` on its own (status writes are
+    retried one by one, never re-calling the others). A SkipMessage or
+    RejectMessage from ``before_run`` ends it before the job is made to run:
+    the result's outcome is SKIPPED or REJECTED.
+    """
+    job = new_job(job_class, message, queue, attempt_no, last_attempt)
+    chain = list(app.middleware)
+    for item in chain:
+        try:
+            guard(lambda item=item: MiddlewareChain.call(item, "before_run", job, message))  # type: ignore[misc]
+        except SkipMessage as exc:
+            return AttemptResult(Outcome.SKIPPED, job, reason=exc.reason)
+        except RejectMessage as exc:
+            return AttemptResult(Outcome.REJECTED, job, error=exc, reason=exc.reason)
+    if on_start is not None:
+        on_start(message, job_class)
+    attempt = run_attempt(job_class, message, queue, attempt_no, last_attempt, job=job)
+    for item in reversed(chain):
+        guard(lambda item=item: MiddlewareChain.call(  # type: ignore[misc]
+            item, "after_run", job, message, attempt.result, attempt.error))
+    return attempt
+
+
 class _NotRecorded(Exception):
     """A status write could not be made (before a stop, or ever): the message is handed back."""
 
@@ -141,17 +180,19 @@ class _RowRefused(Exception):
 
 
 class MessageRunner:
-    """Handles received messages of the jobs in ``registry``; ``stop`` ends status retries early."""
+    """Handles received messages for ``app``; ``stop`` ends status retries early."""
 
-    def __init__(self, registry: Registry, *, stop: threading.Event | None = None,
-                 unknown_job_refusals: int = defaults.UNKNOWN_JOB_REFUSALS,
-                 crash_allowance: int = defaults.CRASH_ALLOWANCE,
-                 clock: Callable[[], float] = time.time) -> None:
-        self.registry = registry
+    def __init__(self, app: App, *, stop: threading.Event | None = None, unknown_job_refusals: int | None = None,
+                 crash_allowance: int | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.app = app
+        self.registry = app.registry
         self.stop = stop or threading.Event()
-        self.unknown_job_refusals = max(1, unknown_job_refusals)
-        self.crash_allowance = max(0, crash_allowance)
+        self.unknown_job_refusals = max(1, unknown_job_refusals or default("worker", "unknown_job_refusals"))
+        self.crash_allowance = max(0, default("worker", "crash_allowance") if crash_allowance is None
+                                   else crash_allowance)
         self.clock = clock
+        #: Whether the attempt being handled got to run (a refused status row after it still counts it).
+        self._attempt_ran = False
 
     # -- entry points ------------------------------------------------------------------
 
@@ -177,7 +218,7 @@ class MessageRunner:
         """Settle an attempt that ended without an answer (its process died, or was killed at its timeout).
 
         The attempt counts as failed with ``error``, exactly as if the job had
-        raised it: status, hooks, and a retry or the dead-letter queue.
+        raised it: hooks, middleware (status), and a retry or the dead-letter queue.
         """
         try:
             decoded, job_class, early = self._identify(message)
@@ -185,19 +226,15 @@ class MessageRunner:
                 return early
             assert decoded is not None and job_class is not None
             attempt_no, last_attempt = self._attempt_number(message, job_class)
-            job = job_class()
-            job.id, job.queue_name, job.attempt = decoded.id, message.queue, attempt_no
-            attempt = AttemptResult(Outcome.FAILURE, job, error=error, traceback=f"{type(error).__name__}: {error}\n")
-            call_hook(job, "on_failure" if last_attempt else "on_retry", error)
-            return self._settle_attempt(message, job_class, decoded, attempt, attempt_no, last_attempt)
+            return self._record_failure(message, job_class, decoded, error, attempt_no, last_attempt)
         except _NotRecorded as exc:
             return Settlement(Action.HAND_BACK, fatal=exc.fatal)
         except _RowRefused as exc:
             return exc.settlement
         except Exception as exc:
             logger.exception("message %s on %s: cannot record its failed attempt", message.message_id, message.queue)
-            return Settlement(Action.DEAD_LETTER, reason=f"{type(error).__name__}: {error}; and sqjobs could not "
-                                                         f"record it: {type(exc).__name__}: {exc}")
+            return Settlement(Action.DEAD_LETTER, reason=cut_reason(
+                f"{type(error).__name__}: {error}; and sqjobs could not record it: {type(exc).__name__}: {exc}"))
 
     # -- the steps ---------------------------------------------------------------------
 
@@ -207,7 +244,8 @@ class MessageRunner:
         try:
             decoded = decode(message.body, message.message_id)
         except MalformedMessageError as exc:
-            return None, None, self._dead(message, None, f"malformed message: {exc.reason}")
+            return None, None, Settlement(Action.DEAD_LETTER, reason=f"malformed message: {exc.reason}")
+        decoded.queue = message.queue
         try:
             job_class = self.registry.get(decoded.name)
         except UnknownJobError:
@@ -221,28 +259,53 @@ class MessageRunner:
         assert decoded is not None and job_class is not None
         ceiling = job_class.retries + 1 + self.crash_allowance
         if message.receive_count > ceiling:
-            return self._over_ceiling(message, job_class, decoded, ceiling)
-        if self._status(lambda: should_skip(job_class, decoded), message, decoded):
-            logger.info("job %s %s on %s: already succeeded, not run again", decoded.id, decoded.name, message.queue)
-            return Settlement(Action.DELETE, job_id=decoded.id)
+            error = JobCrashedError(
+                f"the worker died while running it: received {message.receive_count} times, over its "
+                f"{job_class.retries + 1} attempt(s) plus {self.crash_allowance} allowed for workers that died "
+                "(killed, crashed, out of memory); not run again")
+            self._record_failure(message, job_class, decoded, error, message.receive_count, True, call_hooks=False)
+            logger.error("job %s %s on %s: %s", decoded.id, decoded.name, message.queue, _error_text(error))
+            return Settlement(Action.DEAD_LETTER, reason=cut_reason(_error_text(error)), job_id=decoded.id)
         attempt_no, last_attempt = self._attempt_number(message, job_class)
         logger.info("job %s %s on %s: attempt %d started", decoded.id, decoded.name, message.queue, attempt_no)
-        self._status(lambda: record_started(job_class, decoded, message.queue, attempt_no), message, decoded)
-        if on_start is not None:
-            on_start(decoded, job_class)
-        attempt = run_attempt(job_class, decoded, message.queue, attempt_no, last_attempt)
-        return self._settle_attempt(message, job_class, decoded, attempt, attempt_no, last_attempt)
+        self._attempt_ran = False
+
+        def started(started_message: JobMessage, started_class: type[Job]) -> None:
+            self._attempt_ran = True
+            if on_start is not None:
+                on_start(started_message, started_class)
+
+        attempt = attempt_with_middleware(self.app, job_class, decoded, message.queue, attempt_no, last_attempt,
+                                          guard=self._guard_for(message, decoded), on_start=started)
+        return self._settle_attempt(message, decoded, attempt, attempt_no, last_attempt)
 
     @staticmethod
     def _attempt_number(message: ReceivedMessage, job_class: type[Job]) -> tuple[int, bool]:
         attempt_no = max(message.receive_count, 1)
         return attempt_no, attempt_no > job_class.retries
 
-    def _settle_attempt(self, message: ReceivedMessage, job_class: type[Job], decoded: JobMessage,
-                        attempt: AttemptResult, attempt_no: int, last_attempt: bool) -> Settlement:
-        final = last_attempt or attempt.outcome is Outcome.SUCCESS
-        self._status(lambda: record_outcome(job_class, decoded, attempt, final=final), message, decoded, ran=True)
+    def _record_failure(self, message: ReceivedMessage, job_class: type[Job], decoded: JobMessage,
+                        error: BaseException, attempt_no: int, last_attempt: bool,
+                        call_hooks: bool = True) -> Settlement:
+        """An attempt that failed with ``error`` without running here: hooks, middleware, then its settlement."""
+        job = new_job(job_class, decoded, message.queue, attempt_no, last_attempt)
+        if call_hooks:
+            call_hook(job, "on_failure" if last_attempt else "on_retry", error)
+        guard = self._guard_for(message, decoded)
+        for item in reversed(list(self.app.middleware)):
+            guard(lambda item=item: MiddlewareChain.call(item, "after_run", job, decoded, None, error))  # type: ignore[misc]
+        attempt = AttemptResult(Outcome.FAILURE, job, error=error)
+        return self._settle_attempt(message, decoded, attempt, attempt_no, last_attempt)
+
+    def _settle_attempt(self, message: ReceivedMessage, decoded: JobMessage, attempt: AttemptResult,
+                        attempt_no: int, last_attempt: bool) -> Settlement:
         where = f"job {decoded.id} {decoded.name} on {message.queue}: attempt {attempt_no}"
+        if attempt.outcome is Outcome.SKIPPED:
+            logger.info("%s", attempt.reason)
+            return Settlement(Action.DELETE, job_id=decoded.id)
+        if attempt.outcome is Outcome.REJECTED:
+            logger.error("job %s %s on %s: refused unrun: %s", decoded.id, decoded.name, message.queue, attempt.reason)
+            return Settlement(Action.DEAD_LETTER, reason=cut_reason(attempt.reason), job_id=decoded.id)
         if attempt.outcome is Outcome.SUCCESS:
             logger.info("%s succeeded in %.3f s", where, attempt.duration_s)
             return Settlement(Action.DELETE, job_id=decoded.id, ran=True)
@@ -253,26 +316,10 @@ class MessageRunner:
             return Settlement(Action.DEAD_LETTER, reason=reason, job_id=decoded.id, ran=True)
         delay_s = attempt.requested_delay_s
         if delay_s is None:
-            delay_s = backoff_delay(job_class, attempt_no)
+            delay_s = backoff_delay(type(attempt.job), attempt_no)
         delay_s = min(delay_s, defaults.MAX_VISIBILITY_TIMEOUT_S)
         logger.warning("%s failed in %.3f s, retry in %.1f s: %s", where, attempt.duration_s, delay_s, error)
         return Settlement(Action.POSTPONE, delay_s=delay_s, job_id=decoded.id, ran=True)
-
-    def _over_ceiling(self, message: ReceivedMessage, job_class: type[Job], decoded: JobMessage,
-                      ceiling: int) -> Settlement:
-        """Dead-letter, unrun, a message whose workers kept dying while running it."""
-        attempts = job_class.retries + 1
-        error = JobCrashedError(
-            f"the worker died while running it: received {message.receive_count} times, over its {attempts} "
-            f"attempt(s) plus {self.crash_allowance} allowed for workers that died (killed, crashed, out of "
-            "memory); not run again")
-        job = job_class()
-        job.id, job.queue_name, job.attempt = decoded.id, message.queue, message.receive_count
-        attempt = AttemptResult(Outcome.FAILURE, job, error=error, traceback=None)
-        self._status(lambda: record_outcome(job_class, decoded, attempt, final=True), message, decoded)
-        reason = _error_text(error)
-        logger.error("job %s %s on %s: %s", decoded.id, decoded.name, message.queue, reason)
-        return Settlement(Action.DEAD_LETTER, reason=reason, job_id=decoded.id)
 
     def _refuse_unknown(self, message: ReceivedMessage, decoded: JobMessage) -> Settlement:
         """Hand back a message whose job this worker does not know; dead-letter it after enough refusals.
@@ -291,40 +338,49 @@ class MessageRunner:
         age = f" over {(self.clock() - message.sent_at) / 60:.1f} min" if message.sent_at else ""
         reason = (f"unknown job name {name}: refused {refusals} times{age} by workers that do not know it; "
                   f"this worker knows {known_jobs_text(self.registry)}")
-        record_dead(decoded, message.queue, reason)
-        return self._dead(message, decoded, reason)
+        return Settlement(Action.DEAD_LETTER, reason=cut_reason(reason), job_id=decoded.id)
 
-    @staticmethod
-    def _dead(message: ReceivedMessage, decoded: JobMessage | None, reason: str) -> Settlement:
-        return Settlement(Action.DEAD_LETTER, reason=reason, job_id=decoded.id if decoded else None)
+    def _guard_for(self, message: ReceivedMessage, decoded: JobMessage) -> Guard:
+        """A guard for the status-writing calls about ``message`` (see :meth:`_guard`)."""
+        def guard(action: Callable[[], T]) -> T:
+            return self._guard(action, message, decoded)
 
-    def _status(self, action: Callable[[], T], message: ReceivedMessage, decoded: JobMessage,
-                ran: bool = False) -> T:
-        """Run a status hook, retrying with backoff while the status database is unavailable.
+        return guard
+
+    def _guard(self, action: Callable[[], T], message: ReceivedMessage, decoded: JobMessage) -> T:
+        """Run a middleware call, retrying it with backoff while the status database is unavailable.
 
         So a tracked job's message is never settled before its status is
-        written. If a stop comes first, _NotRecorded is raised and the
-        message is handed back to be delivered again. If the database refuses
-        the row's values, _RowRefused is raised: FAILURE is recorded if it can
-        be, and the message dead-lettered (``ran``: after its attempt ran).
-        Hooks of untracked jobs touch no database and never fail here.
+        written. If a stop comes first, or the database refuses the
+        configuration for good, _NotRecorded hands the message back (and
+        stops the worker in the second case). A row the database refuses
+        raises _RowRefused with the settlement that replaces it.
         """
         what = f"job {decoded.id} {decoded.name} on {message.queue}"
         try:
             return retry_while_unavailable(action, what, self.stop)
-        except StatusRowError as exc:
-            reason = f"its status could not be recorded: {exc}"
-            logger.error("%s: %s; the message goes to the dead-letter queue", what, reason)
-            record_unrecordable(decoded.name, decoded, message.queue, exc)
-            raise _RowRefused(Settlement(Action.DEAD_LETTER, reason=reason, job_id=decoded.id, ran=ran)) from None
         except StatusStorePermanentError as exc:
             logger.error("%s: status not recorded; message handed back: %s", what, exc)
             raise _NotRecorded(str(exc)) from None
+        except StatusRowError as exc:
+            raise _RowRefused(self._row_refused(decoded, exc)) from None
         except StatusStoreError:
             logger.error("%s: status not recorded before the stop; message handed back to be delivered again", what)
             raise _NotRecorded() from None
 
+    def _row_refused(self, decoded: JobMessage, error: StatusRowError) -> Settlement:
+        """The database refused this job's row: record FAILURE with a short reason if it takes that; dead-letter."""
+        reason = f"its status could not be recorded: {error}"
+        try:
+            self.app.store.ended(decoded.id, decoded.name, decoded.queue, Status.FAILURE, None,
+                                 f"StatusRowError: {reason}"[:STATUS_ROW_REASON_MAX_CHARS], None)
+        except StatusStoreError as exc:
+            logger.warning("job %s %s on %s: cannot record it as FAILURE either: %s", decoded.id, decoded.name,
+                           decoded.queue, exc)
+        logger.error("job %s %s on %s: %s; its message goes to the dead-letter queue", decoded.id, decoded.name,
+                     decoded.queue, reason)
+        return Settlement(Action.DEAD_LETTER, reason=cut_reason(reason), job_id=decoded.id, ran=self._attempt_ran)
+
 
 def _error_text(error: BaseException | None) -> str:
     return f"{type(error).__name__}: {error}" if error is not None else "unknown error"
-

@@ -25,7 +25,7 @@ rare: error texts and tracebacks are cut (:data:`ERROR_MAX_CHARS`,
 (PostgreSQL refuses them) and lone surrogates replaced; job ids are checked
 where messages are read and written (:data:`~sqjobs.message.ID_MAX_CHARS`);
 results over :data:`MAX_RESULT_BYTES` are not written (the attempt is
-recorded as a FAILURE, see :func:`sqjobs.status.record_outcome`).
+recorded as a FAILURE, see :class:`sqjobs.tracking.StatusTracking`).
 
 Times are stored as naive UTC with microseconds and returned as aware UTC
 datetimes. Results are stored as JSON text.
@@ -44,6 +44,7 @@ from typing import Any, Iterable
 
 import peewee
 
+from .clock import utc_now
 from .database import (
     LongTextField,
     PreciseDateTimeField,
@@ -59,13 +60,13 @@ from .database import (
 from .errors import StatusStoreError, StatusStorePermanentError
 from .identity import HOST_NAME, worker_pid
 from .message import ID_MAX_CHARS
-from .status import FINISHED, Status, current_settings
+from .states import FINISHED, Status
 
 __all__ = [
     # defined here
     "ERROR_MAX_CHARS", "MAX_RESULT_BYTES", "NAME_MAX_CHARS", "PRUNE_BATCH_ROWS", "STATUS_TABLE", "TABLE_PREFIX",
     "TRACEBACK_MAX_CHARS", "StatusRecord", "StatusStore", "check_database", "fit_text", "forget_stores",
-    "get_store", "utc_now",
+    "get_store", "naive_utc_now",
     # kept importable from here: the id limit of sqjobs.message, the database helpers of sqjobs.database
     "ID_MAX_CHARS", "LongTextField", "PreciseDateTimeField", "create_tables_racing", "database_errors",
     "is_permanent", "is_row_error", "one_line", "open_database", "permanent_error", "safe_url",
@@ -119,9 +120,9 @@ def _make_model(database: peewee.Database) -> Any:
     return JobStatusRow
 
 
-def utc_now() -> datetime:
-    """Return the current time as a naive UTC datetime, the way rows store it."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+def naive_utc_now() -> datetime:
+    """The current time as a naive UTC datetime, the way rows store it."""
+    return utc_now().replace(tzinfo=None)
 
 
 def _name(text: str) -> str:
@@ -273,7 +274,7 @@ class StatusStore:
         self._ready()
         model = self.model
         values = dict(name=_name(name), queue=_name(queue), status=Status.PENDING.value,
-                      attempts=0, result=None, error=None, traceback=None, enqueued_at=utc_now(),
+                      attempts=0, result=None, error=None, traceback=None, enqueued_at=naive_utc_now(),
                       started_at=None, finished_at=None, worker_host=None, worker_pid=None)
         with self._guard(f"record job {job_id} as PENDING"):
             try:
@@ -286,7 +287,7 @@ class StatusStore:
         """Record that an attempt of ``job_id`` started here: STARTED, attempts + 1, host and pid."""
         self._ready()
         model = self.model
-        now = utc_now()
+        now = naive_utc_now()
         common = dict(status=Status.STARTED.value, started_at=now, finished_at=None,
                       worker_host=HOST_NAME[:NAME_MAX_CHARS], worker_pid=worker_pid())
         with self._guard(f"record job {job_id} as STARTED"):
@@ -298,7 +299,7 @@ class StatusStore:
         """Record how an attempt ended: RETRY, or a finished state with its finish time.
 
         Texts are made to fit (:func:`fit_text`); ``result_json`` is written
-        as given (:func:`sqjobs.status.record_outcome` keeps it within
+        as given (:class:`sqjobs.tracking.StatusTracking` keeps it within
         MAX_RESULT_BYTES). Raises StatusRowError if the database refuses
         the row's values anyway.
         """
@@ -306,9 +307,17 @@ class StatusStore:
         result_json, error = fit_text(result_json), fit_text(error, ERROR_MAX_CHARS)
         traceback = fit_text(traceback, TRACEBACK_MAX_CHARS)
         values = dict(status=status.value, result=result_json, error=error, traceback=traceback,
-                      finished_at=utc_now() if status in FINISHED else None)
+                      finished_at=naive_utc_now() if status in FINISHED else None)
         with self._guard(f"record job {job_id} as {status.value}", (result_json, error, traceback, name, queue)):
             self._upsert(job_id, values, dict(values, name=_name(name), queue=_name(queue), attempts=1))
+
+    def forget_pending(self, job_id: str) -> bool:
+        """Delete the row of ``job_id`` if it is still PENDING (its send failed); return True if one was."""
+        self._ready()
+        model = self.model
+        with self._guard(f"forget the PENDING row of job {job_id}"):
+            deleted = model.delete().where((model.id == job_id) & (model.status == Status.PENDING.value)).execute()
+        return bool(deleted)
 
     def mark_dead(self, job_id: str, reason: str) -> bool:
         """Set an existing, unfinished row of ``job_id`` to DEAD with ``reason``; return True if one was.
@@ -324,7 +333,7 @@ class StatusStore:
             if not self._tables_ready and not model.table_exists():
                 return False
             changed = (model.update(status=Status.DEAD.value, error=fit_text(reason, ERROR_MAX_CHARS), traceback=None,
-                                    finished_at=utc_now())
+                                    finished_at=naive_utc_now())
                        .where((model.id == job_id) & (model.status.not_in([s.value for s in FINISHED])))
                        .execute())
         return bool(changed)
@@ -377,10 +386,8 @@ _stores_lock = threading.Lock()
 _inherited: list[StatusStore] = []
 
 
-def get_store(url: str | None = None) -> StatusStore:
-    """Return this process's store for ``url`` (default: the runtime settings' ``database``)."""
-    if url is None:
-        url = current_settings().database_url
+def get_store(url: str) -> StatusStore:
+    """Return this process's store for the database at ``url`` (one per URL and process)."""
     with _stores_lock:
         store = _stores.get(url)
         if store is not None and store.pid != os.getpid():
@@ -392,16 +399,13 @@ def get_store(url: str | None = None) -> StatusStore:
         return store
 
 
-def check_database(url: str | None = None) -> bool:
+def check_database(url: str) -> bool:
     """Open the status database once and create its table if missing, as a command does at start-up.
 
-    ``url`` defaults to the runtime settings' ``database``. Returns True when
-    the database is ready. A transient failure is logged as a warning and
-    returns False: the command goes on, and its writes are retried later.
-    Raises StatusStorePermanentError when retrying cannot help.
+    Returns True when the database is ready. A transient failure is logged
+    as a warning and returns False: the command goes on, and its writes are
+    retried later. Raises StatusStorePermanentError when retrying cannot help.
     """
-    if url is None:
-        url = current_settings().database_url
     try:
         get_store(url).create_tables()
     except StatusStorePermanentError:

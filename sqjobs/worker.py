@@ -19,23 +19,27 @@ signals through :meth:`Worker.run_once`.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import queue as queue_module
 import signal
 import threading
 import time
 from typing import Any, Callable, Sequence
 
 from . import defaults
+from .app import App, current_app
 from .brokers.base import Broker, ReceivedMessage, cut_reason
-from .errors import BrokerAuthError, StatusStorePermanentError
-from .job import Registry
-from .job import registry as default_registry
+from .config import WorkerGroup
+from .errors import BrokerAuthError, MalformedMessageError, StatusStorePermanentError
+from .healthfile import HealthFile
+from .heartbeat import HeldMessages
 from .jobprocess import JobProcess, JobProcessDied
+from .message import JobMessage, decode
+from .middleware import Middleware, MiddlewareChain
 from .outage import Outage, traceback_for
+from .registry import Registry
 from .runner import REFUSALS_ATTRIBUTE, Action, MessageRunner, Settlement, known_jobs_text
+from .settings import ISOLATIONS, default
 
 logger = logging.getLogger("sqjobs.worker")
 
@@ -44,8 +48,6 @@ __all__ = ["HeldMessages", "Worker", "known_jobs_text", "ISOLATIONS"]
 #: Pause after a broker error before trying again (doubled up to the cap); see :mod:`sqjobs.outage`.
 ERROR_PAUSE_S = 1.0
 ERROR_PAUSE_MAX_S = 30.0
-#: How a worker runs jobs: in a supervised job process, or in the worker itself.
-ISOLATIONS = ("process", "none")
 #: Messages a worker remembers having failed to dead-letter (the oldest are forgotten first).
 UNDEAD_MEMORY = 10_000
 #: How long a worker remembers the deaths of its job process, for ``sqjobsd status``.
@@ -56,152 +58,66 @@ ERROR_PAUSE_S = 1.0
 ERROR_PAUSE_MAX_S = 30.0
 
 
-class HeldMessages:
-    """The messages a worker holds, and the heartbeat that keeps them hidden."""
-
-    def __init__(self, broker: Broker, visibility_timeout_s: float) -> None:
-        self.broker = broker
-        self.visibility_timeout_s = visibility_timeout_s
-        self._held: dict[str, ReceivedMessage] = {}
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        #: Lines to log from the heartbeat thread (signal handlers must not log themselves).
-        self._notices: queue_module.SimpleQueue[str] = queue_module.SimpleQueue()
-        self._wake = threading.Event()
-
-    @property
-    def interval_s(self) -> float:
-        """Seconds between two extensions: a third of the visibility timeout."""
-        return max(self.visibility_timeout_s / 3.0, 0.1)
-
-    def add(self, messages: Sequence[ReceivedMessage]) -> None:
-        """Start holding ``messages``."""
-        with self._lock:
-            for message in messages:
-                self._held[message.receipt] = message
-
-    def release(self, message: ReceivedMessage) -> None:
-        """Stop holding ``message`` (before it is deleted, retried or dead-lettered)."""
-        with self._lock:
-            self._held.pop(message.receipt, None)
-
-    def hand_back(self, messages: Sequence[ReceivedMessage], unstarted: bool = True) -> None:
-        """Make ``messages`` visible again at once.
-
-        Unstarted ones are released, so that (where the broker can) the
-        receive does not count as an attempt.
-        """
-        by_queue: dict[str, list[str]] = {}
-        with self._lock:
-            for message in messages:
-                if self._held.pop(message.receipt, None) is not None:
-                    by_queue.setdefault(message.queue, []).append(message.receipt)
-            for queue, receipts in by_queue.items():
-                if unstarted:
-                    self.broker.release(queue, receipts)
-                else:
-                    self.broker.change_visibility_batch(queue, receipts, 0)
-        if by_queue:
-            logger.info("handed back %d unstarted message(s)", sum(map(len, by_queue.values())))
-
-    def extend(self) -> None:
-        """Push the visibility of every held message a full timeout into the future."""
-        with self._lock:
-            by_queue: dict[str, list[str]] = {}
-            for message in self._held.values():
-                by_queue.setdefault(message.queue, []).append(message.receipt)
-            for queue, receipts in by_queue.items():
-                for start in range(0, len(receipts), defaults.MAX_BATCH):
-                    self.broker.change_visibility_batch(
-                        queue, receipts[start:start + defaults.MAX_BATCH], self.visibility_timeout_s)
-
-    def notify(self, line: str) -> None:
-        """Have the heartbeat thread log ``line`` soon; safe from a signal handler."""
-        self._notices.put(line)
-        self._wake.set()
-
-    def _log_notices(self) -> None:
-        while True:
-            try:
-                logger.warning(self._notices.get_nowait())
-            except queue_module.Empty:
-                return
-
-    def _beat(self) -> None:
-        next_extend = time.monotonic() + self.interval_s
-        while not self._stop.is_set():
-            self._wake.wait(max(next_extend - time.monotonic(), 0))
-            self._wake.clear()
-            self._log_notices()
-            if self._stop.is_set() or time.monotonic() < next_extend:
-                continue
-            next_extend = time.monotonic() + self.interval_s
-            try:
-                self.extend()
-            except Exception as exc:
-                logger.error("heartbeat could not extend the visibility of held messages: %s", exc,
-                             exc_info=traceback_for(logger, exc))
-        self._log_notices()
-
-    def start(self) -> None:
-        """Run the heartbeat in a daemon thread."""
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._beat, name="sqjobs-heartbeat", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the heartbeat thread."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-
-
 class Worker:
-    """Consumes ``queues`` of ``broker`` and runs the jobs their messages name."""
+    """Consumes ``queues`` and runs the jobs their messages name.
+
+    ``source`` is the :class:`~sqjobs.app.App` whose broker, registry,
+    settings and middleware the worker uses, or a bare Broker (then the
+    default app's settings and registry go with it). Options left out take
+    their ``[worker]`` defaults (see :mod:`sqjobs.settings`).
+    """
 
     def __init__(
         self,
-        broker: Broker,
+        source: App | Broker,
         queues: Sequence[str],
         *,
-        prefetch: int = defaults.PREFETCH,
-        visibility_timeout_s: float = defaults.VISIBILITY_TIMEOUT_S,
+        prefetch: int | None = None,
+        visibility_timeout_s: float | None = None,
         wait_s: float | None = None,
-        max_jobs: int = 0,
+        max_jobs: int | None = None,
         burst: bool = False,
-        registry: Registry = default_registry,
+        registry: Registry | None = None,
         status_file: str | None = None,
         clock: Callable[[], float] = time.time,
-        unknown_job_refusals: int = defaults.UNKNOWN_JOB_REFUSALS,
-        crash_allowance: int = defaults.CRASH_ALLOWANCE,
-        isolation: str = defaults.ISOLATION,
+        unknown_job_refusals: int | None = None,
+        crash_allowance: int | None = None,
+        isolation: str | None = None,
     ) -> None:
         if not queues:
             raise ValueError("a worker needs at least one queue")
+        if isinstance(source, App):
+            self.app = source if registry is None or registry is source.registry else App(
+                source.settings, broker=source.broker, registry=registry)
+        else:
+            self.app = current_app().with_broker(source)
+            if registry is not None and registry is not self.app.registry:
+                self.app = App(self.app.settings, broker=source, registry=registry,
+                               middleware=self.app.user_middleware)
+        isolation = isolation or default("worker", "isolation")
         if isolation not in ISOLATIONS:
             raise ValueError(f"isolation must be one of {', '.join(ISOLATIONS)}, got {isolation!r}")
-        self.broker = broker
+        self.broker = self.app.broker
+        self.registry = self.app.registry
         self.queues = list(queues)
-        self.prefetch = max(1, min(prefetch, defaults.MAX_BATCH))
-        self.visibility_timeout_s = visibility_timeout_s
-        self.wait_s = getattr(broker, "default_wait_s", defaults.SQLITE_WAIT_S) if wait_s is None else wait_s
-        self.max_jobs = max_jobs
+        self.prefetch = max(1, min(prefetch or default("worker", "prefetch"), defaults.MAX_BATCH))
+        self.visibility_timeout_s = visibility_timeout_s or default("worker", "visibility_timeout_s")
+        self.wait_s = self.broker.default_wait_s if wait_s is None else wait_s
+        self.max_jobs = default("worker", "max_jobs") if max_jobs is None else max_jobs
         self.burst = burst
-        self.registry = registry
         self.status_file = status_file
         self.clock = clock
         self.isolation = isolation
         #: Receives of a message naming a job unknown here before it is dead-lettered.
-        self.unknown_job_refusals = max(1, unknown_job_refusals)
-        self.crash_allowance = max(0, crash_allowance)
-        self.held = HeldMessages(broker, visibility_timeout_s)
+        self.unknown_job_refusals = max(1, unknown_job_refusals or default("worker", "unknown_job_refusals"))
+        self.crash_allowance = max(0, default("worker", "crash_allowance") if crash_allowance is None
+                                   else crash_allowance)
+        self.held = HeldMessages(self.broker, self.visibility_timeout_s)
+        #: Middleware of this worker only (its health file), after the app's.
+        self.own_middleware: list[Middleware] = [HealthFile(status_file)] if status_file else []
         self.jobs_done = 0
         self.last_job: str | None = None
         self._stopping = threading.Event()
-        self._last_status_write = 0.0
         #: When a receive last returned messages (start time until then): the daemon
         #: tells a worker that polls but gets nothing while messages wait by it.
         self.last_received_at = clock()
@@ -219,8 +135,6 @@ class Worker:
         self._batch_started = 0
         self._inline_runner = self._make_runner(self._stopping)
         self._job_process: JobProcess | None = None
-        #: Start times of the earlier processes that wrote the same status file (restarts by supervisord).
-        self._earlier_starts = self._read_earlier_starts()
         #: Broker failures in a row in :meth:`run`: one line per backoff step, one when a receive works again.
         self.broker_outage = Outage(logger, "broker", "receiving", ERROR_PAUSE_S, ERROR_PAUSE_MAX_S)
         #: Messages whose move to the dead-letter queue failed, with their reason: never run again, only moved.
@@ -228,8 +142,27 @@ class Worker:
         #: What stopped the worker for good (a status database no retry fixes); :meth:`run` raises it.
         self.fatal_error: StatusStorePermanentError | None = None
 
+    @classmethod
+    def for_group(cls, app: App, group: WorkerGroup, queues: Sequence[str] = (), **options: Any) -> Worker:
+        """A worker with the options of ``[worker:NAME]`` ``group``; ``options`` given (not None) win."""
+        chosen: dict[str, Any] = dict(prefetch=group.prefetch, visibility_timeout_s=group.visibility_timeout_s,
+                      max_jobs=group.max_jobs, unknown_job_refusals=group.unknown_job_refusals,
+                      crash_allowance=group.crash_allowance, isolation=group.isolation)
+        chosen.update({key: value for key, value in options.items() if value is not None})
+        return cls(app, list(queues) or list(group.queues), **chosen)
+
+    @property
+    def job_process(self) -> JobProcess | None:
+        """The job process running now (None without isolation, or between two)."""
+        return self._job_process
+
+    @property
+    def middleware(self) -> MiddlewareChain:
+        """The app's middleware, then the worker's own."""
+        return MiddlewareChain([*self.app.middleware, *self.own_middleware])
+
     def _make_runner(self, stop: threading.Event) -> MessageRunner:
-        return MessageRunner(self.registry, stop=stop, unknown_job_refusals=self.unknown_job_refusals,
+        return MessageRunner(self.app, stop=stop, unknown_job_refusals=self.unknown_job_refusals,
                              crash_allowance=self.crash_allowance, clock=self.clock)
 
     # -- stopping ----------------------------------------------------------------------
@@ -278,7 +211,6 @@ class Worker:
     def run_once(self, wait_s: float = 0) -> int:
         """Receive one batch and process it; return how many messages were handled."""
         self.last_poll_at = self.clock()
-        self._write_status()
         messages = self.receive(wait_s)
         self.broker_outage.recovered()
         if messages:
@@ -361,7 +293,7 @@ class Worker:
     def _job_process_ready(self) -> JobProcess:
         """The job process, started (again) if it is not running."""
         if self._job_process is None or not self._job_process.alive:
-            process = JobProcess(self._make_runner, on_wait=self._write_status)
+            process = JobProcess(self._make_runner)
             process.start()
             self._job_process = process
         return self._job_process
@@ -439,6 +371,7 @@ class Worker:
             self._undead.pop(message.message_id, None)
             logger.error("message %s on %s moved to the dead-letter queue: %s", message.message_id, message.queue,
                          cut_reason(reason))
+            self.middleware.after_dead_letter(self._readable(message), reason)
             return
         self._undead[message.message_id] = reason
         while len(self._undead) > UNDEAD_MEMORY:
@@ -448,6 +381,16 @@ class Worker:
         except Exception as exc:
             logger.warning("message %s on %s: cannot hide it until the next try to dead-letter it: %s",
                            message.message_id, message.queue, exc, exc_info=traceback_for(logger, exc))
+
+    @staticmethod
+    def _readable(message: ReceivedMessage) -> JobMessage | str:
+        """The message decoded for the middleware, or its raw body when it cannot be."""
+        try:
+            decoded = decode(message.body, message.message_id)
+        except MalformedMessageError:
+            return message.body
+        decoded.queue = message.queue
+        return decoded
 
     def _settle(self, message: ReceivedMessage, action: Callable[[], None]) -> bool:
         """Stop holding ``message`` and apply ``action``; True if it worked.
@@ -466,48 +409,6 @@ class Worker:
                          message.message_id, message.queue, exc, exc_info=traceback_for(logger, exc))
             return False
 
-    def _read_earlier_starts(self) -> list[float]:
-        """Start times of the recent processes that wrote the same status file before this one."""
-        if not self.status_file:
-            return []
-        try:
-            with open(self.status_file, encoding="utf-8") as handle:
-                data = json.load(handle)
-            starts = [float(t) for t in data.get("recent_starts", [])]
-        except (OSError, ValueError, TypeError, AttributeError):
-            return []
-        now = self.clock()
-        return [t for t in starts if now - t < CRASH_MEMORY_S]
-
-    def _write_status(self) -> None:
-        """Write the status file at most once a second, atomically.
-
-        It holds the last poll (a job that runs long stops the polls, which is
-        how the daemon tells a stall), the last receive, the last job, when the
-        worker last wrote it (``alive_at``: also while a job runs), and the
-        recent deaths of its job process and restarts of the worker.
-        """
-        if not self.status_file:
-            return
-        now = self.clock()
-        if now - self._last_status_write < 1.0:
-            return
-        self._last_status_write = now
-        temporary = f"{self.status_file}.{os.getpid()}.tmp"
-        recent = [t for t in self.crashes if now - t < CRASH_MEMORY_S]
-        try:
-            with open(temporary, "w", encoding="utf-8") as handle:
-                json.dump({"pid": os.getpid(), "last_poll": self.last_poll_at, "alive_at": now,
-                           "last_received": self.last_received_at,
-                           "last_job": self.last_job, "jobs_done": self.jobs_done, "queues": self.queues,
-                           "started_at": self.started_at,
-                           "recent_starts": self._earlier_starts + [self.started_at],
-                           "job_process_pid": self._job_process.pid if self._job_process is not None else None,
-                           "job_process_deaths": recent, "last_death": self.last_crash}, handle)
-            os.replace(temporary, self.status_file)
-        except OSError:
-            logger.exception("cannot write the worker status file %s", self.status_file)
-
     # -- the loop ----------------------------------------------------------------------
 
     def run(self) -> int:
@@ -517,6 +418,8 @@ class Worker:
         database failed in a way no retry fixes (the message was handed back).
         """
         logger.info("worker %d consuming %s", os.getpid(), ", ".join(self.queues))
+        middleware = self.middleware
+        middleware.worker_started(self)
         self.held.start()
         try:
             while not self.stopping:
@@ -533,6 +436,7 @@ class Worker:
         finally:
             self.held.stop()
             self.close()
+            middleware.worker_stopped(self)
         logger.info("worker %d stopped after %d job(s)", os.getpid(), self.jobs_done)
         if self.fatal_error is not None:
             raise self.fatal_error

@@ -7,9 +7,8 @@ from typing import Callable, Iterator
 
 import pytest
 
-from sqjobs import runtime
+from sqjobs import app as runtime
 from sqjobs.brokers.base import Broker
-from sqjobs.brokers.eager import EagerBroker
 from sqjobs.brokers.memory import MemoryBroker
 from sqjobs.brokers.sqlite import SQLiteBroker
 from tests.sqs_server import sqs_auth_server, sqs_prefix, sqs_server  # noqa: F401  (SQS fixtures)
@@ -38,10 +37,6 @@ def _memory(tmp_path: Path, request: pytest.FixtureRequest) -> Broker:
     return MemoryBroker()
 
 
-def _eager(tmp_path: Path, request: pytest.FixtureRequest) -> Broker:
-    return EagerBroker()
-
-
 def _sqs(tmp_path: Path, request: pytest.FixtureRequest) -> Broker:
     from sqjobs.brokers.sqs import SQSBroker
     from tests.sqs_server import unique_prefix
@@ -54,7 +49,6 @@ def _sqs(tmp_path: Path, request: pytest.FixtureRequest) -> Broker:
 BROKER_FACTORIES: dict[str, Callable[[Path, pytest.FixtureRequest], Broker]] = {
     "sqlite": _sqlite,
     "memory": _memory,
-    "eager": _eager,
     "sqs": _sqs,
 }
 

@@ -14,7 +14,7 @@ from typing import Iterator
 
 import pytest
 
-from sqjobs import runtime
+from sqjobs import app as runtime
 from sqjobs.brokers.base import Broker
 from sqjobs.config import Settings
 from sqjobs.store import StatusStore, forget_stores, get_store
@@ -48,7 +48,7 @@ def store(database_url: str) -> StatusStore:
     return get_store(database_url)
 
 
-def use_database(url: str, broker: Broker, track: str = "marked") -> Settings:
+def use_database(url: str, broker: Broker | str, track: str = "marked") -> Settings:
     """Make ``url`` this process's status database and ``broker`` its broker; return the settings."""
     settings = Settings(None, os.getcwd(), {"sqjobs": {"database": url, "track": track}}, ())
     runtime.configure(settings=settings, broker=broker)

@@ -121,3 +121,23 @@ def read_lines(path: Path) -> list[str]:
         return path.read_text().splitlines()
     except FileNotFoundError:
         return []
+
+
+def send(broker: Any, job: Any, args: Any = (), kwargs: Any = None, **options: Any) -> Any:
+    """Send ``job`` (a Job class or an @job function) through the producer of the app whose broker is ``broker``."""
+    import sqjobs
+
+    job_class = getattr(job, "job_class", job)
+    if "delay_s" not in options and "delay" in options:
+        options["delay_s"] = options.pop("delay")
+    if "group_id" in options:
+        options["group"] = options.pop("group_id")
+    return sqjobs.current_app().with_broker(broker).producer.send(job_class, args, kwargs, **options)
+
+
+def send_many(broker: Any, job: Any, calls: Any, queue: str | None = None) -> list:
+    """Send one ``job`` per call (``(args, kwargs)`` pairs or argument lists) through ``broker``'s app producer."""
+    import sqjobs
+
+    job_class = getattr(job, "job_class", job)
+    return sqjobs.current_app().with_broker(broker).producer.send_many(job_class, calls, queue=queue)

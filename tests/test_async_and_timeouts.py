@@ -16,7 +16,7 @@ from sqjobs.brokers.base import REASON_ATTRIBUTE
 from sqjobs.brokers.memory import MemoryBroker
 from sqjobs.worker import Worker
 from tests import jobs_for_tests as jobs
-from tests.support import Clock, read_lines, sqlite_config, start_worker
+from tests.support import Clock, read_lines, send, sqlite_config, start_worker
 
 calls: list[str] = []
 
@@ -110,7 +110,7 @@ def dead_reasons(broker: MemoryBroker) -> list[str]:
 
 
 def test_an_async_job_is_awaited_and_its_message_deleted(broker: MemoryBroker) -> None:
-    broker.enqueue(async_add.job_class, (2, 3))
+    send(broker, async_add.job_class, (2, 3))
     run_all(broker)
     assert calls == ["add 5"]
     stats = broker.stats("aio")
@@ -118,7 +118,7 @@ def test_an_async_job_is_awaited_and_its_message_deleted(broker: MemoryBroker) -
 
 
 def test_an_async_failure_is_retried_like_a_plain_one(broker: MemoryBroker, clock: Clock) -> None:
-    broker.enqueue(async_flaky.job_class)
+    send(broker, async_flaky.job_class)
     run_all(broker)
     assert calls == ["flaky"] and broker.stats("aio").dead == 0
     clock.now += 6
@@ -129,8 +129,8 @@ def test_an_async_failure_is_retried_like_a_plain_one(broker: MemoryBroker, cloc
 
 
 def test_async_hooks_are_awaited_in_order(broker: MemoryBroker) -> None:
-    broker.enqueue(AsyncHooked, (False,))
-    broker.enqueue(AsyncHooked, (True,))
+    send(broker, AsyncHooked, (False,))
+    send(broker, AsyncHooked, (True,))
     run_all(broker)
     assert calls == ["async set_up", "async tear_down", "async on_success fine",
                      "async set_up", "async tear_down", "async on_failure async nope"]
@@ -139,7 +139,7 @@ def test_async_hooks_are_awaited_in_order(broker: MemoryBroker) -> None:
 
 def test_an_async_job_past_its_timeout_fails_with_a_timeout_even_if_it_swallows_the_cancel(
         broker: MemoryBroker) -> None:
-    broker.enqueue(async_sleeps.job_class)
+    send(broker, async_sleeps.job_class)
     started = time.monotonic()
     run_all(broker)
     assert time.monotonic() - started < 5
@@ -158,7 +158,7 @@ def test_async_jobs_in_eager_mode_return_their_result_also_inside_a_running_loop
 
 
 def test_except_exception_cannot_swallow_the_timeout(broker: MemoryBroker) -> None:
-    broker.enqueue(swallows.job_class)
+    send(broker, swallows.job_class)
     started = time.monotonic()
     run_all(broker)
     assert time.monotonic() - started < 5
@@ -168,7 +168,7 @@ def test_except_exception_cannot_swallow_the_timeout(broker: MemoryBroker) -> No
 
 
 def test_a_job_that_catches_the_interrupt_is_interrupted_again_and_still_fails(broker: MemoryBroker) -> None:
-    broker.enqueue(catches_everything_once.job_class)
+    send(broker, catches_everything_once.job_class)
     started = time.monotonic()
     run_all(broker)
     assert time.monotonic() - started < 5
@@ -178,7 +178,7 @@ def test_a_job_that_catches_the_interrupt_is_interrupted_again_and_still_fails(b
 
 
 def test_the_timeout_also_holds_outside_the_main_thread(broker: MemoryBroker) -> None:
-    broker.enqueue(catches_everything_once.job_class)
+    send(broker, catches_everything_once.job_class)
     runner = threading.Thread(target=run_all, args=(broker,))
     started = time.monotonic()
     runner.start()
@@ -191,8 +191,8 @@ def test_the_timeout_also_holds_outside_the_main_thread(broker: MemoryBroker) ->
 
 
 def test_system_exit_in_a_job_is_the_jobs_failure_not_the_workers_exit(broker: MemoryBroker) -> None:
-    broker.enqueue(exits.job_class)
-    broker.enqueue(async_add.job_class, (1, 1))
+    send(broker, exits.job_class)
+    send(broker, async_add.job_class, (1, 1))
     run_all(broker)
     assert calls == ["add 2"]
     assert dead_reasons(broker) == ["failed after 1 attempt(s): SystemExit: 3"]

@@ -237,7 +237,7 @@ def test_schedule_command_prints_iso_times_with_the_offset(tmp_path: Path) -> No
     assert len(lines) == 3
     parsed = [datetime.fromisoformat(line) for line in lines]
     assert all(p.utcoffset() in (timedelta(hours=1), timedelta(hours=2)) for p in parsed)
-    assert [(b - a).total_seconds() for a, b in zip(parsed, parsed[1:])] == [1.0, 1.0]
+    assert [(b - a).total_seconds() for a, b in zip(parsed, parsed[1:], strict=False)] == [1.0, 1.0]
 
 
 def test_two_beater_processes_send_each_second_once_even_when_one_is_killed(tmp_path: Path) -> None:
@@ -265,6 +265,6 @@ def test_two_beater_processes_send_each_second_once_even_when_one_is_killed(tmp_
     fire_times = Counter(line.split()[0] for line in read_lines(record))
     assert max(fire_times.values()) == 1, "no fire time ran twice"
     ordered = sorted(datetime.fromisoformat(t) for t in fire_times)
-    gaps = [(b - a).total_seconds() for a, b in zip(ordered, ordered[1:])]
+    gaps = [(b - a).total_seconds() for a, b in zip(ordered, ordered[1:], strict=False)]
     assert all(gap == 1.0 for gap in gaps), f"no second was skipped: {gaps}"
 

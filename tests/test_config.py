@@ -119,3 +119,9 @@ def test_an_endpoint_url_that_is_not_an_http_url_names_file_section_and_key(tmp_
 @pytest.mark.parametrize("url", ["", "http://127.0.0.1:9324", "https://sqs.eu-west-1.amazonaws.com/"])
 def test_an_empty_or_http_endpoint_url_is_accepted(tmp_path: Path, url: str) -> None:
     assert load(str(write(tmp_path, f"[sqs]\nendpoint_url = {url}\n"))).get("sqs", "endpoint_url") == url
+
+
+def test_the_example_file_is_generated_from_the_declarations() -> None:
+    from sqjobs.settings import example_file
+
+    assert EXAMPLE.read_text() == example_file(), "run: python -m sqjobs.settings > etc/sqjobs.conf.example"

@@ -9,7 +9,6 @@ import pytest
 
 import sqjobs
 from sqjobs import Job, job
-from sqjobs.brokers.eager import EagerBroker
 from sqjobs.brokers.memory import MemoryBroker
 from sqjobs.errors import DelayTooLongError, JobDefinitionError, MessageTooLargeError, UnknownJobError
 from sqjobs.job import JobFunction, registry
@@ -172,7 +171,7 @@ def test_eager_delay_returns_a_filled_handle() -> None:
 
 
 def test_eager_round_trips_arguments_through_the_encoder() -> None:
-    sqjobs.configure(broker=EagerBroker())
+    sqjobs.configure(broker="eager://")
     seen: list[Any] = []
 
     @job

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 import sqjobs
-from sqjobs import job, runtime
-from sqjobs.brokers.eager import EagerBroker
+from sqjobs import app as runtime
+from sqjobs import job
 from sqjobs.store import forget_stores, get_store
 from tests.support import write_config
 
@@ -51,10 +51,10 @@ def test_create_eager_broker_after_configure_keeps_track_and_database(app_conf: 
 @pytest.mark.parametrize("broker", ["eager://", "instance"])
 def test_configure_with_only_a_broker_keeps_the_settings_read_before(app_conf: Path, broker: str) -> None:
     sqjobs.configure(str(app_conf))
-    chosen = sqjobs.configure(broker=EagerBroker() if broker == "instance" else broker)
+    chosen = sqjobs.configure(broker="eager://" if broker == "instance" else broker)
     assert chosen.source == str(app_conf)
     assert runtime.get_settings().get("sqjobs", "track") == "all"
-    assert isinstance(sqjobs.get_broker(), EagerBroker)
+    assert sqjobs.current_app().eager
 
 
 def test_configure_with_only_a_broker_first_reads_the_sqjobs_config_file(

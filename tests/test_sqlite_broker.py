@@ -16,11 +16,14 @@ from sqjobs.brokers.sqlite import SQLiteBroker
 from sqjobs.errors import BrokerError, MalformedMessageError
 from sqjobs.message import UNDECODABLE_PREFIX, JobMessage, decode, encode
 from tests.mounts import fill_up, read_only_view, small_tmpfs
-from tests.support import read_lines, receive_all, sqlite_config
+from tests.support import read_lines, receive_all, send_many, sqlite_config, wait_until
 
 CLAIMER = """
-import sys
+import os, sys, time
 from sqjobs.brokers.sqlite import SQLiteBroker
+open(sys.argv[3] + "." + sys.argv[2], "w").close()  # ready
+while not os.path.exists(sys.argv[3]):  # start together: every process opens the new file at the same moment
+    time.sleep(0.001)
 broker = SQLiteBroker(sys.argv[1])
 for i in range(40):
     broker.send("q", f"{sys.argv[2]}-{i}")
@@ -37,8 +40,11 @@ print("\\n".join(got))
 
 def test_many_processes_opening_a_new_file_at_once_share_it_without_lock_errors(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "folder" / "queue.db"
-    processes = [subprocess.Popen([sys.executable, "-c", CLAIMER, str(path), f"p{n}"], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for n in range(8)]
+    go = tmp_path / "go"
+    processes = [subprocess.Popen([sys.executable, "-c", CLAIMER, str(path), f"p{n}", str(go)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for n in range(8)]
+    wait_until(lambda: len(list(tmp_path.glob("go.p*"))) == 8, what="the 8 processes at the starting line")
+    go.touch()
     outputs = [p.communicate(timeout=120) for p in processes]
     assert [p.returncode for p in processes] == [0] * 8, [err for _, err in outputs]
     bodies = [line for out, _ in outputs for line in out.split()]
@@ -152,12 +158,12 @@ def test_a_bulk_send_on_a_full_disk_stores_all_or_nothing_and_the_next_one_works
         broker.send("bulk", "already there")
         filler = fill_up(small, leave_bytes=40_000)
         with pytest.raises(BrokerError) as caught:
-            broker.enqueue_many(job_class, calls, queue="bulk")
+            send_many(broker, job_class, calls, queue="bulk")
         assert str(caught.value) == (f"embedded broker {small / 'queue.db'}: cannot store 200 message(s) on 'bulk': "
                                      "the disk is full (database or disk is full)")
         assert broker.stats("bulk").visible == 1, "none of the 200 was stored"
         filler.unlink()
-        assert len(broker.enqueue_many(job_class, calls, queue="bulk")) == 200
+        assert len(send_many(broker, job_class, calls, queue="bulk")) == 200
         assert broker.stats("bulk").visible == 201
         broker.close()
 

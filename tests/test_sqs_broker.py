@@ -37,7 +37,7 @@ from sqjobs.message import decode
 from sqjobs.worker import Worker
 from tests import jobs_for_tests
 from tests.sqs_server import REGION, MotoServer, free_port, unique_prefix
-from tests.support import read_lines, receive_all, wait_until, write_config
+from tests.support import read_lines, receive_all, send, send_many, wait_until, write_config
 
 
 @pytest.fixture
@@ -92,7 +92,7 @@ def test_a_message_over_256_kib_is_refused_before_anything_is_sent(broker: SQSBr
 def test_enqueue_many_and_the_worker_use_batches(broker: SQSBroker, tmp_path: Path) -> None:
     out = tmp_path / "out.txt"
     job_class = jobs_for_tests.record_job.job_class
-    broker.enqueue_many(job_class, [((str(out), f"t{i}"), {}) for i in range(30)], queue="work")
+    send_many(broker, job_class, [((str(out), f"t{i}"), {}) for i in range(30)], queue="work")
     assert broker.requests["SendMessageBatch"] == 3
     consumer = Worker(broker, ["work"], prefetch=10, visibility_timeout_s=30)
     wait_until(lambda: consumer.run_once(0) == 0 and len(read_lines(out)) >= 30, what="30 jobs to run")
@@ -161,15 +161,15 @@ def test_delay_maps_to_delay_seconds_and_over_900_s_is_refused(broker: SQSBroker
     with pytest.raises(DelayTooLongError):
         broker.send("later", "z", delay_s=901)
     with pytest.raises(DelayTooLongError):
-        broker.enqueue(jobs_for_tests.record_job.job_class, ("p", "t"), queue="later", delay_s=901)
+        send(broker, jobs_for_tests.record_job.job_class, ("p", "t"), queue="later", delay_s=901)
     stats = broker.stats("later")
     assert (stats.delayed, stats.in_flight, stats.visible) == (1, 1, 0)  # nothing more was sent
 
 
 def test_fifo_queue_keeps_order_groups_and_deduplication(sqs_server: MotoServer, broker: SQSBroker) -> None:
     job_class = jobs_for_tests.record_job.job_class
-    handles = broker.enqueue_many(job_class, [(("p", f"t{i}"), {}) for i in range(12)], queue="orders.fifo")
-    broker.enqueue(job_class, ("p", "dup"), queue="orders.fifo", job_id=handles[0].id)  # same dedup id: dropped
+    handles = send_many(broker, job_class, [(("p", f"t{i}"), {}) for i in range(12)], queue="orders.fifo")
+    send(broker, job_class, ("p", "dup"), queue="orders.fifo", job_id=handles[0].id)  # same dedup id: dropped
     got: list = []
 
     def take() -> bool:
@@ -254,13 +254,13 @@ def test_seed_api_and_settings(sqs_server: MotoServer, sqs_prefix: str, tmp_path
         "sqjobs": {"broker": "sqs"},
         "sqs": sqs_server.sqs_section(sqs_prefix, wait_time_s=7, visibility_timeout_s=42)})
     settings = load(str(config))
-    from_config = create_broker(settings.broker_url, settings)
+    from_config = create_broker(settings.broker_url, settings.section_values("sqs"))
     assert isinstance(from_config, SQSBroker)
     assert (from_config.queue_prefix, from_config.default_wait_s, from_config.visibility_timeout_s) == (
         sqs_prefix, 7.0, 42.0)
     assert from_config.queues() == ["default"]
     # By default a worker long-polls 20 s: an idle worker asks 3 times a minute per queue.
-    assert SQSBroker.from_settings(None).default_wait_s == 20.0
+    assert SQSBroker.from_options(None).default_wait_s == 20.0
 
 
 def test_unreachable_endpoint_raises_broker_connection_error() -> None:
@@ -387,7 +387,7 @@ def test_create_sqs_worker_runs_jobs_from_its_queue(sqs_server: MotoServer, sqs_
                                       **sqs_server.broker_options(sqs_prefix))
     assert isinstance(worker.broker, SQSBroker)
     assert (worker.prefetch, worker.visibility_timeout_s, worker.wait_s) == (5, 30, 1.0)
-    worker.broker.enqueue(jobs_for_tests.record_job.job_class, (str(out), "via-create-sqs-worker"), queue="jobs")
+    send(worker.broker, jobs_for_tests.record_job.job_class, (str(out), "via-create-sqs-worker"), queue="jobs")
     wait_until(lambda: worker.run_once(worker.wait_s) and read_lines(out), what="the job to run")
     assert [line.split()[0] for line in read_lines(out)] == ["via-create-sqs-worker"]
     worker.broker.close()
@@ -407,9 +407,9 @@ def test_fifo_a_failed_job_holds_back_the_rest_of_its_group(broker: SQSBroker, t
     out = tmp_path / "out.txt"
     flaky = jobs_for_tests.flaky_one_retry.job_class  # fails once, retried 0.3 s later
     record = jobs_for_tests.record_job.job_class
-    broker.enqueue(flaky, (str(out), "first", 1), queue="steps.fifo", group_id="g")
-    broker.enqueue(record, (str(out), "second"), queue="steps.fifo", group_id="g")
-    broker.enqueue(record, (str(out), "other-group"), queue="steps.fifo", group_id="h")
+    send(broker, flaky, (str(out), "first", 1), queue="steps.fifo", group_id="g")
+    send(broker, record, (str(out), "second"), queue="steps.fifo", group_id="g")
+    send(broker, record, (str(out), "other-group"), queue="steps.fifo", group_id="h")
     consumer = Worker(broker, ["steps.fifo"], prefetch=10, visibility_timeout_s=30)
     wait_until(lambda: consumer.run_once(0) >= 0 and len(read_lines(out)) >= 4, what="every job to run")
     events = []

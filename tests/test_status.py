@@ -347,10 +347,8 @@ def test_result_job_is_exported_tracked_and_not_registered_itself() -> None:
 
 
 def test_eager_mode_fills_the_handle_and_records_the_row(database_url: str) -> None:  # noqa: F811
-    from sqjobs.brokers.eager import EagerBroker
-
     calls.clear()
-    use_database(database_url, EagerBroker())
+    use_database(database_url, "eager://")
     handle = add.delay(5, 6)
     assert (handle.status, handle.result) == (Status.SUCCESS, 11)
     assert handle.job is not None and handle.job.result == 11
@@ -361,10 +359,8 @@ def test_eager_mode_fills_the_handle_and_records_the_row(database_url: str) -> N
 
 
 def test_eager_mode_records_failure_and_raises(database_url: str) -> None:  # noqa: F811
-    from sqjobs.brokers.eager import EagerBroker
-
     calls.clear()
-    use_database(database_url, EagerBroker())
+    use_database(database_url, "eager://")
     handle_id = "eager-" + sqjobs.message.new_job_id()
     with pytest.raises(RuntimeError, match="planned failure 1"):
         flaky.apply_async(args=(1,), job_id=handle_id)
@@ -378,8 +374,8 @@ def test_eager_mode_records_failure_and_raises(database_url: str) -> None:  # no
 def test_the_seed_result_job_in_eager_mode(database_url: str) -> None:  # noqa: F811
     from tests.jobs_for_tests import DummyResultJob
 
-    broker = sqjobs.create_eager_broker()
-    use_database(database_url, broker)
+    use_database(database_url, "memory://")
+    broker = sqjobs.create_eager_broker()  # keeps the database chosen above
     job_id, instance = broker.add_job(DummyResultJob)
     assert isinstance(instance, DummyResultJob)
     my_job = get_job(job_id)

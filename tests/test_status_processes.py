@@ -15,14 +15,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from sqjobs import Status, get_job, runtime
+from sqjobs import Status, get_job
+from sqjobs import app as runtime
 from sqjobs.cli import main
 from sqjobs.cli_status import parse_duration_s
 from sqjobs.message import new_job_id
 from sqjobs.store import STATUS_TABLE, StatusStore, get_store
 from tests import jobs_for_tests as jobs
 from tests.status_fixtures import database_url, store  # noqa: F401  (fixtures)
-from tests.support import sqlite_config, start_worker, stop_process, wait_until, worker_log
+from tests.support import send_many, sqlite_config, start_worker, stop_process, wait_until, worker_log
 
 
 def _rows(store: StatusStore, ids: list[str]) -> list:  # noqa: F811
@@ -39,7 +40,7 @@ def test_two_worker_processes_record_200_jobs_in_one_database(tmp_path: Path, da
     try:
         wait_until(lambda: all(path.exists() for path in status_files), what="both workers polling")
         runtime.configure(str(config))
-        handles = runtime.get_broker().enqueue_many(jobs.tracked_add.job_class, [((n, n), {}) for n in range(200)])
+        handles = send_many(runtime.get_broker(), jobs.tracked_add.job_class, [((n, n), {}) for n in range(200)])
         ids = [handle.id for handle in handles]
 
         def all_done() -> bool:

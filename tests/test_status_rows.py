@@ -20,7 +20,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from sqjobs import Status, runtime, status
+from sqjobs import Status, runner, status
+from sqjobs import app as runtime
 from sqjobs.brokers.base import REASON_ATTRIBUTE
 from sqjobs.brokers.sqlite import SQLiteBroker
 from sqjobs.errors import StatusRowError, StatusStorePermanentError
@@ -148,9 +149,7 @@ def test_a_20_mib_result_on_mariadb_is_a_failure_saying_its_size_and_is_not_retr
 
 
 def test_a_result_over_the_limit_is_a_failure_on_every_database(database_url: str) -> None:  # noqa: F811
-    from sqjobs.brokers.eager import EagerBroker
-
-    use_database(database_url, EagerBroker())
+    use_database(database_url, "eager://")
     handle = jobs.tracked_big_result.delay(MAX_RESULT_BYTES - 1)  # one byte over, once quoted
     assert (handle.status, handle.result) == (Status.FAILURE, None)
     assert "is 1,048,577 bytes of JSON, over the 1,048,576 bytes a status row keeps" in (handle.error or "")
@@ -217,7 +216,7 @@ def test_rows_a_database_refuses_are_failures_and_their_messages_dead_lettered(t
         assert record.status is Status.FAILURE, log
         assert record.error is not None and record.error.startswith(
             "StatusRowError: its status could not be recorded: status database ")
-        assert "Incorrect string value" in record.error and len(record.error) <= status.STATUS_ROW_REASON_MAX_CHARS
+        assert "Incorrect string value" in record.error and len(record.error) <= runner.STATUS_ROW_REASON_MAX_CHARS
     assert (_row(utf8mb3_url, good.id).status, good.result) == (Status.SUCCESS, 42)
     dead = {message.message_id: message.attributes[REASON_ATTRIBUTE] for message in broker.peek("default-dead")}
     assert len(dead) == 2

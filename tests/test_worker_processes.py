@@ -17,7 +17,7 @@ import sqjobs
 from sqjobs.brokers.base import REASON_ATTRIBUTE
 from sqjobs.brokers.sqlite import SQLiteBroker
 from tests import jobs_for_tests as jobs
-from tests.support import read_lines, sqlite_config, start_worker, stop_process, wait_until, worker_log
+from tests.support import read_lines, send_many, sqlite_config, start_worker, stop_process, wait_until, worker_log
 
 
 @pytest.fixture()
@@ -32,7 +32,7 @@ def setup(tmp_path: Path) -> tuple[Path, SQLiteBroker, Path]:
 
 def test_a_thousand_jobs_through_two_workers_each_run_exactly_once(setup: tuple) -> None:
     config, broker, record = setup
-    broker.enqueue_many(jobs.record_job.job_class, (((str(record), f"t{i}"), {}) for i in range(1000)))
+    send_many(broker, jobs.record_job.job_class, (((str(record), f"t{i}"), {}) for i in range(1000)))
     workers = [start_worker(config, ["default"]) for _ in range(2)]
     try:
         wait_until(lambda: len(read_lines(record)) >= 1000, timeout_s=120, what="1,000 jobs to run")
@@ -156,7 +156,7 @@ def test_retries_two_failures_then_success_and_one_retry_too_few_ends_dead(setup
     tries_two = [float(line.split()[2]) for line in lines if line.startswith("try two ")]
     assert len(tries_two) == 3
     assert len([line for line in lines if line.startswith("try one ")]) == 2 and "ok one" not in lines
-    gaps = [b - a for a, b in zip(tries_two, tries_two[1:])]
+    gaps = [b - a for a, b in zip(tries_two, tries_two[1:], strict=False)]
     assert gaps[1] > gaps[0] >= 0.5, f"backoff grows: {gaps}"
     [dead] = broker.peek("default-dead")
     assert dead.attributes[REASON_ATTRIBUTE] == "failed after 2 attempt(s): RuntimeError: planned failure 2 of 2"

@@ -14,7 +14,7 @@ from sqjobs.brokers.base import REASON_ATTRIBUTE
 from sqjobs.brokers.memory import MemoryBroker
 from sqjobs.execution import backoff_delay
 from sqjobs.worker import Worker
-from tests.support import Clock
+from tests.support import Clock, send
 
 calls: list[str] = []
 
@@ -87,7 +87,7 @@ def dead_reasons(broker: MemoryBroker) -> list[str]:
 
 
 def test_success_deletes_the_message(broker: MemoryBroker) -> None:
-    broker.enqueue(ok_job.job_class, (5,))
+    send(broker, ok_job.job_class, (5,))
     worker = make_worker(broker)
     assert worker.run_once() == 1
     assert calls == ["ok 5"]
@@ -97,7 +97,7 @@ def test_success_deletes_the_message(broker: MemoryBroker) -> None:
 
 def test_failure_with_attempts_left_hides_the_same_message_for_the_backoff(broker: MemoryBroker,
                                                                           clock: Clock) -> None:
-    broker.enqueue(flaky_job.job_class, (2,))
+    send(broker, flaky_job.job_class, (2,))
     worker = make_worker(broker)
     worker.run_once()
     stats = broker.stats("steps")
@@ -115,7 +115,7 @@ def test_failure_with_attempts_left_hides_the_same_message_for_the_backoff(broke
 
 
 def test_failure_on_the_last_attempt_dead_letters_with_the_reason(broker: MemoryBroker, clock: Clock) -> None:
-    broker.enqueue(flaky_job.job_class, (5,))
+    send(broker, flaky_job.job_class, (5,))
     worker = make_worker(broker)
     for _ in range(3):
         worker.run_once()
@@ -127,14 +127,14 @@ def test_failure_on_the_last_attempt_dead_letters_with_the_reason(broker: Memory
 def test_backoff_grows_is_capped_and_jittered() -> None:
     rng = random.Random(1)
     delays = [backoff_delay(flaky_job.job_class, attempt, rng) for attempt in range(1, 6)]
-    assert all(later > earlier for earlier, later in zip(delays, delays[1:]))
+    assert all(later > earlier for earlier, later in zip(delays, delays[1:], strict=False))
     assert 10 <= delays[0] <= 11 and 20 <= delays[1] <= 22
     assert backoff_delay(flaky_job.job_class, 40, rng) <= 3600 * 1.1
 
 
 def test_retry_exception_uses_the_requested_delay_and_counts_as_an_attempt(broker: MemoryBroker,
                                                                           clock: Clock) -> None:
-    broker.enqueue(retry_me.job_class)
+    send(broker, retry_me.job_class)
     worker = make_worker(broker)
     worker.run_once()
     clock.now += 41
@@ -146,7 +146,7 @@ def test_retry_exception_uses_the_requested_delay_and_counts_as_an_attempt(broke
 
 
 def test_hard_timeout_interrupts_the_job_and_counts_as_a_failure(broker: MemoryBroker) -> None:
-    broker.enqueue(timeout_job.job_class)
+    send(broker, timeout_job.job_class)
     make_worker(broker).run_once()
     assert calls == ["timeout start"]
     [reason] = dead_reasons(broker)
@@ -154,12 +154,12 @@ def test_hard_timeout_interrupts_the_job_and_counts_as_a_failure(broker: MemoryB
 
 
 def test_hooks_order_on_retry_failure_and_success(broker: MemoryBroker, clock: Clock) -> None:
-    broker.enqueue(HookedJob, (True,))
+    send(broker, HookedJob, (True,))
     worker = make_worker(broker)
     worker.run_once()
     clock.now += 5
     worker.run_once()
-    broker.enqueue(HookedJob, (False,))
+    send(broker, HookedJob, (False,))
     worker.run_once()
     assert calls == ["tear_down", "on_retry nope", "tear_down", "on_failure nope", "tear_down",
                      "on_success fine"]
@@ -182,7 +182,7 @@ def _raw(data: Any) -> str:
 def test_poison_messages_go_to_the_dead_letter_queue_and_the_next_message_runs(
         broker: MemoryBroker, body: str, reason: str) -> None:
     broker.send("steps", body)
-    broker.enqueue(ok_job.job_class, (1,))
+    send(broker, ok_job.job_class, (1,))
     worker = make_worker(broker, prefetch=10)
     assert worker.run_once() == 2
     assert calls == ["ok 1"]
@@ -199,7 +199,7 @@ def test_a_job_with_bad_arguments_for_its_signature_fails_like_any_error(broker:
 
 def test_stop_hands_back_prefetched_messages_at_once(broker: MemoryBroker) -> None:
     for value in range(5):
-        broker.enqueue(ok_job.job_class, (value,))
+        send(broker, ok_job.job_class, (value,))
 
     class StopAfterFirst(Worker):
         def process(self, message: Any) -> None:
@@ -216,7 +216,7 @@ def test_stop_hands_back_prefetched_messages_at_once(broker: MemoryBroker) -> No
 
 def test_max_jobs_stops_the_worker(broker: MemoryBroker) -> None:
     for value in range(5):
-        broker.enqueue(ok_job.job_class, (value,))
+        send(broker, ok_job.job_class, (value,))
     worker = make_worker(broker, max_jobs=2, prefetch=10)
     assert worker.run() == 0
     assert calls == ["ok 0", "ok 1"]
@@ -225,14 +225,14 @@ def test_max_jobs_stops_the_worker(broker: MemoryBroker) -> None:
 
 def test_burst_run_drains_and_returns(broker: MemoryBroker) -> None:
     for value in range(25):
-        broker.enqueue(ok_job.job_class, (value,))
+        send(broker, ok_job.job_class, (value,))
     assert make_worker(broker, burst=True).run() == 0
     assert len(calls) == 25
 
 
 def test_heartbeat_extends_every_held_message(broker: MemoryBroker, clock: Clock) -> None:
-    broker.enqueue(ok_job.job_class, (1,))
-    broker.enqueue(ok_job.job_class, (2,))
+    send(broker, ok_job.job_class, (1,))
+    send(broker, ok_job.job_class, (2,))
     worker = make_worker(broker, visibility_timeout_s=30)
     messages = worker.receive(0)
     worker.held.add(messages)
@@ -246,8 +246,8 @@ def test_heartbeat_extends_every_held_message(broker: MemoryBroker, clock: Clock
 def test_queues_are_served_in_priority_order(clock: Clock) -> None:
     calls.clear()
     broker = MemoryBroker(clock=clock)
-    broker.enqueue(ok_job.job_class, (2,), queue="low")
-    broker.enqueue(ok_job.job_class, (1,), queue="high")
+    send(broker, ok_job.job_class, (2,), queue="low")
+    send(broker, ok_job.job_class, (1,), queue="high")
     worker = Worker(broker, ["high", "low"], wait_s=0, prefetch=1, isolation="none")
     worker.run_once()
     worker.run_once()
@@ -256,12 +256,14 @@ def test_queues_are_served_in_priority_order(clock: Clock) -> None:
 
 def test_worker_status_file_records_the_last_poll_and_job(broker: MemoryBroker, tmp_path: Any,
                                                           clock: Clock) -> None:
-    broker.enqueue(ok_job.job_class, (1,))
+    send(broker, ok_job.job_class, (1,))
     status = tmp_path / "worker.json"
     worker = make_worker(broker, status_file=str(status), clock=clock)
+    [health] = worker.own_middleware  # the health file is the worker's own middleware
     worker.run_once()
     clock.now += 2
     worker.run_once()
+    health.write(worker)  # what its thread does every second between worker_started and worker_stopped
     data = json.loads(status.read_text())
     assert data["last_poll"] == clock.now and data["jobs_done"] == 1 and data["last_job"]
 
@@ -291,7 +293,7 @@ def test_in_a_rolling_deploy_a_worker_that_knows_the_job_runs_what_an_old_one_re
         broker: MemoryBroker, clock: Clock) -> None:
     from sqjobs.job import Registry
 
-    broker.enqueue(ok_job.job_class, (7,))
+    send(broker, ok_job.job_class, (7,))
     old = make_worker(broker, registry=Registry())
     old.run_once()
     assert calls == [] and broker.stats("steps").dead == 0
@@ -306,7 +308,7 @@ def test_refusals_in_a_rolling_deploy_do_not_count_against_the_crash_ceiling(bro
                                                                              clock: Clock) -> None:
     from sqjobs.job import Registry
 
-    broker.enqueue(ok_job.job_class, (9,))
+    send(broker, ok_job.job_class, (9,))
     old = make_worker(broker, registry=Registry())
     for _ in range(5):  # five refusals by old workers: more than the job's 1 attempt + 2 crashes
         assert old.run_once() == 1

@@ -1,22 +1,23 @@
-"""Brokers by URL: ``sqlite:///PATH``, ``sqs://`` (or ``sqs``), ``memory://``, ``eager://``."""
+"""Brokers by URL: ``sqlite:///PATH``, ``sqs://`` (or ``sqs``), ``memory://``.
+
+(``eager://`` is not a broker: it is a way of sending, chosen by the application.)
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Mapping
 
 from ..errors import ConfigError
 from .base import Broker, OutgoingMessage, QueueStats, ReceivedMessage, dead_letter_name
 
-if TYPE_CHECKING:
-    from ..config import Settings
-
 __all__ = ["Broker", "OutgoingMessage", "QueueStats", "ReceivedMessage", "dead_letter_name", "create_broker"]
 
 
-def create_broker(url: str, settings: Settings | None = None) -> Broker:
-    """Return a new broker for ``url``; SQS options come from ``settings`` ([sqs] section).
+def create_broker(url: str, sqs_options: Mapping[str, Any] | None = None) -> Broker:
+    """Return a new broker for ``url``; ``sqs_options`` are the values of an ``[sqs]`` config section.
 
-    Raises ConfigError for a URL no broker answers to.
+    Raises ConfigError for a URL no broker answers to. Each broker module is
+    imported only when its URL is used (boto3 only for SQS).
     """
     if url.startswith("sqlite:///"):
         from .sqlite import SQLiteBroker
@@ -29,12 +30,8 @@ def create_broker(url: str, settings: Settings | None = None) -> Broker:
         from .memory import MemoryBroker
 
         return MemoryBroker()
-    if url in ("eager://", "eager"):
-        from .eager import EagerBroker
-
-        return EagerBroker()
     if url in ("sqs://", "sqs"):
         from .sqs import SQSBroker
 
-        return SQSBroker.from_settings(settings)
+        return SQSBroker.from_options(sqs_options)
     raise ConfigError(f"unknown broker URL {url!r}; use sqlite:///PATH, sqs, memory:// or eager://")

@@ -7,8 +7,13 @@ with its receipt removes it for good; if it is not deleted in time it is
 delivered again with its receive count raised by one. That is all a worker
 needs for at-least-once delivery, and all the contract test suite checks.
 
-Subclasses implement the abstract methods; the job-level helpers
-(:meth:`Broker.enqueue`, :meth:`Broker.add_job`) are shared.
+Brokers move bytes: they know nothing of jobs, status or workers (a test
+parses their imports). Subclasses implement the abstract methods and say
+what they can do with class attributes (:attr:`Broker.default_wait_s`,
+:attr:`Broker.supports_fifo`, :attr:`Broker.max_delay_s`...). Moving a
+message from one queue to another (to its dead-letter queue, back from it,
+back to its own queue unrun) is written once here, on the :meth:`Broker._move`
+primitive: a copy then a delete by default, in place on brokers that can.
 """
 
 from __future__ import annotations
@@ -18,16 +23,12 @@ import logging
 import re
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import Callable, Sequence
 
 from .. import defaults
 from ..errors import BrokerAuthError, BrokerConnectionError, BrokerError, DelayTooLongError, MessageTooLargeError
-from ..message import JobMessage, check_size, encode, new_job_id
+from ..message import check_size
 from .sqs_limits import MAX_QUEUE_NAME_LENGTH, entry_bytes
-
-if TYPE_CHECKING:
-    from ..job import Job
-    from ..status import JobHandle
 
 logger = logging.getLogger("sqjobs.brokers.base")
 
@@ -45,6 +46,9 @@ DEAD_LETTER_ROOM_BYTES = 1024
 #: Longest reason kept with a dead message, in UTF-8 bytes: what the room leaves after the names.
 MAX_REASON_BYTES = DEAD_LETTER_ROOM_BYTES - entry_bytes(
     "", {REASON_ATTRIBUTE: "", ORIGIN_ATTRIBUTE: "q" * MAX_QUEUE_NAME_LENGTH})
+
+#: Seconds a dead message stays hidden while :meth:`Broker.requeue_dead` works through its queue.
+REQUEUE_HOLD_S = 60.0
 
 #: What ends a reason that was cut to fit.
 _CUT_MARK = " [...]"
@@ -146,7 +150,7 @@ class QueueStats:
 
 
 class Broker(abc.ABC):
-    """Base class of every broker: the contract plus shared job-level helpers."""
+    """Base class of every broker: the contract, what the broker can do, and the moves written once."""
 
     #: URL scheme this broker is chosen by.
     scheme: str = ""
@@ -154,14 +158,18 @@ class Broker(abc.ABC):
     max_message_bytes: int = defaults.MAX_MESSAGE_BYTES
     #: Longest delay accepted by send, in seconds.
     max_delay_s: float = defaults.MAX_DELAY_S
-    #: True when enqueuing runs the job at once (eager mode).
-    runs_inline: bool = False
+    #: How long a worker's receive waits for a message on this broker (a long poll on SQS).
+    default_wait_s: float = defaults.SQLITE_WAIT_S
+    #: True when queues named ``*.fifo`` deliver each message group in order, one message at a time.
+    supports_fifo: bool = False
     #: True when :meth:`release` takes the receive back, so receive counts are exact attempt counts.
     exact_receive_counts: bool = True
     #: How many of a message's own attributes its dead-letter copy keeps (None: all).
     max_carried_attributes: int | None = None
-    #: FIFO message group of a dead-letter copy whose original had none.
+    #: FIFO message group of a copy whose original had none.
     dead_letter_group: str = "dead"
+    #: True when :meth:`_move` changes the stored message in place (no copy, its receive count set).
+    moves_in_place: bool = False
 
     def __init__(self) -> None:
         self._ensured: set[str] = set()
@@ -238,20 +246,19 @@ class Broker(abc.ABC):
                 attributes: dict[str, str] | None = None) -> None:
         """Put a received message back unrun, as if it had not been received: again after ``delay_s``.
 
-        ``attributes`` are added to its own. Brokers that can change a
-        message in place do so and take the receive back; this default sends
-        a copy and then deletes the original (a crash in between duplicates
-        it, never loses it). FIFO queues cannot take a copy without losing
-        their order: there the message is only hidden for ``delay_s``, its
+        ``attributes`` are added to its own. Where the broker moves in place,
+        the receive is taken back; otherwise a copy is sent and the original
+        deleted (a crash in between duplicates it, never loses it). FIFO
+        queues cannot take a copy without losing their order: on a broker that
+        only copies, the message is then only hidden for ``delay_s``, its
         receive counted and the attributes not kept.
         """
-        if queue.endswith(".fifo"):
+        if queue.endswith(".fifo") and not self.moves_in_place:
             self.change_visibility(queue, message.receipt, delay_s)
             return
         merged = dict(message.attributes)
         merged.update(attributes or {})
-        self.send(queue, message.body, min(delay_s, self.max_delay_s), merged)
-        self.delete(queue, message.receipt)
+        self._move(queue, message, queue, merged, delay_s, max(message.receive_count - 1, 0))
 
     def release(self, queue: str, receipts: Sequence[str]) -> None:
         """Hand back received messages that were never started: visible again at once.
@@ -283,16 +290,13 @@ class Broker(abc.ABC):
 
         Returns once the move happened; raises BrokerError if it did not (the
         message is then untouched in ``queue``). The reason is cut to
-        :data:`MAX_REASON_BYTES`. This default sends a copy, then deletes the
-        original, so a crash in between duplicates the message rather than
-        losing it. The copy keeps the original's attributes (up to
-        :attr:`max_carried_attributes`) and the reason cut to what fits under
-        :attr:`max_message_bytes`; if it still cannot be sent, a copy without
-        the original's attributes is tried, and only if that fails too
+        :data:`MAX_REASON_BYTES`. The copy keeps the original's attributes (up
+        to :attr:`max_carried_attributes`) and the reason cut to what fits
+        under :attr:`max_message_bytes`; if it still cannot be stored, it is
+        tried without the original's attributes, and only if that fails too
         BrokerError is raised.
         """
         dead = dead_letter_name(queue)
-        fifo = dead.endswith(".fifo")
         self.ensure_queue(queue)
         carried = [(k, v) for k, v in message.attributes.items() if k not in (REASON_ATTRIBUTE, ORIGIN_ATTRIBUTE)]
         kept = dict(carried[:self.max_carried_attributes])
@@ -304,8 +308,7 @@ class Broker(abc.ABC):
                                 f"reason under the broker's limit of {self.max_message_bytes} bytes")
                 continue
             try:
-                self.send(dead, message.body, 0, attributes, group_id=(message.group_id or self.dead_letter_group)
-                          if fifo else None, dedup_id=message.message_id if fifo else None)
+                self._move(queue, message, dead, attributes, 0, 0)
             except (BrokerAuthError, BrokerConnectionError):
                 raise
             except (BrokerError, MessageTooLargeError) as exc:
@@ -314,10 +317,48 @@ class Broker(abc.ABC):
             if attempt is not kept:
                 logger.warning("message %s on %s: its %d attribute(s) were left out of the dead-letter copy so "
                                "that it fits (%s)", message.message_id, queue, len(kept), problems[-1])
-            self.delete(queue, message.receipt)
             return
         raise BrokerError(f"cannot move message {message.message_id} on {queue!r} to {dead!r}: "
                           + "; without its attributes: ".join(problems))
+
+    def requeue_dead(self, queue: str, keep: Callable[[ReceivedMessage], bool] | None = None) -> tuple[int, int]:
+        """Move every message of ``queue``'s dead-letter queue back to ``queue``; return (moved, left).
+
+        Their reason and origin attributes are dropped and their receive
+        counts start over. ``keep(message)`` True leaves a message where it
+        is (an unreadable one, whose stored bytes must not be copied).
+        """
+        dead = dead_letter_name(queue)
+        moved, left = 0, []
+        while True:
+            batch = self.receive(dead, defaults.MAX_BATCH, 0, REQUEUE_HOLD_S)
+            if not batch:
+                break
+            for message in batch:
+                if keep is not None and keep(message):
+                    left.append(message.receipt)
+                    continue
+                kept = {k: v for k, v in message.attributes.items() if k not in (REASON_ATTRIBUTE, ORIGIN_ATTRIBUTE)}
+                self._move(dead, message, queue, kept, 0, 0)
+                moved += 1
+        if left:
+            self.change_visibility_batch(dead, left, 0)
+        return moved, len(left)
+
+    def _move(self, source: str, message: ReceivedMessage, target: str, attributes: dict[str, str], delay_s: float,
+              receive_count: int) -> None:
+        """Put ``message`` (received from ``source``) into ``target`` with ``attributes``, visible after ``delay_s``.
+
+        Brokers that move in place (:attr:`moves_in_place`) also set its
+        receive count to ``receive_count``. This default sends a copy (its
+        count starts at 0) and then deletes the original, so a crash in
+        between duplicates the message rather than losing it.
+        """
+        fifo = target.endswith(".fifo")
+        group = (message.group_id or self.dead_letter_group) if fifo else None
+        self.send(target, message.body, min(delay_s, self.max_delay_s), attributes, group_id=group,
+                  dedup_id=message.message_id if fifo else None)
+        self.delete(source, message.receipt)
 
     def close(self) -> None:  # noqa: B027 - optional for brokers that hold nothing
         """Release connections. The broker may not be used afterwards."""
@@ -356,99 +397,3 @@ class Broker(abc.ABC):
         """Raise MessageTooLargeError if ``body`` is over :attr:`max_body_bytes` (the limit is named)."""
         check_size(body, self.max_body_bytes, f"the broker's limit of {self.max_message_bytes} bytes less "
                                               f"{DEAD_LETTER_ROOM_BYTES} kept for the reason a dead letter carries")
-
-    def _outgoing(
-        self,
-        job_class: type[Job],
-        args: Sequence[Any],
-        kwargs: dict[str, Any] | None,
-        queue: str,
-        delay_s: float = 0,
-        job_id: str | None = None,
-        group_id: str | None = None,
-        dedup_id: str | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> tuple[JobMessage, OutgoingMessage]:
-        """Build, check and record one job message before it is sent; ``extra`` adds optional wire fields."""
-        from ..status import record_enqueued
-
-        message = JobMessage(name=job_class.name, args=list(args), kwargs=dict(kwargs or {}),
-                             id=job_id or new_job_id(), extra=dict(extra or {}))
-        body = encode(message)
-        self.check_body(body)
-        self.check_delay(delay_s)
-        if queue.endswith(".fifo"):
-            group_id = group_id or job_class.group or job_class.name
-            dedup_id = dedup_id or message.id
-        else:
-            group_id = dedup_id = None
-        record_enqueued(job_class, message, queue)
-        return message, OutgoingMessage(body, delay_s, {}, group_id, dedup_id)
-
-    def enqueue(
-        self,
-        job_class: type[Job],
-        args: Sequence[Any] = (),
-        kwargs: dict[str, Any] | None = None,
-        queue: str | None = None,
-        delay_s: float = 0,
-        job_id: str | None = None,
-        group_id: str | None = None,
-        dedup_id: str | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> JobHandle:
-        """Send one job; return its handle. ``extra`` adds optional wire fields (``scheduled_for``).
-
-        Raises TypeError for arguments JSON cannot carry, MessageTooLargeError
-        and DelayTooLongError for what the broker cannot hold.
-        """
-        from ..status import JobHandle
-
-        target = queue or job_class.queue
-        message, out = self._outgoing(job_class, args, kwargs, target, delay_s, job_id, group_id, dedup_id,
-                                      extra)
-        self.send(target, out.body, out.delay_s, None, out.group_id, out.dedup_id)
-        return JobHandle(message.id, job_class.name, target)
-
-    def enqueue_many(
-        self,
-        job_class: type[Job],
-        calls: Iterable[tuple[Sequence[Any], dict[str, Any]]],
-        queue: str | None = None,
-    ) -> list[JobHandle]:
-        """Send one job per ``(args, kwargs)`` in ``calls``; return their handles.
-
-        Every message is built and checked before any is sent, so a bad
-        argument anywhere sends nothing; they then go in one
-        :meth:`send_batch`, which the embedded broker stores in one
-        transaction (all or none) and SQS in requests of 10. Raises TypeError,
-        MessageTooLargeError or DelayTooLongError for what cannot be sent, and
-        BrokerError when the broker fails (a full disk, a read-only file).
-        """
-        from ..status import JobHandle
-
-        target = queue or job_class.queue
-        handles: list[JobHandle] = []
-        batch: list[OutgoingMessage] = []
-        for args, kwargs in calls:
-            message, out = self._outgoing(job_class, args, kwargs, target)
-            batch.append(out)
-            handles.append(JobHandle(message.id, job_class.name, target))
-        if batch:
-            self.send_batch(target, batch)
-        return handles
-
-    def add_job(self, job_class: type[Job], *args: Any, **kwargs: Any) -> tuple[str, Job]:
-        """The seed talk's API: enqueue ``job_class(*args, **kwargs)``; return ``(job_id, job)``.
-
-        In eager mode ``job.result`` holds the return value.
-        """
-        handle = self.enqueue(job_class, args, kwargs)
-        instance = handle.job if handle.job is not None else job_class()
-        return handle.id, instance
-
-    def add_job_by_name(self, name: str, *args: Any, **kwargs: Any) -> tuple[str, Job]:
-        """Like :meth:`add_job`, finding the job class by its registered name."""
-        from ..job import registry
-
-        return self.add_job(registry.get(name), *args, **kwargs)

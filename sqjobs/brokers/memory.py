@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from .. import defaults
+from ..errors import BrokerError
 from .base import (
     Broker,
     OutgoingMessage,
     QueueStats,
     ReceivedMessage,
-    dead_letter_attributes,
     dead_letter_name,
     is_dead_letter_name,
 )
@@ -38,6 +38,7 @@ class MemoryBroker(Broker):
     """Queues in this process's memory. ``join(queue)`` blocks until the queue is empty."""
 
     scheme = "memory"
+    moves_in_place = True
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         super().__init__()
@@ -123,17 +124,6 @@ class MemoryBroker(Broker):
                 item.visible_at, item.receipt = self.clock() + max(delay_s, 0), None
             self._changed.notify_all()
 
-    def requeue(self, queue: str, message: ReceivedMessage, delay_s: float = 0,
-                attributes: dict[str, str] | None = None) -> None:
-        """Put the message back unrun in place: its receive taken back, ``attributes`` added."""
-        with self._changed:
-            item = self._find(queue, message.receipt)
-            if item is not None:
-                item.attributes.update(attributes or {})
-                item.visible_at, item.receipt = self.clock() + max(delay_s, 0), None
-                item.receive_count = max(item.receive_count - 1, 0)
-            self._changed.notify_all()
-
     def release(self, queue: str, receipts: Sequence[str]) -> None:
         """Make unstarted messages visible at once and take their receive back."""
         with self._changed:
@@ -144,16 +134,18 @@ class MemoryBroker(Broker):
                     item.receive_count = max(item.receive_count - 1, 0)
             self._changed.notify_all()
 
-    def dead_letter(self, queue: str, message: ReceivedMessage, reason: str) -> None:
-        """Move the message to the dead-letter queue under one lock."""
+    def _move(self, source: str, message: ReceivedMessage, target: str, attributes: dict[str, str], delay_s: float,
+              receive_count: int) -> None:
+        """Move the stored message under one lock; BrokerError if its receipt is stale."""
         with self._changed:
-            item = self._find(queue, message.receipt)
+            item = self._find(source, message.receipt)
             if item is None:
-                return
-            self._queues[queue].remove(item)
-            item.attributes = dead_letter_attributes(item.attributes, queue, reason)
-            item.receive_count, item.receipt, item.visible_at = 0, None, self.clock()
-            self._messages(dead_letter_name(queue)).append(item)
+                raise BrokerError(f"message {message.message_id} on {source!r} was not moved to {target!r}: its "
+                                  "receipt is stale")
+            self._queues[source].remove(item)
+            item.attributes = dict(attributes)
+            item.receive_count, item.receipt, item.visible_at = receive_count, None, self.clock() + max(delay_s, 0)
+            self._messages(target).append(item)
             self._changed.notify_all()
 
     def stats(self, queue: str) -> QueueStats:

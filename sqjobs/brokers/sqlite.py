@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence
 
 from .. import defaults
+from ..backoff import Backoff
 from ..errors import BrokerError
 from ..message import undecodable_body
 from . import claimers
@@ -40,7 +41,6 @@ from .base import (
     OutgoingMessage,
     QueueStats,
     ReceivedMessage,
-    dead_letter_attributes,
     dead_letter_name,
     is_dead_letter_name,
 )
@@ -122,10 +122,30 @@ def _read_body(raw: object) -> tuple[str, str | None]:
                     f"{len(raw)})")
 
 
+def _switch_to_wal(conn: sqlite3.Connection) -> None:
+    """Put the file in WAL mode, waiting for other processes doing the same.
+
+    Switching a new file's journal mode needs the file to itself, and SQLite
+    answers "database is locked" at once, without its busy timeout, while
+    another process holds it (many workers opening a new file together).
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    pauses = Backoff(0.005, 0.1)
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(pauses.next())
+
+
 class SQLiteBroker(Broker):
     """Queues in the SQLite file at ``path`` (created with its directory if missing)."""
 
     scheme = "sqlite"
+    moves_in_place = True
 
     def __init__(self, path: str, clock: Callable[[], float] = time.time) -> None:
         super().__init__()
@@ -159,7 +179,7 @@ class SQLiteBroker(Broker):
             try:
                 conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
                                        check_same_thread=False)
-                conn.execute("PRAGMA journal_mode=WAL")
+                _switch_to_wal(conn)
                 conn.execute("PRAGMA synchronous=NORMAL")
             except sqlite3.Error as exc:
                 raise self._error(exc, "open it") from exc
@@ -334,13 +354,12 @@ class SQLiteBroker(Broker):
                 visibility_timeout_s: float = defaults.VISIBILITY_TIMEOUT_S) -> list[ReceivedMessage]:
         self.ensure_queue(queue)
         deadline = time.monotonic() + wait_s
-        pause_s = defaults.SQLITE_POLL_INTERVAL_S
+        pauses = Backoff(defaults.SQLITE_POLL_INTERVAL_S, defaults.SQLITE_MAX_POLL_INTERVAL_S)
         while True:
             claimed = self._claim(queue, max(1, min(max_messages, defaults.MAX_BATCH)), visibility_timeout_s)
             if claimed or time.monotonic() >= deadline or self.wakeup.is_set():
                 return claimed
-            self.wakeup.wait(min(pause_s, max(deadline - time.monotonic(), 0)))
-            pause_s = min(pause_s * 2, defaults.SQLITE_MAX_POLL_INTERVAL_S)
+            self.wakeup.wait(min(pauses.next(), max(deadline - time.monotonic(), 0)))
 
     @staticmethod
     def _row_id(receipt: str) -> int:
@@ -372,18 +391,6 @@ class SQLiteBroker(Broker):
             db.execute("UPDATE sqjobs_messages SET visible_at = ?, receipt = NULL WHERE id = ? AND receipt = ?",
                        (self.clock() + max(delay_s, 0), self._row_id(receipt), receipt))
 
-    def requeue(self, queue: str, message: ReceivedMessage, delay_s: float = 0,
-                attributes: dict[str, str] | None = None) -> None:
-        """Put the message back unrun in place: its receive taken back, ``attributes`` added."""
-        merged = dict(message.attributes)
-        merged.update(attributes or {})
-        with self._write(f"requeue a message on {queue!r}") as db:
-            db.execute(
-                "UPDATE sqjobs_messages SET visible_at = ?, receive_count = MAX(receive_count - 1, 0),"
-                " receipt = NULL, attributes = ? WHERE id = ? AND receipt = ?",
-                (self.clock() + max(delay_s, 0), json.dumps(merged), self._row_id(message.receipt),
-                 message.receipt))
-
     def release(self, queue: str, receipts: Sequence[str]) -> None:
         """Make unstarted messages visible at once and take their receive back."""
         now = self.clock()
@@ -393,23 +400,23 @@ class SQLiteBroker(Broker):
                 " receipt = NULL WHERE id = ? AND receipt = ?",
                 [(now, self._row_id(r), r) for r in receipts])
 
-    def dead_letter(self, queue: str, message: ReceivedMessage, reason: str) -> None:
-        """Move the message to the dead-letter queue in one transaction; its stored body is kept as it is.
+    def _move(self, source: str, message: ReceivedMessage, target: str, attributes: dict[str, str], delay_s: float,
+              receive_count: int) -> None:
+        """Move the stored row in one transaction (its stored body kept as it is).
 
         Raises BrokerError if it was not moved: the receipt is stale (the
         message is someone else's now) or SQLite failed.
         """
-        attributes = dead_letter_attributes(message.attributes, queue, reason)
-        self.ensure_queue(queue)
-        dead = dead_letter_name(queue)
-        with self._write(f"move message {message.message_id} to {dead!r}") as db:
+        self.ensure_queue(target)
+        with self._write(f"move message {message.message_id} to {target!r}") as db:
             moved = db.execute(
-                "UPDATE sqjobs_messages SET queue = ?, attributes = ?, visible_at = ?, receive_count = 0,"
+                "UPDATE sqjobs_messages SET queue = ?, attributes = ?, visible_at = ?, receive_count = ?,"
                 " receipt = NULL WHERE id = ? AND receipt = ?",
-                (dead, json.dumps(attributes), self.clock(), self._row_id(message.receipt), message.receipt),
+                (target, json.dumps(attributes), self.clock() + max(delay_s, 0), receive_count,
+                 self._row_id(message.receipt), message.receipt),
             ).rowcount
         if not moved:
-            raise BrokerError(f"message {message.message_id} on {queue!r} was not moved to {dead!r}: its receipt "
+            raise BrokerError(f"message {message.message_id} on {source!r} was not moved to {target!r}: its receipt "
                               "is stale (the message was received again after its visibility timeout)")
 
     def _count(self, queue: str, condition: str, now: float) -> int:

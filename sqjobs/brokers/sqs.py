@@ -21,7 +21,7 @@ moment comes back after its visibility timeout: late, never lost.)
 
 Faults: connection errors, timeouts and throttling are retried by botocore's
 "standard" retry mode (capped exponential backoff with jitter, at most
-:data:`MAX_ATTEMPTS` attempts); what still fails raises
+:data:`defaults.SQS_MAX_ATTEMPTS` attempts); what still fails raises
 BrokerConnectionError, and the worker pauses and tries again. Refused
 credentials or permissions raise BrokerAuthError with a one-line message.
 
@@ -36,18 +36,17 @@ from __future__ import annotations
 import logging
 import math
 import os
-import random
 import threading
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import boto3
 from botocore import exceptions as boto_errors
 from botocore.config import Config
 
 from .. import defaults
-from ..config import check_endpoint_url
+from ..backoff import exponential
 from ..errors import (
     BrokerAuthError,
     BrokerConnectionError,
@@ -56,6 +55,7 @@ from ..errors import (
     DelayTooLongError,
     MessageTooLargeError,
 )
+from ..settings import check_endpoint_url
 from .base import (
     Broker,
     OutgoingMessage,
@@ -66,12 +66,7 @@ from .base import (
 )
 from .sqs_limits import (
     AUTH_CODES,
-    BATCH_ENTRY_ATTEMPTS,
-    CONNECT_TIMEOUT_S,
     DEAD_RETENTION_S,
-    DEFAULT_GROUP,
-    INTERRUPT_CHECK_S,
-    MAX_ATTEMPTS,
     MAX_BATCH,
     MAX_BATCH_BYTES,
     MAX_DELAY_S,
@@ -83,7 +78,6 @@ from .sqs_limits import (
     QUEUE_EXISTS_CODES,
     QUEUE_MISSING_CODES,
     QUEUE_NAME_PATTERN,
-    READ_MARGIN_S,
     STALE_RECEIPT_CODES,
     SYSTEM_ATTRIBUTES,
     THROTTLE_CODES,
@@ -91,9 +85,6 @@ from .sqs_limits import (
     error_code,
     error_details,
 )
-
-if TYPE_CHECKING:
-    from ..config import Settings
 
 logger = logging.getLogger("sqjobs.brokers.sqs")
 
@@ -128,13 +119,14 @@ class SQSBroker(Broker):
     """
 
     scheme = "sqs"
+    supports_fifo = True
     #: A message handed back still counts as received: SQS cannot take a receive back.
     exact_receive_counts = False
     max_message_bytes = MAX_BATCH_BYTES
     max_delay_s = MAX_DELAY_S
     #: A dead-letter copy keeps 8 of the original's attributes: with the reason and origin, the SQS maximum.
     max_carried_attributes = MAX_MESSAGE_ATTRIBUTES - 2
-    dead_letter_group = DEFAULT_GROUP
+    dead_letter_group = defaults.SQS_DEFAULT_GROUP
 
     def __init__(
         self,
@@ -146,8 +138,8 @@ class SQSBroker(Broker):
         wait_time_s: float = MAX_WAIT_S,
         visibility_timeout_s: float = defaults.VISIBILITY_TIMEOUT_S,
         *,
-        max_attempts: int = MAX_ATTEMPTS,
-        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        max_attempts: int = defaults.SQS_MAX_ATTEMPTS,
+        connect_timeout_s: float = defaults.SQS_CONNECT_TIMEOUT_S,
     ) -> None:
         super().__init__()
         if bool(access_key) != bool(secret_key):
@@ -178,19 +170,18 @@ class SQSBroker(Broker):
         self._urls_lock = threading.RLock()
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> SQSBroker:
-        """Build the broker from the ``[sqs]`` section of ``settings`` (the defaults when None)."""
-        from ..config import default_settings
+    def from_options(cls, options: Mapping[str, Any] | None = None) -> SQSBroker:
+        """Build the broker from the values of an ``[sqs]`` config section (empty ones mean the default)."""
+        values = dict(options or {})
 
-        chosen = settings or default_settings()
+        def get(key: str, default: Any = None) -> Any:
+            value = values.get(key)
+            return default if value in (None, "") else value
 
-        def get(key: str) -> Any:
-            return chosen.get("sqs", key)
-
-        return cls(access_key=get("access_key") or None, secret_key=get("secret_key") or None,
-                   region=get("region") or None, endpoint_url=get("endpoint_url") or None,
-                   queue_prefix=get("queue_prefix"), wait_time_s=get("wait_time_s"),
-                   visibility_timeout_s=get("visibility_timeout_s"))
+        return cls(access_key=get("access_key"), secret_key=get("secret_key"), region=get("region"),
+                   endpoint_url=get("endpoint_url"), queue_prefix=get("queue_prefix", ""),
+                   wait_time_s=get("wait_time_s", MAX_WAIT_S),
+                   visibility_timeout_s=get("visibility_timeout_s", defaults.VISIBILITY_TIMEOUT_S))
 
     def __repr__(self) -> str:
         where = self.endpoint_url or f"AWS {self.region or '(default region)'}"
@@ -206,7 +197,7 @@ class SQSBroker(Broker):
             if self._client_obj is None or self._client_pid != os.getpid():
                 config = Config(
                     connect_timeout=self.connect_timeout_s,
-                    read_timeout=MAX_WAIT_S + READ_MARGIN_S,
+                    read_timeout=MAX_WAIT_S + defaults.SQS_READ_MARGIN_S,
                     retries={"mode": "standard", "total_max_attempts": self.max_attempts},
                     max_pool_connections=20,
                 )
@@ -368,7 +359,7 @@ class SQSBroker(Broker):
             entry["MessageAttributes"] = {name: {"DataType": "String", "StringValue": value}
                                           for name, value in message.attributes.items()}
         if fifo:
-            entry["MessageGroupId"] = message.group_id or DEFAULT_GROUP
+            entry["MessageGroupId"] = message.group_id or defaults.SQS_DEFAULT_GROUP
             if message.dedup_id:
                 entry["MessageDeduplicationId"] = message.dedup_id
         return entry, size
@@ -398,7 +389,7 @@ class SQSBroker(Broker):
 
     def _send_chunk(self, url: str, queue: str, chunk: list[dict[str, Any]], ids: list[str]) -> None:
         pending = chunk
-        for attempt in range(1, BATCH_ENTRY_ATTEMPTS + 1):
+        for attempt in range(1, defaults.SQS_BATCH_ENTRY_ATTEMPTS + 1):
             answer = self._call("send_message_batch", queue, QueueUrl=url, Entries=pending)
             for done in answer.get("Successful", []) or []:
                 ids[int(done["Id"])] = done["MessageId"]
@@ -412,8 +403,8 @@ class SQSBroker(Broker):
             failed_ids = {failure["Id"] for failure in failed}
             pending = [entry for entry in pending if entry["Id"] in failed_ids]
             logger.warning("SQS failed %d of a batch for queue %s on its side; attempt %d of %d",
-                           len(pending), queue, attempt, BATCH_ENTRY_ATTEMPTS)
-            time.sleep(min(0.1 * 2 ** attempt, 2.0) * random.uniform(0.5, 1.0))
+                           len(pending), queue, attempt, defaults.SQS_BATCH_ENTRY_ATTEMPTS)
+            time.sleep(exponential(0.1, attempt, 2.0, jitter=0.5))
         raise BrokerConnectionError(f"SQS kept failing {len(pending)} message(s) for queue {queue!r}")
 
     # -- receiving -------------------------------------------------------------------
@@ -466,7 +457,7 @@ class SQSBroker(Broker):
                                   name="sqjobs-sqs-receive", daemon=True)
         thread.start()
         try:
-            while not pending.done.wait(INTERRUPT_CHECK_S):
+            while not pending.done.wait(defaults.SQS_INTERRUPT_CHECK_S):
                 if self.wakeup.is_set() and pending.abandon():
                     logger.debug("long poll on %s interrupted", queue)
                     return []

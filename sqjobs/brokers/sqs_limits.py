@@ -1,4 +1,7 @@
-"""SQS's limits as named constants, and how its error codes are read.
+"""SQS's hard limits as named constants, and how its error codes are read.
+
+(How sqjobs chooses to use SQS within them, its retries and timeouts, are
+tunables in :mod:`sqjobs.defaults`.)
 
 Checked at enqueue so that a message SQS would refuse fails at ``.delay()``
 with a clear error, not in production.
@@ -27,17 +30,6 @@ MAX_VISIBILITY_TIMEOUT_S = defaults.MAX_VISIBILITY_TIMEOUT_S
 MAX_QUEUE_NAME_LENGTH = 80
 #: How long dead-letter queues keep messages: the SQS maximum, 14 days, so there is time to look.
 DEAD_RETENTION_S = 14 * 24 * 60 * 60
-#: Attempts per request (first one included) before a connection error or throttling is raised.
-MAX_ATTEMPTS = 5
-#: Seconds to open a connection; reads wait the long poll plus :data:`READ_MARGIN_S`.
-CONNECT_TIMEOUT_S = 5.0
-READ_MARGIN_S = 10.0
-#: How often a long poll's caller looks whether it was interrupted.
-INTERRUPT_CHECK_S = 0.05
-#: Message group of FIFO messages sent without one.
-DEFAULT_GROUP = "sqjobs"
-#: Attempts at the entries of a batch that SQS failed on its side (not the sender's fault).
-BATCH_ENTRY_ATTEMPTS = 3
 
 QUEUE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]+(\.fifo)?$")
 SYSTEM_ATTRIBUTES = ["ApproximateReceiveCount", "SentTimestamp", "MessageGroupId"]

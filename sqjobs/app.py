@@ -1,0 +1,244 @@
+"""The application object: settings, broker, status store, job registry and middleware in one place.
+
+Workers, beaters and the producer are given an :class:`App`. Most programs
+use the default one behind the module-level API (``sqjobs.configure``,
+``fn.delay()``): it is made on first use, from what ``configure`` was
+given, else the file named by ``SQJOBS_CONFIG``, else the embedded defaults
+in the current directory. Nothing connects until it is needed: the broker
+and the status store are made on first use.
+
+``sys.path`` is changed here and only here: ``[sqjobs] path`` entries are
+put in front of it when settings are chosen.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import TYPE_CHECKING, Sequence
+
+from .brokers import Broker, create_broker
+from .config import Settings, load_settings
+from .errors import JobNotFoundError
+from .middleware import Middleware, MiddlewareChain, load_middleware
+from .producer import Producer
+from .registry import Registry
+from .registry import registry as default_registry
+from .status import JobHandle
+from .store import StatusStore, get_store
+from .tracking import DuplicateGuard, StatusTracking
+
+if TYPE_CHECKING:
+    from .job import Job
+
+#: Broker URLs that choose eager mode: each job runs inside ``.delay()``.
+EAGER_URLS = ("eager://", "eager")
+
+
+class App:
+    """One sqjobs application. Every argument is optional; what is not given comes from the settings."""
+
+    def __init__(self, settings: Settings | None = None, *, broker: Broker | str | None = None,
+                 middleware: Sequence[Middleware] | None = None, registry: Registry | None = None) -> None:
+        self._lock = threading.RLock()
+        self._settings = settings
+        self._broker: Broker | None = broker if isinstance(broker, Broker) else None
+        #: True when the broker was given as an instance (not made here from a URL).
+        self._broker_given = self._broker is not None
+        self._broker_url: str | None = broker if isinstance(broker, str) else None
+        self._user_middleware: list[Middleware] = list(middleware or ())
+        self._chain: MiddlewareChain | None = None
+        self.registry = registry or default_registry
+        self.producer = Producer(self)
+        if settings is not None:
+            _use_paths(settings)
+
+    def __repr__(self) -> str:
+        source = self._settings.source if self._settings is not None else None
+        return f"<App {source or 'defaults'} broker={self.broker_url}>"
+
+    # -- choosing ----------------------------------------------------------------------
+
+    def configure(self, config: str | None = None, *, broker: Broker | str | None = None,
+                  settings: Settings | None = None, middleware: Sequence[Middleware] | None = None) -> Settings:
+        """Choose settings, broker and middleware; return the settings.
+
+        ``config`` is a config file path, ``settings`` already-read settings.
+        A call with only ``broker`` (or only ``middleware``) keeps the
+        current settings, reading them first if none were, and changes only
+        what it names. A broker that is replaced is closed.
+        """
+        with self._lock:
+            if settings is None and config is None and (broker is not None or middleware is not None):
+                chosen = self.settings
+            else:
+                chosen = settings or load_settings(config)
+            _use_paths(chosen)
+            keep_broker = broker is None and settings is None and config is None
+            self._settings = chosen
+            if not keep_broker:
+                self._replace_broker(broker)
+            if middleware is not None:
+                self._user_middleware = list(middleware)
+            self._chain = None
+            return chosen
+
+    def _replace_broker(self, broker: Broker | str | None) -> None:
+        old = self._broker
+        self._broker = broker if isinstance(broker, Broker) else None
+        self._broker_given = self._broker is not None
+        self._broker_url = broker if isinstance(broker, str) else None
+        if old is not None and old is not self._broker:
+            old.close()
+
+    def with_broker(self, broker: Broker) -> App:
+        """This app if ``broker`` is its broker, else a sibling with the same settings, registry and middleware."""
+        if self._broker is broker:
+            return self
+        return App(self.settings, broker=broker, registry=self.registry, middleware=self._user_middleware)
+
+    def close(self) -> None:
+        """Close the broker (a new one is made if the app is used again)."""
+        with self._lock:
+            self._replace_broker(None)
+
+    # -- what the app holds --------------------------------------------------------------
+
+    @property
+    def settings(self) -> Settings:
+        """The settings, read on first use."""
+        with self._lock:
+            if self._settings is None:
+                self._settings = load_settings()
+                _use_paths(self._settings)
+            return self._settings
+
+    @property
+    def chosen_settings(self) -> Settings | None:
+        """The settings chosen so far, or None if none were (reads nothing)."""
+        return self._settings
+
+    @property
+    def broker_url(self) -> str:
+        """The URL of the broker this app uses (``eager://`` in eager mode)."""
+        if self._broker_given and self._broker is not None:
+            return f"{self._broker.scheme}://"
+        return self._broker_url or self.settings.broker_url
+
+    @property
+    def eager(self) -> bool:
+        """True in eager mode: ``.delay()`` runs the job at once, in the caller."""
+        return not self._broker_given and self.broker_url in EAGER_URLS
+
+    @property
+    def broker(self) -> Broker:
+        """The broker, made on first use (eager mode keeps raw sends in memory)."""
+        with self._lock:
+            if self._broker is None:
+                url = "memory://" if self.eager else self.broker_url
+                self._broker = create_broker(url, self.settings.section_values("sqs"))
+            return self._broker
+
+    @property
+    def store(self) -> StatusStore:
+        """The status store of ``[sqjobs] database`` (connects on first query)."""
+        return get_store(self.settings.database_url)
+
+    @property
+    def tracking(self) -> str:
+        """``[sqjobs] track``: ``marked``, ``all`` or ``none``."""
+        return str(self.settings.get("sqjobs", "track"))
+
+    def is_tracked(self, job_class: type[Job] | None) -> bool:
+        """True when the status of ``job_class`` is recorded (None, a job unknown here: not tracked)."""
+        mode = self.tracking
+        if job_class is None or mode == "none":
+            return False
+        return mode == "all" or bool(getattr(job_class, "track", False))
+
+    @property
+    def middleware(self) -> MiddlewareChain:
+        """The middleware in the order they run: sqjobs' own, those of ``[sqjobs] middleware``, then given ones."""
+        with self._lock:
+            if self._chain is None:
+                builtin: list[Middleware] = []
+                if self.tracking != "none":
+                    builtin += [DuplicateGuard(self), StatusTracking(self)]
+                configured = load_middleware(self.settings.get("sqjobs", "middleware"),
+                                             f"{self.settings.source or 'configuration'}: [sqjobs] middleware")
+                self._chain = MiddlewareChain([*builtin, *configured, *self._user_middleware])
+            return self._chain
+
+    @property
+    def user_middleware(self) -> list[Middleware]:
+        """The middleware given to :meth:`configure` or the constructor (not the configured or built-in ones)."""
+        return list(self._user_middleware)
+
+    def add_middleware(self, item: Middleware) -> None:
+        """Add ``item`` after the others (the worker adds its health file this way)."""
+        with self._lock:
+            self._user_middleware.append(item)
+            self._chain = None
+
+
+def _use_paths(settings: Settings) -> None:
+    """Put the settings' ``[sqjobs] path`` entries in front of ``sys.path`` (the one place that changes it)."""
+    for path in reversed(settings.import_paths):
+        add_import_path(path)
+
+
+def add_import_path(path: str) -> None:
+    """Put ``path`` in front of ``sys.path`` if it is not there (``--import`` finds modules in the current folder)."""
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+
+_default: App | None = None
+_default_lock = threading.Lock()
+
+
+def current_app() -> App:
+    """The default application, made on first use."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = App()
+        return _default
+
+
+def configure(config: str | None = None, *, broker: Broker | str | None = None, settings: Settings | None = None,
+              middleware: Sequence[Middleware] | None = None) -> Settings:
+    """Configure the default application (see :meth:`App.configure`); return its settings."""
+    return current_app().configure(config, broker=broker, settings=settings, middleware=middleware)
+
+
+def reset() -> None:
+    """Forget the default application, closing its broker (tests use this between cases)."""
+    global _default
+    with _default_lock:
+        app, _default = _default, None
+    if app is not None:
+        app.close()
+
+
+def get_broker() -> Broker:
+    """The default application's broker."""
+    return current_app().broker
+
+
+def get_settings() -> Settings:
+    """The default application's settings."""
+    return current_app().settings
+
+
+def get_job(job_id: str, app: App | None = None) -> JobHandle:
+    """Return the handle of the tracked job ``job_id`` from its row (in the default app's database).
+
+    Raises JobNotFoundError if no row has that id (untracked, unknown or
+    pruned), StatusStoreError if the database cannot be read.
+    """
+    chosen = app or current_app()
+    record = chosen.store.get(job_id)
+    if record is None:
+        raise JobNotFoundError(f"no status row for job {job_id} (not tracked, unknown, or pruned)")
+    return JobHandle.from_record(record, chosen)

@@ -1,0 +1,162 @@
+"""Middleware: code that runs at each step of a job's life, in the process where that step happens.
+
+Subclass :class:`Middleware` and implement the methods you need; every one
+is optional (the base class does nothing). Configure instances with
+``[sqjobs] middleware = package.module.ClassName, ...`` (each made with no
+arguments) or ``sqjobs.configure(middleware=[...])``. They run in the order
+given, after the ones sqjobs ships (status tracking, the duplicate-delivery
+guard, the worker's health file), which are middleware too.
+
+- ``before_enqueue(message)``: in the producer, before the message is sent;
+  it may add ``message.headers[...]`` (they travel on the wire). An exception
+  here refuses the send: the caller gets it and nothing is sent.
+  ``enqueue_failed(message, error)``: the send failed after ``before_enqueue``
+  (status tracking removes the PENDING row it wrote).
+- ``before_run(job, message)`` and ``after_run(job, message, result=None,
+  error=None)``: around each attempt, in the process that runs the job (the
+  worker's job process, or the caller in eager mode). ``before_run`` may
+  raise :class:`~sqjobs.errors.RejectMessage` (the message goes to the
+  dead-letter queue with its reason and the job is never called) or
+  :class:`~sqjobs.errors.SkipMessage` (deleted without running). Any other
+  exception from a middleware is logged with its name and the job runs on.
+- ``after_dead_letter(message, reason)``: in the worker, once a message was
+  moved to ``<queue>-dead``; ``message`` is the raw body (a ``str``) when it
+  could not be decoded.
+- ``worker_started(worker)`` / ``worker_stopped(worker)``: in the worker
+  process, when it starts consuming and when it stops.
+
+An exception from ``after_run``, ``after_dead_letter``, ``worker_started``
+or ``worker_stopped`` is logged with the middleware's name and never changes
+what happens to the message. (Status tracking is the exception that proves
+the rule: while the status database is unreachable its hooks raise
+:class:`~sqjobs.errors.StatusStoreError`, and the worker keeps the message and
+tries again, so that no outcome goes unrecorded.)
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+from .errors import ConfigError, RejectMessage, SkipMessage, StatusStoreError
+
+if TYPE_CHECKING:
+    from .job import Job
+    from .message import JobMessage
+
+logger = logging.getLogger("sqjobs.middleware")
+
+
+class Middleware:
+    """Base class of middleware: every method is an optional no-op."""
+
+    def before_enqueue(self, message: JobMessage) -> None:
+        """Called in the producer before ``message`` is sent; may set ``message.headers[...]``."""
+
+    def enqueue_failed(self, message: JobMessage, error: BaseException) -> None:
+        """Called in the producer when the send of ``message`` failed after its ``before_enqueue``."""
+
+    def before_run(self, job: Job, message: JobMessage) -> None:
+        """Called before each attempt of ``job``, in the process that runs it."""
+
+    def after_run(self, job: Job, message: JobMessage, result: Any = None, error: BaseException | None = None) -> None:
+        """Called after each attempt with its result, or the exception it ended with."""
+
+    def after_dead_letter(self, message: JobMessage | str, reason: str) -> None:
+        """Called in the worker once ``message`` (or a body that could not be decoded) is in ``<queue>-dead``."""
+
+    def worker_started(self, worker: Any) -> None:
+        """Called in the worker process when it starts consuming."""
+
+    def worker_stopped(self, worker: Any) -> None:
+        """Called in the worker process when it stops."""
+
+    @property
+    def name(self) -> str:
+        """The middleware's name in logs: its class's module and name."""
+        return f"{type(self).__module__}.{type(self).__qualname__}"
+
+
+#: Exceptions a middleware raises on purpose to steer a message; they are not its failures.
+PASSED_THROUGH = (RejectMessage, SkipMessage, StatusStoreError)
+
+
+class MiddlewareChain:
+    """The middleware of one application, called in order, each one's failure kept to itself."""
+
+    def __init__(self, middleware: Iterable[Middleware] = ()) -> None:
+        self.middleware: list[Middleware] = list(middleware)
+
+    def __iter__(self) -> Any:
+        return iter(self.middleware)
+
+    def __len__(self) -> int:
+        return len(self.middleware)
+
+    def before_enqueue(self, message: JobMessage) -> None:
+        """Call every ``before_enqueue``; an exception propagates (the send is refused)."""
+        for item in self.middleware:
+            item.before_enqueue(message)
+
+    def enqueue_failed(self, message: JobMessage, error: BaseException) -> None:
+        """Call every ``enqueue_failed``; failures are logged (the send's own error is what the caller gets)."""
+        for item in self.middleware:
+            self.call(item, "enqueue_failed", message, error, passed_through=())
+
+    def before_run(self, job: Job, message: JobMessage) -> None:
+        """Call every ``before_run``; RejectMessage, SkipMessage and StatusStoreError propagate, the rest is logged."""
+        for item in self.middleware:
+            self.call(item, "before_run", job, message)
+
+    def after_run(self, job: Job, message: JobMessage, result: Any = None, error: BaseException | None = None) -> None:
+        """Call every ``after_run`` (last first, like unwinding); StatusStoreError propagates, the rest is logged."""
+        for item in reversed(self.middleware):
+            self.call(item, "after_run", job, message, result, error)
+
+    def after_dead_letter(self, message: JobMessage | str, reason: str) -> None:
+        """Call every ``after_dead_letter``; failures are logged."""
+        for item in self.middleware:
+            self.call(item, "after_dead_letter", message, reason, passed_through=())
+
+    def worker_started(self, worker: Any) -> None:
+        """Call every ``worker_started``; failures are logged."""
+        for item in self.middleware:
+            self.call(item, "worker_started", worker, passed_through=())
+
+    def worker_stopped(self, worker: Any) -> None:
+        """Call every ``worker_stopped`` (last first); failures are logged."""
+        for item in reversed(self.middleware):
+            self.call(item, "worker_stopped", worker, passed_through=())
+
+    @staticmethod
+    def call(item: Middleware, hook: str, *args: Any,
+             passed_through: tuple[type[BaseException], ...] = PASSED_THROUGH) -> None:
+        """Call ``item.hook(*args)``; log its failure with its name unless it is one of ``passed_through``."""
+        try:
+            getattr(item, hook)(*args)
+        except passed_through:
+            raise
+        except Exception:
+            logger.exception("middleware %s: %s failed; going on without it", item.name, hook)
+
+
+def load_middleware(paths: Sequence[str], where: str = "[sqjobs] middleware") -> list[Middleware]:
+    """Import and make each ``package.module.ClassName`` in ``paths`` (no arguments); ConfigError naming ``where``."""
+    made: list[Middleware] = []
+    for path in paths:
+        module_name, _, class_name = path.rpartition(".")
+        if not module_name:
+            raise ConfigError(f"{where}: {path!r} is not a dotted path (package.module.ClassName)")
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:
+            raise ConfigError(f"{where}: cannot import {module_name!r}: {type(exc).__name__}: {exc}") from None
+        cls = getattr(module, class_name, None)
+        if not (isinstance(cls, type) and issubclass(cls, Middleware)):
+            raise ConfigError(f"{where}: {path!r} is not a subclass of sqjobs.Middleware")
+        try:
+            made.append(cls())
+        except Exception as exc:
+            raise ConfigError(f"{where}: {path}() failed: {type(exc).__name__}: {exc}") from None
+    return made

@@ -1,0 +1,20 @@
+"""The states a tracked job's status row goes through."""
+
+from __future__ import annotations
+
+import enum
+
+
+class Status(str, enum.Enum):
+    """States of a tracked job (see :mod:`sqjobs.tracking` for when each is written)."""
+
+    PENDING = "PENDING"
+    STARTED = "STARTED"
+    RETRY = "RETRY"
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    DEAD = "DEAD"
+
+
+#: States after which no attempt follows.
+FINISHED = frozenset({Status.SUCCESS, Status.FAILURE, Status.DEAD})
