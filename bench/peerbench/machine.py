@@ -27,16 +27,19 @@ def cpu_model() -> str:
 
 
 def sqjobs_commit() -> str:
-    """The commit of the checkout the harness runs from (with "+ changes" when the tree differs)."""
+    """The checkout's commit, and the last commit that changed ``sqjobs/`` ("+ changes": uncommitted ones)."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO_DIR, capture_output=True, text=True, timeout=30).stdout.strip()
 
     try:
-        commit = git("rev-parse", "--short=12", "HEAD")
+        head = git("rev-parse", "--short=12", "HEAD")
+        library = git("log", "-1", "--format=%h", "--abbrev=12", "--", "sqjobs")
         dirty = git("status", "--porcelain", "--untracked-files=no", "--", "sqjobs")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return f"{commit}{' + changes' if dirty else ''}" if commit else "unknown"
+    if not head:
+        return "unknown"
+    return f"{head} (sqjobs/ as of {library}{' + changes' if dirty else ''})"
 
 
 def version_of(distribution: str) -> str:

@@ -53,8 +53,10 @@ class Outcome:
     startup_s: float | None = None
     #: Pickup latencies in seconds.
     samples: list[float] = field(default_factory=list)
-    #: What was used or seen (the API measured, duplicates...).
+    #: What was used or seen (the API measured, duplicates...): the same text every round.
     note: str = ""
+    #: Secondary numbers by unit ("calls/s"), summed up as medians in the notes.
+    extras: dict[str, float] = field(default_factory=dict)
 
 
 def environment(system: System, case: str, folder: Path, redis_address: str) -> dict[str, str]:
@@ -172,8 +174,8 @@ class Run:
             shutil.rmtree(folder, ignore_errors=True)
         if answer["api"] == "plain call":
             return Outcome(answer["plain_s"] * 1e6, note="plain call")
-        return Outcome((answer["delay_s"] - answer["plain_s"]) * 1e6,
-                       note=f"{answer['api']}; {1 / answer['delay_s']:,.0f} calls/s")
+        return Outcome((answer["delay_s"] - answer["plain_s"]) * 1e6, note=answer["api"],
+                       extras={"calls/s": 1 / answer["delay_s"]})
 
     def sqs(self, count: int) -> Outcome:
         """Run ``bench/bench_sqs.py`` (moto, no idle watch) for ``count`` jobs; the value is requests per job."""
@@ -190,9 +192,8 @@ class Run:
             raise RunError("bench_sqs.py failed: " + (done.stderr.strip().splitlines() or ["no output"])[-1])
         threads = re.search(r"worker threads: (.*)", done.stdout)
         speed = re.search(r"enqueue \+ drain \(jobs/s\) +([0-9]+)", done.stdout)
-        notes = [f"threads {threads.group(1)}" if threads else "",
-                 f"{speed.group(1)} jobs/s through moto" if speed else ""]
-        return Outcome(float(per_job.group(1)), note="; ".join(filter(None, notes)))
+        return Outcome(float(per_job.group(1)), note=f"threads {threads.group(1)}" if threads else "",
+                       extras={"jobs/s through moto": float(speed.group(1))} if speed else {})
 
 
 def guarded(measure: Callable[..., Outcome], *args: object) -> Outcome:

@@ -82,6 +82,8 @@ class Row:
     def notes(self) -> str:
         """What was used, and how many rounds failed (with the first failure)."""
         notes = list(dict.fromkeys(o.note for o in self.good if o.note))
+        for unit in dict.fromkeys(unit for o in self.good for unit in o.extras):
+            notes.append(f"{statistics.median(o.extras[unit] for o in self.good if unit in o.extras):,.0f} {unit}")
         failed = [o.error for o in self.outcomes if o.error]
         if failed and self.good:
             notes.append(f"{len(failed)} of {len(self.outcomes)} rounds failed: {failed[0]}")
