@@ -1,7 +1,7 @@
 """sqjobs beside Huey, Dramatiq, Celery, RQ and the raw SQLite limit, on the same jobs, in one run.
 
     pip install -e '.[bench]'
-    python bench/peers.py                      # every case, every system, 3 rounds (about half an hour)
+    python bench/peers.py                      # every case, every system, 3 rounds (about 20 minutes)
     python bench/peers.py --case cpu --only sqjobs,raw,dramatiq-p64
     python bench/peers.py --quick              # every case with small counts, 1 round
 
@@ -119,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
                 if system.missing():
                     continue
                 jobs = count
-                if case in DRAIN_CASES and system.max_drain_jobs and not options.jobs:
-                    jobs = min(count, system.max_drain_jobs)
+                if case in DRAIN_CASES and not options.jobs:
+                    jobs = max(1, round(count * system.drain_share))
                 for row_case, outcome in run_case(Run(system, redis, address, deadline_s), case, jobs).items():
                     if jobs != count:
                         outcome.note = "; ".join(filter(None, [f"{jobs:,} jobs", outcome.note]))

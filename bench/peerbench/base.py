@@ -47,8 +47,8 @@ class System:
     script: str | None = None
     #: Cases this row runs; the others are left out of the table (only sqjobs runs "sqs").
     cases: tuple[str, ...] = ("cpu", "io", "async", "enqueue", "pickup", "eager")
-    #: Most jobs a drain run of this system uses unless ``--jobs`` says otherwise (None: the case's count).
-    max_drain_jobs: int | None = None
+    #: Share of a drain case's jobs this system drains unless ``--jobs`` says otherwise (the row says so).
+    drain_share = 1.0
     #: The single-call API the enqueue row measures.
     single_api = ""
 

@@ -4,8 +4,9 @@ Each command starts in a new session, so that it and the processes it forks
 (Dramatiq's and Celery's pools, Huey's workers, sqjobs' job processes) share
 one process group the harness can signal at once. RQ's work horses move to
 a group of their own, so every descendant seen while the group ran is also
-remembered and killed by pid. :meth:`WorkerGroup.stop` sends SIGTERM, waits a
-few seconds, then SIGKILLs what is left; it runs on every exit path (the
+remembered and killed by pid. :meth:`WorkerGroup.stop` SIGKILLs the groups and
+those descendants at once (the measurement is over: a graceful stop would
+only add waiting, some peers take seconds); it runs on every exit path (the
 group is a context manager).
 """
 
@@ -14,14 +15,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import psutil
-
-#: How long the workers get to leave after SIGTERM before they are killed.
-STOP_GRACE_S = 5.0
 
 
 class WorkerGroup:
@@ -72,16 +69,8 @@ class WorkerGroup:
         return " | ".join(line.strip() for line in tail if line.strip())[-600:]
 
     def stop(self) -> None:
-        """SIGTERM every process group, wait up to STOP_GRACE_S, then SIGKILL groups and descendants."""
+        """SIGKILL every process group, and every descendant seen while they ran; collect the commands."""
         self.watch()
-        for process in self.processes:
-            _signal_group(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_S
-        for process in self.processes:
-            try:
-                process.wait(max(deadline - time.monotonic(), 0.01))
-            except subprocess.TimeoutExpired:
-                pass
         for process in self.processes:
             _signal_group(process.pid, signal.SIGKILL)
             process.wait()

@@ -171,7 +171,8 @@ def goals(rows: list[Row]) -> list[str]:
     raw_cpu, d64, d_io = value("raw", "cpu"), value("dramatiq-p64", "cpu"), value("dramatiq", "io")
     ideal = PROCESSES * THREADS / IO_SLEEP_S
     bulk_row = by_key.get(("sqjobs", "enqueue-bulk"))
-    bulk_api = f" (measured with {bulk_row.notes()})" if bulk_row and "delay_many" not in bulk_row.notes() else ""
+    bulk_api = (f" (bulk measured with {bulk_row.notes()})"
+                if bulk_row and bulk_row.good and "fn.delay_many()" not in bulk_row.notes() else "")
     return [
         "1. cpu >= 2 x dramatiq-p64 and >= 0.65 x raw: "
         + verdict((cpu, times(d64, 2.0)), (cpu, times(raw_cpu, 0.65))),
