@@ -140,7 +140,7 @@ class Run:
                 outcome = watch_drain(self.redis, group, count, self.deadline_s)
             ran = self.redis.get_int(DONE_KEY)
             if ran > count:
-                outcome.note = f"{ran - count} job(s) ran twice"
+                outcome.note = "; ".join(filter(None, [outcome.note, f"{ran - count} job(s) ran twice"]))
             return outcome
         finally:
             shutil.rmtree(folder, ignore_errors=True)
