@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from typing import Any, Union
+from typing import Any
 
 from .settings import ENV_REDIS, redis_address
 
-Reply = Union[int, bytes, list, None]
+Reply = int | bytes | list | None
 
 
 class RedisError(Exception):

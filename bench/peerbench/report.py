@@ -126,7 +126,7 @@ def table(rows: list[Row]) -> list[str]:
     widths = [max(len(line[column]) for line in cells) for column in range(len(header) - 1)]
     lines = []
     for number, line in enumerate(cells):
-        lines.append("  ".join(cell.ljust(width) for cell, width in zip(line, widths)) + "  " + line[-1])
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False)) + "  " + line[-1])
         if number == 0:
             lines.append("-" * min(160, sum(widths) + 2 * len(widths) + 10))
     return [line.rstrip() for line in lines]
