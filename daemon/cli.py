@@ -11,9 +11,11 @@ import sys
 
 import click
 
-from sqjobs.cli_common import LOG_FORMAT, SQJobsGroup, config_option
+from sqjobs import logs
+from sqjobs.cli_common import SQJobsGroup, config_option
 from sqjobs.config import load_settings
 from sqjobs.errors import DaemonNotRunningError
+from sqjobs.logs import LEVELS
 
 from . import control
 from .health import Watchdog, backlog_counter, describe
@@ -25,10 +27,12 @@ logger = logging.getLogger("sqjobs.daemon")
 NOT_RUNNING = 3
 
 @click.group(cls=SQJobsGroup)
-@click.option("-v", "--verbose", count=True, help="More logging (-v debug).")
-def main(verbose: int) -> None:
+@click.option("-v", "--verbose", count=True, help="More logging (-v: DEBUG).")
+@click.option("--log-level", type=click.Choice(LEVELS, case_sensitive=False), default=None,
+              help="DEBUG, INFO (the default), WARNING or ERROR; [sqjobs] log_level in the config file.")
+def main(verbose: int, log_level: str | None) -> None:
     """sqjobsd: the supervisor-managed daemon of sqjobs workers and beaters."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT)
+    logs.setup("DEBUG" if verbose else (log_level.upper() if log_level else None))
 
 
 def _print_health(health: list[control.ProcessHealth]) -> bool:

@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from sqjobs.brokers import Broker, create_broker
-from sqjobs.cli_common import LOG_FORMAT
 from sqjobs.config import Settings
 from sqjobs.errors import DaemonError
+from sqjobs.logs import Formatter
 
 from .layout import Layout
 from .procs import pid_alive
@@ -245,7 +245,7 @@ class Watchdog:
         self.client = SupervisorClient(layout)
         self._stop = threading.Event()
         self._parent = os.getppid()
-        self._formatter = logging.Formatter(LOG_FORMAT)
+        self._formatter = Formatter()
 
     def request_stop(self, *_: Any) -> None:
         """Stop the loop; safe from a signal handler."""

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from typing import Any
 
 import click
 
-from . import defaults
+from . import defaults, logs
 from .app import current_app
 from .brokers.base import ORIGIN_ATTRIBUTE, REASON_ATTRIBUTE, Broker, dead_letter_name, is_dead_letter_name
 from .cli_beat import beater, schedule
 from .cli_common import (
-    LOG_FORMAT,
     SQJobsGroup,
     check_status_database,
     config_option,
@@ -26,18 +24,21 @@ from .cli_common import (
 from .cli_status import initdb, prune, status
 from .config import WorkerGroup
 from .errors import UnknownQueueError
+from .logs import LEVELS
 from .message import UNDECODABLE_PREFIX, MalformedMessageError, decode
 from .registry import registry
 from .worker import Worker
 
-__all__ = ["LOG_FORMAT", "SQJobsGroup", "config_option", "main"]
+__all__ = ["SQJobsGroup", "config_option", "main"]
 
 
 @click.group(cls=SQJobsGroup)
-@click.option("-v", "--verbose", count=True, help="More logging (-v debug).")
-def main(verbose: int) -> None:
+@click.option("-v", "--verbose", count=True, help="More logging (-v: DEBUG).")
+@click.option("--log-level", type=click.Choice(LEVELS, case_sensitive=False), default=None,
+              help="DEBUG, INFO (the default), WARNING or ERROR; [sqjobs] log_level in the config file.")
+def main(verbose: int, log_level: str | None) -> None:
     """sqjobs: Simple Queue Jobs."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT)
+    logs.setup("DEBUG" if verbose else (log_level.upper() if log_level else None))
 
 
 @main.command()
@@ -54,9 +55,14 @@ def main(verbose: int) -> None:
               help="Also import this job module (from the current directory too); repeatable.")
 @click.option("--isolation", type=click.Choice(["process", "none"]), default=None,
               help="Run jobs in a supervised job process (the default), or in the worker itself (for pdb).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Jobs run at once: threads for plain jobs, one event loop for async ones.")
+@click.option("--hold", "hold_s", type=click.FloatRange(min=0), default=None,
+              help="Seconds a received message may wait behind running jobs before it is handed back (0: never).")
 def worker(config: str | None, queues: tuple[str, ...], group_name: str | None, burst: bool,
            max_jobs: int | None, prefetch: int | None, visibility_timeout: float | None,
-           status_file: str | None, import_modules: tuple[str, ...], isolation: str | None) -> None:
+           status_file: str | None, import_modules: tuple[str, ...], isolation: str | None,
+           threads: int | None, hold_s: float | None) -> None:
     """Consume QUEUES (default: the group's queues) and run their jobs."""
     settings = configure_app(config, extra_modules=import_modules)
     require_jobs(settings, "worker", import_modules)
@@ -65,7 +71,7 @@ def worker(config: str | None, queues: tuple[str, ...], group_name: str | None, 
         settings.workers[0] if settings.workers else WorkerGroup("default"))
     consumer = Worker.for_group(current_app(), group, queues, prefetch=prefetch,
                                 visibility_timeout_s=visibility_timeout, max_jobs=max_jobs, burst=burst,
-                                status_file=status_file, isolation=isolation)
+                                status_file=status_file, isolation=isolation, threads=threads, hold_s=hold_s)
     consumer.install_signal_handlers()
     sys.exit(consumer.run())
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from . import logs
 from .app import add_import_path, current_app
 from .brokers import Broker
 from .config import Settings
@@ -23,12 +24,12 @@ from .store import check_database
 
 logger = logging.getLogger("sqjobs.cli")
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
 
 
 def configure_app(config: str | None, import_jobs: bool = True, extra_modules: tuple[str, ...] = ()) -> Settings:
     """Configure the default app from the config and import the job modules; create no broker."""
     settings = current_app().configure(config)
+    logs.apply_setting(settings.get("sqjobs", "log_level"))
     if extra_modules:
         add_import_path(os.getcwd())
     if import_jobs:

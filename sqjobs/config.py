@@ -34,6 +34,8 @@ class WorkerGroup:
     unknown_job_refusals: int = default("worker", "unknown_job_refusals")
     crash_allowance: int = default("worker", "crash_allowance")
     isolation: str = default("worker", "isolation")
+    threads: int = default("worker", "threads")
+    hold_s: float = default("worker", "hold_s")
 
 
 @dataclass(frozen=True)

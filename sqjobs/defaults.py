@@ -60,6 +60,12 @@ SQLITE_WAIT_S = 1.0
 SQLITE_POLL_INTERVAL_S = 0.05
 SQLITE_MAX_POLL_INTERVAL_S = 0.25
 
+#: How soon a worker that runs jobs and has room for more asks the broker
+#: again after a receive that found nothing (an idle worker waits in a long
+#: poll instead). On SQS each ask is a paid request: once a second there.
+BUSY_POLL_S = 0.05
+SQS_BUSY_POLL_S = 1.0
+
 #: A worker that receives a job name it does not know hands the message back
 #: for another worker (a rolling deploy: only the new code knows the job),
 #: visible again after this many seconds...

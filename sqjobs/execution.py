@@ -15,7 +15,7 @@ import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import awaiting, defaults
+from . import awaiting, defaults, logs
 from .backoff import exponential
 from .errors import JobTimeoutError, Retry
 from .timelimit import TimeLimit
@@ -101,7 +101,12 @@ def run_attempt(job_class: type[Job], message: JobMessage, queue: str, attempt: 
     and ``KeyboardInterrupt`` included. ``on_success`` follows success; after
     a failure ``on_retry`` if attempts are left, else ``on_failure``.
     """
-    job = job or new_job(job_class, message, queue, attempt, last_attempt)
+    with logs.running(message.id):
+        return _run_attempt(job or new_job(job_class, message, queue, attempt, last_attempt), job_class, message,
+                            last_attempt)
+
+
+def _run_attempt(job: Job, job_class: type[Job], message: JobMessage, last_attempt: bool) -> AttemptResult:
     started = time.monotonic()
     limit = TimeLimit(job_class.timeout, f"job {message.id} {job_class.name}")
     error: BaseException | None = None

@@ -9,36 +9,42 @@ So:
 - a job that kills its process (``os._exit``, a segfault, the out-of-memory
   killer) kills only the job process: the worker sees it die, starts a new
   one, and has that one record the attempt as failed (retried, or
-  dead-lettered after the last attempt); the other messages it holds run as
-  usual;
+  dead-lettered after the last attempt); the other messages run as usual;
 - a job that holds the GIL, or is stuck in C code, cannot stop the
   heartbeat, which runs in another process;
 - a job that outlives its ``timeout`` and cannot be interrupted from inside
-  (see :mod:`sqjobs.timelimit`) is killed from outside
-  ``TIMEOUT_KILL_GRACE_S`` seconds after it, and its attempt fails with a
-  timeout.
+  (see :mod:`sqjobs.timelimit`) is killed from outside, and its attempt
+  fails with a timeout.
 
-The cost: one fork when the worker starts (and after each death), and two
-small pickled messages per job over a pipe.
+Concurrency: the job process runs up to ``concurrency`` jobs at once. With
+1 (the default) its main thread runs them one after the other. With more,
+that many threads take them, and ``async def`` jobs run on one event loop
+the job process keeps (each occupies one of the threads while it awaits), so
+threads and coroutines share the one limit. A thread stuck past its job's
+deadline cannot be stopped: the job process records that attempt as failed
+(a timeout), takes no more work, and asks the worker to replace it once its
+other jobs finished.
 
-Protocol (pickled tuples over a duplex pipe)::
+Protocol: lists of tuples over a duplex pipe, batched both ways::
 
-    worker -> job process:  ("run", message) | ("fail", message, error) | ("exit",)
-    job process -> worker:  ("ready", pid) | ("started", job id, name, timeout_s) | ("done", settlement)
+    worker -> job process:  ("run", token, message) | ("fail", token, message, error) | ("exit",)
+    job process -> worker:  ("ready", pid) | ("done", token, settlement) | ("recycle", reason)
 
-The job process ignores SIGTERM and SIGINT (a terminal's Ctrl-C or
-supervisord signal the whole process group; the worker decides when to
-stop); SIGUSR1 tells it that the worker is stopping, which ends status-write
-retries early. It dies with the worker (``PR_SET_PDEATHSIG``).
+which token runs, and since when, is in a :class:`~sqjobs.tokens.TokenTable`
+both map. The job process ignores SIGTERM and SIGINT (the worker decides
+when to stop); SIGUSR1 tells it the worker is stopping, which ends
+status-write retries early. It dies with the worker (``PR_SET_PDEATHSIG``).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import logging
 import multiprocessing
 import os
+import queue as queue_module
 import signal
 import sys
 import threading
@@ -46,26 +52,33 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any, Callable
 
-from . import defaults
+from . import awaiting, defaults
 from .brokers.base import ReceivedMessage
 from .errors import JobCrashedError, JobTimeoutError, SQJobsError
 from .identity import WORKER_PID_ENV
 from .runner import MessageRunner, Settlement
+from .tokens import Entry, TokenTable
 
 logger = logging.getLogger("sqjobs.jobprocess")
 
-#: Longest wait for the job process between two looks at the worker's own affairs (status file, stop).
-WAIT_SLICE_S = 0.5
 #: Linux prctl option: the signal a process gets when its parent dies.
 _PR_SET_PDEATHSIG = 1
+#: Settlements the job process keeps before it sends them (it sends at once when it has nothing queued).
+BATCH_SETTLEMENTS = 32
+#: Longest time a settlement waits in the job process before it is sent.
+SETTLEMENT_DELAY_S = 0.01
+#: How often a job process with threads looks for a thread stuck past its deadline.
+MONITOR_INTERVAL_S = 0.2
 
 
 class JobProcessDied(SQJobsError):
-    """The job process died (or was killed) before it answered; ``error`` is what the attempt failed with."""
+    """The job process died (or was killed); ``description`` says how."""
 
-    def __init__(self, error: BaseException) -> None:
-        super().__init__(str(error))
-        self.error = error
+    def __init__(self, description: str, timed_out: int | None = None) -> None:
+        super().__init__(description)
+        self.description = description
+        #: The token of the job whose deadline made the worker kill the job process, if that was why.
+        self.timed_out = timed_out
 
 
 def describe_exit(status: int) -> str:
@@ -124,7 +137,158 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _child_main(conn: Connection, make_runner: Callable[[threading.Event], MessageRunner], parent_pid: int) -> None:
+class _Host:
+    """The job process's side: takes what the worker hands over, runs it, sends back the settlements."""
+
+    def __init__(self, conn: Connection, runner: MessageRunner, table: TokenTable, concurrency: int) -> None:
+        self.conn = conn
+        self.runner = runner
+        self.table = table
+        self.concurrency = max(1, concurrency)
+        self.pending: collections.deque[tuple[Any, ...]] = collections.deque()
+        self.outbox: list[tuple[Any, ...]] = []
+        self.first_unsent = 0.0
+        self.send_lock = threading.Lock()
+        #: Tokens running in threads, with their message and deadline (monotonic ns; 0: none).
+        self.running: dict[int, tuple[ReceivedMessage, int]] = {}
+        self.running_lock = threading.Lock()
+        self.recycling = False
+        #: Tokens the monitor settled as timed out while their thread still ran them.
+        self.monitor_settled: set[int] = set()
+        self.work: queue_module.SimpleQueue[tuple[Any, ...] | None] = queue_module.SimpleQueue()
+
+    # -- sending -------------------------------------------------------------------------
+
+    def send(self, events: list[tuple[Any, ...]]) -> None:
+        with self.send_lock:
+            self.conn.send(events)
+
+    def flush(self) -> None:
+        if self.outbox:
+            events, self.outbox = self.outbox, []
+            self.send(events)
+
+    # -- running one ---------------------------------------------------------------------
+
+    def execute(self, item: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        """Run one handed-over item; return its ``done`` event (None when the worker withdrew it)."""
+        if item[0] == "fail":
+            _, token, message, error = item
+            return ("done", token, self.runner.fail(message, error))
+        _, token, message = item
+        if self.runner.stop.is_set() or not self.table.start(token):
+            return None  # the worker stops (it takes back what did not start), or withdrew this one
+
+        def started(decoded: Any, job_class: Any) -> None:
+            self.table.set_deadline(token, job_class.timeout)
+            if self.concurrency > 1 and job_class.timeout:
+                deadline_ns = time.monotonic_ns() + int(job_class.timeout * 1e9)
+                with self.running_lock:
+                    self.running[token] = (message, deadline_ns)
+
+        try:
+            settlement = self.runner.run(message, on_start=started)
+        finally:
+            with self.running_lock:
+                self.running.pop(token, None)
+                abandoned = token in self.monitor_settled
+                self.monitor_settled.discard(token)
+        if abandoned:
+            return None  # the monitor settled it as timed out already
+        self.table.finish(token)
+        return ("done", token, settlement)
+
+    # -- one at a time -------------------------------------------------------------------
+
+    def serve_alone(self) -> None:
+        """Concurrency 1: the main thread reads what comes and runs it, one job after the other."""
+        while True:
+            if not self._read(block=not self.pending):
+                return
+            if not self.pending:
+                continue
+            item = self.pending.popleft()
+            event = self.execute(item)
+            if event is not None:
+                if not self.outbox:
+                    self.first_unsent = time.monotonic()
+                self.outbox.append(event)
+            # A recorded failure is sent at once: the next job may kill this process, and the
+            # worker must not lose the settlement of an attempt that is recorded already.
+            if item[0] == "fail" or not self.pending or len(self.outbox) >= BATCH_SETTLEMENTS or \
+                    time.monotonic() - self.first_unsent >= SETTLEMENT_DELAY_S:
+                self.flush()
+
+    def _read(self, block: bool) -> bool:
+        """Take in what the worker sent (waiting for it when ``block``); False when told to exit."""
+        while True:
+            if not self.conn.poll(None if block else 0):
+                return True
+            try:
+                requests = self.conn.recv()
+            except (EOFError, OSError):
+                return False
+            for request in requests:
+                if request[0] == "exit":
+                    return False
+                self.pending.append(request)
+            block = False
+
+    # -- several at once -----------------------------------------------------------------
+
+    def serve_threads(self) -> None:
+        """Concurrency N: N threads run what the main thread reads; a monitor finds jobs stuck past deadline."""
+        awaiting.start_shared_loop()
+        threads = [threading.Thread(target=self._thread_loop, name=f"sqjobs-job-{n}", daemon=True)
+                   for n in range(self.concurrency)]
+        for thread in threads:
+            thread.start()
+        monitor = threading.Thread(target=self._monitor, name="sqjobs-job-monitor", daemon=True)
+        monitor.start()
+        while self._read(block=True):
+            while self.pending:
+                self.work.put(self.pending.popleft())
+        for _ in threads:
+            self.work.put(None)
+
+    def _thread_loop(self) -> None:
+        while True:
+            item = self.work.get()
+            if item is None:
+                return
+            if (self.recycling or self.runner.stop.is_set()) and item[0] == "run":
+                continue  # the worker takes back what was queued when it hears of the recycle or stops
+            event = self.execute(item)
+            if event is not None:
+                self.send([event])
+
+    def _monitor(self) -> None:
+        """Settle, as timed out, a job whose thread is stuck past its deadline; then ask to be replaced."""
+        grace_ns = int(defaults.TIMEOUT_KILL_GRACE_S * 1e9)
+        while True:
+            time.sleep(MONITOR_INTERVAL_S)
+            now = time.monotonic_ns()
+            with self.running_lock:
+                stuck = [(token, message) for token, (message, deadline) in self.running.items()
+                         if deadline and now > deadline + grace_ns]
+                for token, _ in stuck:
+                    del self.running[token]
+                    self.monitor_settled.add(token)
+            for token, message in stuck:
+                error = JobTimeoutError(f"job of message {message.message_id} ran longer than its timeout and "
+                                       "could not be interrupted (its thread cannot be stopped); the job process "
+                                       "is replaced")
+                settlement = self.runner.fail(message, error)
+                self.table.finish(token)
+                if not self.recycling:
+                    self.recycling = True
+                    self.send([("done", token, settlement), ("recycle", str(error))])
+                else:
+                    self.send([("done", token, settlement)])
+
+
+def _child_main(conn: Connection, make_runner: Callable[[threading.Event], MessageRunner], parent_pid: int,
+                table: TokenTable, concurrency: int) -> None:
     """The job process: answer the worker's requests until it says exit or goes away."""
     _die_with_parent(parent_pid)
     os.environ[WORKER_PID_ENV] = str(parent_pid)
@@ -133,42 +297,31 @@ def _child_main(conn: Connection, make_runner: Callable[[threading.Event], Messa
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGUSR1, lambda *_: stopping.set())
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
-    runner = make_runner(stopping)
-
-    def started(decoded: Any, job_class: Any) -> None:
-        conn.send(("started", decoded.id, decoded.name, job_class.timeout))
-
-    conn.send(("ready", os.getpid()))
-    while True:
-        try:
-            request = conn.recv()
-        except (EOFError, OSError):
-            return
-        if request[0] == "run":
-            settlement = runner.run(request[1], on_start=started)
-        elif request[0] == "fail":
-            settlement = runner.fail(request[1], request[2])
-        else:
-            return
-        conn.send(("done", settlement))
+    host = _Host(conn, make_runner(stopping), table, concurrency)
+    conn.send([("ready", os.getpid())])
+    if host.concurrency == 1:
+        host.serve_alone()
+    else:
+        host.serve_threads()
+    host.flush()
 
 
 class JobProcess:
-    """The worker's handle on one job process; ``on_wait`` is called while the worker waits for it."""
+    """The worker's handle on one job process running up to ``concurrency`` jobs at once."""
 
-    def __init__(self, make_runner: Callable[[threading.Event], MessageRunner],
-                 on_wait: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, make_runner: Callable[[threading.Event], MessageRunner], concurrency: int = 1) -> None:
         self.make_runner = make_runner
-        self.on_wait = on_wait
+        self.concurrency = max(1, concurrency)
         self.pid = 0
+        self.table: TokenTable | None = None
         self._conn: Connection | None = None
-        #: "id name on queue" of the job running now, once the job process said it started.
-        self.running: str | None = None
-        self._timeout_s = 0.0
+        #: True once the job process asked to be replaced (a thread stuck past its deadline).
+        self.recycling = False
 
     def start(self) -> None:
         """Fork the job process and wait until it is ready; raise JobProcessDied if it is not."""
         parent_conn, child_conn = multiprocessing.Pipe(duplex=True)
+        table = TokenTable()
         parent_pid = os.getpid()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -177,7 +330,7 @@ class JobProcess:
             code = 0
             try:
                 parent_conn.close()
-                _child_main(child_conn, self.make_runner, parent_pid)
+                _child_main(child_conn, self.make_runner, parent_pid, table, self.concurrency)
             except BaseException:  # noqa: B036 - nothing may escape into the worker's code path
                 logger.exception("job process %d failed", os.getpid())
                 code = 70
@@ -189,81 +342,67 @@ class JobProcess:
                     sys.stderr.flush()
                 os._exit(code)
         child_conn.close()
-        self.pid, self._conn = pid, parent_conn
-        answer = self._next(None, start_deadline=time.monotonic() + defaults.JOB_PROCESS_START_S)
-        if answer[0] != "ready":
-            self.kill()
-            raise JobProcessDied(JobCrashedError(f"the job process answered {answer[0]!r} instead of ready"))
-        logger.debug("job process %d ready", pid)
+        self.pid, self._conn, self.table = pid, parent_conn, table
+        deadline = time.monotonic() + defaults.JOB_PROCESS_START_S
+        while time.monotonic() < deadline:
+            events = self.events(min(0.5, max(deadline - time.monotonic(), 0)))
+            if events:
+                if events[0][0] == "ready":
+                    logger.debug("job process %d ready", pid)
+                    return
+                break
+        self.kill()
+        raise JobProcessDied(f"the job process did not start within {defaults.JOB_PROCESS_START_S:g} s")
 
     @property
     def alive(self) -> bool:
         """True while the job process runs."""
         return self._conn is not None
 
-    def run(self, message: ReceivedMessage) -> Settlement:
-        """Have the job process handle ``message``; return its settlement.
+    def submit(self, requests: list[tuple[Any, ...]]) -> None:
+        """Hand over ``("run", token, message)`` and ``("fail", token, message, error)`` requests.
 
-        Raises JobProcessDied when it died (or was killed at the job's hard
-        deadline) before it answered.
+        Raises JobProcessDied if the job process is gone.
         """
-        return self._request(("run", message))
-
-    def fail(self, message: ReceivedMessage, error: BaseException) -> Settlement:
-        """Have the job process record ``message``'s attempt as failed with ``error``; return the settlement."""
-        return self._request(("fail", message, error))
-
-    def _request(self, request: tuple[Any, ...]) -> Settlement:
-        assert self._conn is not None, "the job process is not running"
-        self.running = None
+        assert self._conn is not None and self.table is not None, "the job process is not running"
+        for request in requests:
+            if request[0] == "run":
+                self.table.queued(request[1])
         try:
-            self._conn.send(request)
+            self._conn.send(requests)
         except OSError:
             raise self._died() from None
-        kill_at: float | None = None
-        try:
-            while True:
-                answer = self._next(kill_at)
-                if answer[0] == "done":
-                    return answer[1]
-                if answer[0] == "started":
-                    _, job_id, name, timeout_s = answer
-                    self.running = f"{job_id} {name} on {request[1].queue}"
-                    if timeout_s:
-                        kill_at = time.monotonic() + float(timeout_s) + defaults.TIMEOUT_KILL_GRACE_S
-                        self._timeout_s = float(timeout_s)
-        finally:
-            self.running = None
 
-    def _next(self, kill_at: float | None, start_deadline: float | None = None) -> tuple[Any, ...]:
-        """The job process's next answer; JobProcessDied if it dies first or ``kill_at`` passes.
-
-        ``start_deadline``: when a starting job process must have said it is ready.
-        """
+    def events(self, timeout_s: float) -> list[tuple[Any, ...]]:
+        """What the job process sent, waiting up to ``timeout_s`` for something; JobProcessDied if it died."""
         conn = self._conn
         assert conn is not None
-        while True:
-            self.on_wait()
-            slice_s = WAIT_SLICE_S
-            if kill_at is not None:
-                slice_s = max(min(slice_s, kill_at - time.monotonic()), 0)
-            if start_deadline is not None and time.monotonic() > start_deadline:
-                self.kill()
-                raise JobProcessDied(JobCrashedError(
-                    f"the job process did not start within {defaults.JOB_PROCESS_START_S:g} s"))
-            try:
-                if conn.poll(slice_s):
-                    return conn.recv()
-            except (EOFError, OSError):
-                raise self._died() from None
-            if kill_at is not None and time.monotonic() >= kill_at:
-                self.kill()
-                raise JobProcessDied(JobTimeoutError(
-                    f"job {self.running} ran longer than its timeout of {self._timeout_s:g} s and could not be "
-                    f"interrupted; its job process was killed {defaults.TIMEOUT_KILL_GRACE_S:g} s after the timeout"))
+        received: list[tuple[Any, ...]] = []
+        try:
+            if conn.poll(timeout_s):
+                received.extend(conn.recv())
+                while conn.poll(0):
+                    received.extend(conn.recv())
+        except (EOFError, OSError):
+            if received:
+                return received
+            raise self._died() from None
+        if not received:
             ended = self._reap(block=False)
             if ended is not None:
-                raise JobProcessDied(JobCrashedError(f"the job process {ended} while running it"))
+                raise JobProcessDied(f"the job process {ended}")
+        for event in received:
+            if event[0] == "recycle":
+                self.recycling = True
+        return received
+
+    def state(self, token: int) -> Entry | None:
+        """Whether ``token`` is queued, started (since when, until when) or finished, as the table says."""
+        return self.table.get(token) if self.table is not None else None
+
+    def withdraw(self, token: int) -> bool:
+        """Take ``token`` back if it has not started (see :meth:`~sqjobs.tokens.TokenTable.withdraw`)."""
+        return self.table is not None and self.table.withdraw(token)
 
     def _reap(self, block: bool) -> str | None:
         """Collect the job process if it ended; return how it ended (None while it runs)."""
@@ -280,8 +419,7 @@ class JobProcess:
         return describe_exit(status)
 
     def _died(self) -> JobProcessDied:
-        ended = self._reap(block=True) or "died"
-        return JobProcessDied(JobCrashedError(f"the job process {ended} while running it"))
+        return JobProcessDied(f"the job process {self._reap(block=True) or 'died'}")
 
     def _forget(self) -> None:
         if self._conn is not None:
@@ -308,10 +446,18 @@ class JobProcess:
         if self._conn is None:
             return
         with contextlib.suppress(OSError):
-            self._conn.send(("exit",))
+            self._conn.send([("exit",)])
         deadline = time.monotonic() + timeout_s
         while self.pid and time.monotonic() < deadline:
             if self._reap(block=False) is not None:
                 return
             time.sleep(0.01)
         self.kill()
+
+
+def crash_error(description: str) -> JobCrashedError:
+    """The error an attempt fails with when its job process died under it."""
+    return JobCrashedError(f"{description} while running it")
+
+
+__all__ = ["JobProcess", "JobProcessDied", "Settlement", "crash_error", "describe_exit", "fork_quietly"]

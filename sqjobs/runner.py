@@ -106,6 +106,8 @@ class Settlement:
     refusals: int = 0
     #: Set with HAND_BACK when the status database fails in a way no retry fixes: the worker must stop.
     fatal: str = ""
+    #: How long the attempt ran, when one ran here (the worker sizes its prefetch with it).
+    duration_s: float | None = None
 
 
 def known_jobs_text(registry: Registry, listed: int = 10) -> str:
@@ -267,7 +269,7 @@ class MessageRunner:
             logger.error("job %s %s on %s: %s", decoded.id, decoded.name, message.queue, _error_text(error))
             return Settlement(Action.DEAD_LETTER, reason=cut_reason(_error_text(error)), job_id=decoded.id)
         attempt_no, last_attempt = self._attempt_number(message, job_class)
-        logger.info("job %s %s on %s: attempt %d started", decoded.id, decoded.name, message.queue, attempt_no)
+        logger.debug("job %s %s on %s: attempt %d started", decoded.id, decoded.name, message.queue, attempt_no)
         self._attempt_ran = False
 
         def started(started_message: JobMessage, started_class: type[Job]) -> None:
@@ -308,18 +310,19 @@ class MessageRunner:
             return Settlement(Action.DEAD_LETTER, reason=cut_reason(attempt.reason), job_id=decoded.id)
         if attempt.outcome is Outcome.SUCCESS:
             logger.info("%s succeeded in %.3f s", where, attempt.duration_s)
-            return Settlement(Action.DELETE, job_id=decoded.id, ran=True)
+            return Settlement(Action.DELETE, job_id=decoded.id, ran=True, duration_s=attempt.duration_s)
         error = _error_text(attempt.error)
         if last_attempt:
             reason = cut_reason(f"failed after {attempt_no} attempt(s): {error}")
             logger.error("%s failed in %.3f s, no attempts left: %s", where, attempt.duration_s, reason)
-            return Settlement(Action.DEAD_LETTER, reason=reason, job_id=decoded.id, ran=True)
+            return Settlement(Action.DEAD_LETTER, reason=reason, job_id=decoded.id, ran=True,
+                              duration_s=attempt.duration_s)
         delay_s = attempt.requested_delay_s
         if delay_s is None:
             delay_s = backoff_delay(type(attempt.job), attempt_no)
         delay_s = min(delay_s, defaults.MAX_VISIBILITY_TIMEOUT_S)
         logger.warning("%s failed in %.3f s, retry in %.1f s: %s", where, attempt.duration_s, delay_s, error)
-        return Settlement(Action.POSTPONE, delay_s=delay_s, job_id=decoded.id, ran=True)
+        return Settlement(Action.POSTPONE, delay_s=delay_s, job_id=decoded.id, ran=True, duration_s=attempt.duration_s)
 
     def _refuse_unknown(self, message: ReceivedMessage, decoded: JobMessage) -> Settlement:
         """Hand back a message whose job this worker does not know; dead-letter it after enough refusals.

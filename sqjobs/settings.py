@@ -41,6 +41,14 @@ def as_count(text: str) -> int:
     return value
 
 
+def as_positive_count(text: str) -> int:
+    """A whole number, 1 or more."""
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
 def as_seconds(text: str) -> float:
     """A number of seconds, 0 or more."""
     value = float(text)
@@ -147,6 +155,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sqjobs", "path", as_list, (), "Directories prepended to sys.path before importing the job modules."),
     Setting("sqjobs", "track", one_of(*TRACK_MODES), "marked",
             "Which jobs record their status: marked (track=True or ResultJob), all, none."),
+    Setting("sqjobs", "log_level", one_of(*(level.lower() for level in ("DEBUG", "INFO", "WARNING", "ERROR"))),
+            "info",
+            "How much the commands log: debug, info (one line per finished attempt), warning, error.\n"
+            "-v or --log-level on the command line wins."),
     Setting("sqjobs", "middleware", as_list, (),
             "Middleware classes (package.module.ClassName, comma-separated), each made with no\n"
             "arguments, run in this order after the ones sqjobs ships (see the README)."),
@@ -166,6 +178,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("worker", "processes", as_count, 1, "Worker processes the daemon starts for this group.", "2"),
     Setting("worker", "prefetch", as_count, 10,
             "Messages received at once (1 to 10). Use 1 for long jobs, so others take the rest."),
+    Setting("worker", "threads", as_positive_count, 1,
+            "Jobs a worker process runs at once (--threads): threads for plain jobs, one event\n"
+            "loop for async def jobs, one limit for both. 1 runs them one after the other."),
+    Setting("worker", "hold_s", as_seconds, 1.0,
+            "Seconds a received message may wait behind running jobs before the worker hands\n"
+            "it back for another worker; and jobs slower than this on average make a worker\n"
+            "receive only what it can start at once (no prefetch)."),
     Setting("worker", "visibility_timeout_s", as_seconds, 60.0,
             "Seconds a received message stays hidden; the heartbeat renews it while the\n"
             "worker holds it, so this only bounds how long a crashed worker delays a job."),

@@ -1,16 +1,25 @@
 """The worker: receive -> run -> delete, retry or dead-letter, with a visibility heartbeat.
 
 One worker consumes one or more queues in priority order (the first queue is
-served first). It holds the messages it received (the running one and the
-prefetched ones) and a heartbeat thread keeps them hidden while it does.
-SIGTERM or SIGINT stops it gracefully: no new receive, the running job
-finishes, the prefetched messages are handed back at once, exit code 0.
+served first). It receives ahead of the jobs it runs, so that they never
+wait for the broker, and holds every message it received until it is
+settled; a heartbeat thread keeps them hidden while it does. SIGTERM or
+SIGINT stops it gracefully: no new receive, the running jobs finish, the
+messages that did not start are handed back at once, exit code 0.
 
 With ``isolation="process"`` (the default) the jobs run in a job process the
-worker forks and supervises (:mod:`sqjobs.jobprocess`): a job that crashes,
-hangs in C code or holds the GIL cannot take the worker, its heartbeat or the
-other messages it holds with it. ``isolation="none"`` runs them in the worker
-itself, for debugging with pdb and for tests that step the loop.
+worker forks and supervises (:mod:`sqjobs.jobprocess`), up to ``threads`` at
+once: a job that crashes, hangs in C code or holds the GIL cannot take the
+worker, its heartbeat or the other messages it holds with it.
+``isolation="none"`` runs them in the worker itself, one at a time
+(:mod:`sqjobs.inline`), for debugging with pdb and for tests that step the
+loop.
+
+How much it holds: ``threads`` running plus, while its jobs are quick, one
+receive (``prefetch``) ahead; no more than it expects to start within
+``hold_s`` when they are slow. A message that waited ``hold_s`` unstarted
+behind a long job is handed back for another worker (where the broker takes
+the receive back, so that it costs no attempt: not on SQS).
 
 What to do with each message is decided by :mod:`sqjobs.runner`; the worker
 applies the decision to the broker. Tests drive it without threads or
@@ -30,16 +39,19 @@ from . import defaults
 from .app import App, current_app
 from .brokers.base import Broker, ReceivedMessage, cut_reason
 from .config import WorkerGroup
-from .errors import BrokerAuthError, MalformedMessageError, StatusStorePermanentError
+from .errors import BrokerAuthError, JobTimeoutError, MalformedMessageError, StatusStorePermanentError
 from .healthfile import HealthFile
 from .heartbeat import HeldMessages
-from .jobprocess import JobProcess, JobProcessDied
+from .inline import InlineJobs
+from .jobprocess import JobProcess, JobProcessDied, crash_error
 from .message import JobMessage, decode
 from .middleware import Middleware, MiddlewareChain
 from .outage import Outage, traceback_for
+from .pipeline import Item, Pipeline
 from .registry import Registry
 from .runner import REFUSALS_ATTRIBUTE, Action, MessageRunner, Settlement, known_jobs_text
 from .settings import ISOLATIONS, default
+from .tokens import QUEUED, STARTED
 
 logger = logging.getLogger("sqjobs.worker")
 
@@ -52,10 +64,14 @@ ERROR_PAUSE_MAX_S = 30.0
 UNDEAD_MEMORY = 10_000
 #: How long a worker remembers the deaths of its job process, for ``sqjobsd status``.
 CRASH_MEMORY_S = 600.0
+#: Longest wait for the job process's answers before the worker looks at its timers again.
+TICK_S = 0.1
+#: Longest time a succeeded message waits for its delete (they are deleted ten at a time).
+DELETE_DELAY_S = 0.2
+#: Weight of the newest job duration in the running average that sizes how far ahead the worker receives.
+DURATION_WEIGHT = 0.2
 
-#: Pause after a broker error before trying again (doubled up to the cap).
-ERROR_PAUSE_S = 1.0
-ERROR_PAUSE_MAX_S = 30.0
+Jobs = JobProcess | InlineJobs
 
 
 class Worker:
@@ -83,6 +99,8 @@ class Worker:
         unknown_job_refusals: int | None = None,
         crash_allowance: int | None = None,
         isolation: str | None = None,
+        threads: int | None = None,
+        hold_s: float | None = None,
     ) -> None:
         if not queues:
             raise ValueError("a worker needs at least one queue")
@@ -97,10 +115,15 @@ class Worker:
         isolation = isolation or default("worker", "isolation")
         if isolation not in ISOLATIONS:
             raise ValueError(f"isolation must be one of {', '.join(ISOLATIONS)}, got {isolation!r}")
+        self.threads = max(1, threads or default("worker", "threads"))
+        if isolation == "none" and self.threads > 1:
+            raise ValueError(f"{self.threads} threads need isolation = process: isolation = none runs one job at "
+                             "a time, in the worker itself")
         self.broker = self.app.broker
         self.registry = self.app.registry
         self.queues = list(queues)
         self.prefetch = max(1, min(prefetch or default("worker", "prefetch"), defaults.MAX_BATCH))
+        self.hold_s = default("worker", "hold_s") if hold_s is None else hold_s
         self.visibility_timeout_s = visibility_timeout_s or default("worker", "visibility_timeout_s")
         self.wait_s = self.broker.default_wait_s if wait_s is None else wait_s
         self.max_jobs = default("worker", "max_jobs") if max_jobs is None else max_jobs
@@ -127,15 +150,17 @@ class Worker:
         #: When the job process died (recent ones only), and why the last time.
         self.crashes: list[float] = []
         self.last_crash: str | None = None
-        #: Messages whose job succeeded, deleted together when the batch is done.
+        #: The messages held: parked here, or handed over to run.
+        self.pipeline = Pipeline()
+        #: Messages whose job succeeded, deleted ten at a time (or after DELETE_DELAY_S).
         self._succeeded: list[ReceivedMessage] = []
-        #: The job running in this process (isolation "none"), for the stop notice; and the batch's progress.
-        self._running: str | None = None
-        self._batch_size = 0
-        self._batch_started = 0
-        self._inline_runner = self._make_runner(self._stopping)
-        self._job_process: JobProcess | None = None
-        #: Broker failures in a row in :meth:`run`: one line per backoff step, one when a receive works again.
+        self._first_succeeded_at = 0.0
+        #: Running average of job durations (None until a job ran): how far ahead to receive.
+        self._average_s: float | None = None
+        #: A busy worker asks the broker again no sooner than this (monotonic) after finding nothing.
+        self._next_receive_at = 0.0
+        self._jobs: Jobs | None = None
+        #: Broker failures in a row: one line per backoff step, one when a receive works again.
         self.broker_outage = Outage(logger, "broker", "receiving", ERROR_PAUSE_S, ERROR_PAUSE_MAX_S)
         #: Messages whose move to the dead-letter queue failed, with their reason: never run again, only moved.
         self._undead: dict[str, str] = {}
@@ -146,15 +171,16 @@ class Worker:
     def for_group(cls, app: App, group: WorkerGroup, queues: Sequence[str] = (), **options: Any) -> Worker:
         """A worker with the options of ``[worker:NAME]`` ``group``; ``options`` given (not None) win."""
         chosen: dict[str, Any] = dict(prefetch=group.prefetch, visibility_timeout_s=group.visibility_timeout_s,
-                      max_jobs=group.max_jobs, unknown_job_refusals=group.unknown_job_refusals,
-                      crash_allowance=group.crash_allowance, isolation=group.isolation)
+                                      max_jobs=group.max_jobs, unknown_job_refusals=group.unknown_job_refusals,
+                                      crash_allowance=group.crash_allowance, isolation=group.isolation,
+                                      threads=group.threads, hold_s=group.hold_s)
         chosen.update({key: value for key, value in options.items() if value is not None})
         return cls(app, list(queues) or list(group.queues), **chosen)
 
     @property
     def job_process(self) -> JobProcess | None:
         """The job process running now (None without isolation, or between two)."""
-        return self._job_process
+        return self._jobs if isinstance(self._jobs, JobProcess) else None
 
     @property
     def middleware(self) -> MiddlewareChain:
@@ -173,152 +199,340 @@ class Worker:
         return self._stopping.is_set()
 
     def request_stop(self, signum: int | None = None, frame: Any = None) -> None:
-        """Ask the worker to stop after the running job; safe from a signal handler."""
+        """Ask the worker to stop after the running jobs; safe from a signal handler."""
         self._stopping.set()
         self.broker.interrupt()
-        if self._job_process is not None:
-            self._job_process.stop_retrying()
+        if self._jobs is not None:
+            self._jobs.stop_retrying()
         if signum is not None:
             self.held.notify(self._stop_notice(signal.Signals(signum).name))
 
     def _stop_notice(self, what: str) -> str:
         """The line a stop request logs: what runs now and what will be handed back."""
-        running = self._running or (self._job_process.running if self._job_process is not None else None)
-        if running is None:
-            return f"{what} received: stopping (no job running)"
-        waiting = max(self._batch_size - self._batch_started, 0)
-        return (f"{what} received: no new receive; job {running} finishes first, then {waiting} prefetched "
-                "message(s) are handed back and the worker exits")
+        running = [item for item in list(self.pipeline.handed.values()) if self._state(item.token) == STARTED]
+        waiting = len(self.pipeline) - len(running)
+        back = f"{waiting} prefetched message(s) are handed back"
+        if not running:
+            return f"{what} received: stopping (no job running)" + (f"; {back}" if waiting else "")
+        names = ", ".join(self._describe(item.message) for item in running)
+        verb = "finishes" if len(running) == 1 else "finish"
+        return (f"{what} received: no new receive; job{'s' if len(running) > 1 else ''} {names} {verb} first, "
+                f"then {back} and the worker exits")
+
+    @staticmethod
+    def _describe(message: ReceivedMessage) -> str:
+        """``<job id> <name> on <queue>`` for a log line (the message id when it does not decode)."""
+        try:
+            decoded = decode(message.body, message.message_id)
+        except MalformedMessageError:
+            return f"of message {message.message_id} on {message.queue}"
+        return f"{decoded.id} {decoded.name} on {message.queue}"
 
     def install_signal_handlers(self) -> None:
         """Make SIGTERM and SIGINT graceful stops."""
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
 
-    # -- one step ----------------------------------------------------------------------
+    # -- receiving ---------------------------------------------------------------------
 
-    def receive(self, wait_s: float) -> list[ReceivedMessage]:
+    def receive(self, wait_s: float, max_messages: int | None = None) -> list[ReceivedMessage]:
         """Receive from the first queue (in priority order) that has messages; wait on the last."""
+        count = max_messages or self.prefetch
         for index, queue in enumerate(self.queues):
             last = index == len(self.queues) - 1
-            messages = self.broker.receive(queue, self.prefetch, wait_s if last else 0, self.visibility_timeout_s)
+            messages = self.broker.receive(queue, count, wait_s if last else 0, self.visibility_timeout_s)
             if messages:
                 return messages
             if self.stopping:
                 break
         return []
 
-    def run_once(self, wait_s: float = 0) -> int:
-        """Receive one batch and process it; return how many messages were handled."""
+    def _capacity(self) -> int:
+        """How many messages the worker may hold now: one per thread, and what it expects to start soon.
+
+        Ahead of its threads it holds one receive (``prefetch``), but no more
+        than its free threads are expected to start within ``hold_s`` at the
+        running average job duration; none while every thread runs a job
+        that has run longer than ``hold_s`` already. ``hold_s`` 0: always one
+        receive ahead.
+        """
+        ahead = self.prefetch
+        if self.hold_s > 0:
+            long_ns = time.monotonic_ns() - int(self.hold_s * 1e9)
+            long_running = 0
+            if self._jobs is not None:
+                for item in self.pipeline.handed.values():
+                    entry = self._jobs.state(item.token)
+                    if entry is not None and entry.state == STARTED and entry.started_ns < long_ns:
+                        long_running += 1
+            free = self.threads - long_running
+            if free <= 0:
+                ahead = 0
+            elif self._average_s:
+                ahead = min(ahead, int(self.hold_s * free / self._average_s))
+        capacity = self.threads + ahead
+        if self.max_jobs:
+            capacity = min(capacity, max(self.max_jobs - self.jobs_done, 0))
+        return capacity
+
+    def _wanted(self, now: float) -> int:
+        """How many messages to receive now (0: none): a thread is free, or there is room for a receive."""
+        if self.stopping or self.pipeline.has_suspect:
+            return 0  # a suspect runs once the messages held with it ran: none are added meanwhile
+        capacity = self._capacity()
+        held = len(self.pipeline)
+        room = capacity - held
+        if room <= 0:
+            return 0
+        if held and (now < self._next_receive_at or
+                     (held >= self.threads and room < min(self.prefetch, max(1, capacity // 2)))):
+            return 0
+        return min(room, self.prefetch)
+
+    def _take_in(self, wait_s: float, max_messages: int) -> int:
+        """Receive up to ``max_messages`` and park them; return how many came."""
         self.last_poll_at = self.clock()
-        messages = self.receive(wait_s)
+        messages = self.receive(wait_s, max_messages)
         self.broker_outage.recovered()
-        if messages:
-            self.last_received_at = self.clock()
+        if not messages:
+            return 0
+        self.last_received_at = self.clock()
         self.held.add(messages)
-        messages = self._suspects_last(messages)
-        handled = 0
-        # FIFO queues: once a message of a group did not succeed (it waits for a retry), the rest of
-        # its group in this batch is handed back unrun, so the group keeps its order.
-        blocked_groups: set[tuple[str, str]] = set()
-        held_back: list[ReceivedMessage] = []
-        self._batch_size, self._batch_started = len(messages), 0
-        try:
-            for message in messages:
-                if self.stopping:
-                    break
-                handled += 1
-                self._batch_started = handled
-                group = (message.queue, message.group_id) if message.group_id is not None else None
-                if group is not None and group in blocked_groups:
-                    held_back.append(message)
+        now = time.monotonic()
+        items: list[Item] = []
+        spare: list[ReceivedMessage] = []
+        suspect_held = self.pipeline.has_suspect
+        for message in messages:
+            if message.unsettled_before:
+                if suspect_held:
+                    spare.append(message)
                     continue
-                if message.unsettled_before:
-                    self._flush_deletes()
-                self.process(message)
-                if group is not None and message not in self._succeeded:
-                    blocked_groups.add(group)
-                if self.max_jobs and self.jobs_done >= self.max_jobs:
-                    self._stopping.set()
-        finally:
-            self.held.hand_back(held_back + messages[handled:])
-            self._flush_deletes()
-        return handled
-
-    def _suspects_last(self, messages: list[ReceivedMessage]) -> list[ReceivedMessage]:
-        """Order a batch so that a message whose last worker died with it runs last, and alone.
-
-        Such a message (a suspect) may kill this worker too. The other
-        messages run first; only the first suspect is kept, after them, and
-        the other suspects are handed back unstarted at once (their receive
-        taken back where the broker can). The finished messages are deleted
-        before the suspect starts (see :meth:`run_once`), so if it kills the
-        worker it takes no other message with it.
-        """
-        suspects = [m for m in messages if m.unsettled_before]
-        if not suspects:
-            return messages
-        suspect, spare = suspects[0], suspects[1:]
-        logger.warning("message %s on %s comes back from a worker that died while holding it: it runs last and "
-                       "alone%s", suspect.message_id, suspect.queue,
-                       f"; {len(spare)} other such message(s) handed back" if spare else "")
+                suspect_held = True
+                logger.warning("message %s on %s comes back from a worker that died while holding it: it runs "
+                               "alone, once the jobs handed over before it finished", message.message_id,
+                               message.queue)
+                items.append(Item(message, now, alone=True))
+            else:
+                items.append(Item(message, now))
         if spare:
+            logger.warning("%d other message(s) back from a worker that died are handed back: one runs alone at "
+                           "a time", len(spare))
             self.held.hand_back(spare)
-        return [m for m in messages if not m.unsettled_before] + [suspect]
+        self.pipeline.park(items)
+        return len(messages)
 
-    def process(self, message: ReceivedMessage) -> None:
-        """Run and settle one message; never raises for a bad message or a failed job.
+    # -- handing over ------------------------------------------------------------------
 
-        A message this worker already tried and failed to dead-letter is not
-        run again: it is only moved (again).
-        """
-        reason = self._undead.get(message.message_id)
-        if reason is not None:
-            self.apply(message, Settlement(Action.DEAD_LETTER, reason=reason))
+    def _jobs_ready(self) -> Jobs:
+        """The job process (or the inline runner), started (again) if it is not running."""
+        if self._jobs is None or not self._jobs.alive:
+            if self.isolation == "none":
+                self._jobs = InlineJobs(self._make_runner(self._stopping))
+            else:
+                process = JobProcess(self._make_runner, self.threads)
+                process.start()
+                self._jobs = process
+        return self._jobs
+
+    def _state(self, token: int) -> int | None:
+        """QUEUED, STARTED... for a handed-over token, as its job process's table says."""
+        jobs = self._jobs
+        if jobs is None:
+            return None
+        entry = jobs.state(token)
+        return entry.state if entry is not None else None
+
+    def _hand_over(self, now: float) -> None:
+        """Hand parked messages over to run, as far as the rules and the job process allow."""
+        if not self.pipeline.parked:
             return
-        self.apply(message, self.execute(message))
-
-    def execute(self, message: ReceivedMessage) -> Settlement:
-        """Have ``message`` handled (in the job process, or here) and return its settlement."""
-        if self.isolation == "none":
-            def note_running(decoded: Any, job_class: Any) -> None:
-                self._running = f"{decoded.id} {decoded.name} on {message.queue}"
-
-            return self._inline_runner.run(message, on_start=note_running)
+        if self._jobs is not None and self._jobs.recycling:
+            self._retire_job_process()
+            return
+        if self.stopping:
+            self._give_back_unstarted()
+        limit = self.threads + self.prefetch if self.isolation == "process" else 1
+        room = limit - len(self.pipeline.handed)
+        if room <= 0:
+            return
+        items = self.pipeline.take(room, now, urgent_only=self.stopping)
+        if not items:
+            return
+        undead = [item for item in items if item.message.message_id in self._undead]
+        for item in undead:
+            self.pipeline.settled(item.token)
+            self.apply(item.message, Settlement(Action.DEAD_LETTER, reason=self._undead[item.message.message_id]))
+        items = [item for item in items if item not in undead]
+        if not items:
+            return
+        if items[0].alone:
+            self._flush_deletes()  # if it takes the worker down, it takes no finished message with it
         try:
-            return self._job_process_ready().run(message)
+            self._jobs_ready().submit([item.request() for item in items])
         except JobProcessDied as death:
-            return self._after_death(message, death)
+            self._after_death(death)
 
-    def _job_process_ready(self) -> JobProcess:
-        """The job process, started (again) if it is not running."""
-        if self._job_process is None or not self._job_process.alive:
-            process = JobProcess(self._make_runner)
-            process.start()
-            self._job_process = process
-        return self._job_process
+    def _retire_job_process(self) -> None:
+        """The job process asked to be replaced: take back what it did not start; replace it once it is idle."""
+        jobs = self._jobs
+        assert jobs is not None
+        withdrawn = [item.token for item in self.pipeline.handed.values() if jobs.withdraw(item.token)]
+        self.pipeline.park(self.pipeline.take_back(withdrawn), front=True)
+        if not self.pipeline.handed:
+            logger.warning("job process %d replaced: a job's thread is stuck past its timeout", jobs.pid)
+            jobs.close(timeout_s=defaults.TIMEOUT_KILL_GRACE_S)
+            self._jobs = None
 
-    def _after_death(self, message: ReceivedMessage, death: JobProcessDied) -> Settlement:
-        """The job process died running ``message``: have a new one record the failed attempt."""
+    def _give_back_unstarted(self) -> None:
+        """Stopping: hand back every message that did not start (parked, or queued in the job process)."""
+        items = self.pipeline.unpark_all(keep_failures=True)
+        jobs = self._jobs
+        if jobs is not None:
+            withdrawn = [item.token for item in self.pipeline.handed.values()
+                         if item.error is None and jobs.withdraw(item.token)]
+            items += self.pipeline.take_back(withdrawn)
+        if items:
+            self.held.hand_back([item.message for item in items])
+
+    def _hold_back(self, now: float) -> None:
+        """Hand back, for another worker, the messages that waited ``hold_s`` unstarted behind long jobs.
+
+        Only where the broker takes the receive back (it costs no attempt):
+        on SQS the worker only receives less once it knows its jobs are slow.
+        """
+        if not self.broker.exact_receive_counts or self.hold_s <= 0 or self.isolation == "none":
+            return
+        cutoff = now - self.hold_s
+        items = self.pipeline.unpark_waiting(cutoff)
+        jobs = self._jobs
+        if jobs is not None:
+            waiting = [item.token for item in self.pipeline.handed.values()
+                       if item.received_at < cutoff and item.error is None and not item.alone
+                       and self._state(item.token) == QUEUED]
+            items += self.pipeline.take_back([token for token in waiting if jobs.withdraw(token)])
+        if items:
+            logger.info("%d message(s) waited over %g s behind running jobs: handed back for another worker",
+                        len(items), self.hold_s)
+            self.held.hand_back([item.message for item in items])
+
+    # -- answers from the job process -------------------------------------------------
+
+    def _collect(self, timeout_s: float) -> int:
+        """Take the job process's answers (waiting up to ``timeout_s``) and settle them; return how many."""
+        jobs = self._jobs
+        if jobs is None or not self.pipeline.handed:
+            return 0
+        try:
+            events = jobs.events(timeout_s)
+        except JobProcessDied as death:
+            self._after_death(death)
+            return 0
+        settled = 0
+        for event in events:
+            if event[0] == "done":
+                item = self.pipeline.settled(event[1])
+                if item is not None:
+                    self._settled(item, event[2])
+                    settled += 1
+            elif event[0] == "recycle":
+                logger.error("job process %d: %s; it is replaced once its other jobs finished", jobs.pid, event[1])
+        return settled
+
+    def _settled(self, item: Item, settlement: Settlement) -> None:
+        if settlement.ran and settlement.duration_s is not None:
+            previous = self._average_s
+            self._average_s = settlement.duration_s if previous is None else (
+                previous + DURATION_WEIGHT * (settlement.duration_s - previous))
+        self.apply(item.message, settlement)
+        group = item.group
+        if group is not None and settlement.action is not Action.DELETE:
+            # The group waits for this one's retry: the rest of it goes back unrun, to keep its order.
+            behind = self.pipeline.unpark_group(group)
+            if behind:
+                self.held.hand_back([other.message for other in behind])
+        if self.max_jobs and self.jobs_done >= self.max_jobs:
+            self._stopping.set()
+
+    def _check_deadlines(self) -> None:
+        """Kill the job process when a job ran past its hard deadline (its timeout and a grace)."""
+        process = self.job_process
+        if process is None or process.table is None:
+            return
+        grace_ns = int(defaults.TIMEOUT_KILL_GRACE_S * 1e9) * (2 if self.threads > 1 else 1)
+        now_ns = time.monotonic_ns()
+        for item in list(self.pipeline.handed.values()):
+            entry = process.state(item.token)
+            if entry is None or entry.state != STARTED or not entry.deadline_ns:
+                continue
+            if now_ns > entry.deadline_ns + grace_ns:
+                timeout_s = self._timeout_of(item.message) or (entry.deadline_ns - entry.started_ns) / 1e9
+                error = JobTimeoutError(
+                    f"job {self._describe(item.message)} ran longer than its timeout of {timeout_s:g} s and could "
+                    f"not be interrupted; its job process was killed {grace_ns / 1e9:g} s after the timeout")
+                process.kill()
+                self._after_death(JobProcessDied(str(error), timed_out=item.token), timeout_error=error)
+                return
+
+    def _timeout_of(self, message: ReceivedMessage) -> float | None:
+        """The ``timeout`` of the job ``message`` names (None when unknown here)."""
+        try:
+            return self.registry.get(decode(message.body, message.message_id).name).timeout
+        except Exception:  # noqa: BLE001 - only for a log line; the table's figure serves instead
+            return None
+
+    def _after_death(self, death: JobProcessDied, timeout_error: JobTimeoutError | None = None) -> None:
+        """The job process died: blame the job that killed it, run the others again.
+
+        The attempt of the one job that was running when it died is
+        recorded as failed (by a new job process); jobs queued behind it run
+        again. When several were running (threads) and none passed its
+        deadline, which one killed it is unknown: each runs again alone.
+        """
+        jobs = self._jobs
+        self._jobs = None
+        handed = list(self.pipeline.handed.values())
+        states = {item.token: (jobs.state(item.token) if jobs is not None else None) for item in handed}
+        running = [item for item in handed
+                   if item.error is None and (entry := states[item.token]) is not None and entry.state == STARTED]
+        recording = [item for item in handed if item.error is not None]
         now = self.clock()
         self.crashes = [t for t in self.crashes if now - t < CRASH_MEMORY_S] + [now]
-        self.last_crash = f"{death.error} (message {message.message_id} on {message.queue})"
-        logger.error("message %s on %s: %s; starting a new job process", message.message_id, message.queue,
-                     death.error)
-        try:
-            return self._job_process_ready().fail(message, death.error)
-        except JobProcessDied as again:
-            logger.error("message %s on %s: the new job process died too while recording the failure (%s); "
-                         "the message is hidden for its visibility timeout and counted by the crash ceiling",
-                         message.message_id, message.queue, again.error)
-            return Settlement(Action.POSTPONE, delay_s=self.visibility_timeout_s)
+        culprit: Item | None = None
+        if death.timed_out is not None:
+            culprit = next((item for item in running if item.token == death.timed_out), None)
+        elif len(running) == 1:
+            culprit = running[0]
+        where = (f"message {culprit.message.message_id} on {culprit.message.queue}" if culprit is not None
+                 else f"{len(running)} running job(s)")
+        self.last_crash = f"{death.description} ({where})"
+        logger.error("%s: the job process %s; starting a new job process", where,
+                     death.description.removeprefix("the job process "))
+        taken = self.pipeline.take_back([item.token for item in handed])
+        again: list[Item] = []
+        for item in taken:
+            if item in recording:
+                logger.error("message %s on %s: the job process died too while recording its failed attempt; the "
+                             "message is hidden for its visibility timeout and counted by the crash ceiling",
+                             item.message.message_id, item.message.queue)
+                self.apply(item.message, Settlement(Action.POSTPONE, delay_s=self.visibility_timeout_s))
+            elif item is culprit:
+                item.error = timeout_error or crash_error(death.description)
+                again.append(item)
+            elif item in running and death.timed_out is None:
+                item.alone = True  # one of several that ran when it died: each runs again alone
+                again.append(item)
+            else:
+                again.append(item)
+        again.sort(key=lambda item: (item.error is None, item.alone))
+        self.pipeline.park(again, front=True)
+
+    # -- settling ----------------------------------------------------------------------
 
     def apply(self, message: ReceivedMessage, settlement: Settlement) -> None:
         """Apply ``settlement`` to ``message`` on the broker."""
         if settlement.ran:
             self.jobs_done += 1
             self.last_job = settlement.job_id
-        self._running = None
         if settlement.fatal:
             logger.error("message %s on %s: handed back; the worker stops: %s", message.message_id, message.queue,
                          settlement.fatal)
@@ -326,7 +540,11 @@ class Worker:
             self._stopping.set()
         action = settlement.action
         if action is Action.DELETE:
+            if not self._succeeded:
+                self._first_succeeded_at = time.monotonic()
             self._succeeded.append(message)
+            if len(self._succeeded) >= defaults.MAX_BATCH:
+                self._flush_deletes()
         elif action is Action.POSTPONE:
             self._settle(message, lambda: self.broker.postpone(message.queue, message.receipt, settlement.delay_s))
         elif action is Action.REFUSE:
@@ -336,8 +554,6 @@ class Worker:
             self._dead_letter(message, settlement.reason)
         else:
             self.held.hand_back([message], unstarted=False)
-
-    # -- internals ---------------------------------------------------------------------
 
     def _flush_deletes(self) -> None:
         """Delete the messages whose jobs succeeded, in batches per queue, then stop holding them.
@@ -411,39 +627,99 @@ class Worker:
 
     # -- the loop ----------------------------------------------------------------------
 
+    def _work_on(self, now: float, hold_back: bool = True) -> int:
+        """One turn with messages held: hand over, take answers, keep the timers; return how many settled."""
+        self._hand_over(now)
+        timeout_s = TICK_S if self.pipeline.handed else 0.0
+        if self._succeeded:
+            timeout_s = min(timeout_s, max(self._first_succeeded_at + DELETE_DELAY_S - now, 0))
+        if not self.stopping and self._next_receive_at > now:
+            timeout_s = min(timeout_s, self._next_receive_at - now)
+        settled = self._collect(timeout_s)
+        now = time.monotonic()
+        if self.pipeline.parked and not self.pipeline.handed:
+            self._hand_over(now)
+        if hold_back and not self.stopping:
+            self._hold_back(now)
+        self._check_deadlines()
+        if self._succeeded and (not self.pipeline.handed or now - self._first_succeeded_at >= DELETE_DELAY_S):
+            self._flush_deletes()
+        return settled
+
+    def run_once(self, wait_s: float = 0) -> int:
+        """Receive one batch and settle all of it; return how many messages were settled."""
+        self._take_in(wait_s, self.prefetch)
+        settled = 0
+        while self.pipeline:
+            if self.stopping:
+                self._give_back_unstarted()
+                if not self.pipeline.handed and not self.pipeline.parked:
+                    break
+            settled += self._work_on(time.monotonic(), hold_back=False)
+        self._flush_deletes()
+        return settled
+
     def run(self) -> int:
         """Consume until stopped (signal, --max-jobs, or --burst with empty queues); return exit code 0.
 
         Raises BrokerAuthError, and StatusStorePermanentError when the status
         database failed in a way no retry fixes (the message was handed back).
         """
-        logger.info("worker %d consuming %s", os.getpid(), ", ".join(self.queues))
+        logger.info("worker %d consuming %s%s", os.getpid(), ", ".join(self.queues),
+                    f" with {self.threads} threads" if self.threads > 1 else "")
         middleware = self.middleware
         middleware.worker_started(self)
         self.held.start()
         try:
-            while not self.stopping:
-                try:
-                    handled = self.run_once(0 if self.burst else self.wait_s)
-                except BrokerAuthError:
-                    raise
-                except Exception as exc:
-                    self._stopping.wait(self.broker_outage.failed(exc))
-                    continue
-                if self.burst and handled == 0:
-                    logger.info("worker %d: queues empty, leaving (--burst)", os.getpid())
-                    break
+            self._loop()
         finally:
-            self.held.stop()
-            self.close()
-            middleware.worker_stopped(self)
+            try:
+                self._give_back_unstarted()
+                self._flush_deletes()
+            finally:
+                self.held.stop()
+                self.close()
+                middleware.worker_stopped(self)
         logger.info("worker %d stopped after %d job(s)", os.getpid(), self.jobs_done)
         if self.fatal_error is not None:
             raise self.fatal_error
         return 0
 
+    def _loop(self) -> None:
+        while True:
+            now = time.monotonic()
+            if self.stopping:
+                self._give_back_unstarted()
+                if not self.pipeline:
+                    return
+            wanted = self._wanted(now)
+            if wanted:
+                idle = not self.pipeline
+                try:
+                    got = self._take_in(self.wait_s if idle and not self.burst else 0, wanted)
+                except BrokerAuthError:
+                    raise
+                except Exception as exc:
+                    pause = self.broker_outage.failed(exc)
+                    if idle:
+                        self._stopping.wait(pause)
+                    else:
+                        self._next_receive_at = time.monotonic() + pause
+                    continue
+                if got:
+                    self._hand_over(time.monotonic())
+                elif idle and self.burst:
+                    logger.info("worker %d: queues empty, leaving (--burst)", os.getpid())
+                    return
+                elif not idle:
+                    self._next_receive_at = time.monotonic() + self.broker.busy_poll_s
+                continue
+            if not self.pipeline:
+                return  # no room and nothing held: --max-jobs reached
+            self._work_on(now)
+
     def close(self) -> None:
         """Stop the job process, if one runs (``run`` does this when it returns)."""
-        if self._job_process is not None:
-            self._job_process.close()
-            self._job_process = None
+        if self._jobs is not None:
+            self._jobs.close()
+            self._jobs = None

@@ -6,6 +6,7 @@ arguments; small appends with O_APPEND are atomic between processes.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -28,6 +29,12 @@ def record_job(path: str, token: str) -> str:
     """Record ``token`` and return it."""
     record(path, f"{token} {worker_pid()}")
     return token
+
+
+@job(queue="default", name="chatty")
+def chatty_job(text: str) -> None:
+    """Log ``text`` through a logger of its own (the worker's lines then say which job logged it)."""
+    logging.getLogger("tests.chatty").warning("chatty says %s", text)
 
 
 @job(queue="default", name="slow")

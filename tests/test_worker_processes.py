@@ -172,14 +172,23 @@ def test_max_jobs_exits_0_after_n_jobs(setup: tuple) -> None:
     assert broker.stats("default").visible == 2
 
 
-def test_worker_logs_one_line_per_job_start_and_end(setup: tuple) -> None:
+def test_worker_logs_one_info_line_per_attempt_and_the_job_id_on_the_lines_a_job_logs(setup: tuple) -> None:
     config, broker, record = setup
     handle = jobs.record_job.delay(str(record), "logged")
+    chatty = jobs.chatty_job.delay("hello")
     worker = start_worker(config, ["default"], "--burst")
     assert worker.wait(30) == 0
     log = worker_log(worker)
-    assert f"job {handle.id} record on default: attempt 1 started" in log
     assert f"job {handle.id} record on default: attempt 1 succeeded in" in log
+    assert "started" not in log, "the started line is DEBUG"
+    [line] = [line for line in log.splitlines() if "chatty says hello" in line]
+    assert " WARNING tests.chatty[" in line and f"] job {chatty.id}: chatty says hello" in line
+    # The level comes from the command line (or [sqjobs] log_level): DEBUG shows the started line.
+    again = jobs.record_job.delay(str(record), "debug")
+    debug = subprocess.run([sys.executable, "-m", "sqjobs", "--log-level", "debug", "worker", "-c", str(config),
+                            "--burst"], capture_output=True, text=True, timeout=60, cwd=str(config.parent))
+    assert debug.returncode == 0, debug.stderr
+    assert f"job {again.id} record on default: attempt 1 started" in debug.stderr
 
 
 def test_bad_config_stops_the_worker_with_the_file_section_and_key(tmp_path: Path) -> None:

@@ -202,8 +202,8 @@ def test_stop_hands_back_prefetched_messages_at_once(broker: MemoryBroker) -> No
         send(broker, ok_job.job_class, (value,))
 
     class StopAfterFirst(Worker):
-        def process(self, message: Any) -> None:
-            super().process(message)
+        def apply(self, message: Any, settlement: Any) -> None:
+            super().apply(message, settlement)
             self.request_stop()
 
     worker = StopAfterFirst(broker, ["steps"], wait_s=0, prefetch=10, isolation="none")

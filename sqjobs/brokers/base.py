@@ -160,6 +160,8 @@ class Broker(abc.ABC):
     max_delay_s: float = defaults.MAX_DELAY_S
     #: How long a worker's receive waits for a message on this broker (a long poll on SQS).
     default_wait_s: float = defaults.SQLITE_WAIT_S
+    #: How soon a busy worker with room asks again after a receive that found nothing.
+    busy_poll_s: float = defaults.BUSY_POLL_S
     #: True when queues named ``*.fifo`` deliver each message group in order, one message at a time.
     supports_fifo: bool = False
     #: True when :meth:`release` takes the receive back, so receive counts are exact attempt counts.

@@ -122,6 +122,8 @@ class SQSBroker(Broker):
     supports_fifo = True
     #: A message handed back still counts as received: SQS cannot take a receive back.
     exact_receive_counts = False
+    #: Each receive is a paid request: a busy worker asks again once a second at most.
+    busy_poll_s = defaults.SQS_BUSY_POLL_S
     max_message_bytes = MAX_BATCH_BYTES
     max_delay_s = MAX_DELAY_S
     #: A dead-letter copy keeps 8 of the original's attributes: with the reason and origin, the SQS maximum.

@@ -1,0 +1,86 @@
+"""Log lines a person can follow: the format, the job id on every line a job logs, and their cost.
+
+Every line of a worker says when, how bad, which logger and which process;
+a line logged while a job runs (by sqjobs or by the job itself) also says
+which job, so ``grep JOB_ID`` tells one job's story::
+
+    2026-11-28 10:00:00,123 INFO app.mail[4242] job 9f1c...: sent to 42
+
+A worker logs one INFO line per finished attempt (id, name, queue, attempt,
+duration; the "started" line is DEBUG). Lines cost little: the caller's
+file and line, and thread names, are not looked up (the format shows none).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from contextlib import contextmanager
+from typing import Iterator
+
+#: The format of every sqjobs command's log lines.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]%(sqjobs_job)s: %(message)s"
+#: Levels ``--log-level`` and ``[sqjobs] log_level`` take.
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+#: The id of the job the current thread (or task) runs.
+current_job: contextvars.ContextVar[str | None] = contextvars.ContextVar("sqjobs_current_job", default=None)
+
+
+class Formatter(logging.Formatter):
+    """LOG_FORMAT, for records with or without the job id (sqjobsd writes lines of its own in worker logs)."""
+
+    def __init__(self) -> None:
+        super().__init__(LOG_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not hasattr(record, "sqjobs_job"):
+            job_id = current_job.get()
+            record.sqjobs_job = f" job {job_id}" if job_id else ""
+        return super().format(record)
+
+
+@contextmanager
+def running(job_id: str) -> Iterator[None]:
+    """Mark the lines logged in the block as the job ``job_id``'s."""
+    token = current_job.set(job_id)
+    try:
+        yield
+    finally:
+        current_job.reset(token)
+
+
+#: True when the command line chose the level (-v, --log-level): the config file's then does not apply.
+_level_chosen = False
+
+
+def setup(level: str | int | None = None) -> None:
+    """Log to stderr in LOG_FORMAT with the job id on job lines and no caller lookups.
+
+    ``level`` is what the command line chose (None: INFO until the config
+    file's ``[sqjobs] log_level`` is read, see :func:`apply_setting`).
+    """
+    global _level_chosen
+    _level_chosen = level is not None
+    level = logging.INFO if level is None else level
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(Formatter())
+        root.addHandler(handler)
+    root.setLevel(level)
+    # The format shows neither the caller's file and line nor thread names: do not look them up.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logMultiprocessing = False
+
+
+def set_level(level: str | int) -> None:
+    """Set the level of every sqjobs command's lines (the root logger's)."""
+    logging.getLogger().setLevel(level)
+
+
+def apply_setting(level: str) -> None:
+    """Use ``[sqjobs] log_level`` unless the command line chose a level."""
+    if not _level_chosen:
+        set_level(level.upper())

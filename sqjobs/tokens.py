@@ -1,0 +1,115 @@
+"""What the worker and its job process share without messages: the state of each message handed over.
+
+The worker gives each message it hands to its job process a token. A table
+in memory both processes map (an anonymous ``mmap`` made before the fork)
+holds, per token, whether it is queued in the job process, started (and
+when, and its deadline), finished, or withdrawn. So the worker knows, without
+asking a job process that may be stuck in C code or dead:
+
+- which messages were running when the job process died (the suspects) and
+  which had not started (run them again elsewhere, they did nothing);
+- when a running job passed its hard deadline (kill the job process);
+- which queued messages it can still take back (:meth:`TokenTable.withdraw`):
+  a message waits behind a long job no longer than the worker's hold time,
+  it is handed back for another worker instead.
+
+Taking a token to start it (the job process) and withdrawing it (the
+worker) exclude each other through a lock shared by both processes. The job
+process holds it for a few instructions only; the worker waits for it with
+a timeout, so a job process killed while holding it cannot block the worker.
+"""
+
+from __future__ import annotations
+
+import mmap
+import multiprocessing
+import struct
+import time
+from typing import NamedTuple
+
+#: Entries in the table: more than a worker ever has handed over at once.
+SIZE = 4096
+#: How long the worker waits for the lock before it gives up (the job process died holding it).
+LOCK_WAIT_S = 1.0
+
+QUEUED, STARTED, FINISHED, WITHDRAWN = 1, 2, 3, 4
+
+_ENTRY = struct.Struct("qqqq")  # token, state, started (ns, monotonic), deadline (ns, monotonic; 0: none)
+
+
+class Entry(NamedTuple):
+    """One token's state as the table holds it."""
+
+    state: int
+    started_ns: int
+    deadline_ns: int
+
+
+class TokenTable:
+    """The table of one job process (made by the worker before it forks the job process)."""
+
+    def __init__(self, size: int = SIZE) -> None:
+        self.size = size
+        self._map = mmap.mmap(-1, size * _ENTRY.size)
+        self._lock = multiprocessing.Lock()
+
+    def _offset(self, token: int) -> int:
+        return (token % self.size) * _ENTRY.size
+
+    def _read(self, token: int) -> tuple[int, int, int, int]:
+        return _ENTRY.unpack_from(self._map, self._offset(token))
+
+    def _write(self, token: int, state: int, started_ns: int = 0, deadline_ns: int = 0) -> None:
+        _ENTRY.pack_into(self._map, self._offset(token), token, state, started_ns, deadline_ns)
+
+    # -- the worker ----------------------------------------------------------------------
+
+    def queued(self, token: int) -> None:
+        """Note that ``token`` is handed to the job process (before it is sent)."""
+        self._write(token, QUEUED)
+
+    def get(self, token: int) -> Entry | None:
+        """The state of ``token`` (None once its entry holds another token)."""
+        stored, state, started_ns, deadline_ns = self._read(token)
+        return Entry(state, started_ns, deadline_ns) if stored == token else None
+
+    def withdraw(self, token: int) -> bool:
+        """Take ``token`` back if it has not started; True if it was taken back (the job process skips it).
+
+        False when it started already, or when the lock could not be had
+        (the job process died holding it: the worker settles its tokens as
+        after any death).
+        """
+        if not self._lock.acquire(timeout=LOCK_WAIT_S):
+            return False
+        try:
+            stored, state, _, _ = self._read(token)
+            if stored != token or state != QUEUED:
+                return False
+            self._write(token, WITHDRAWN)
+            return True
+        finally:
+            self._lock.release()
+
+    # -- the job process -----------------------------------------------------------------
+
+    def start(self, token: int) -> bool:
+        """Take ``token`` to run it; False if the worker withdrew it (then it must not run)."""
+        with self._lock:
+            stored, state, _, _ = self._read(token)
+            if stored != token or state != QUEUED:
+                return False
+            self._write(token, STARTED, time.monotonic_ns())
+            return True
+
+    def set_deadline(self, token: int, timeout_s: float | None) -> None:
+        """Record the started job's deadline: its ``timeout`` from now (None: no deadline)."""
+        stored, state, started_ns, _ = self._read(token)
+        if stored == token and state == STARTED and timeout_s:
+            self._write(token, STARTED, started_ns, time.monotonic_ns() + int(timeout_s * 1e9))
+
+    def finish(self, token: int) -> None:
+        """Note that ``token``'s attempt ended (before its settlement is sent)."""
+        stored, _, started_ns, _ = self._read(token)
+        if stored == token:
+            self._write(token, FINISHED, started_ns)
