@@ -36,9 +36,8 @@ def fill(folder: Path, jobs: int) -> Path:
     config.write_text(f"[sqjobs]\nbroker = sqlite:///{folder / 'queue.db'}\n"
                       f"database = sqlite:///{folder / 'status.db'}\njobs = bench_jobs\npath = {HERE}\n")
     sqjobs.configure(str(config))
-    broker = sqjobs.get_broker()
     for start in range(0, jobs, 5000):
-        broker.enqueue_many(bench_jobs.noop.job_class, (((i,), {}) for i in range(start, min(start + 5000, jobs))))
+        bench_jobs.noop.delay_many(((i,), {}) for i in range(start, min(start + 5000, jobs)))
     return config
 
 

@@ -48,6 +48,8 @@ class App:
         self._broker_url: str | None = broker if isinstance(broker, str) else None
         self._user_middleware: list[Middleware] = list(middleware or ())
         self._chain: MiddlewareChain | None = None
+        #: ``[sqjobs] track`` and the settings it was read from.
+        self._tracking: tuple[Settings | None, str] = (None, "")
         self.registry = registry or default_registry
         self.producer = Producer(self)
         if settings is not None:
@@ -146,8 +148,11 @@ class App:
 
     @property
     def tracking(self) -> str:
-        """``[sqjobs] track``: ``marked``, ``all`` or ``none``."""
-        return str(self.settings.get("sqjobs", "track"))
+        """``[sqjobs] track``: ``marked``, ``all`` or ``none`` (read once per settings)."""
+        settings = self.settings
+        if self._tracking[0] is not settings:
+            self._tracking = (settings, str(settings.get("sqjobs", "track")))
+        return self._tracking[1]
 
     def is_tracked(self, job_class: type[Job] | None) -> bool:
         """True when the status of ``job_class`` is recorded (None, a job unknown here: not tracked)."""

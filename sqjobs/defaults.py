@@ -54,11 +54,10 @@ RETRY_JITTER = 0.1
 #: SIGTERM is answered within a second or two.
 SQLITE_WAIT_S = 1.0
 
-#: How soon a waiting embedded-broker receive looks at the table again; the
-#: pause doubles while the queue stays empty, up to the maximum, so an idle
-#: worker reads a few times a second and a busy one finds new work at once.
-SQLITE_POLL_INTERVAL_S = 0.05
-SQLITE_MAX_POLL_INTERVAL_S = 0.25
+#: How often a waiting embedded-broker receive checks whether another
+#: process wrote to the file (``PRAGMA data_version``: a cheap read, no lock):
+#: an idle worker picks up a new message within a few milliseconds.
+SQLITE_CHANGE_POLL_S = 0.004
 
 #: How soon a worker that runs jobs and has room for more asks the broker
 #: again after a receive that found nothing (an idle worker waits in a long

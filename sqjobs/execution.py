@@ -63,8 +63,24 @@ def backoff_delay(job_class: type[Job], attempt: int, rng: random.Random | None 
                        rng)
 
 
+#: The Job base class's no-op hooks, by name (filled on first use: sqjobs.job imports this module's users).
+_BASE_HOOKS: dict[str, Any] = {}
+
+
+def overrides(job: Job, hook: str) -> bool:
+    """True when ``job``'s class has its own ``hook`` (set_up, on_success...), not the base class's no-op."""
+    base = _BASE_HOOKS.get(hook)
+    if base is None:
+        from .job import Job
+
+        base = _BASE_HOOKS[hook] = getattr(Job, hook)
+    return getattr(type(job), hook) is not base
+
+
 def call_hook(job: Job, hook: str, *args: Any) -> None:
     """Call a success/failure/retry hook (awaited if async); its own errors are logged, never raised."""
+    if not overrides(job, hook):
+        return  # the base class's no-op: nothing to call
     try:
         awaiting.call(getattr(job, hook), *args)
     except BaseException:  # a hook's SystemExit must not end the worker either
@@ -74,11 +90,14 @@ def call_hook(job: Job, hook: str, *args: Any) -> None:
 def _attempt(job: Job, message: JobMessage, limit: TimeLimit) -> Any:
     """set_up, run and tear_down (each awaited if it returns an awaitable); return run's value."""
     args, kwargs = message.args, message.kwargs
-    awaiting.call(job.set_up, *args, timeout_s=limit.remaining_s(), message=limit.message, **kwargs)
+    what = limit.message
+    if overrides(job, "set_up"):
+        awaiting.call(job.set_up, *args, timeout_s=limit.remaining_s(), message=what, **kwargs)
     try:
-        return awaiting.call(job.run, *args, timeout_s=limit.remaining_s(), message=limit.message, **kwargs)
+        return awaiting.call(job.run, *args, timeout_s=limit.remaining_s(), message=what, **kwargs)
     finally:
-        awaiting.call(job.tear_down, *args, timeout_s=limit.remaining_s(), message=limit.message, **kwargs)
+        if overrides(job, "tear_down"):
+            awaiting.call(job.tear_down, *args, timeout_s=limit.remaining_s(), message=what, **kwargs)
 
 
 def new_job(job_class: type[Job], message: JobMessage, queue: str, attempt: int, last_attempt: bool = False) -> Job:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -32,6 +33,17 @@ class Formatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__(LOG_FORMAT)
+
+    _second = -1
+    _second_text = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 - logging's name
+        """``2026-11-28 10:00:00,123``; the text of the second is made once per second, not once per line."""
+        second = int(record.created)
+        if second != self._second:
+            self._second_text = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(record.created))
+            self._second = second
+        return f"{self._second_text},{int(record.msecs):03d}"
 
     def format(self, record: logging.LogRecord) -> str:
         if not hasattr(record, "sqjobs_job"):

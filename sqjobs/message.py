@@ -246,15 +246,36 @@ def _refuse_constant(name: str) -> Any:
     raise _RefusedConstant(f"holds {name}, which is not JSON (sqjobs refuses NaN and Infinity, as .delay() does)")
 
 
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):
+        raise _RefusedConstant(f"holds {literal[:40]}, a number too large for JSON (it would be {value})")
+    return value
+
+
+#: In a JSON text, what may spell a lone surrogate once parsed: an escape, or a surrogate itself.
+_MAY_HOLD_SURROGATE = re.compile("\\\\u|[\ud800-\udfff]")
+
+
+def _plainly_strict(text: str) -> bool:
+    """True when the values parsed from ``text`` need no walk to be known strict JSON.
+
+    :func:`loads_strict` refuses NaN, Infinity and numbers too large; what
+    is left to check is lone surrogates (they need an escape, or a
+    surrogate in the text) and depth (it needs that many brackets).
+    """
+    return text.count("[") + text.count("{") < MAX_JSON_DEPTH and _MAY_HOLD_SURROGATE.search(text) is None
+
+
 def loads_strict(text: str) -> Any:
-    """Parse JSON ``text`` the way sqjobs reads messages: NaN, Infinity and -Infinity are refused.
+    """Parse JSON ``text`` the way sqjobs reads messages: NaN, Infinity, -Infinity and 1e400 are refused.
 
     Raises ValueError whose text completes a sentence about the text ("is not
     valid JSON: ...", "holds NaN, ...", "is nested too deeply ..."), and never
     RecursionError.
     """
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
         raise ValueError(f"is not valid JSON: {exc}") from None
     except _RefusedConstant:
@@ -324,7 +345,9 @@ def decode(body: str, fallback_id: str) -> JobMessage:
 
 
 def _decode(body: str, fallback_id: str) -> JobMessage:
-    data = _parse(_body_to_json_text(body))
+    text = _body_to_json_text(body)
+    data = _parse(text)
+    walk = not _plainly_strict(text)
     if not isinstance(data, dict):
         raise MalformedMessageError(f"body is JSON {type(data).__name__}, not an object")
     name = data.get("name")
@@ -341,7 +364,8 @@ def _decode(body: str, fallback_id: str) -> JobMessage:
         kwargs = {}
     if not isinstance(kwargs, dict):
         raise MalformedMessageError(f"'kwargs' is a JSON {type(kwargs).__name__}, not an object")
-    _check_fields(data, args, kwargs)
+    if walk:
+        _check_fields(data, args, kwargs)
     job_id = data.get("id")
     if not isinstance(job_id, str) or not job_id:
         job_id = fallback_id
@@ -352,6 +376,7 @@ def _decode(body: str, fallback_id: str) -> JobMessage:
     headers = data.get("headers")
     if headers is None:
         headers = {}
-    _check_headers(headers, MalformedMessageError)
+    if walk or not isinstance(headers, dict):
+        _check_headers(headers, MalformedMessageError)
     extra = {key: value for key, value in data.items() if key not in _KNOWN_FIELDS}
     return JobMessage(name=name, args=args, kwargs=kwargs, id=job_id, extra=extra, headers=headers)

@@ -19,6 +19,10 @@ guard, the worker's health file), which are middleware too.
   dead-letter queue with its reason and the job is never called) or
   :class:`~sqjobs.errors.SkipMessage` (deleted without running). Any other
   exception from a middleware is logged with its name and the job runs on.
+- ``runs_for(job_class)``: whether ``before_run`` and ``after_run`` apply to
+  that job at all (asked once per job class and process; False leaves the
+  middleware out of its attempts, which keeps a busy worker's per-job cost
+  down: status tracking says False for untracked jobs).
 - ``after_dead_letter(message, reason)``: in the worker, once a message was
   moved to ``<queue>-dead``; ``message`` is the raw body (a ``str``) when it
   could not be decoded.
@@ -63,6 +67,10 @@ class Middleware:
     def after_run(self, job: Job, message: JobMessage, result: Any = None, error: BaseException | None = None) -> None:
         """Called after each attempt with its result, or the exception it ended with."""
 
+    def runs_for(self, job_class: type[Job]) -> bool:
+        """Whether ``before_run`` and ``after_run`` apply to ``job_class`` (asked once per job class)."""
+        return True
+
     def after_dead_letter(self, message: JobMessage | str, reason: str) -> None:
         """Called in the worker once ``message`` (or a body that could not be decoded) is in ``<queue>-dead``."""
 
@@ -87,6 +95,21 @@ class MiddlewareChain:
 
     def __init__(self, middleware: Iterable[Middleware] = ()) -> None:
         self.middleware: list[Middleware] = list(middleware)
+        self._around: dict[type[Job], tuple[list[Middleware], list[Middleware]]] = {}
+
+    def around(self, job_class: type[Job]) -> tuple[list[Middleware], list[Middleware]]:
+        """The middleware whose ``before_run`` (in order) and ``after_run`` (last first) apply to ``job_class``.
+
+        A middleware that does not override a hook, or whose ``runs_for``
+        says False, is left out. Worked out once per job class.
+        """
+        known = self._around.get(job_class)
+        if known is None:
+            applying = [item for item in self.middleware if item.runs_for(job_class)]
+            before = [item for item in applying if type(item).before_run is not Middleware.before_run]
+            after = [item for item in reversed(applying) if type(item).after_run is not Middleware.after_run]
+            known = self._around[job_class] = (before, after)
+        return known
 
     def __iter__(self) -> Any:
         return iter(self.middleware)

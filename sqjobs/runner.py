@@ -148,8 +148,8 @@ def attempt_with_middleware(app: App, job_class: type[Job], message: JobMessage,
     the result's outcome is SKIPPED or REJECTED.
     """
     job = new_job(job_class, message, queue, attempt_no, last_attempt)
-    chain = list(app.middleware)
-    for item in chain:
+    before, after = app.middleware.around(job_class)
+    for item in before:
         try:
             guard(lambda item=item: MiddlewareChain.call(item, "before_run", job, message))  # type: ignore[misc]
         except SkipMessage as exc:
@@ -159,7 +159,7 @@ def attempt_with_middleware(app: App, job_class: type[Job], message: JobMessage,
     if on_start is not None:
         on_start(message, job_class)
     attempt = run_attempt(job_class, message, queue, attempt_no, last_attempt, job=job)
-    for item in reversed(chain):
+    for item in after:
         guard(lambda item=item: MiddlewareChain.call(  # type: ignore[misc]
             item, "after_run", job, message, attempt.result, attempt.error))
     return attempt
@@ -294,7 +294,7 @@ class MessageRunner:
         if call_hooks:
             call_hook(job, "on_failure" if last_attempt else "on_retry", error)
         guard = self._guard_for(message, decoded)
-        for item in reversed(list(self.app.middleware)):
+        for item in self.app.middleware.around(job_class)[1]:
             guard(lambda item=item: MiddlewareChain.call(item, "after_run", job, decoded, None, error))  # type: ignore[misc]
         attempt = AttemptResult(Outcome.FAILURE, job, error=error)
         return self._settle_attempt(message, decoded, attempt, attempt_no, last_attempt)

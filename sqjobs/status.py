@@ -213,7 +213,7 @@ def retry_while_unavailable(action: Callable[[], T], what: str, stop: threading.
     failure logged as an error. Raises the last StatusStoreError once
     ``stop`` is set (the wait is cut short by it).
     """
-    pauses = Backoff(STORE_RETRY_PAUSE_S, STORE_RETRY_PAUSE_MAX_S)
+    pauses: Backoff | None = None  # made on the first failure: the common case needs none
     pause_s = 0.0
     while True:
         try:
@@ -227,4 +227,5 @@ def retry_while_unavailable(action: Callable[[], T], what: str, stop: threading.
                        "%s: status database unavailable, trying again in %.1f s: %s", what, pause_s, exc)
             if stop.wait(pause_s):
                 raise
+            pauses = pauses or Backoff(STORE_RETRY_PAUSE_S, STORE_RETRY_PAUSE_MAX_S)
             pause_s = pauses.next()

@@ -58,9 +58,9 @@ class TimeLimit:
         self.what = what
         self.expired = False
         self._deadline = 0.0
-        self._done = threading.Event()
+        self._done: threading.Event | None = None
         #: Held while the timer decides to interrupt, so that none is sent after the block ended.
-        self._interrupt_lock = threading.Lock()
+        self._interrupt_lock: threading.Lock | None = None
         self._timer: threading.Thread | None = None
         self._previous_handler: Any = None
         self._uses_alarm = False
@@ -85,6 +85,7 @@ class TimeLimit:
             self._previous_handler = signal.signal(signal.SIGALRM, self._on_alarm)
             signal.setitimer(signal.ITIMER_REAL, self.seconds, REPEAT_S)
         else:
+            self._done, self._interrupt_lock = threading.Event(), threading.Lock()
             target = threading.get_ident()
             self._timer = threading.Thread(target=self._watch, args=(target,), name="sqjobs-time-limit",
                                            daemon=True)
@@ -96,10 +97,12 @@ class TimeLimit:
         raise TimeLimitExceeded(self.message)
 
     def _watch(self, target: int) -> None:
+        done, interrupt_lock = self._done, self._interrupt_lock
+        assert done is not None and interrupt_lock is not None
         wait_s = self.seconds or 0.0
-        while not self._done.wait(wait_s):
-            with self._interrupt_lock:
-                if self._done.is_set():
+        while not done.wait(wait_s):
+            with interrupt_lock:
+                if done.is_set():
                     return
                 self.expired = True
                 if not _raise_in_thread(target, TimeLimitExceeded):
@@ -122,10 +125,10 @@ class TimeLimit:
     def _stop(self) -> None:
         """Stop the timer or alarm so that no interrupt arrives after the block."""
         if self._uses_alarm:
-            self._done.set()
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, self._previous_handler)
             return
+        assert self._done is not None and self._interrupt_lock is not None
         with self._interrupt_lock:
             self._done.set()
             # An interrupt sent but not yet raised would land after the block: take it back.

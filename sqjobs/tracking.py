@@ -75,6 +75,10 @@ class StatusTracking(Middleware):
                 logger.warning("job %s %s: its send failed and its PENDING row stays: %s", message.id, message.name,
                                exc)
 
+    def runs_for(self, job_class: type[Job]) -> bool:
+        """Only tracked jobs have a row to write."""
+        return self.app.is_tracked(job_class)
+
     def before_run(self, job: Job, message: JobMessage) -> None:
         """Record that an attempt started: STARTED, one more attempt, the worker's host and pid."""
         if self.app.is_tracked(type(job)):
@@ -117,6 +121,10 @@ class DuplicateGuard(Middleware):
 
     def __init__(self, app: App) -> None:
         self.app = app
+
+    def runs_for(self, job_class: type[Job]) -> bool:
+        """Only tracked jobs have a row that can say SUCCESS."""
+        return self.app.is_tracked(job_class)
 
     def before_run(self, job: Job, message: JobMessage) -> None:
         """Raise SkipMessage when the job's row already says SUCCESS."""

@@ -319,7 +319,7 @@ def test_a_job_module_that_raises_at_import_is_one_line_naming_module_file_and_e
 @pytest.mark.parametrize(("value", "error"), [
     ("[NaN]", "the value holds NaN, which is not JSON"),
     ('["a", -Infinity]', "the value holds -Infinity, which is not JSON"),
-    ("[1e999]", "argument 0 is inf, which JSON cannot carry"),
+    ("[1e999]", "the value holds 1e999, a number too large for JSON"),
     ("[" * 30_000 + "]" * 30_000, "the value is nested too deeply"),
     ("[" + "[" * 600 + "]" * 600 + "]", "argument 0 is nested deeper than 500 levels"),
 ])

@@ -128,7 +128,7 @@ def nested(depth: int, leaf: str = "1") -> str:
         (b64('{"name": "n", "args": [NaN]}'), "holds NaN, which is not JSON"),
         (b64('{"name": "n", "args": [1, Infinity]}'), "holds Infinity, which is not JSON"),
         (b64('{"name": "n", "kwargs": {"x": -Infinity}}'), "holds -Infinity, which is not JSON"),
-        (b64('{"name": "n", "args": [1e400]}'), "argument 0 is inf"),
+        (b64('{"name": "n", "args": [1e400]}'), "holds 1e400, a number too large for JSON"),
         (b64('{"name": "n", "args": ["a\\ud800b"]}'), "argument 0 holds a lone surrogate"),
         (b64('{"name": "n", "kwargs": {"\\udfff": 1}}'), "keyword argument '\\udfff' holds a lone surrogate"),
         (b64('{"name": "n\\udc00"}'), "field 'name' holds a lone surrogate"),

@@ -21,6 +21,10 @@ from .base import (
 )
 
 
+#: How often a waiting receive looks again for delayed messages whose time came (a send wakes it at once).
+DELAYED_POLL_S = 0.05
+
+
 @dataclass
 class _Stored:
     message_id: str
@@ -84,7 +88,7 @@ class MemoryBroker(Broker):
                                key=lambda m: (m.visible_at, m.sequence))[:max(1, max_messages)]
                 if ready or time.monotonic() >= deadline or self.wakeup.is_set():
                     break
-                self._changed.wait(min(defaults.SQLITE_POLL_INTERVAL_S, max(deadline - time.monotonic(), 0)))
+                self._changed.wait(min(DELAYED_POLL_S, max(deadline - time.monotonic(), 0)))
             claimed = []
             for item in ready:
                 unsettled = item.receipt is not None

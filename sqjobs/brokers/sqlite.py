@@ -328,38 +328,72 @@ class SQLiteBroker(Broker):
         return freed
 
     def _claim(self, queue: str, max_messages: int, visibility_timeout_s: float) -> list[ReceivedMessage]:
+        """Claim up to ``max_messages`` visible messages in one short write transaction (two statements).
+
+        Each claim has a fresh token; a message's receipt is its row id and
+        the token, so a receipt is never reused. The rows are turned into
+        messages after the transaction, so the write lock is held briefly.
+        """
         if time.monotonic() - self._reclaimed_at >= RECLAIM_INTERVAL_S:
             self._reclaimed_at = time.monotonic()
             self.reclaim_from_the_dead(queue)
         now = self.clock()
-        claimer = claimers.this_process()
+        token = uuid.uuid4().hex
         with self._write(f"receive from {queue!r}") as db:
             rows = db.execute(
                 f"SELECT {_COLUMNS} FROM sqjobs_messages WHERE queue = ? AND visible_at <= ?"
                 " ORDER BY visible_at, id LIMIT ?",
                 (queue, now, max_messages),
             ).fetchall()
-            claimed = []
-            for row in rows:
-                receipt = f"{row[0]}:{uuid.uuid4().hex}"
+            if rows:
                 db.execute(
-                    "UPDATE sqjobs_messages SET visible_at = ?, receive_count = receive_count + 1, receipt = ?,"
-                    " claimed_by = ? WHERE id = ?",
-                    (now + visibility_timeout_s, receipt, claimer, row[0]),
+                    "UPDATE sqjobs_messages SET visible_at = ?, receive_count = receive_count + 1,"
+                    " receipt = id || ':' || ?, claimed_by = ?"
+                    f" WHERE id IN ({', '.join('?' * len(rows))})",
+                    (now + visibility_timeout_s, token, claimers.this_process(), *(row[0] for row in rows)),
                 )
-                claimed.append(self._message(queue, row, receipt, received=True))
-            return claimed
+        return [self._message(queue, row, f"{row[0]}:{token}", received=True) for row in rows]
+
+    def _next_visible_in(self, queue: str) -> float | None:
+        """Seconds until the next hidden message of ``queue`` becomes visible (None: none is hidden)."""
+        now = self.clock()
+        with self._errors(f"look into {queue!r}"):
+            (soonest,) = self._connection().execute(
+                "SELECT MIN(visible_at) FROM sqjobs_messages WHERE queue = ? AND visible_at > ?",
+                (queue, now)).fetchone()
+        return None if soonest is None else max(float(soonest) - now, 0.0)
+
+    def _data_version(self) -> int:
+        """A number that changes when another connection commits to the file (``PRAGMA data_version``)."""
+        with self._errors("watch it"):
+            return int(self._connection().execute("PRAGMA data_version").fetchone()[0])
 
     def receive(self, queue: str, max_messages: int = 1, wait_s: float = 0,
                 visibility_timeout_s: float = defaults.VISIBILITY_TIMEOUT_S) -> list[ReceivedMessage]:
+        """Claim visible messages; while there are none, wait up to ``wait_s`` for one.
+
+        A waiting receive watches the file for commits by other connections
+        every ``SQLITE_CHANGE_POLL_S`` (a cheap read, no lock) and claims as
+        soon as something changed, or when a hidden message's time comes: a
+        message sent to an idle worker starts within milliseconds.
+        """
         self.ensure_queue(queue)
         deadline = time.monotonic() + wait_s
-        pauses = Backoff(defaults.SQLITE_POLL_INTERVAL_S, defaults.SQLITE_MAX_POLL_INTERVAL_S)
+        count = max(1, min(max_messages, defaults.MAX_BATCH))
         while True:
-            claimed = self._claim(queue, max(1, min(max_messages, defaults.MAX_BATCH)), visibility_timeout_s)
+            version = self._data_version()
+            claimed = self._claim(queue, count, visibility_timeout_s)
             if claimed or time.monotonic() >= deadline or self.wakeup.is_set():
                 return claimed
-            self.wakeup.wait(min(pauses.next(), max(deadline - time.monotonic(), 0)))
+            wake_at = deadline
+            hidden_for = self._next_visible_in(queue)
+            if hidden_for is not None:
+                wake_at = min(wake_at, time.monotonic() + hidden_for)
+            while time.monotonic() < wake_at:
+                if self.wakeup.wait(min(defaults.SQLITE_CHANGE_POLL_S, max(wake_at - time.monotonic(), 0))):
+                    return []
+                if self._data_version() != version:
+                    break
 
     @staticmethod
     def _row_id(receipt: str) -> int:
