@@ -8,6 +8,7 @@ runs inside ``manage.py shell``.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -420,3 +421,47 @@ def test_the_talks_settings_and_the_config_file_are_read_and_the_dict_overrides_
                           s.worker_group("default").threads, s.database_url]))
     """)
     assert values == ["eu-west-1", "talk-key", "talk-secret", "dict-", 3, 1, "django://default"]
+
+
+def test_every_sqjobs_subcommand_runs_under_manage_py_and_call_command(project: Project) -> None:
+    job_id = project.manage("sqjobs", "enqueue", "shop.jobs.explode", "--args", '["from the shell"]').stdout.strip()
+    project.manage("sqjobs", "worker", "default", "--burst")
+    dead = json.loads(project.manage("sqjobs", "dead", "default", "--json").stdout)
+    assert [row["job_id"] for row in dead] == [job_id] and "exploded: from the shell" in dead[0]["reason"]
+    assert "requeued 1 message(s)" in project.manage("sqjobs", "dead", "default", "--requeue").stdout
+    assert project.manage("sqjobs", "prune", "--older-than", "7d").stdout.startswith("pruned 0 finished row(s)")
+    unknown = project.manage("sqjobs", "dead", "nowhere", check=False)
+    assert unknown.returncode == 1 and "no queue 'nowhere'" in unknown.stderr
+    assert "worker" in project.manage("sqjobs", "--help").stdout
+    listed = project.shell("""
+        import io, json
+        from django.core.management import call_command, CommandError
+        out = io.StringIO()
+        call_command("sqjobs", "queues", "--json")
+        try:
+            call_command("sqjobs", "status")
+        except CommandError as exc:
+            print(json.dumps(str(exc)))
+    """)
+    assert "JOB_ID" in listed
+
+
+def test_the_example_project_runs_a_job_from_its_form_to_its_status_page(tmp_path: Path) -> None:
+    example = tmp_path / "example"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "contrib" / "django" / "example", example)
+    project = Project(example, "sqlite", None)
+    project.manage("migrate", "-v", "0")
+    job_id = project.shell("""
+        import json
+        from django.test import Client
+        response = Client().post("/", {"number": "9"})
+        print(json.dumps(response.url.split("/")[2]))
+    """)
+    project.manage("sqjobs", "worker", "default", "--burst")
+    page = project.shell(f"""
+        import json
+        from django.test import Client
+        client = Client()
+        print(json.dumps([client.get("/jobs/{job_id}/").status_code, client.get("/jobs/{job_id}.json").json()]))
+    """)
+    assert page == [200, {"job_id": job_id, "status": "SUCCESS", "result": 81, "error": None}]
