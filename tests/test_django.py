@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import psycopg2
+import pymysql
 import pytest
 
 from sqjobs.brokers.sqlite import SQLiteBroker
 
 POSTGRESQL = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "test"}
+MARIADB = {"host": "127.0.0.1", "port": 3306, "user": "root"}
 
 JOBS_PY = '''
 from django.contrib.auth.models import User
@@ -160,6 +162,10 @@ def make_project(root: Path, backend: str, database: str | None) -> Project:
         databases = {"ENGINE": "django.db.backends.postgresql", "NAME": database, "USER": POSTGRESQL["user"],
                      "HOST": POSTGRESQL["host"], "PORT": str(POSTGRESQL["port"]),
                      "CONN_MAX_AGE": 60, "CONN_HEALTH_CHECKS": True}
+    elif backend == "mysql":
+        databases = {"ENGINE": "django.db.backends.mysql", "NAME": database, "USER": MARIADB["user"],
+                     "HOST": MARIADB["host"], "PORT": str(MARIADB["port"]), "OPTIONS": {"charset": "utf8mb4"}}
+        project.add_settings("import pymysql\npymysql.install_as_MySQLdb()")
     else:
         databases = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(root / "db.sqlite3"),
                      "TEST": {"NAME": str(root / "test-db.sqlite3")}}
@@ -183,20 +189,38 @@ def postgresql_admin(*statements: str) -> None:
         admin.close()
 
 
+def mariadb_admin(*statements: str) -> None:
+    """Run ``statements`` as MariaDB's root."""
+    admin = pymysql.connect(**MARIADB, autocommit=True)
+    try:
+        for statement in statements:
+            admin.cursor().execute(statement)
+    finally:
+        admin.close()
+
+
+#: The databases every test runs on; the main paths also run on MariaDB.
+ALSO_MARIADB = pytest.mark.parametrize("project", ["sqlite", "postgresql", "mysql"], indirect=True)
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def project(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Project]:
-    database = None
+    database = None if request.param == "sqlite" else f"sqjobs_django_{uuid.uuid4().hex[:12]}"
     if request.param == "postgresql":
-        database = f"sqjobs_django_{uuid.uuid4().hex[:12]}"
         postgresql_admin(f"CREATE DATABASE {database}")
+    elif request.param == "mysql":
+        mariadb_admin(f"CREATE DATABASE {database} CHARACTER SET utf8mb4")
     made = make_project(tmp_path / "project", request.param, database)
     made.manage("migrate", "-v", "0")
     yield made
-    if database:
+    if request.param == "mysql":
+        mariadb_admin(f"DROP DATABASE IF EXISTS {database}", f"DROP DATABASE IF EXISTS test_{database}")
+    elif database:
         postgresql_admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)",
                          f"DROP DATABASE IF EXISTS test_{database} WITH (FORCE)")
 
 
+@ALSO_MARIADB
 def test_a_job_sent_from_a_view_runs_in_manage_py_sqjobs_worker_and_its_row_reads_through_jobstatus(
         project: Project) -> None:
     sent = project.shell("""
@@ -239,6 +263,7 @@ def test_jobs_py_of_every_app_is_discovered_and_a_broken_one_fails_with_its_trac
     assert f"{broken / 'jobs.py'}\", line 3" in failed.stderr
 
 
+@ALSO_MARIADB
 def test_admin_lists_filters_searches_shows_the_traceback_and_checks_the_requeue_permission(
         project: Project) -> None:
     ids = project.shell("""

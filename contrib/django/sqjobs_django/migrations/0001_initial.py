@@ -54,5 +54,5 @@ class Migration(migrations.Migration):
                 "managed": False,
             },
         ),
-        migrations.RunPython(create_status_table, migrations.RunPython.noop),
+        migrations.RunPython(create_status_table, migrations.RunPython.noop, atomic=False),
     ]
