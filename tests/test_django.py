@@ -475,6 +475,7 @@ def test_the_example_project_runs_a_job_from_its_form_to_its_status_page(tmp_pat
     example = tmp_path / "example"
     shutil.copytree(Path(__file__).resolve().parent.parent / "contrib" / "django" / "example", example)
     project = Project(example, "sqlite", None)
+    assert "No changes detected" in project.manage("makemigrations", "--check", "--dry-run", "sqjobs_django").stdout
     project.manage("migrate", "-v", "0")
     job_id = project.shell("""
         import json
