@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from .brokers import Broker, create_broker
 from .config import Settings, load_settings
@@ -52,6 +52,9 @@ class App:
         self._tracking: tuple[Settings | None, str] = (None, "")
         self.registry = registry or default_registry
         self.producer = Producer(self)
+        #: Runs a callback when the current database transaction commits (``delay_on_commit``); None: no hook.
+        #: The Django integration sets Django's ``transaction.on_commit``.
+        self.on_commit: Callable[[Callable[[], object]], None] | None = None
         if settings is not None:
             _use_paths(settings)
 

@@ -24,7 +24,8 @@ from typing import (
 
 from . import defaults
 from .app import current_app
-from .errors import JobDefinitionError
+from .errors import ConfigError, JobDefinitionError
+from .message import check_arguments, new_job_id
 from .registry import Registry, registry
 from .schedule import Schedule
 
@@ -121,6 +122,24 @@ class Job:
         return cls.apply_async(args=args, kwargs=kwargs)
 
     @classmethod
+    def delay_on_commit(cls, *args: Any, **kwargs: Any) -> str:
+        """Enqueue this job when the surrounding database transaction commits; return the id it will have.
+
+        Nothing is sent if the transaction rolls back. Needs the application's
+        ``on_commit`` hook (the Django integration sets Django's
+        ``transaction.on_commit``); without one it raises ConfigError. The
+        arguments are checked now: a value JSON cannot carry is a TypeError here.
+        """
+        app = current_app()
+        if app.on_commit is None:
+            raise ConfigError("delay_on_commit needs a transaction hook (App.on_commit): add 'sqjobs_django' to "
+                              "Django's INSTALLED_APPS, or use .delay()")
+        check_arguments(args, kwargs)
+        job_id = new_job_id()
+        app.on_commit(functools.partial(cls.apply_async, args=args, kwargs=kwargs, job_id=job_id))
+        return job_id
+
+    @classmethod
     def delay_many(cls, calls: Iterable[Sequence[Any] | tuple[Sequence[Any], Mapping[str, Any]]],
                    queue: str | None = None) -> list[JobHandle]:
         """Enqueue one job per call, in batches (all or nothing on the embedded broker); return their handles.
@@ -215,6 +234,10 @@ class JobFunction(Generic[P, R]):
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
         """Enqueue ``fn(*args, **kwargs)``; return its JobHandle."""
         return self.job_class.apply_async(args=args, kwargs=kwargs)
+
+    def delay_on_commit(self, *args: P.args, **kwargs: P.kwargs) -> str:
+        """Enqueue ``fn(*args, **kwargs)`` when the surrounding transaction commits (:meth:`Job.delay_on_commit`)."""
+        return self.job_class.delay_on_commit(*args, **kwargs)
 
     def apply_async(self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, *,
                     queue: str | None = None, delay: float = 0, job_id: str | None = None,

@@ -149,7 +149,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sqjobs", "database", as_text, "sqlite:///sqjobs.db",
             "Peewee database URL for job status rows and the beaters' claims:\n"
             "sqlite:///PATH (relative to this file; sqlite:////PATH for an absolute path),\n"
-            "postgresql://user:pass@host:5432/db, mysql://user:pass@host:3306/db"),
+            "postgresql://user:pass@host:5432/db, mysql://user:pass@host:3306/db;\n"
+            "under Django (sqjobs_django), django://ALIAS: a database of settings.DATABASES"),
     Setting("sqjobs", "jobs", as_list, (), "Modules that define your jobs, imported by workers and beaters "
             "(comma-separated)."),
     Setting("sqjobs", "path", as_list, (), "Directories prepended to sys.path before importing the job modules."),

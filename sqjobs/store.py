@@ -48,6 +48,7 @@ from .clock import utc_now
 from .database import (
     LongTextField,
     PreciseDateTimeField,
+    _field_types,
     create_tables_racing,
     database_errors,
     is_permanent,
@@ -66,7 +67,7 @@ __all__ = [
     # defined here
     "ERROR_MAX_CHARS", "MAX_RESULT_BYTES", "NAME_MAX_CHARS", "PRUNE_BATCH_ROWS", "STATUS_TABLE", "TABLE_PREFIX",
     "TRACEBACK_MAX_CHARS", "StatusRecord", "StatusStore", "check_database", "fit_text", "forget_stores",
-    "get_store", "naive_utc_now",
+    "get_store", "naive_utc_now", "status_table_statements",
     # kept importable from here: the id limit of sqjobs.message, the database helpers of sqjobs.database
     "ID_MAX_CHARS", "LongTextField", "PreciseDateTimeField", "create_tables_racing", "database_errors",
     "is_permanent", "is_row_error", "one_line", "open_database", "permanent_error", "safe_url",
@@ -118,6 +119,18 @@ def _make_model(database: peewee.Database) -> Any:
 
     JobStatusRow._meta.set_database(database)
     return JobStatusRow
+
+
+def status_table_statements(database_class: type[peewee.Database]) -> list[tuple[str, Any]]:
+    """The SQL (text, parameters) creating the status table and its index on a ``database_class`` database.
+
+    For programs that create tables their own way (the Django integration's
+    migration): the same table the store creates, without connecting.
+    """
+    database = database_class(None, field_types=_field_types(database_class))
+    model = _make_model(database)
+    statements = [model._schema._create_table(safe=True), *model._schema._create_indexes(safe=True)]
+    return [database.get_sql_context().sql(statement).query() for statement in statements]
 
 
 def naive_utc_now() -> datetime:
