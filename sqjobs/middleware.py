@@ -117,6 +117,11 @@ class MiddlewareChain:
     def __len__(self) -> int:
         return len(self.middleware)
 
+    @property
+    def announces(self) -> bool:
+        """True when some middleware has a ``before_enqueue`` of its own (else sending skips the call)."""
+        return any(type(item).before_enqueue is not Middleware.before_enqueue for item in self.middleware)
+
     def before_enqueue(self, message: JobMessage) -> None:
         """Call every ``before_enqueue``; an exception propagates (the send is refused)."""
         for item in self.middleware:

@@ -109,10 +109,15 @@ class Producer:
                              extra=dict(extra or {}), headers=dict(headers or {}), queue=target)
         broker = self.app.broker
         broker.check_delay(delay_s)
-        broker.check_body(encode(message))  # before any middleware acts on a message that cannot be sent
-        self.app.middleware.before_enqueue(message)
-        body = encode(message)
-        broker.check_body(body)  # headers may have grown it
+        body = encode(message, arguments_checked=True)
+        broker.check_body(body)  # before any middleware acts on a message that cannot be sent
+        chain = self.app.middleware
+        if chain.announces:
+            headers_before = dict(message.headers)
+            chain.before_enqueue(message)
+            if message.headers != headers_before:
+                body = encode(message, arguments_checked=True)
+                broker.check_body(body)  # headers may have grown it
         if target.endswith(".fifo"):
             group = group or (job_class.group if job_class is not None else None) or job_name
             dedup_id = dedup_id or message.id
