@@ -10,8 +10,9 @@ beaters and the seed talk's ``broker.add_job`` all go through
    tracking records the job as PENDING there, and refuses the send if it
    cannot);
 3. encodes it and checks it against the broker's limits (size, delay);
-4. sends it, or, in eager mode, runs it at once through the real decoder and
-   the same middleware as a worker.
+4. sends it, or, in eager mode, runs it at once on the body read back (the
+   arguments the worker would get: tuples become lists) and through the same
+   middleware as a worker.
 
 A bulk send builds and checks every message before it sends any, and sends
 them in one ``send_batch`` (one transaction on the embedded broker). When a
@@ -27,7 +28,7 @@ from . import defaults
 from .brokers.base import OutgoingMessage
 from .errors import UnknownJobError
 from .execution import Outcome
-from .message import JobMessage, check_arguments, decode, encode, new_job_id
+from .message import JobMessage, check_arguments, decode_own, encode, new_job_id
 from .runner import attempt_with_middleware
 from .status import JobHandle, Status
 
@@ -142,7 +143,7 @@ class Producer:
         """Eager mode: decode what would have been sent and run it here; the job's exception reaches the caller."""
         if job_class is None:
             raise UnknownJobError(f"eager mode runs jobs at once, and no job is registered as {message.name!r}")
-        decoded = decode(out.body, message.id)
+        decoded = decode_own(out.body)
         decoded.queue = message.queue
         attempt = attempt_with_middleware(self.app, job_class, decoded, message.queue, 1, last_attempt=True)
         if attempt.error is not None and attempt.outcome is not Outcome.SKIPPED:
