@@ -34,6 +34,7 @@ from .store import MAX_RESULT_BYTES, StatusRecord
 
 if TYPE_CHECKING:
     from .app import App
+    from .cancellation import Cancellation
     from .job import Job
 
 __all__ = ["FINISHED", "JobHandle", "Status", "encode_result", "outcome_error", "retry_while_unavailable"]
@@ -141,8 +142,24 @@ class JobHandle:
 
     @property
     def finished(self) -> bool:
-        """True once the job is SUCCESS, FAILURE or DEAD."""
+        """True once the job is SUCCESS, FAILURE, DEAD or CANCELLED."""
         return self.status in FINISHED
+
+    def cancel(self) -> Cancellation:
+        """Cancel the job if it has not started (see :mod:`sqjobs.cancellation`); return what happened.
+
+        A running or finished job is not cancelled (``bool(result)`` is
+        False and ``result.message`` says why). Raises StatusStoreError when
+        the database cannot be reached.
+        """
+        from .cancellation import cancel
+
+        outcome = cancel(self.id, self.app)
+        if outcome.cancelled and self._record is not None:
+            self._record = None  # read again: the row changed
+        if outcome.cancelled and self._filled():
+            self._status = outcome.status or self._status
+        return outcome
 
     # -- waiting -----------------------------------------------------------------------
 
@@ -153,7 +170,7 @@ class JobHandle:
         ``timeout_s`` None waits without a deadline. Raises WaitTimeoutError
         (a TimeoutError) at the deadline, JobNotTrackedError for a job nothing
         records, StatusStoreError if the database cannot be read and, only
-        with ``raise_error=True``, JobFailedError for a FAILURE or DEAD job.
+        with ``raise_error=True``, JobFailedError for a FAILURE, DEAD or CANCELLED job.
         """
         if not self._filled():
             if not self._tracked():
@@ -172,7 +189,7 @@ class JobHandle:
                 poll_s = polls.next()
                 time.sleep(poll_s if remaining_s is None else min(poll_s, remaining_s))
         status = self.status
-        if raise_error and status in (Status.FAILURE, Status.DEAD):
+        if raise_error and status in (Status.FAILURE, Status.DEAD, Status.CANCELLED):
             raise JobFailedError(f"job {self.id} {self.name} ended {status.value}: {self.error}", self)
         return self.result
 

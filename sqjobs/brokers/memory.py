@@ -20,7 +20,6 @@ from .base import (
     is_dead_letter_name,
 )
 
-
 #: How often a waiting receive looks again for delayed messages whose time came (a send wakes it at once).
 DELAYED_POLL_S = 0.05
 
@@ -43,6 +42,8 @@ class MemoryBroker(Broker):
 
     scheme = "memory"
     moves_in_place = True
+    #: Holds any delay sqjobs accepts (a timestamp in the row): no database hand-over.
+    max_delay_s = defaults.MAX_LATER_S
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         super().__init__()
