@@ -26,7 +26,9 @@ worker keeps the message and tries again with backoff, and hands it back
 at a stop. A job that might be cancelled is never run on a guess.
 
 The cost: one indexed read per attempt, for every job (also untracked ones),
-in the status database. Rows stay until ``sqjobs prune`` removes those older
+in the status database; so untracked jobs, too, wait while that database
+is down (an embedded SQLite database whose file does not exist yet holds no
+cancellation and is not read). Rows stay until ``sqjobs prune`` removes those older
 than its ``--older-than`` (a cancelled job id stays cancelled until then,
 also for a duplicate delivery).
 """
@@ -34,6 +36,7 @@ also for a duplicate delivery).
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -96,7 +99,15 @@ class Cancellations(Rows):
         return CancelledRow
 
     def is_cancelled(self, job_id: str) -> bool:
-        """True when ``job_id`` was cancelled (one indexed read; the table is made if missing)."""
+        """True when ``job_id`` was cancelled (one indexed read; the table is made if missing).
+
+        An SQLite database whose file does not exist holds no cancellation
+        (a cancel makes it): nothing is read, nor created.
+        """
+        if not self._ready:
+            path = self.store._sqlite_path()
+            if path is not None and not os.path.exists(path):
+                return False
         self.ready()
         with self.guard(f"look up whether job {job_id} was cancelled"):
             return self.model.select(self.model.id).where(self.model.id == job_id).exists()

@@ -120,7 +120,7 @@ def queues(config: str | None, as_json: bool) -> None:
     settings, broker = setup_app(config, import_jobs=False)
     held: dict[str, int] = {}
     try:
-        held = HeldJobs.for_url(settings.database_url).counts()
+        held = HeldJobs.for_url(settings.database_url).counts(broker.identity)
     except StatusStorePermanentError:
         raise
     except StatusStoreError as exc:

@@ -7,6 +7,9 @@ sent to SQS at once: the producer writes its encoded message (after every
 ``sqjobs_held`` table with the instant it is due, and returns. The beaters
 send it when it is due (:meth:`HeldJobs.send_due`, called at every tick):
 
+- a row names the broker it is for (:attr:`~sqjobs.brokers.base.Broker.identity`:
+  on SQS the endpoint, region and queue prefix), and a beater sends only
+  those of its own broker, so deployments that share a database stay apart;
 - each due row is claimed by a conditional update (``claimed_at`` empty, or
   older than ``HELD_CLAIM_TIMEOUT_S``), so whichever beater's update changes
   the row sends it, and redundant beaters send each held job exactly once;
@@ -66,6 +69,8 @@ class HeldJob:
     due_at: datetime
     group_id: str | None = None
     dedup_id: str | None = None
+    #: The broker it is for (:attr:`Broker.identity`): a beater sends only the held jobs of its own broker.
+    broker: str = ""
 
 
 class HeldJobs(Rows):
@@ -79,7 +84,8 @@ class HeldJobs(Rows):
 
         class HeldRow(peewee.Model):
             id = peewee.CharField(primary_key=True, max_length=ID_MAX_CHARS)
-            queue = peewee.CharField(max_length=NAME_MAX_CHARS, index=True)
+            broker = peewee.CharField(max_length=NAME_MAX_CHARS, index=True)
+            queue = peewee.CharField(max_length=NAME_MAX_CHARS)
             body = LongTextField()
             due_at = PreciseDateTimeField(index=True)
             group_id = peewee.CharField(max_length=NAME_MAX_CHARS, null=True)
@@ -100,9 +106,9 @@ class HeldJobs(Rows):
     def hold(self, job: HeldJob, now: datetime) -> None:
         """Keep ``job`` until its ``due_at`` (a job id held again replaces its row)."""
         self.ready()
-        values = dict(queue=job.queue[:NAME_MAX_CHARS], body=job.body, due_at=_naive(job.due_at),
-                      group_id=job.group_id, dedup_id=job.dedup_id, held_at=_naive(now), claimed_by=None,
-                      claimed_at=None)
+        values = dict(broker=job.broker[:NAME_MAX_CHARS], queue=job.queue[:NAME_MAX_CHARS], body=job.body,
+                      due_at=_naive(job.due_at), group_id=job.group_id, dedup_id=job.dedup_id,
+                      held_at=_naive(now), claimed_by=None, claimed_at=None)
         with self.guard(f"hold job {job.job_id} until {job.due_at.isoformat()}"), self.database.atomic():
             self.model.delete().where(self.model.id == job.job_id).execute()
             self.model.insert(id=job.job_id, **values).execute()
@@ -115,12 +121,13 @@ class HeldJobs(Rows):
             deleted = self.model.delete().where((self.model.id == job_id) & self.model.claimed_at.is_null()).execute()
         return bool(deleted)
 
-    def counts(self) -> dict[str, int]:
-        """Held jobs per queue (``sqjobs queues`` adds them to ``delayed``); reads only."""
+    def counts(self, broker: str) -> dict[str, int]:
+        """Held jobs per queue of ``broker`` (``sqjobs queues`` adds them to ``delayed``); reads only."""
         if not self.exists():
             return {}
         with self.guard("count held jobs"):
-            rows = self.model.select(self.model.queue, peewee.fn.COUNT(self.model.id)).group_by(self.model.queue)
+            rows = (self.model.select(self.model.queue, peewee.fn.COUNT(self.model.id))
+                    .where(self.model.broker == broker[:NAME_MAX_CHARS]).group_by(self.model.queue))
             return {queue: int(count) for queue, count in rows.tuples()}
 
     def rows(self) -> list[dict[str, Any]]:
@@ -131,14 +138,15 @@ class HeldJobs(Rows):
 
     # -- the beaters' side -----------------------------------------------------------------
 
-    def due(self, now: datetime, timeout_s: float, limit: int = defaults.HELD_BATCH) -> list[str]:
-        """Ids of held jobs due at ``now`` that no live claim holds, soonest first."""
+    def due(self, broker: str, now: datetime, timeout_s: float, limit: int = defaults.HELD_BATCH) -> list[str]:
+        """Ids of the held jobs of ``broker`` due at ``now`` that no live claim holds, soonest first."""
         self.ready()
         model = self.model
         cutoff = _naive(now) - timedelta(seconds=timeout_s)
         with self.guard("read due held jobs"):
             query = (model.select(model.id)
-                     .where((model.due_at <= _naive(now)) & (model.claimed_at.is_null() | (model.claimed_at < cutoff)))
+                     .where((model.broker == broker[:NAME_MAX_CHARS]) & (model.due_at <= _naive(now))
+                            & (model.claimed_at.is_null() | (model.claimed_at < cutoff)))
                      .order_by(model.due_at).limit(limit))
             return [job_id for (job_id,) in query.tuples()]
 
@@ -156,7 +164,7 @@ class HeldJobs(Rows):
         if row is None:  # taken over between the two statements (a beater slower than the timeout)
             return None
         return HeldJob(row.id, row.queue, row.body, row.due_at.replace(tzinfo=timezone.utc), row.group_id,
-                       row.dedup_id)
+                       row.dedup_id, row.broker)
 
     def sent(self, job_id: str, beater: str) -> None:
         """Delete the row of ``job_id`` that ``beater`` claimed and sent."""
@@ -179,7 +187,7 @@ class HeldJobs(Rows):
         and is logged; the others go on.
         """
         sent: list[HeldJob] = []
-        for job_id in self.due(now, timeout_s):
+        for job_id in self.due(broker.identity, now, timeout_s):
             job = self.claim(job_id, beater, now, timeout_s)
             if job is None:
                 continue  # another beater has it

@@ -226,7 +226,8 @@ class Producer:
         now = utc_now()
         due_at = now + timedelta(seconds=out.delay_s)
         HeldJobs.for_url(self.app.settings.database_url).hold(
-            HeldJob(message.id, message.queue, out.body, due_at, out.group_id, out.dedup_id), now)
+            HeldJob(message.id, message.queue, out.body, due_at, out.group_id, out.dedup_id,
+                    self.app.broker.identity), now)
         logger.debug("job %s %s on %s: held until %s (over the broker's %g s delay)", message.id, message.name,
                      message.queue, due_at.isoformat(), self.app.broker.max_delay_s)
 

@@ -3,7 +3,9 @@
 Which jobs are tracked is ``[sqjobs] track``: ``marked`` (the default) tracks
 jobs with ``track = True`` (``@job(track=True)``, subclasses of
 :class:`~sqjobs.ResultJob`), ``all`` every job, ``none`` none (and then
-neither middleware is installed). An untracked job never touches the database.
+neither middleware is installed). An untracked job has no status row; the
+database is read for it only to check that it was not cancelled
+(:mod:`sqjobs.cancellation`).
 
 A tracked job's row (see :mod:`sqjobs.store`) moves through these states:
 

@@ -173,6 +173,11 @@ class SQLiteBroker(Broker):
     def __repr__(self) -> str:
         return f"<SQLiteBroker {self.path}>"
 
+    @property
+    def identity(self) -> str:
+        """The broker's file."""
+        return f"sqlite://{os.path.abspath(self.path)}"
+
     # -- connections -----------------------------------------------------------------
 
     def _connection(self) -> sqlite3.Connection:

@@ -189,6 +189,11 @@ class SQSBroker(Broker):
                    visibility_timeout_s=get("visibility_timeout_s", defaults.VISIBILITY_TIMEOUT_S),
                    max_delay_s=get("max_delay_s", MAX_DELAY_S))
 
+    @property
+    def identity(self) -> str:
+        """The endpoint (or AWS region) and the queue prefix: two deployments sharing a database stay apart."""
+        return f"sqs://{self.endpoint_url or 'aws'}/{self.region or ''}/{self.queue_prefix}"
+
     def __repr__(self) -> str:
         where = self.endpoint_url or f"AWS {self.region or '(default region)'}"
         return f"<SQSBroker {where} prefix={self.queue_prefix!r}>"
