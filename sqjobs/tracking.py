@@ -21,7 +21,9 @@ A tracked job's row (see :mod:`sqjobs.store`) moves through these states:
   row keeps (``error`` says so; then the message is deleted, not retried);
 - ``DEAD``: the message went to the dead-letter queue without this job
   failing (no worker knew the job's name). Only a row that already exists is
-  set to DEAD; nothing is created for unknown names.
+  set to DEAD; nothing is created for unknown names;
+- ``CANCELLED``: cancelled before it started (:mod:`sqjobs.cancellation`
+  writes it, at the cancel and again when a worker deletes the message).
 
 The duplicate guard: a tracked job id that already SUCCEEDED and is
 delivered again is not run again (:class:`~sqjobs.errors.SkipMessage`), and
