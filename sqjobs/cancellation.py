@@ -110,7 +110,10 @@ class Cancellations(Rows):
                 return False
         self.ready()
         with self.guard(f"look up whether job {job_id} was cancelled"):
-            return self.model.select(self.model.id).where(self.model.id == job_id).exists()
+            # Written out: a worker asks once per attempt, and building the query costs more than running it.
+            cursor = self.database.execute_sql(
+                f"SELECT 1 FROM {CANCELLED_TABLE} WHERE id = {self.database.param} LIMIT 1", (job_id,))
+            return cursor.fetchone() is not None
 
     def cancelled_at(self, job_id: str) -> datetime | None:
         """When ``job_id`` was cancelled, or None (reads only)."""
@@ -196,13 +199,20 @@ class CancellationCheck(Middleware):
 
     def __init__(self, app: App) -> None:
         self.app = app
+        self._rows: Cancellations | None = None
+
+    def _cancellations(self) -> Cancellations:
+        rows = self._rows
+        if rows is None or rows.store.pid != os.getpid():  # a forked job process opens its own
+            rows = self._rows = Cancellations.for_url(self.app.settings.database_url)
+        return rows
 
     def before_run(self, job: Job, message: JobMessage) -> None:
         """Raise SkipMessage for a cancelled job; StatusStoreError (keep the message) if the database is down."""
-        url = self.app.settings.database_url
-        if not Cancellations.for_url(url).is_cancelled(message.id):
+        rows = self._cancellations()
+        if not rows.is_cancelled(message.id):
             return
         if self.app.is_tracked(type(job)):
-            get_store(url).cancelled_unrun(message.id, CANCELLED_TEXT)
-        UniqueKeys.for_url(url).free_job(message.id)
+            rows.store.cancelled_unrun(message.id, CANCELLED_TEXT)
+        UniqueKeys.for_url(rows.store.url).free_job(message.id)
         raise SkipMessage(f"job {message.id} {job.name} on {message.queue}: cancelled; deleted unrun")
