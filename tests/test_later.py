@@ -337,6 +337,24 @@ def test_a_unique_job_derives_its_key_from_its_arguments_and_frees_it_when_it_fa
     assert later.unique_fails.delay(token).id != failing.id  # free again once it failed for good
 
 
+def test_the_unique_command_names_the_holder_and_frees_a_key(tmp_path: Path) -> None:
+    config = sqlite_config(tmp_path, jobs=JOBS)
+    sqjobs.configure(str(config))
+    handle = later.stamp.apply_async(args=("-", "x"), unique_key="nightly-export")
+    shown = CliRunner().invoke(main, ["unique", "-c", str(config), "nightly-export"], catch_exceptions=False)
+    assert shown.exit_code == 0 and f"held by job {handle.id}" in shown.output
+    freed = CliRunner().invoke(main, ["unique", "-c", str(config), "nightly-export", "--free"])
+    assert freed.exit_code == 0 and "freed" in freed.output
+    shown = CliRunner().invoke(main, ["unique", "-c", str(config), "nightly-export"])
+    assert shown.exit_code == 1 and "is free" in shown.output
+    sent = CliRunner().invoke(main, ["enqueue", "-c", str(config), "later.stamp", "--args", '["-", "y"]',
+                                     "--unique-key", "nightly-export"], catch_exceptions=False)
+    again = CliRunner().invoke(main, ["enqueue", "-c", str(config), "later.stamp", "--args", '["-", "z"]',
+                                      "--unique-key", "nightly-export"], catch_exceptions=False)
+    assert sent.output == again.output and sent.output.strip() != handle.id
+    assert SQLiteBroker(str(tmp_path / "queue.db")).stats("later").visible == 2
+
+
 # -- cancellation ------------------------------------------------------------------------------
 
 
@@ -352,8 +370,8 @@ def test_jobs_cancelled_before_delivery_never_run_and_show_cancelled(tmp_path: P
     assert outcome and outcome.status is Status.CANCELLED and "cancelled (was PENDING)" in outcome.message
     assert tracked.status is Status.CANCELLED and tracked.finished
     assert sqjobs.cancel(untracked.id)  # no status row: recorded, and it will not run
-    result = CliRunner().invoke(main, ["cancel", "-c", str(config), untracked.id])
-    assert result.exit_code == 0 and "already cancelled" in result.output
+    result = CliRunner().invoke(main, ["cancel", "-c", str(config), untracked.id, "--json"])
+    assert result.exit_code == 0 and json.loads(result.output)["message"].endswith("was already cancelled")
     worker = start_worker(config, ["later"], "--burst")
     assert worker.wait(60) == 0, worker_log(worker)
     assert [line.split()[0] for line in read_lines(record)] == ["kept"]
