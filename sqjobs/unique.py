@@ -19,8 +19,11 @@ taken while the message is invisible (its visibility timeout) and until the
 attempt that follows finishes; the key is never freed while the job may
 still run. A message removed by hand (``sqjobs dead --purge`` of a job whose
 dead-lettering could not free its key, a purged queue) leaves its key taken:
-``sqjobs unique --free KEY`` frees it. In eager mode the job runs inside the
-call, so nothing waits and no key is taken.
+``sqjobs unique KEY --free`` frees it; so does a producer killed between
+taking the key and sending (a send that fails frees it). A periodic job
+with ``unique = True`` skips a fire time while its previous run still waits
+or runs (the beater's send returns the holder's handle). In eager mode the job runs
+inside the call, so nothing waits and no key is taken.
 """
 
 from __future__ import annotations
