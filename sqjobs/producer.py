@@ -123,7 +123,9 @@ class Producer:
                                         job_id=job_id, group=group, dedup_id=dedup_id, extra=extra, headers=headers)
             return self._run_now(job_class, message, out)
         job_name = job_class.name if job_class is not None else str(name or "")
-        if unique_key is None and job_class is not None and job_class.unique:
+        derive = unique_key is None and job_class is not None and job_class.unique
+        if derive:
+            check_arguments(args, dict(kwargs or {}))  # a clear error before the digest of the arguments
             unique_key = derived_key(job_name, args, dict(kwargs or {}))
         if unique_key is None:
             message, out = self.prepare(job_class, args, kwargs, name=name, queue=queue, delay_s=delay,
@@ -131,7 +133,8 @@ class Producer:
             self._send([message], [out])
             return JobHandle(message.id, message.name, message.queue, app=self.app)
         key = check_key(unique_key)
-        check_arguments(args, dict(kwargs or {}))  # before the key is taken
+        if not derive:
+            check_arguments(args, dict(kwargs or {}))  # before the key is taken
         job_id = job_id or new_job_id()
         target = self._queue(job_class, queue)
         keys = UniqueKeys.for_url(self.app.settings.database_url)
