@@ -81,9 +81,12 @@ def worker(config: str | None, queues: tuple[str, ...], group_name: str | None, 
     check_status_database()
     group = settings.worker_group(group_name) if group_name else (
         settings.workers[0] if settings.workers else WorkerGroup("default"))
-    consumer = Worker.for_group(current_app(), group, queues, prefetch=prefetch,
-                                visibility_timeout_s=visibility_timeout, max_jobs=max_jobs, burst=burst,
-                                status_file=status_file, isolation=isolation, threads=threads, hold_s=hold_s)
+    try:
+        consumer = Worker.for_group(current_app(), group, queues, prefetch=prefetch,
+                                    visibility_timeout_s=visibility_timeout, max_jobs=max_jobs, burst=burst,
+                                    status_file=status_file, isolation=isolation, threads=threads, hold_s=hold_s)
+    except ValueError as exc:  # options that do not go together, e.g. --threads 4 with --isolation none
+        raise click.UsageError(str(exc)) from None
     consumer.install_signal_handlers()
     sys.exit(consumer.run())
 
