@@ -1,36 +1,57 @@
 """Cancellation: take back a job that has not started.
 
+Which jobs can be cancelled: tracked jobs (they have a status row), and
+untracked jobs sent *cancellable*: ``@job(cancellable=True)`` on the job, or
+``apply_async(..., cancellable=True)`` / ``sqjobs enqueue --cancellable``
+for one message. The producer marks such a message with the header
+``"sqjobs-cancellable": true`` (:data:`~sqjobs.message.CANCELLABLE_HEADER`);
+a worker that predates it ignores it (and checks nothing). Every other job
+never touches the database: it runs while the status database is down, and
+costs no read. Periodic jobs follow the same rule (a beater sends each run
+through the producer, so a job class with ``cancellable = True`` marks every
+run); eager mode runs the job inside the call, so nothing is left to cancel.
+
 ``handle.cancel()``, ``sqjobs.cancel(job_id)`` and ``sqjobs cancel JOB_ID``
 record the job id in the ``sqjobs_cancelled`` table of the ``[sqjobs]
 database`` and return a :class:`Cancellation` saying what happened:
 
 - a tracked job still PENDING (or in RETRY, waiting for its next attempt) is
   set to CANCELLED in the same transaction as the record; a held job (a long
-  delay on SQS, :mod:`sqjobs.held`) is removed from the database at once; a
-  unique key it holds is freed;
+  delay on SQS, :mod:`sqjobs.held`) is removed from the database at once
+  (whatever the job: its message is never sent); a unique key either holds
+  is freed;
 - a tracked job that is running (STARTED) or finished is not cancelled: the
   result says so (``bool(result)`` is False) and nothing changes;
-- a job with no status row (untracked, or not tracked here) cannot be told
-  apart from one that already ran: the cancellation is recorded, and if the
-  job has not started it never will.
+- a job with no status row cannot be told apart from one that already ran:
+  the cancellation is recorded (``result.recorded``). From a handle of a job
+  sent cancellable, that is a cancellation (``bool(result)`` is True): if it
+  has not started, it never will (its unique key is freed by the worker
+  that deletes its message). From the id alone (``sqjobs.cancel``, the
+  command) whether it was sent cancellable is not known: ``bool(result)`` is
+  False, the message says the cancellation takes effect only for a job sent
+  cancellable, and ``sqjobs cancel`` exits 3;
+- ``handle.cancel()`` on a job its handle knows is untracked and was not
+  sent cancellable raises :class:`~sqjobs.errors.JobNotCancellableError`
+  and records nothing: no worker would look.
 
 The worker enforces it: :class:`CancellationCheck` (middleware sqjobs
-installs after status tracking) looks the job id up before each attempt;
-a cancelled job's message is deleted unrun (no ``set_up``, no hooks) and its
-row set to CANCELLED. A tracked job's row says STARTED before the look-up,
-and cancelling needs a row that still says PENDING or RETRY, so a job is
-either refused as running or never run, whichever comes first.
+installs after status tracking) looks the job id up before each attempt of
+a job that can be cancelled (tracked, marked by the header, or of a job
+class declared cancellable here); a cancelled job's message is deleted
+unrun (no ``set_up``, no hooks) and its row set to CANCELLED. A tracked
+job's row says STARTED before the look-up, and cancelling needs a row that
+still says PENDING or RETRY, so a job is either refused as running or never
+run, whichever comes first.
 
 While the database cannot be read, the check raises StatusStoreError: the
 worker keeps the message and tries again with backoff, and hands it back
 at a stop. A job that might be cancelled is never run on a guess.
 
-The cost: one indexed read per attempt, for every job (also untracked ones),
-in the status database; so untracked jobs, too, wait while that database
-is down (an embedded SQLite database whose file does not exist yet holds no
-cancellation and is not read). Rows stay until ``sqjobs prune`` removes those older
-than its ``--older-than`` (a cancelled job id stays cancelled until then,
-also for a duplicate delivery).
+The cost: one indexed read per attempt of a job that can be cancelled, in
+the status database (an embedded SQLite database whose file does not exist
+yet holds no cancellation and is not read); none for the others. Rows stay
+until ``sqjobs prune`` removes those older than its ``--older-than`` (a
+cancelled job id stays cancelled until then, also for a duplicate delivery).
 """
 
 from __future__ import annotations
@@ -45,7 +66,7 @@ import peewee
 
 from .errors import SkipMessage
 from .held import HeldJobs
-from .message import ID_MAX_CHARS
+from .message import CANCELLABLE_HEADER, ID_MAX_CHARS
 from .middleware import Middleware
 from .rows import Rows
 from .states import FINISHED, WAITING, Status
@@ -67,12 +88,19 @@ CANCELLED_TEXT = "cancelled before it started"
 
 @dataclass(frozen=True)
 class Cancellation:
-    """What a cancel did: ``cancelled`` (also ``bool(result)``), the job's status, and a sentence saying so."""
+    """What a cancel did: ``cancelled`` (also ``bool(result)``), the job's status, and a sentence saying so.
+
+    ``cancelled`` is True only when the job will not run (unless it already
+    ran, for a job without a status row); ``recorded`` when the job id is in
+    the table of cancellations (also when ``cancelled`` is False: a job
+    without a status row, cancelled by its id alone).
+    """
 
     job_id: str
     cancelled: bool
     status: Status | None
     message: str
+    recorded: bool = False
 
     def __bool__(self) -> bool:
         return self.cancelled
@@ -143,9 +171,11 @@ class Cancellations(Rows):
             return int(self.model.delete().where(self.model.cancelled_at < cutoff).execute())
 
 
-def cancel(job_id: str, app: App | None = None) -> Cancellation:
+def cancel(job_id: str, app: App | None = None, *, sent_cancellable: bool = False) -> Cancellation:
     """Cancel job ``job_id`` if it has not started; return what happened (see the module docstring).
 
+    ``sent_cancellable`` says the caller knows the job was sent cancellable
+    (a handle does): then a job without a status row counts as cancelled.
     Raises StatusStoreError when the database cannot be reached (then
     nothing was recorded).
     """
@@ -171,22 +201,40 @@ def cancel(job_id: str, app: App | None = None) -> Cancellation:
                 return _refused(job_id, Status(model.select(model.status).where(model.id == job_id).scalar()))
         first = cancellations.record(job_id)
     unheld = HeldJobs.for_url(url).forget(job_id)
-    UniqueKeys.for_url(url).free_job(job_id)
-    where = " (it was held for later; removed)" if unheld else ""
-    if status is None:
-        text = (f"job {job_id}: cancellation recorded{where}; it has no status row (untracked or unknown), so "
-                "whether it already ran cannot be told: if it has not started, it will not run")
+    if status is not None or unheld:  # it will not run: its key goes now (else the worker that deletes it frees it)
+        UniqueKeys.for_url(url).free_job(job_id)
+    if status is not None:
+        text = f"job {job_id}: cancelled (was {status.value}){_HELD_TEXT if unheld else ''}; it will not run"
+        outcome = Cancellation(job_id, True, Status.CANCELLED, text, recorded=True)
+    elif unheld:
+        text = f"job {job_id}: cancelled{_HELD_TEXT}; it will never be sent"
+        outcome = Cancellation(job_id, True, None, text, recorded=True)
     else:
-        text = f"job {job_id}: cancelled (was {status.value}){where}; it will not run"
-    if not first and status is None:
-        text = f"job {job_id}: was already cancelled"
-    logger.info("%s", text)
-    return Cancellation(job_id, True, Status.CANCELLED if status is not None else None, text)
+        outcome = _without_row(job_id, first, sent_cancellable)
+    (logger.info if outcome.cancelled else logger.warning)("%s", outcome.message)
+    return outcome
+
+
+_HELD_TEXT = " (it was held for later; removed)"
+
+
+def _without_row(job_id: str, first: bool, sent_cancellable: bool) -> Cancellation:
+    """What cancelling a job without a status row (and not held) did: recorded; confirmed if sent cancellable."""
+    done = "cancellation recorded" if first else "cancellation was already recorded"
+    if sent_cancellable:
+        text = (f"job {job_id}: {done}; it was sent cancellable, so if it has not started it will not run "
+                "(it has no status row: whether it already ran cannot be told)")
+        return Cancellation(job_id, True, None, text, recorded=True)
+    text = (f"job {job_id}: {done}, NOT confirmed: it has no status row, so sqjobs cannot tell whether it "
+            "already ran nor whether it was sent cancellable; it takes effect only for an untracked job sent "
+            "cancellable (@job(cancellable=True), apply_async(cancellable=True), sqjobs enqueue --cancellable) "
+            "that has not started: any other runs anyway")
+    return Cancellation(job_id, False, None, text, recorded=True)
 
 
 def _refused(job_id: str, status: Status) -> Cancellation:
     if status is Status.CANCELLED:
-        return Cancellation(job_id, True, status, f"job {job_id}: was already cancelled")
+        return Cancellation(job_id, True, status, f"job {job_id}: was already cancelled", recorded=True)
     if status in FINISHED:
         text = f"job {job_id}: not cancelled, it already finished ({status.value}); nothing changed"
     else:
@@ -195,7 +243,12 @@ def _refused(job_id: str, status: Status) -> Cancellation:
 
 
 class CancellationCheck(Middleware):
-    """Before each attempt, deletes a cancelled job unrun and records CANCELLED (installed by sqjobs)."""
+    """Before each attempt of a job that can be cancelled, deletes it unrun if it was (installed by sqjobs).
+
+    A job can be cancelled when it is tracked, its message carries
+    :data:`~sqjobs.message.CANCELLABLE_HEADER`, or its class says
+    ``cancellable = True``; any other job is let through without a read.
+    """
 
     def __init__(self, app: App) -> None:
         self.app = app
@@ -209,6 +262,8 @@ class CancellationCheck(Middleware):
 
     def before_run(self, job: Job, message: JobMessage) -> None:
         """Raise SkipMessage for a cancelled job; StatusStoreError (keep the message) if the database is down."""
+        if not (message.headers.get(CANCELLABLE_HEADER) or type(job).cancellable or self.app.is_tracked(type(job))):
+            return  # nothing can cancel it: no read, so it runs while the database is down
         rows = self._cancellations()
         if not rows.is_cancelled(message.id):
             return

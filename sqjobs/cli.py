@@ -102,8 +102,10 @@ def worker(config: str | None, queues: tuple[str, ...], group_name: str | None, 
               help="When it may run: ISO 8601 with a UTC offset, e.g. 2027-03-27T12:00:00+01:00 (or ...Z).")
 @click.option("--unique-key", default=None,
               help="Send nothing if a job with this key waits or runs; print that job's id instead.")
+@click.option("--cancellable", is_flag=True,
+              help="Mark the message cancellable: a worker checks `sqjobs cancel` for it even if it is untracked.")
 def enqueue(config: str | None, name: str, args_json: str, kwargs_json: str, queue: str | None,
-            delay: float, eta: datetime | None, unique_key: str | None) -> None:
+            delay: float, eta: datetime | None, unique_key: str | None, cancellable: bool) -> None:
     """Send job NAME and print its id. NAME need not be importable here."""
     if delay and eta is not None:
         raise click.UsageError("--delay and --eta exclude each other")
@@ -111,7 +113,7 @@ def enqueue(config: str | None, name: str, args_json: str, kwargs_json: str, que
     kwargs = parse_json("--kwargs", kwargs_json, dict)
     configure_app(config)
     handle = current_app().producer.send(registry.find(name), args, kwargs, name=name, queue=queue, delay_s=delay,
-                                         eta=eta, unique_key=unique_key)
+                                         eta=eta, unique_key=unique_key, cancellable=cancellable)
     click.echo(handle.id)
 
 

@@ -16,22 +16,33 @@ from .cancellation import cancel as cancel_job
 from .cli_common import config_option, configure_app
 from .unique import UniqueKeys
 
+#: Exit status of ``sqjobs cancel`` for a cancellation recorded but not confirmed (a job without a status row).
+UNCONFIRMED_EXIT = 3
+
 
 @click.command()
 @config_option
 @click.argument("job_id")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON: job_id, cancelled, status, message.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: job_id, cancelled, recorded, status, message.")
 def cancel(config: str | None, job_id: str, as_json: bool) -> None:
-    """Cancel job JOB_ID if it has not started (exit 1 if it is running or finished: nothing changes)."""
+    """Cancel job JOB_ID if it has not started.
+
+    Exit 0: cancelled. Exit 1: it is running or finished, nothing changed.
+    Exit 3: it has no status row, so the cancellation is recorded but not
+    confirmed: it takes effect only if the job was sent cancellable
+    (``--cancellable``, ``@job(cancellable=True)``) and has not started.
+    """
     configure_app(config, import_jobs=False)
     outcome = cancel_job(job_id, current_app())
     if as_json:
         click.echo(json.dumps({"job_id": outcome.job_id, "cancelled": outcome.cancelled,
+                               "recorded": outcome.recorded,
                                "status": outcome.status.value if outcome.status else None,
                                "message": outcome.message}, indent=2))
     else:
         click.echo(outcome.message)
-    sys.exit(0 if outcome.cancelled else 1)
+    sys.exit(0 if outcome.cancelled else UNCONFIRMED_EXIT if outcome.recorded else 1)
+
 
 
 @click.command()

@@ -24,6 +24,9 @@ DURATION_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 #: The accepted forms, for error messages and help.
 DURATION_FORMS = "a number and a unit: 45s, 30m, 12h, 7d, 2w"
+#: What ``sqjobs status`` adds for a cancelled job without a status row.
+UNTRACKED_CANCEL_NOTE = ("untracked: it did not run only if it was sent cancellable and had not started "
+                         "when it was cancelled")
 
 
 def parse_duration_s(text: str) -> float:
@@ -86,14 +89,16 @@ def status(config: str | None, job_id: str, as_json: bool) -> None:
     """Show the status row of tracked job JOB_ID (exit 1 if it has none).
 
     An untracked job that was cancelled has no row: it shows as CANCELLED
-    with the time of its cancellation.
+    with the time of its cancellation, and a note that this holds only if it
+    was sent cancellable and had not started.
     """
     url = _database_url(config)
     record = get_store(url).get(job_id)
     if record is None:
         cancelled_at = Cancellations.for_url(url).cancelled_at(job_id)
         if cancelled_at is not None:
-            data = {"id": job_id, "status": "CANCELLED", "cancelled_at": cancelled_at.isoformat(), "tracked": False}
+            data = {"id": job_id, "status": "CANCELLED", "cancelled_at": cancelled_at.isoformat(), "tracked": False,
+                    "note": UNTRACKED_CANCEL_NOTE}
             click.echo(json.dumps(data, indent=2) if as_json else "\n".join(
                 f"{key + ':':<13} {value}" for key, value in data.items()))
             return

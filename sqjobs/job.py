@@ -65,6 +65,9 @@ class Job:
     #: At most one job with these arguments waiting or running: the unique key is made from the job's
     #: name and arguments (see ``sqjobs.unique``); ``apply_async(unique_key=...)`` names one instead.
     unique: ClassVar[bool] = False
+    #: Untracked jobs: every message may be cancelled (``sqjobs.cancellation``): the worker then reads the status
+    #: database before each attempt. ``apply_async(cancellable=True)`` asks it for one message; tracked jobs always may.
+    cancellable: ClassVar[bool] = False
     #: Periodic jobs: a cron expression and the IANA time zone it is read in.
     schedule: ClassVar[str | None] = None
     timezone: ClassVar[str] = "UTC"
@@ -147,9 +150,11 @@ class Job:
         *,
         eta: datetime | None = None,
         unique_key: str | None = None,
+        cancellable: bool = False,
     ) -> JobHandle:
         """Enqueue with options: ``queue``, ``delay`` (seconds or a timedelta) or ``eta`` (an aware datetime),
-        ``unique_key``, FIFO ``group``/``dedup_id``.
+        ``unique_key``, ``cancellable`` (this message of an untracked job may be cancelled), FIFO
+        ``group``/``dedup_id``.
 
         Returns a JobHandle (with a ``unique_key`` already taken: the handle of
         the job that holds it, and nothing is sent). Raises TypeError for
@@ -157,7 +162,8 @@ class Job:
         DelayTooLongError past the longest delay (see the README, Jobs for later).
         """
         return current_app().producer.send(cls, args, kwargs, queue=queue, delay_s=delay, eta=eta, job_id=job_id,
-                                           group=group, dedup_id=dedup_id, unique_key=unique_key)
+                                           group=group, dedup_id=dedup_id, unique_key=unique_key,
+                                           cancellable=cancellable)
 
 
 class PeriodicJob(Job):
@@ -202,7 +208,7 @@ def _methods_defined_below_job(cls: type) -> set[str]:
 
 #: Options ``@job`` takes that become class attributes.
 _ATTRIBUTE_OPTIONS = {"queue", "name", "retries", "retry_delay", "timeout", "track", "group",
-                      "schedule", "timezone", "catch_up", "unique"}
+                      "schedule", "timezone", "catch_up", "unique", "cancellable"}
 #: Options ``@job`` takes that become hook methods (called with the job instance first).
 _HOOK_OPTIONS = {"set_up", "tear_down", "on_success", "on_failure", "on_retry"}
 
@@ -230,11 +236,12 @@ class JobFunction(Generic[P, R]):
     def apply_async(self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, *,
                     queue: str | None = None, delay: float | timedelta = 0, eta: datetime | None = None,
                     job_id: str | None = None, unique_key: str | None = None,
-                    group: str | None = None, dedup_id: str | None = None) -> JobHandle:
-        """Enqueue with options (``queue``, ``delay`` or ``eta``, ``job_id``, ``unique_key``, FIFO
-        ``group``/``dedup_id``); see :meth:`Job.apply_async`."""
+                    group: str | None = None, dedup_id: str | None = None, cancellable: bool = False) -> JobHandle:
+        """Enqueue with options (``queue``, ``delay`` or ``eta``, ``job_id``, ``unique_key``, ``cancellable``,
+        FIFO ``group``/``dedup_id``); see :meth:`Job.apply_async`."""
         return self.job_class.apply_async(args=args, kwargs=kwargs, queue=queue, delay=delay, eta=eta,
-                                          job_id=job_id, unique_key=unique_key, group=group, dedup_id=dedup_id)
+                                          job_id=job_id, unique_key=unique_key, group=group, dedup_id=dedup_id,
+                                          cancellable=cancellable)
 
     def delay_many(self, calls: Iterable[Sequence[Any] | tuple[Sequence[Any], Mapping[str, Any]]],
                    queue: str | None = None) -> list[JobHandle]:
@@ -252,7 +259,7 @@ def job(fn: Callable[P, R], /) -> JobFunction[P, R]: ...
 @overload
 def job(*, base: type[Job] = ..., queue: str = ..., name: str = ..., retries: int = ..., retry_delay: float = ...,
         timeout: float | None = ..., track: bool = ..., group: str | None = ..., unique: bool = ...,
-        schedule: str | None = ...,
+        cancellable: bool = ..., schedule: str | None = ...,
         timezone: str = ..., catch_up: str = ..., set_up: Callable[..., Any] = ...,
         tear_down: Callable[..., Any] = ..., on_success: Callable[..., Any] = ...,
         on_failure: Callable[..., Any] = ..., on_retry: Callable[..., Any] = ...,
@@ -263,8 +270,8 @@ def job(fn: Callable[..., Any] | None = None, /, *, base: type[Job] = Job, **opt
     """Turn a function into a registered job.
 
     ``@job`` or ``@job(queue=..., name=..., retries=..., retry_delay=...,
-    timeout=..., track=..., group=..., unique=..., schedule=..., timezone=..., catch_up=..., base=...,
-    set_up=..., tear_down=..., on_success=..., on_failure=..., on_retry=...)``.
+    timeout=..., track=..., group=..., unique=..., cancellable=..., schedule=..., timezone=...,
+    catch_up=..., base=..., set_up=..., tear_down=..., on_success=..., on_failure=..., on_retry=...)``.
     Hook functions are called with the job instance first, like methods:
     ``on_failure(job, exc)``. Unknown options raise JobDefinitionError at once.
     ``async def`` functions are awaited when the job runs.

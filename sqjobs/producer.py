@@ -20,8 +20,12 @@ the message's own delay; a longer one is held in the database and sent by a
 beater when due (:mod:`sqjobs.held`). ``unique_key`` (or a job with
 ``unique = True``) is taken in the database before anything else happens
 (:mod:`sqjobs.unique`): when another job holds it, nothing is sent and that
-job's handle is returned. Eager mode runs the job at once: it neither waits
-nor takes a key.
+job's handle is returned. ``cancellable=True`` (or a job with
+``cancellable = True``) marks the message with the header
+``sqjobs-cancellable``, so that a worker checks it for cancellation
+(:mod:`sqjobs.cancellation`; tracked jobs are checked without it). Eager
+mode runs the job at once: it neither waits nor takes a key, and nothing is
+left to cancel.
 
 A bulk send builds and checks every message before it sends any, and sends
 them in one ``send_batch`` (one transaction on the embedded broker). When a
@@ -41,7 +45,7 @@ from .clock import utc_now
 from .errors import DelayTooLongError, StatusStoreError, UnknownJobError
 from .execution import Outcome
 from .held import HeldJob, HeldJobs
-from .message import JobMessage, check_arguments, decode, encode, new_job_id
+from .message import CANCELLABLE_HEADER, JobMessage, check_arguments, decode, encode, new_job_id
 from .runner import attempt_with_middleware
 from .status import JobHandle, Status
 from .unique import KEY_FIELD, UniqueKeys, check_key, derived_key
@@ -104,20 +108,24 @@ class Producer:
              *, name: str | None = None, queue: str | None = None, delay_s: float | timedelta = 0,
              eta: datetime | None = None, job_id: str | None = None, group: str | None = None,
              dedup_id: str | None = None, extra: Mapping[str, Any] | None = None,
-             headers: Mapping[str, Any] | None = None, unique_key: str | None = None) -> JobHandle:
+             headers: Mapping[str, Any] | None = None, unique_key: str | None = None,
+             cancellable: bool = False) -> JobHandle:
         """Send one job; return its handle.
 
         ``job_class`` None sends ``name``, a job this process does not know
         (another service runs it), to ``queue`` (default ``"default"``).
         ``extra`` adds optional wire fields (``scheduled_for``), ``headers``
-        envelope headers. ``delay_s``/``eta`` and ``unique_key``: see the
-        module docstring. Raises TypeError for arguments JSON cannot carry,
-        ValueError for a naive ``eta``, MessageTooLargeError and
+        envelope headers. ``delay_s``/``eta``, ``unique_key`` and
+        ``cancellable``: see the module docstring. Raises TypeError for
+        arguments JSON cannot carry, ValueError for a naive ``eta``, MessageTooLargeError and
         DelayTooLongError for what cannot be held, StatusStoreError when a
         key or a held job cannot be written, and whatever a middleware's
         ``before_enqueue`` raises (then nothing is sent).
         """
         delay = later_delay_s(delay_s, eta)
+        cancellable = cancellable or (job_class is not None and job_class.cancellable)
+        if cancellable:
+            headers = {**(headers or {}), CANCELLABLE_HEADER: True}
         if self.app.eager:
             message, out = self.prepare(job_class, args, kwargs, name=name, queue=queue, delay_s=delay,
                                         job_id=job_id, group=group, dedup_id=dedup_id, extra=extra, headers=headers)
@@ -131,7 +139,7 @@ class Producer:
             message, out = self.prepare(job_class, args, kwargs, name=name, queue=queue, delay_s=delay,
                                         job_id=job_id, group=group, dedup_id=dedup_id, extra=extra, headers=headers)
             self._send([message], [out])
-            return JobHandle(message.id, message.name, message.queue, app=self.app)
+            return JobHandle(message.id, message.name, message.queue, app=self.app, cancellable=cancellable)
         key = check_key(unique_key)
         if not derive:
             check_arguments(args, dict(kwargs or {}))  # before the key is taken
@@ -142,7 +150,7 @@ class Producer:
         if holder is not None:
             logger.info("job %s: unique key %r is held by job %s on %s; nothing sent", job_name, key, holder[0],
                         holder[2])
-            return JobHandle(holder[0], holder[1], holder[2], app=self.app)
+            return JobHandle(holder[0], holder[1], holder[2], app=self.app)  # how it was sent is not known here
         try:
             message, out = self.prepare(job_class, args, kwargs, name=name, queue=target, delay_s=delay,
                                         job_id=job_id, group=group, dedup_id=dedup_id,
@@ -155,7 +163,7 @@ class Producer:
                 logger.warning("job %s %s: not sent, and its unique key %r stays taken: %s", job_id, job_name, key,
                                exc)
             raise
-        return JobHandle(message.id, message.name, message.queue, app=self.app)
+        return JobHandle(message.id, message.name, message.queue, app=self.app, cancellable=cancellable)
 
     def send_many(self, job_class: type[Job], calls: Iterable[Call], queue: str | None = None) -> list[JobHandle]:
         """Send one job per call (positional arguments, or ``(args, kwargs)``); return their handles.
@@ -166,12 +174,14 @@ class Producer:
         """
         if job_class.unique and not self.app.eager:  # each takes its own key
             return [self.send(job_class, *split_call(call), queue=queue) for call in calls]
-        prepared = [self.prepare(job_class, *split_call(call), queue=queue) for call in calls]
+        headers = {CANCELLABLE_HEADER: True} if job_class.cancellable else None
+        prepared = [self.prepare(job_class, *split_call(call), queue=queue, headers=headers) for call in calls]
         if self.app.eager:
             return [self._run_now(job_class, message, out) for message, out in prepared]
         if prepared:
             self._send([message for message, _ in prepared], [out for _, out in prepared])
-        return [JobHandle(message.id, message.name, message.queue, app=self.app) for message, _ in prepared]
+        return [JobHandle(message.id, message.name, message.queue, app=self.app, cancellable=job_class.cancellable)
+                for message, _ in prepared]
 
     # -- the steps -----------------------------------------------------------------------
 
@@ -243,7 +253,8 @@ class Producer:
         attempt = attempt_with_middleware(self.app, job_class, decoded, message.queue, 1, last_attempt=True)
         if attempt.error is not None and attempt.outcome is not Outcome.SKIPPED:
             raise attempt.error
-        handle = JobHandle(decoded.id, job_class.name, message.queue, app=self.app, job=attempt.job)
+        handle = JobHandle(decoded.id, job_class.name, message.queue, app=self.app, job=attempt.job,
+                           cancellable=bool(decoded.headers.get(CANCELLABLE_HEADER)))
         if self.app.is_tracked(job_class):
             handle.refresh()
         else:

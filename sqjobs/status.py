@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 from .backoff import Backoff
 from .errors import (
     JobFailedError,
+    JobNotCancellableError,
     JobNotTrackedError,
     ResultTooLargeError,
     StatusRowError,
@@ -56,11 +57,14 @@ class JobHandle:
     ``status``, ``result`` and ``error`` read the job's row while it is not
     finished (each a small query), and keep it once it is. For an untracked
     job they are None. In eager mode the handle is filled at once, and
-    ``job`` is the instance that ran.
+    ``job`` is the instance that ran. ``cancellable`` says whether the
+    message was sent cancellable (None: not known, e.g. the handle of the job
+    holding a unique key).
     """
 
     def __init__(self, job_id: str, name: str, queue: str, *, app: App, job: Job | None = None,
-                 status: Status | None = None, result: Any = None, error: str | None = None) -> None:
+                 status: Status | None = None, result: Any = None, error: str | None = None,
+                 cancellable: bool | None = None) -> None:
         #: The application whose status database holds the job's row.
         self.app = app
         self.id = job_id
@@ -68,6 +72,8 @@ class JobHandle:
         self.queue = queue
         #: The job instance that ran, in eager mode.
         self.job = job
+        #: Whether the message was sent cancellable (None: not known here).
+        self.cancellable = cancellable
         self._status = status
         self._result = result
         self._error = error
@@ -149,12 +155,25 @@ class JobHandle:
         """Cancel the job if it has not started (see :mod:`sqjobs.cancellation`); return what happened.
 
         A running or finished job is not cancelled (``bool(result)`` is
-        False and ``result.message`` says why). Raises StatusStoreError when
-        the database cannot be reached.
+        False and ``result.message`` says why). Raises JobNotCancellableError
+        (recording nothing) for a job that is untracked and was not sent
+        cancellable: no worker checks it, so it would run anyway;
+        StatusStoreError when the database cannot be reached.
         """
-        from .cancellation import cancel
+        from .cancellation import Cancellation, cancel
 
-        outcome = cancel(self.id, self.app)
+        job_class = self.app.registry.find(self.name)
+        sent_cancellable = bool(self.cancellable) or bool(job_class is not None and job_class.cancellable)
+        if self.cancellable is False and not sent_cancellable and not self._tracked():
+            raise JobNotCancellableError(
+                f"job {self.id} {self.name} cannot be cancelled: it is untracked and was not sent cancellable, so "
+                "no worker checks it and it runs anyway; send it with apply_async(..., cancellable=True), or "
+                "declare @job(cancellable=True) or track=True")
+        known = self._status  # set in eager mode, where the job already ran
+        if known is not None and known in FINISHED:
+            return Cancellation(self.id, False, known,
+                                f"job {self.id}: not cancelled, it already finished ({known.value}); nothing changed")
+        outcome = cancel(self.id, self.app, sent_cancellable=sent_cancellable)
         if outcome.cancelled and self._record is not None:
             self._record = None  # read again: the row changed
         if outcome.cancelled and self._filled():

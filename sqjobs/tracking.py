@@ -3,9 +3,12 @@
 Which jobs are tracked is ``[sqjobs] track``: ``marked`` (the default) tracks
 jobs with ``track = True`` (``@job(track=True)``, subclasses of
 :class:`~sqjobs.ResultJob`), ``all`` every job, ``none`` none (and then
-neither middleware is installed). An untracked job has no status row; the
-database is read for it only to check that it was not cancelled
-(:mod:`sqjobs.cancellation`).
+neither middleware is installed). An untracked job has no status row and
+never touches the database (it runs while the database is down), unless it
+was sent cancellable (``@job(cancellable=True)``,
+``apply_async(cancellable=True)``): then a worker reads the database once
+per attempt to check that it was not cancelled (:mod:`sqjobs.cancellation`;
+tracked jobs are always checked).
 
 A tracked job's row (see :mod:`sqjobs.store`) moves through these states:
 

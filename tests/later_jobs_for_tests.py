@@ -53,3 +53,10 @@ def tracked_wait(path: str, token: str, release: str, limit_s: float = 60) -> st
 def unique_fails(token: str) -> None:
     """Always raise (no retries); one at a time per arguments."""
     raise RuntimeError(f"planned failure {token}")
+
+
+@job(queue="later", name="later.cancellable_stamp", cancellable=True)
+def cancellable_stamp(path: str, token: str) -> str:
+    """Record ``token`` and the time it ran; untracked, every message may be cancelled."""
+    record(path, f"{token} {time.time():.3f}")
+    return token

@@ -25,9 +25,10 @@ import sqjobs
 from sqjobs.beater import Beater, BeatStore
 from sqjobs.brokers.sqlite import SQLiteBroker
 from sqjobs.brokers.sqs import SQSBroker
+from sqjobs.cancellation import Cancellations
 from sqjobs.cli import main
 from sqjobs.config import Settings
-from sqjobs.errors import StatusStoreError
+from sqjobs.errors import JobNotCancellableError, StatusStoreError
 from sqjobs.held import HeldJobs
 from sqjobs.message import decode
 from sqjobs.states import Status
@@ -363,15 +364,21 @@ def test_jobs_cancelled_before_delivery_never_run_and_show_cancelled(tmp_path: P
     record = tmp_path / "record.txt"
     sqjobs.configure(str(config))
     tracked = later.tracked_stamp.delay(str(record), "tracked")
-    untracked = later.stamp.delay(str(record), "untracked")
+    untracked = later.stamp.apply_async(args=(str(record), "untracked"), cancellable=True)
+    by_class = later.cancellable_stamp.delay(str(record), "by-class")
     later.stamp.delay(str(record), "kept")
     assert tracked.status is Status.PENDING
     outcome = tracked.cancel()
     assert outcome and outcome.status is Status.CANCELLED and "cancelled (was PENDING)" in outcome.message
     assert tracked.status is Status.CANCELLED and tracked.finished
-    assert sqjobs.cancel(untracked.id)  # no status row: recorded, and it will not run
+    outcome = untracked.cancel()  # no status row: recorded, and being sent cancellable it will not run
+    assert outcome and outcome.recorded and "it was sent cancellable" in outcome.message
+    by_id = sqjobs.cancel(by_class.id)  # from the id alone: recorded, not confirmed
+    assert not by_id and by_id.recorded and "NOT confirmed" in by_id.message
     result = CliRunner().invoke(main, ["cancel", "-c", str(config), untracked.id, "--json"])
-    assert result.exit_code == 0 and json.loads(result.output)["message"].endswith("was already cancelled")
+    shown = json.loads(result.output)
+    assert result.exit_code == 3 and (shown["cancelled"], shown["recorded"]) == (False, True)
+    assert "cancellation was already recorded, NOT confirmed" in shown["message"]
     worker = start_worker(config, ["later"], "--burst")
     assert worker.wait(60) == 0, worker_log(worker)
     assert [line.split()[0] for line in read_lines(record)] == ["kept"]
@@ -379,13 +386,46 @@ def test_jobs_cancelled_before_delivery_never_run_and_show_cancelled(tmp_path: P
     assert SQLiteBroker(str(tmp_path / "queue.db")).stats("later").dead == 0
     log = worker_log(worker)
     assert f"job {tracked.id} later.tracked_stamp on later: cancelled; deleted unrun" in log
+    assert f"job {untracked.id} later.stamp on later: cancelled; deleted unrun" in log
+    assert f"job {by_class.id} later.cancellable_stamp on later: cancelled; deleted unrun" in log
     row = sqjobs.get_job(tracked.id).record
     assert row is not None and (row.status, row.attempts) == (Status.CANCELLED, 0)
     for job_id in (tracked.id, untracked.id):
         shown = CliRunner().invoke(main, ["status", "-c", str(config), job_id, "--json"], catch_exceptions=False)
         assert json.loads(shown.output)["status"] == "CANCELLED"
+    untracked_shown = CliRunner().invoke(main, ["status", "-c", str(config), untracked.id, "--json"])
+    assert "only if it was sent cancellable" in json.loads(untracked_shown.output)["note"]
     text = CliRunner().invoke(main, ["status", "-c", str(config), tracked.id]).output
     assert "CANCELLED" in text
+
+
+def test_an_untracked_job_not_sent_cancellable_is_refused_at_once_and_runs_anyway(
+        tmp_path: Path, database_url: str) -> None:
+    config = sqlite_config(tmp_path, jobs=JOBS, database=database_url)
+    record = tmp_path / "record.txt"
+    sqjobs.configure(str(config))
+    plain = later.stamp.delay(str(record), "plain")
+    marked = later.stamp.apply_async(args=(str(record), "marked"), cancellable=True)
+    by_class = later.cancellable_stamp.delay(str(record), "by-class")
+    sent = CliRunner().invoke(main, ["enqueue", "-c", str(config), "later.stamp", "--args",
+                                     json.dumps([str(record), "by-cli"]), "--cancellable"], catch_exceptions=False)
+    assert sent.exit_code == 0, sent.output
+    broker = SQLiteBroker(str(tmp_path / "queue.db"))
+    received = broker.receive("later", 10, 0, 60)
+    broker.release("later", [m.receipt for m in received])
+    headers = {message.id: message.headers for message in (decode(m.body, m.message_id) for m in received)}
+    assert headers == {plain.id: {}, marked.id: {"sqjobs-cancellable": True},
+                       by_class.id: {"sqjobs-cancellable": True}, sent.output.strip(): {"sqjobs-cancellable": True}}
+    assert (plain.cancellable, marked.cancellable, by_class.cancellable) == (False, True, True)
+    with pytest.raises(JobNotCancellableError) as refused:
+        plain.cancel()
+    assert "\n" not in str(refused.value) and "was not sent cancellable" in str(refused.value)
+    assert Cancellations.for_url(database_url).cancelled_at(plain.id) is None  # nothing recorded
+    result = CliRunner().invoke(main, ["cancel", "-c", str(config), plain.id])
+    assert result.exit_code == 3 and "NOT confirmed" in result.output and "runs anyway" in result.output
+    worker = start_worker(config, ["later"], "--burst")
+    assert worker.wait(60) == 0, worker_log(worker)
+    assert sorted(line.split()[0] for line in read_lines(record)) == ["by-class", "by-cli", "marked", "plain"]
 
 
 def test_cancelling_a_running_or_finished_job_is_refused_and_changes_nothing(
@@ -428,22 +468,33 @@ def test_a_cancelled_held_job_leaves_the_database_and_is_never_sent(
     assert handle.status is Status.CANCELLED
 
 
-def test_a_worker_that_cannot_check_for_cancellation_keeps_the_job_and_runs_it_once_it_can(tmp_path: Path) -> None:
+def test_while_the_database_is_down_untracked_jobs_run_and_cancellable_ones_wait_and_stay_cancelled(
+        tmp_path: Path) -> None:
     parts = urlsplit(POSTGRESQL_URL)
     record = tmp_path / "record.txt"
-    with TcpProxy(parts.port or 5432) as proxy:
+    with TcpProxy(parts.port or 5432) as proxy:  # not started: the worker's database does not answer
         url = parts._replace(netloc=f"{parts.netloc.rsplit(':', 1)[0]}:{proxy.port}").geturl()
         config = sqlite_config(tmp_path, jobs=JOBS, database=url)
         sqjobs.configure(str(config))
-        later.stamp.delay(str(record), "checked")  # untracked: only the cancellation check needs the database
+        later.stamp.delay(str(record), "free")  # untracked, not cancellable: needs no database
+        later.stamp.apply_async(args=(str(record), "waits"), cancellable=True)
+        dropped = later.cancellable_stamp.delay(str(record), "dropped")
+        # cancelled straight in the database (not through the proxy), before any worker looks
+        use(SQLiteBroker(str(tmp_path / "queue.db")), POSTGRESQL_URL)
+        assert dropped.cancel()
         worker = start_worker(config, ["later"])
         try:
+            wait_until(lambda: "free" in stamps(record), what="the untracked job to run with the database down")
             wait_until(lambda: worker_log(worker).count("status database unavailable") >= 2,
-                       what="the worker to retry its cancellation check")
-            assert read_lines(record) == []
+                       what="the worker to retry the cancellation checks")
+            assert set(stamps(record)) == {"free"}
             assert worker.poll() is None
             proxy.start()
-            wait_until(lambda: read_lines(record), what="the job to run once the database answers")
+            wait_until(lambda: "waits" in stamps(record), what="the cancellable job to run once the database answers")
+            wait_until(lambda: f"job {dropped.id} later.cancellable_stamp on later: cancelled; deleted unrun"
+                       in worker_log(worker), what="the cancelled job to be deleted unrun")
         finally:
             assert stop_process(worker) == 0, worker_log(worker)
-    assert [line.split()[0] for line in read_lines(record)] == ["checked"]
+    assert sorted(stamps(record)) == ["free", "waits"]
+    broker = SQLiteBroker(str(tmp_path / "queue.db"))
+    assert (broker.stats("later").visible, broker.stats("later").in_flight, broker.stats("later").dead) == (0, 0, 0)
