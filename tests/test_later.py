@@ -498,3 +498,16 @@ def test_while_the_database_is_down_untracked_jobs_run_and_cancellable_ones_wait
     assert sorted(stamps(record)) == ["free", "waits"]
     broker = SQLiteBroker(str(tmp_path / "queue.db"))
     assert (broker.stats("later").visible, broker.stats("later").in_flight, broker.stats("later").dead) == (0, 0, 0)
+
+
+def test_in_eager_mode_a_cancellable_job_has_already_run_and_is_not_cancelled(tmp_path: Path) -> None:
+    sqjobs.configure(settings=Settings(None, str(tmp_path), {"sqjobs": {
+        "broker": "eager://", "database": f"sqlite:///{tmp_path / 'status.db'}"}}, ()))
+    record = tmp_path / "record.txt"
+    handle = later.stamp.apply_async(args=(str(record), "eager"), cancellable=True)
+    assert read_lines(record)[0].startswith("eager ")  # it ran inside the call
+    outcome = handle.cancel()
+    assert not outcome and not outcome.recorded and "already finished (SUCCESS)" in outcome.message
+    with pytest.raises(JobNotCancellableError):
+        later.stamp.delay(str(record), "plain").cancel()
+    assert not (tmp_path / "status.db").exists()  # neither touched the database
