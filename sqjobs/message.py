@@ -16,7 +16,11 @@ here cannot send one (:class:`~sqjobs.errors.InvalidJobIdError`).
 An optional ``headers`` object (string keys, JSON values) travels with a
 message; middleware reads and writes it, and a producer in any language may
 send one. What sqjobs itself puts there is named ``sqjobs-...``; other
-names are free for applications (a trace id, a user id).
+names are free for applications (a trace id, a user id). One such:
+``"sqjobs-cancellable": true`` (:data:`CANCELLABLE_HEADER`) marks a message
+that may be cancelled, so that a worker reads the status database for it
+(:mod:`sqjobs.cancellation`); a worker that does not know it ignores it, as
+any header.
 """
 
 from __future__ import annotations
@@ -39,6 +43,9 @@ FORMAT_VERSION = 1
 #: Longest job id, in characters: the key of a status row (sqjobs' own ids are 32 hex characters,
 #: SQS message ids 36), so that a tracked job's row can always be written.
 ID_MAX_CHARS = 128
+
+#: Header marking a message that may be cancelled (its value ``true``): see :mod:`sqjobs.cancellation`.
+CANCELLABLE_HEADER = "sqjobs-cancellable"
 
 
 def new_job_id() -> str:

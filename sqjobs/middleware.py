@@ -4,8 +4,9 @@ Subclass :class:`Middleware` and implement the methods you need; every one
 is optional (the base class does nothing). Configure instances with
 ``[sqjobs] middleware = package.module.ClassName, ...`` (each made with no
 arguments) or ``sqjobs.configure(middleware=[...])``. They run in the order
-given, after the ones sqjobs ships (status tracking, the duplicate-delivery
-guard, the worker's health file), which are middleware too.
+given, after the ones sqjobs ships (the duplicate-delivery guard, status
+tracking, the cancellation check, the release of unique keys, the worker's
+health file), which are middleware too.
 
 - ``before_enqueue(message)``: in the producer, before the message is sent;
   it may add ``message.headers[...]`` (they travel on the wire). An exception

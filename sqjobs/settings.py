@@ -57,6 +57,14 @@ def as_seconds(text: str) -> float:
     return value
 
 
+def as_sqs_delay_s(text: str) -> float:
+    """A number of seconds SQS can delay a message by: 0 to 900."""
+    value = as_seconds(text)
+    if value > defaults.MAX_DELAY_S:
+        raise ValueError(f"must be at most {defaults.MAX_DELAY_S} (the SQS DelaySeconds limit)")
+    return value
+
+
 def as_optional_seconds(text: str) -> float | None:
     """A number of seconds, or nothing (None: worked out from other settings)."""
     return as_seconds(text) if text.strip() else None
@@ -174,6 +182,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Long-poll wait of one receive, in seconds (SQS allows 0 to 20)."),
     Setting("sqs", "visibility_timeout_s", as_seconds, 60.0,
             "Default visibility timeout of queues created by sqjobs, in seconds."),
+    Setting("sqs", "max_delay_s", as_sqs_delay_s, float(defaults.MAX_DELAY_S),
+            "Longest delay SQS holds itself (DelaySeconds, 0 to 900); a longer delay or ETA is held\n"
+            "in [sqjobs] database and sent by a beater when due (see the README, Jobs for later)."),
     Setting("worker", "queues", as_list, (defaults.QUEUE,),
             "Queues in priority order: the first queue is always served first."),
     Setting("worker", "processes", as_count, 1, "Worker processes the daemon starts for this group.", "2"),

@@ -146,6 +146,8 @@ class SQLiteBroker(Broker):
 
     scheme = "sqlite"
     moves_in_place = True
+    #: Holds any delay sqjobs accepts (a timestamp in the row): no database hand-over.
+    max_delay_s = defaults.MAX_LATER_S
 
     def __init__(self, path: str, clock: Callable[[], float] = time.time) -> None:
         super().__init__()
@@ -170,6 +172,11 @@ class SQLiteBroker(Broker):
 
     def __repr__(self) -> str:
         return f"<SQLiteBroker {self.path}>"
+
+    @property
+    def identity(self) -> str:
+        """The broker's file."""
+        return f"sqlite://{os.path.abspath(self.path)}"
 
     # -- connections -----------------------------------------------------------------
 
