@@ -114,7 +114,8 @@ def _parse_section(filename: str, section: str, schema_name: str,
         try:
             parsed[key] = schema[key].parse(raw)
         except ValueError as exc:
-            raise ConfigError(f"{filename}: [{section}] {key} = {raw!r}: {exc}") from None
+            shown = "(not shown: a secret)" if schema[key].secret else repr(raw)
+            raise ConfigError(f"{filename}: [{section}] {key} = {shown}: {exc}") from None
     return parsed
 
 

@@ -9,9 +9,12 @@ beaters and the seed talk's ``broker.add_job`` all go through
 2. calls the middleware's ``before_enqueue`` (which may add headers; status
    tracking records the job as PENDING there, and refuses the send if it
    cannot);
-3. encodes it and checks it against the broker's limits (size, delay);
-4. sends it, or, in eager mode, runs it at once through the real decoder and
-   the same middleware as a worker.
+3. signs it, when signing keys are set (:mod:`sqjobs.signing`): after the
+   middleware, so that what they changed is covered too;
+4. encodes it and checks it against the broker's limits (size, delay);
+5. sends it, or, in eager mode, runs it at once through the real decoder and
+   the same middleware as a worker (a signed message is verified first, as a
+   worker would, so eager tests show a message that would not verify).
 
 A bulk send builds and checks every message before it sends any, and sends
 them in one ``send_batch`` (one transaction on the embedded broker). When a
@@ -25,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from . import defaults
 from .brokers.base import OutgoingMessage
-from .errors import UnknownJobError
+from .errors import SigningError, UnknownJobError
 from .execution import Outcome
 from .message import JobMessage, check_arguments, decode, encode, new_job_id
 from .runner import attempt_with_middleware
@@ -111,6 +114,9 @@ class Producer:
         broker.check_delay(delay_s)
         broker.check_body(encode(message))  # before any middleware acts on a message that cannot be sent
         self.app.middleware.before_enqueue(message)
+        signer = self.app.signer
+        if signer is not None:
+            signer.sign(message)
         body = encode(message)
         broker.check_body(body)  # headers may have grown it
         if target.endswith(".fifo"):
@@ -139,6 +145,10 @@ class Producer:
             raise UnknownJobError(f"eager mode runs jobs at once, and no job is registered as {message.name!r}")
         decoded = decode(out.body, message.id)
         decoded.queue = message.queue
+        signer = self.app.signer
+        problem = signer.verify(decoded) if signer is not None else None
+        if problem is not None:
+            raise SigningError(f"job {decoded.id} {decoded.name}: its signed message would not verify: {problem}")
         attempt = attempt_with_middleware(self.app, job_class, decoded, message.queue, 1, last_attempt=True)
         if attempt.error is not None and attempt.outcome is not Outcome.SKIPPED:
             raise attempt.error
