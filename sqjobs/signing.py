@@ -156,7 +156,7 @@ class Signer:
         given = message.headers.get(SIGNATURE_HEADER)
         ident = message.headers.get(KEY_ID_HEADER)
         if given is None and ident is None:
-            return f"{UNSIGNED}: the message has no {SIGNATURE_HEADER} header, and this worker runs signed messages only"
+            return f"{UNSIGNED}: no {SIGNATURE_HEADER} header, and this worker runs signed messages only"
         if not isinstance(given, str) or not isinstance(ident, str):
             return f"{BAD_SIGNATURE}: {SIGNATURE_HEADER} and {KEY_ID_HEADER} must both be strings"
         key = self._keys.get(ident)
