@@ -63,6 +63,9 @@ def beater(config: str | None, once: bool, import_modules: tuple[str, ...]) -> N
     """Send periodic jobs when they are due (any number of beaters may run)."""
     settings = configure_app(config, extra_modules=import_modules)
     require_jobs(settings, "beater", import_modules)
+    signer = current_app().signer  # keys it would refuse stop it here, not at its first send
+    logging.getLogger("sqjobs.beater").info("signing is %s", f"on (key id {signer.signing_key_id} signs)"
+                                            if signer is not None else "off")
     store = BeatStore(settings.database_url)
     try:
         store.create_tables()

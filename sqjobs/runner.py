@@ -201,6 +201,8 @@ class MessageRunner:
         self.crash_allowance = max(0, default("worker", "crash_allowance") if crash_allowance is None
                                    else crash_allowance)
         self.clock = clock
+        #: Checks signatures (None: signing off); read once, so a worker's keys are fixed at its start.
+        self.signer = app.signer
         #: Whether the attempt being handled got to run (a refused status row after it still counts it).
         self._attempt_ran = False
 
@@ -256,7 +258,7 @@ class MessageRunner:
         except MalformedMessageError as exc:
             return None, None, Settlement(Action.DEAD_LETTER, reason=f"malformed message: {exc.reason}")
         decoded.queue = message.queue
-        signer = self.app.signer
+        signer = self.signer
         if signer is not None:
             problem = signer.verify(decoded)
             if problem is not None:
