@@ -261,8 +261,7 @@ class MessageRunner:
         signer = self.signer
         if signer is not None:
             problem = signer.verify(decoded)
-            if problem is not None:
-                logger.error("message %s on %s: refused unrun: %s", message.message_id, message.queue, problem)
+            if problem is not None:  # the worker logs it, counted, once it is in the dead-letter queue
                 return None, None, Settlement(Action.DEAD_LETTER, reason=cut_reason(problem), unverified=True)
         try:
             job_class = self.registry.get(decoded.name)

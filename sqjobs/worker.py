@@ -603,7 +603,8 @@ class Worker:
                          cut_reason(reason))
             self.middleware.after_dead_letter(self._readable(message), reason)
             return
-        self._undead[message.message_id] = settlement
+        self._undead[message.message_id] = Settlement(Action.DEAD_LETTER, reason=reason,
+                                                      unverified=settlement.unverified)
         while len(self._undead) > UNDEAD_MEMORY:
             self._undead.pop(next(iter(self._undead)))
         try:
