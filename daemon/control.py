@@ -32,6 +32,7 @@ from typing import Any, Iterator
 from sqjobs.config import Settings
 from sqjobs.errors import DaemonError, DaemonNotRunningError
 from sqjobs.files import atomic_write
+from sqjobs.signing import signer_from
 
 from . import supervisor_conf
 from .health import ProcessHealth, backlog_counter, survey
@@ -131,8 +132,12 @@ def resolve(settings: Settings, consequence: str = "nothing was started") -> tup
 
     Imports the job modules in a child process first (for their timeouts, and
     to refuse modules the workers could not import): raises JobImportError
-    ending with ``consequence`` when one fails.
+    ending with ``consequence`` when one fails. Signing keys the workers would
+    refuse (too short) raise ConfigError first, so that no worker starts only
+    to exit (the programs inherit ``SQJOBS_SIGNING_KEYS`` from this process).
     """
+    signer_from(settings.get("sqjobs", "signing_keys"), where=f"{settings.source or 'configuration'}: "
+                "[sqjobs] signing_keys")
     layout = layout_for(settings)
     layout.check_socket_path()
     return layout, options_for(settings, longest_job_timeout(settings, consequence))

@@ -13,6 +13,7 @@ put in front of it when settings are chosen.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -25,6 +26,7 @@ from .middleware import Middleware, MiddlewareChain, load_middleware
 from .producer import Producer
 from .registry import Registry
 from .registry import registry as default_registry
+from .signing import KEYS_ENV, Signer, signer_from
 from .status import JobHandle
 from .store import StatusStore, get_store
 from .tracking import DuplicateGuard, StatusTracking
@@ -52,6 +54,8 @@ class App:
         self._chain: MiddlewareChain | None = None
         #: ``[sqjobs] track`` and the settings it was read from.
         self._tracking: tuple[Settings | None, str] = (None, "")
+        #: The signer (None: signing off) and the settings and keys text it was made from.
+        self._signer: tuple[Settings | None, str | None, Signer | None] = (None, None, None)
         self.registry = registry or default_registry
         self.producer = Producer(self)
         #: Runs a callback when the current database transaction commits (``delay_on_commit``); None: no hook.
@@ -158,6 +162,22 @@ class App:
         if self._tracking[0] is not settings:
             self._tracking = (settings, str(settings.get("sqjobs", "track")))
         return self._tracking[1]
+
+    @property
+    def signer(self) -> Signer | None:
+        """The signer of ``[sqjobs] signing_keys`` or ``SQJOBS_SIGNING_KEYS`` (None: signing off).
+
+        Read when first asked (and again when the settings or the variable
+        change); raises ConfigError for keys it refuses.
+        """
+        settings = self.settings
+        env_text = os.environ.get(KEYS_ENV)
+        known_settings, known_env, signer = self._signer
+        if known_settings is not settings or known_env != env_text:
+            signer = signer_from(settings.get("sqjobs", "signing_keys"), os.environ,
+                                 f"{settings.source or 'configuration'}: [sqjobs] signing_keys")
+            self._signer = (settings, env_text, signer)
+        return signer
 
     def is_tracked(self, job_class: type[Job] | None) -> bool:
         """True when the status of ``job_class`` is recorded (None, a job unknown here: not tracked)."""

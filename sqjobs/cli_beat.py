@@ -63,6 +63,7 @@ def beater(config: str | None, once: bool, import_modules: tuple[str, ...]) -> N
     """Send periodic jobs when they are due (any number of beaters may run)."""
     settings = configure_app(config, extra_modules=import_modules)
     require_jobs(settings, "beater", import_modules)
+    signer = current_app().signer  # keys it would refuse stop it here, not at its first send
     store = BeatStore(settings.database_url)
     try:
         store.create_tables()
@@ -70,6 +71,8 @@ def beater(config: str | None, once: bool, import_modules: tuple[str, ...]) -> N
         raise
     except StatusStoreError as exc:  # down for now: the beater's loop retries at each tick
         logging.getLogger("sqjobs.beater").warning("%s; the beater starts anyway and tries again", exc)
+    logging.getLogger("sqjobs.beater").info("signing is %s", f"on (key id {signer.signing_key_id} signs)"
+                                            if signer is not None else "off")
     runner = Beater.for_registry(current_app(), registry, store,
                                  catch_up_grace_s=settings.get("beater", "catch_up_grace_s"))
     runner.install_signal_handlers()

@@ -119,7 +119,8 @@ def parse_value(section: str, key: str, value: Any, where: str) -> Any:
     try:
         return schema[key].parse(raw)
     except ValueError as exc:
-        raise ConfigError(f"{where} = {value!r}: {exc}") from None
+        shown = "(not shown: a secret)" if schema[key].secret else repr(value)
+        raise ConfigError(f"{where} = {shown}: {exc}") from None
 
 
 def _check_section(section: str, where: str) -> str:

@@ -144,3 +144,13 @@ SQS_INTERRUPT_CHECK_S = 0.05
 SQS_DEFAULT_GROUP = "sqjobs"
 #: Attempts at the entries of a batch that SQS failed on its side (not the sender's fault).
 SQS_BATCH_ENTRY_ATTEMPTS = 3
+
+# -- signed messages ------------------------------------------------------------------------
+
+#: Shortest signing key accepted, in bytes: HMAC-SHA256's own block of
+#: security; a shorter secret is easier to guess than the hash is to break.
+MIN_SIGNING_KEY_BYTES = 32
+
+#: Characters of a key id: the start of the key's SHA-256 in hex. Enough to
+#: tell a few keys apart in a rotation, and it says nothing about the key.
+SIGNING_KEY_ID_CHARS = 8

@@ -204,3 +204,7 @@ class Retry(SQJobsError):
         super().__init__(reason)
         self.delay = delay
         self.reason = reason
+
+
+class SigningError(MessageError):
+    """A message cannot be signed, or (eager mode) what was signed does not verify."""

@@ -26,7 +26,8 @@ health file), which are middleware too.
   down: status tracking says False for untracked jobs).
 - ``after_dead_letter(message, reason)``: in the worker, once a message was
   moved to ``<queue>-dead``; ``message`` is the raw body (a ``str``) when it
-  could not be decoded.
+  could not be decoded, or when its signature did not verify (then nothing
+  it says, its job id included, is to be believed).
 - ``worker_started(worker)`` / ``worker_stopped(worker)``: in the worker
   process, when it starts consuming and when it stops.
 

@@ -9,10 +9,13 @@ beaters and the seed talk's ``broker.add_job`` all go through
 2. calls the middleware's ``before_enqueue`` (which may add headers; status
    tracking records the job as PENDING there, and refuses the send if it
    cannot);
-3. encodes it and checks it against the broker's limits (size, delay);
-4. sends it, or, in eager mode, runs it at once on the body read back (the
+3. signs it, when signing keys are set (:mod:`sqjobs.signing`): after the
+   middleware, so that what they changed is covered too;
+4. encodes it and checks it against the broker's limits (size, delay);
+5. sends it, or, in eager mode, runs it at once on the body read back (the
    arguments the worker would get: tuples become lists) and through the same
-   middleware as a worker.
+   middleware as a worker (a signed message is verified first, as a worker
+   would, so eager tests show a message that would not verify).
 
 Jobs for later: ``delay_s`` (seconds or a timedelta) or ``eta`` (an aware
 datetime; a naive one is refused) up to ``MAX_LATER_S``. A delay the broker
@@ -43,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 from . import defaults
 from .brokers.base import OutgoingMessage
 from .clock import utc_now
-from .errors import DelayTooLongError, StatusStoreError, UnknownJobError
+from .errors import DelayTooLongError, SigningError, StatusStoreError, UnknownJobError
 from .execution import Outcome
 from .held import HeldJob, HeldJobs
 from .message import CANCELLABLE_HEADER, JobMessage, check_arguments, decode_own, encode, new_job_id
@@ -212,12 +215,15 @@ class Producer:
         body = encode(message, arguments_checked=True)
         broker.check_body(body)  # before any middleware acts on a message that cannot be sent
         chain = self.app.middleware
-        if chain.announces:
+        signer = self.app.signer
+        if chain.announces or signer is not None:
             headers_before = dict(message.headers)
             chain.before_enqueue(message)
+            if signer is not None:
+                signer.sign(message)
             if message.headers != headers_before:
                 body = encode(message, arguments_checked=True)
-                broker.check_body(body)  # headers may have grown it
+                broker.check_body(body)  # headers (a signature) may have grown it
         if target.endswith(".fifo"):
             group = group or (job_class.group if job_class is not None else None) or job_name
             dedup_id = dedup_id or message.id
@@ -256,6 +262,10 @@ class Producer:
             raise UnknownJobError(f"eager mode runs jobs at once, and no job is registered as {message.name!r}")
         decoded = decode_own(out.body)
         decoded.queue = message.queue
+        signer = self.app.signer
+        problem = signer.verify(decoded) if signer is not None else None
+        if problem is not None:
+            raise SigningError(f"job {decoded.id} {decoded.name}: its signed message would not verify: {problem}")
         attempt = attempt_with_middleware(self.app, job_class, decoded, message.queue, 1, last_attempt=True)
         if attempt.error is not None and attempt.outcome is not Outcome.SKIPPED:
             raise attempt.error

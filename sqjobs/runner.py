@@ -8,6 +8,11 @@ message (delete it, postpone it, dead-letter it, or hand it back).
 Rules it applies, in order:
 
 - a body that is not a job message is dead-lettered with the reason;
+- with signing keys (:mod:`sqjobs.signing`), a message that is unsigned,
+  signed with an unknown key or whose signature does not match is
+  dead-lettered with the reason, before anything else looks at it: no
+  middleware, no status row, no hook, no job (so it covers the crash ceiling
+  and the unknown-name path too);
 - a job name unknown here is handed back for another worker (a rolling
   deploy), visible again after ``UNKNOWN_JOB_RETRY_DELAY_S``, and
   dead-lettered once it was refused ``unknown_job_refusals`` times;
@@ -108,6 +113,9 @@ class Settlement:
     fatal: str = ""
     #: How long the attempt ran, when one ran here (the worker sizes its prefetch with it).
     duration_s: float | None = None
+    #: Set with DEAD_LETTER when the message's signature did not verify: nothing it says is to be believed
+    #: (the worker hands the middleware its raw body, so no status row is touched on its word).
+    unverified: bool = False
 
 
 def known_jobs_text(registry: Registry, listed: int = 10) -> str:
@@ -193,6 +201,8 @@ class MessageRunner:
         self.crash_allowance = max(0, default("worker", "crash_allowance") if crash_allowance is None
                                    else crash_allowance)
         self.clock = clock
+        #: Checks signatures (None: signing off); read once, so a worker's keys are fixed at its start.
+        self.signer = app.signer
         #: Whether the attempt being handled got to run (a refused status row after it still counts it).
         self._attempt_ran = False
 
@@ -248,6 +258,11 @@ class MessageRunner:
         except MalformedMessageError as exc:
             return None, None, Settlement(Action.DEAD_LETTER, reason=f"malformed message: {exc.reason}")
         decoded.queue = message.queue
+        signer = self.signer
+        if signer is not None:
+            problem = signer.verify(decoded)
+            if problem is not None:  # the worker logs it, counted, once it is in the dead-letter queue
+                return None, None, Settlement(Action.DEAD_LETTER, reason=cut_reason(problem), unverified=True)
         try:
             job_class = self.registry.get(decoded.name)
         except UnknownJobError:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from . import defaults
+from .signing import as_signing_keys
 
 #: Values a ``[worker] isolation`` may take.
 ISOLATIONS = ("process", "none")
@@ -122,6 +123,8 @@ class Setting:
     doc: str
     #: The value the example file shows (the default's text when None).
     example: str | None = None
+    #: True for secrets: an error about the value never repeats it.
+    secret: bool = False
 
     @property
     def example_text(self) -> str:
@@ -171,6 +174,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sqjobs", "middleware", as_list, (),
             "Middleware classes (package.module.ClassName, comma-separated), each made with no\n"
             "arguments, run in this order after the ones sqjobs ships (see the README)."),
+    Setting("sqjobs", "signing_keys", as_signing_keys, (),
+            "Keys that sign and verify messages (comma-separated, each at least 32 bytes):\n"
+            "the first signs what this machine sends, every one verifies what it receives;\n"
+            "a worker with keys dead-letters unsigned, forged or altered messages unrun.\n"
+            "Empty: signing off. The SQJOBS_SIGNING_KEYS environment variable, when set,\n"
+            "wins over this line (keep keys out of config files). See the README.",
+            secret=True),
     Setting("sqs", "region", as_text, "", "AWS region of the queues (empty: the AWS default chain decides)."),
     Setting("sqs", "endpoint_url", as_endpoint_url, "", "Any SQS-compatible server; empty means AWS itself."),
     Setting("sqs", "access_key", as_text, "",

@@ -162,8 +162,12 @@ class Worker:
         self._jobs: Jobs | None = None
         #: Broker failures in a row: one line per backoff step, one when a receive works again.
         self.broker_outage = Outage(logger, "broker", "receiving", ERROR_PAUSE_S, ERROR_PAUSE_MAX_S)
-        #: Messages whose move to the dead-letter queue failed, with their reason: never run again, only moved.
-        self._undead: dict[str, str] = {}
+        #: Messages whose move to the dead-letter queue failed, with their settlement: never run again, only moved.
+        self._undead: dict[str, Settlement] = {}
+        #: Messages dead-lettered because their signature did not verify (unsigned, forged, unknown key).
+        self.refused_unverified = 0
+        #: The signer (None: signing off); read now, so that keys it refuses stop the worker at start-up.
+        self.signer = self.app.signer
         #: What stopped the worker for good (a status database no retry fixes); :meth:`run` raises it.
         self.fatal_error: StatusStorePermanentError | None = None
 
@@ -361,7 +365,7 @@ class Worker:
         undead = [item for item in items if item.message.message_id in self._undead]
         for item in undead:
             self.pipeline.settled(item.token)
-            self.apply(item.message, Settlement(Action.DEAD_LETTER, reason=self._undead[item.message.message_id]))
+            self.apply(item.message, self._undead[item.message.message_id])
         items = [item for item in items if item not in undead]
         if not items:
             return
@@ -551,7 +555,7 @@ class Worker:
             attributes = {REFUSALS_ATTRIBUTE: str(settlement.refusals)}
             self._settle(message, lambda: self.broker.requeue(message.queue, message, settlement.delay_s, attributes))
         elif action is Action.DEAD_LETTER:
-            self._dead_letter(message, settlement.reason)
+            self._dead_letter(message, settlement)
         else:
             self.held.hand_back([message], unstarted=False)
 
@@ -576,20 +580,31 @@ class Worker:
                 logger.error("could not delete %d finished message(s) on %s; they will be delivered again: %s",
                              len(messages), queue, exc, exc_info=traceback_for(logger, exc))
 
-    def _dead_letter(self, message: ReceivedMessage, reason: str) -> None:
+    def _dead_letter(self, message: ReceivedMessage, settlement: Settlement) -> None:
         """Move ``message`` to the dead-letter queue; log the move once it happened.
 
         If the move fails, the message stays in its queue, hidden for
         DEAD_LETTER_RETRY_S, and is remembered: when it comes back to this
-        worker it is moved again, never run again.
+        worker it is moved again, never run again. A message whose signature
+        did not verify is counted, and the middleware get its raw body (its
+        job id is not to be believed: no status row is changed on its word).
         """
+        reason = settlement.reason
         if self._settle(message, lambda: self.broker.dead_letter(message.queue, message, reason)):
             self._undead.pop(message.message_id, None)
+            if settlement.unverified:
+                self.refused_unverified += 1
+                logger.error("message %s on %s moved to the dead-letter queue unrun: %s (%d message(s) refused for "
+                             "their signature since the worker started)", message.message_id, message.queue,
+                             cut_reason(reason), self.refused_unverified)
+                self.middleware.after_dead_letter(message.body, reason)
+                return
             logger.error("message %s on %s moved to the dead-letter queue: %s", message.message_id, message.queue,
                          cut_reason(reason))
             self.middleware.after_dead_letter(self._readable(message), reason)
             return
-        self._undead[message.message_id] = reason
+        self._undead[message.message_id] = Settlement(Action.DEAD_LETTER, reason=reason,
+                                                      unverified=settlement.unverified)
         while len(self._undead) > UNDEAD_MEMORY:
             self._undead.pop(next(iter(self._undead)))
         try:
@@ -667,6 +682,12 @@ class Worker:
         """
         logger.info("worker %d consuming %s%s", os.getpid(), ", ".join(self.queues),
                     f" with {self.threads} threads" if self.threads > 1 else "")
+        if self.signer is None:
+            logger.info("worker %d: signing is off: messages run without a signature check (set [sqjobs] "
+                        "signing_keys or SQJOBS_SIGNING_KEYS to refuse unsigned ones)", os.getpid())
+        else:
+            logger.info("worker %d: signing is on: only messages signed with key id(s) %s run; others go to the "
+                        "dead-letter queue", os.getpid(), ", ".join(self.signer.key_ids))
         middleware = self.middleware
         middleware.worker_started(self)
         self.held.start()

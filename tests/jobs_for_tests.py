@@ -32,6 +32,13 @@ def record_job(path: str, token: str) -> str:
     return token
 
 
+@job(queue="default", name="record_kwargs")
+def record_kwargs_job(path: str, token: str, extra: object = None) -> str:
+    """Record ``token`` (given by keyword, with any ``extra``) and return it."""
+    record(path, f"{token} {worker_pid()}")
+    return token
+
+
 @job(queue="default", name="chatty")
 def chatty_job(text: str) -> None:
     """Log ``text`` through a logger of its own (the worker's lines then say which job logged it)."""

@@ -8,6 +8,10 @@
 # in front. Credentials and region come from the usual AWS CLI configuration;
 # set AWS_ENDPOINT_URL to use an SQS-compatible server instead of AWS.
 # For a FIFO queue (name ending in .fifo) the message group is the job name.
+#
+# SQJOBS_SIGNING_KEY, when set, signs the message (it needs jq and openssl):
+# give it the first of the workers' [sqjobs] signing_keys. The body is then
+# made by jq, so that what is signed and what is sent hold the same numbers.
 set -eu
 
 if [ $# -lt 2 ]; then
@@ -24,9 +28,13 @@ if [ -n "${AWS_ENDPOINT_URL:-}" ]; then
     endpoint="--endpoint-url $AWS_ENDPOINT_URL"
 fi
 
-# NAME must not contain a double quote or a backslash; ARGS and KWARGS must be JSON.
-payload=$(printf '{"name": "%s", "args": %s, "kwargs": %s}' "$name" "$args" "$kwargs")
-body=$(printf '%s' "$payload" | base64 | tr -d '\n')
+if [ -n "${SQJOBS_SIGNING_KEY:-}" ]; then
+    body=$(sh "$(dirname "$0")/job_body.sh" "$name" "$args" "$kwargs")
+else
+    # NAME must not contain a double quote or a backslash; ARGS and KWARGS must be JSON.
+    payload=$(printf '{"name": "%s", "args": %s, "kwargs": %s}' "$name" "$args" "$kwargs")
+    body=$(printf '%s' "$payload" | base64 | tr -d '\n')
+fi
 
 # shellcheck disable=SC2086  # $endpoint is empty or two words on purpose
 url=$(aws $endpoint sqs get-queue-url --queue-name "$queue" --query QueueUrl --output text)

@@ -7,18 +7,19 @@
 // QUEUE is the SQS queue name as SQS knows it (your [sqs] queue_prefix in front).
 // Credentials and region come from the usual AWS configuration (environment,
 // profile, role); AWS_ENDPOINT_URL points at an SQS-compatible server instead of AWS.
+//
+// SQJOBS_SIGNING_KEY, when set, signs the message: give it the first of the
+// workers' [sqjobs] signing_keys (see job_body.mjs and the README).
 import { GetQueueUrlCommand, SendMessageCommand, SQSClient } from "@aws-sdk/client-sqs";
 
-/** Return the message body sqjobs workers read: base64 of the JSON {name, args, kwargs}. */
-export function jobBody(name, args = [], kwargs = {}) {
-  const payload = JSON.stringify({ name, args, kwargs });
-  return Buffer.from(payload, "utf8").toString("base64");
-}
+import { jobBody } from "./job_body.mjs";
+
+export { jobBody };
 
 /** Send job `name` to `queue`; resolve to the SQS message id. */
-export async function sendJob(client, queue, name, args = [], kwargs = {}) {
+export async function sendJob(client, queue, name, args = [], kwargs = {}, key = process.env.SQJOBS_SIGNING_KEY) {
   const { QueueUrl } = await client.send(new GetQueueUrlCommand({ QueueName: queue }));
-  const message = { QueueUrl, MessageBody: jobBody(name, args, kwargs) };
+  const message = { QueueUrl, MessageBody: jobBody(name, args, kwargs, { key: key || null }) };
   if (queue.endsWith(".fifo")) {
     message.MessageGroupId = name; // jobs of one name run one at a time, in order
   }
