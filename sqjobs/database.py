@@ -61,6 +61,7 @@ from playhouse import db_url
 
 from . import dbwatch
 from .errors import StatusRowError, StatusStoreError, StatusStorePermanentError
+from .forking import sqlite_section
 
 #: Seconds to wait for a database server to accept a connection (PostgreSQL: the whole start-up).
 CONNECT_TIMEOUT_S = 5
@@ -331,8 +332,9 @@ def database_errors(database: peewee.Database, label: str, what: str, *, url: st
     cut off and reported as such.
     """
     deadline: Any = None
+    no_fork = sqlite_section() if isinstance(database, peewee.SqliteDatabase) else contextlib.nullcontext()
     try:
-        with _answer_deadline(database) as deadline:
+        with no_fork, _answer_deadline(database) as deadline:
             yield
     except (peewee.PeeweeException, ValueError) as exc:
         if isinstance(exc, (peewee.OperationalError, peewee.InterfaceError)):

@@ -281,7 +281,8 @@ def test_wait_returns_the_result_a_worker_thread_records(database_url: str) -> N
     broker = MemoryBroker()
     use_database(database_url, broker)
     handle = add.delay(20, 22)
-    worker = Worker(broker, ["status"], wait_s=0.05)
+    # The job runs in the worker thread itself: this test is about wait() across threads, not isolation.
+    worker = Worker(broker, ["status"], wait_s=0.05, isolation="none")
     thread = threading.Thread(target=worker.run)
     thread.start()
     try:

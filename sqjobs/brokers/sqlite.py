@@ -34,6 +34,7 @@ from typing import Callable, Iterator, Sequence
 from .. import defaults
 from ..backoff import Backoff
 from ..errors import BrokerError
+from ..forking import sqlite_section
 from ..message import undecodable_body
 from . import claimers
 from .base import (
@@ -211,11 +212,12 @@ class SQLiteBroker(Broker):
 
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:
-        """Raise what SQLite raises inside as BrokerError (see :meth:`_error`)."""
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise self._error(exc, what) from exc
+        """Raise what SQLite raises inside as BrokerError (see :meth:`_error`); no fork meanwhile."""
+        with sqlite_section():
+            try:
+                yield
+            except sqlite3.Error as exc:
+                raise self._error(exc, what) from exc
 
     @contextmanager
     def _write(self, what: str) -> Iterator[sqlite3.Connection]:
@@ -223,8 +225,8 @@ class SQLiteBroker(Broker):
 
         SQLite errors (a full disk, a read-only file) are raised as BrokerError saying ``what`` failed.
         """
-        conn = self._connection()
         with self._errors(what):
+            conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -311,7 +313,8 @@ class SQLiteBroker(Broker):
 
     def _add_claimer_column(self) -> None:
         """Give a queue file made by an older sqjobs the ``claimed_by`` column."""
-        columns = {row[1] for row in self._connection().execute("PRAGMA table_info(sqjobs_messages)")}
+        with self._errors("read its columns"):
+            columns = {row[1] for row in self._connection().execute("PRAGMA table_info(sqjobs_messages)")}
         if "claimed_by" in columns:
             return
         try:
@@ -328,9 +331,10 @@ class SQLiteBroker(Broker):
         they would wait out their visibility timeout.
         """
         now = self.clock()
-        rows = self._connection().execute(
-            "SELECT DISTINCT claimed_by FROM sqjobs_messages WHERE queue = ? AND receipt IS NOT NULL"
-            " AND visible_at > ? AND claimed_by IS NOT NULL", (queue, now)).fetchall()
+        with self._errors(f"look for messages of workers gone on {queue!r}"):
+            rows = self._connection().execute(
+                "SELECT DISTINCT claimed_by FROM sqjobs_messages WHERE queue = ? AND receipt IS NOT NULL"
+                " AND visible_at > ? AND claimed_by IS NOT NULL", (queue, now)).fetchall()
         freed = 0
         for (claimer,) in rows:
             if not claimers.is_gone(claimer):
