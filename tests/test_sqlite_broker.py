@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -198,3 +199,46 @@ def test_a_broker_path_under_a_regular_file_is_a_one_line_error(tmp_path: Path) 
     assert (done.returncode, done.stdout) == (1, "")
     assert done.stderr == (f"Error: embedded broker {tmp_path / 'afile' / 'queue.db'}: cannot create its directory "
                            f"{tmp_path / 'afile'}: {tmp_path / 'afile'} is a file, not a directory\n")
+
+
+def test_forks_while_another_thread_uses_the_broker_never_hang_the_child(tmp_path: Path) -> None:
+    """A child forked while a thread is inside SQLite would inherit its allocator mutex held (and hang)."""
+    import os
+    import threading
+
+    broker = SQLiteBroker(str(tmp_path / "q.db"))
+    broker.send("busy", "x")
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            broker.stats("busy")
+            broker.send("busy", "y" * 2000)
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    try:
+        hung = 0
+        for _ in range(100):
+            pid = os.fork()
+            if pid == 0:  # the child: one SQLite call of its own, then leave at once
+                try:
+                    SQLiteBroker(str(tmp_path / "q.db")).stats("busy")
+                finally:
+                    os._exit(0)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    assert os.waitstatus_to_exitcode(status) == 0
+                    break
+                time.sleep(0.005)
+            else:
+                hung += 1
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                break
+    finally:
+        stop.set()
+        thread.join()
+    assert hung == 0
