@@ -113,5 +113,5 @@ def scrape(app: App, directory: str | None = None) -> bytes:
     if os.path.isdir(directory):
         sweep_dead(directory)
         MultiProcessCollector(registry, path=directory)
-    registry.register(_NowCollector(app))  # type: ignore[arg-type]
+    registry.register(_NowCollector(app))
     return generate_latest(registry)
