@@ -11,6 +11,7 @@ import click
 from . import defaults
 from .app import App, current_app
 from .cli_common import config_option, configure_app
+from .dashboard import check_bind
 from .errors import ConfigError
 from .metrics_export import CONTENT_TYPE, scrape
 
@@ -75,11 +76,11 @@ def dashboard(config: str | None, host: str | None, port: int | None) -> None:
     port = port if port is not None else (settings.get("dashboard", "port") or defaults.DASHBOARD_PORT)
     password = str(settings.get("dashboard", "password"))
     where = f"{settings.source}: [dashboard]" if settings.source else "[dashboard]"
+    check_bind(host, password, where)
     try:
-        from .dashboard import check_bind, create_app, serve
+        from .dashboard.server import create_app, serve
     except ImportError as exc:
         raise ConfigError(f"the dashboard needs Flask: pip install 'sqjobs[dashboard]' ({exc})") from None
-    check_bind(host, password, where)
     web = create_app(current_app(), password=password, read_only=bool(settings.get("dashboard", "read_only")))
     click.echo(f"dashboard on http://{host}:{port}/", err=True)
     serve(web, host, int(port))

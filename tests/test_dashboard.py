@@ -14,8 +14,8 @@ from typing import Any, Iterator
 import pytest
 
 import sqjobs
-from sqjobs.dashboard import create_app
-from sqjobs.dashboard.server import check_bind
+from sqjobs.dashboard import check_bind
+from sqjobs.dashboard.server import create_app
 from sqjobs.errors import ConfigError
 from sqjobs.worker import Worker
 from tests import jobs_for_tests as jobs

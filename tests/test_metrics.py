@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -113,3 +114,58 @@ def test_sqjobs_metrics_serves_queue_depth_and_next_fire_times(tmp_path: Path) -
     assert value(found, "sqjobs_queue_messages", queue="default", state="visible") == 3
     assert value(found, "sqjobs_queue_messages", queue="default", state="dead") == 0
     assert any(name == "sqjobs_schedule_next_fire_timestamp_seconds" for name, _ in found)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_sqjobsd_runs_the_metrics_server_and_the_dashboard(tmp_path: Path) -> None:
+    from tests.test_daemon import SLOW_S, Daemon
+
+    daemon = Daemon(tmp_path)
+    try:
+        metrics_port, dashboard_port = _free_port(), _free_port()
+        daemon.configure({"default": {"processes": 2}})
+        daemon.config.write_text(daemon.config.read_text() + f"\n[metrics]\nport = {metrics_port}\n"
+                                 f"\n[dashboard]\nport = {dashboard_port}\n")
+        daemon.start()
+        pids = daemon.wait_running(4, "2 workers, the metrics server and the dashboard")
+        assert sorted(pids) == ["sqjobs-dashboard", "sqjobs-metrics", "worker-default-0", "worker-default-1"]
+        daemon.record("default", [f"m{n}" for n in range(20)])
+
+        def scraped(port: int) -> dict:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                    found = samples(response.read())
+            except OSError:
+                return {}
+            done = value(found, "sqjobs_jobs_total", job="record", queue="default", outcome="success")
+            return found if done == 20 else {}
+
+        found = wait_until(lambda: scraped(metrics_port), SLOW_S, what="20 successes at the metrics server")
+        assert value(found, "sqjobs_workers", queues="default") == 2
+        assert value(wait_until(lambda: scraped(dashboard_port), SLOW_S, what="the dashboard's /metrics"),
+                     "sqjobs_queue_messages", queue="default", state="visible") == 0
+        with urllib.request.urlopen(f"http://127.0.0.1:{dashboard_port}/workers", timeout=5) as response:
+            page = response.read().decode()
+        assert "worker-default-0" in page and "running" in page
+    finally:
+        daemon.cleanup()
+
+
+def test_sqjobsd_refuses_a_dashboard_open_to_all_without_a_password(tmp_path: Path) -> None:
+    from tests.test_daemon import Daemon
+
+    daemon = Daemon(tmp_path)
+    try:
+        daemon.configure({"default": {"processes": 1}})
+        daemon.config.write_text(daemon.config.read_text() + "\n[dashboard]\nport = 8181\nhost = 0.0.0.0\n")
+        result = daemon.run("start")
+        assert result.returncode != 0
+        assert "[dashboard] password is not set" in result.stderr, result.stderr
+        daemon.assert_nothing_runs()
+    finally:
+        daemon.cleanup()

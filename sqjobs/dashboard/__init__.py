@@ -1,11 +1,12 @@
 """The web dashboard: queues, dead letters, jobs by id, workers and periodic jobs (``sqjobs dashboard``).
 
-Needs Flask: ``pip install sqjobs[dashboard]``. See :mod:`sqjobs.dashboard.server`
-for what guards it.
+The pages need Flask (``pip install sqjobs[dashboard]``) and live in
+:mod:`sqjobs.dashboard.server`, which says what guards them; importing this
+package needs nothing more than sqjobs (sqjobsd checks :func:`check_bind`).
 """
 
 from __future__ import annotations
 
-from .server import LOCAL_HOSTS, check_bind, create_app, serve
+from .binding import LOCAL_HOSTS, check_bind
 
-__all__ = ["LOCAL_HOSTS", "check_bind", "create_app", "serve"]
+__all__ = ["LOCAL_HOSTS", "check_bind"]

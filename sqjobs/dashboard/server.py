@@ -23,30 +23,24 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, Response, abort, jsonify, redirect, render_template, request, session, url_for
 
 from .. import defaults
-from ..errors import ConfigError, SQJobsError, UnknownQueueError
+from ..errors import SQJobsError, UnknownQueueError
 from ..metrics_export import CONTENT_TYPE, scrape
 from . import data
+from .binding import LOCAL_HOSTS, check_bind
 
 if TYPE_CHECKING:
     from ..app import App
 
 logger = logging.getLogger("sqjobs.dashboard")
 
-#: Addresses that only this machine can reach: the dashboard may listen there without a password.
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+__all__ = ["LOCAL_HOSTS", "check_bind", "create_app", "serve"]
+
 #: What each action does, for its confirmation page.
 ACTIONS = {
     "requeue": "Move this dead letter back to {queue}, to run again",
     "requeue_all": "Move every dead letter of {queue} back to {queue}, to run again",
     "purge": "Delete every dead letter of {queue} for good",
 }
-
-
-def check_bind(host: str, password: str, where: str = "[dashboard]") -> None:
-    """Raise ConfigError when ``host`` is reachable from other machines and no password is set."""
-    if host not in LOCAL_HOSTS and not password:
-        raise ConfigError(f"{where} password is not set: the dashboard listens on {host} only with a password "
-                          "(or listen on 127.0.0.1)")
 
 
 def create_app(app: App, *, password: str = "", read_only: bool = False) -> Flask:
