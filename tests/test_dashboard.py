@@ -176,3 +176,22 @@ def test_in_a_browser_requeue_a_dead_letter(dead_letters: tuple[sqjobs.App, list
         server.shutdown()
         thread.join(DEADLINE_S)
     assert app.broker.stats("default").dead == 2
+
+
+def test_periodic_jobs_show_their_next_fire_times_and_the_last_tick_sent(tmp_path: Path) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from sqjobs.beater import Beater, BeatStore
+    from sqjobs.cli_common import configure_app
+
+    config = sqlite_config(tmp_path, jobs="jobs_for_tests, periodic_jobs_for_tests")
+    configure_app(str(config))
+    app = sqjobs.current_app()
+    beater = Beater.for_registry(app, app.registry, BeatStore(app.settings.database_url), beater_id="beater-under-test")
+    now = datetime.now(timezone.utc)
+    beater.tick(now)  # the first tick only starts the beater's clock
+    assert beater.tick(now + timedelta(seconds=2))
+    page = client_of(app).get("/periodic").get_data(as_text=True)
+    assert "test.every_second" in page and "Europe/Madrid" in page and "* * * * * *" in page
+    assert "beater-under-test" in page
+    assert len(re.findall(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC<br>", page)) == 5  # the next five fire times

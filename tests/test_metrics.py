@@ -143,10 +143,11 @@ def test_sqjobsd_runs_the_metrics_server_and_the_dashboard(tmp_path: Path) -> No
             except OSError:
                 return {}
             done = value(found, "sqjobs_jobs_total", job="record", queue="default", outcome="success")
-            return found if done == 20 else {}
+            # Both workers count once they started consuming (under load, a while after supervisord's RUNNING).
+            return found if done == 20 and value(found, "sqjobs_workers", queues="default") == 2 else {}
 
-        found = wait_until(lambda: scraped(metrics_port), SLOW_S, what="20 successes at the metrics server")
-        assert value(found, "sqjobs_workers", queues="default") == 2
+        found = wait_until(lambda: scraped(metrics_port), SLOW_S, what="20 successes and 2 workers at /metrics")
+        assert value(found, "sqjobs_worker_starts_total", queues="default") == 2
         assert value(wait_until(lambda: scraped(dashboard_port), SLOW_S, what="the dashboard's /metrics"),
                      "sqjobs_queue_messages", queue="default", state="visible") == 0
         with urllib.request.urlopen(f"http://127.0.0.1:{dashboard_port}/workers", timeout=5) as response:
