@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "App": "app", "configure": "app", "current_app": "app", "get_broker": "app",
     "Job": "job", "PeriodicJob": "job", "ResultJob": "job", "job": "job", "JobFunction": "job",
-    "registry": "registry",
+    "registry": "registry", "cancel": "cancellation", "Cancellation": "cancellation",
     "Middleware": "middleware",
     "JobHandle": "status", "Status": "status", "get_job": "app",
     "create_eager_broker": "seed", "create_sqs_broker": "seed",
@@ -34,13 +34,14 @@ _EXPORTS = {
     "TimeLimitExceeded": "errors", "UnknownJobError": "errors",
 }
 
-__all__ = ["App", "ConfigError", "Job", "JobFunction", "JobHandle", "JobTimeoutError", "MessageTooLargeError",
-    "Middleware", "PeriodicJob", "RejectMessage", "ResultJob", "Retry", "SQJobsError", "SkipMessage", "Status",
-    "TimeLimitExceeded", "UnknownJobError", "configure", "create_eager_broker", "create_sqs_broker",
-    "create_sqs_worker", "current_app", "get_broker", "get_job", "job", "registry"]
+__all__ = ["App", "Cancellation", "ConfigError", "Job", "JobFunction", "JobHandle", "JobTimeoutError",
+    "MessageTooLargeError", "Middleware", "PeriodicJob", "RejectMessage", "ResultJob", "Retry", "SQJobsError",
+    "SkipMessage", "Status", "TimeLimitExceeded", "UnknownJobError", "cancel", "configure", "create_eager_broker",
+    "create_sqs_broker", "create_sqs_worker", "current_app", "get_broker", "get_job", "job", "registry"]
 
 if TYPE_CHECKING:
     from .app import App, configure, current_app, get_broker, get_job
+    from .cancellation import Cancellation, cancel
     from .errors import (
         ConfigError,
         JobTimeoutError,

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from .brokers import Broker, create_broker
+from .cancellation import CancellationCheck
 from .config import Settings, load_settings
 from .errors import JobNotFoundError
 from .middleware import Middleware, MiddlewareChain, load_middleware
@@ -27,6 +28,7 @@ from .registry import registry as default_registry
 from .status import JobHandle
 from .store import StatusStore, get_store
 from .tracking import DuplicateGuard, StatusTracking
+from .unique import UniqueKeyRelease
 
 if TYPE_CHECKING:
     from .job import Job
@@ -54,6 +56,9 @@ class App:
         self._tracking: tuple[Settings | None, str] = (None, "")
         self.registry = registry or default_registry
         self.producer = Producer(self)
+        #: Runs a callback when the current database transaction commits (``delay_on_commit``); None: no hook.
+        #: The Django integration sets Django's ``transaction.on_commit``.
+        self.on_commit: Callable[[Callable[[], object]], None] | None = None
         if settings is not None:
             _use_paths(settings)
 
@@ -167,12 +172,19 @@ class App:
 
     @property
     def middleware(self) -> MiddlewareChain:
-        """The middleware in the order they run: sqjobs' own, those of ``[sqjobs] middleware``, then given ones."""
+        """The middleware in the order they run: sqjobs' own, those of ``[sqjobs] middleware``, then given ones.
+
+        sqjobs' own: the duplicate guard and status tracking (unless ``[sqjobs] track = none``), then
+        the cancellation check and the release of unique keys (not in eager mode); last of all the
+        metrics middleware, when this process records metrics (:attr:`metrics_dir`).
+        """
         with self._lock:
             if self._chain is None:
                 builtin: list[Middleware] = []
                 if self.tracking != "none":
                     builtin += [DuplicateGuard(self), StatusTracking(self)]
+                if not self.eager:  # eager jobs run inside .delay(): nothing to cancel, no key taken
+                    builtin += [CancellationCheck(self), UniqueKeyRelease(self.settings.database_url)]
                 configured = load_middleware(self.settings.get("sqjobs", "middleware"),
                                              f"{self.settings.source or 'configuration'}: [sqjobs] middleware")
                 recording: list[Middleware] = []

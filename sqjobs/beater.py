@@ -16,6 +16,10 @@ time and sent; older ones were missed (no beater ran, or the database was
 down) and follow the job's ``catch_up``: ``"all"`` sends each, ``"latest"``
 only the most recent of them, ``"none"`` none.
 
+Each tick also sends the held jobs that are due (delays longer than the
+broker holds, :mod:`sqjobs.held`), each claimed per row in the same
+database, so that redundant beaters send each exactly once.
+
 Tests call :meth:`Beater.tick` with the time they want; :meth:`Beater.run`
 is the loop around it.
 """
@@ -39,8 +43,10 @@ from . import defaults, metrics
 from .app import App, current_app
 from .brokers.base import Broker
 from .clock import utc_now
-from .errors import StatusStoreError, StatusStorePermanentError
+from .errors import MalformedMessageError, StatusStoreError, StatusStorePermanentError
+from .held import HeldJobs
 from .job import Job, Registry
+from .message import decode
 from .schedule import Schedule
 from .store import PreciseDateTimeField, create_tables_racing, database_errors, open_database, safe_url
 
@@ -179,6 +185,8 @@ class Sent:
     job: str
     fire_at: datetime
     job_id: str
+    #: True for a held job (a long delay) sent when due; ``fire_at`` is then the instant it was due.
+    held: bool = False
 
 
 class Beater:
@@ -202,6 +210,8 @@ class Beater:
         self.claim_timeout_s = claim_timeout_s
         self.catch_up_grace_s = catch_up_grace_s
         self.clock = clock
+        #: Held jobs of the same database, sent at each tick when due.
+        self.held = HeldJobs.for_url(store.url)
         self.started_at: datetime | None = None
         self._stopping = threading.Event()
 
@@ -237,7 +247,7 @@ class Beater:
         return Sent(name, fire_at, job_id)
 
     def tick(self, now: datetime | None = None) -> list[Sent]:
-        """Claim and send every due fire time at ``now``; take over stale claims. Return what was sent."""
+        """Claim and send every due fire time and held job at ``now``; take over stale claims. Return what was sent."""
         now = now or self.clock()
         sent: list[Sent] = []
         for name in self.jobs:
@@ -249,6 +259,12 @@ class Beater:
                                                           self.claim_timeout_s):
                 logger.warning("job %s: took over the unsent claim for %s", name, fire_at.isoformat())
                 sent.append(self._send(name, fire_at, now))
+        for held in self.held.send_due(self.app.broker, self.beater_id, now, self.claim_timeout_s):
+            try:
+                name = decode(held.body, held.job_id).name
+            except MalformedMessageError:
+                name = "?"
+            sent.append(Sent(name, held.due_at, held.job_id, held=True))
         return sent
 
     def request_stop(self, *_: Any) -> None:

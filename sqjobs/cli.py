@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 import click
 
 from . import defaults, logs
 from .app import current_app
-from .brokers.base import ORIGIN_ATTRIBUTE, REASON_ATTRIBUTE, Broker, dead_letter_name, is_dead_letter_name
-from .cli_beat import beater, schedule
+from .brokers.base import (
+    ORIGIN_ATTRIBUTE,
+    REASON_ATTRIBUTE,
+    Broker,
+    QueueStats,
+    dead_letter_name,
+    is_dead_letter_name,
+)
+from .cli_beat import InstantType, beater, schedule
 from .cli_common import (
     SQJobsGroup,
     check_status_database,
@@ -21,10 +31,12 @@ from .cli_common import (
     require_jobs,
     setup_app,
 )
+from .cli_later import cancel, unique
 from .cli_status import initdb, prune, status
 from .cli_web import dashboard, metrics
 from .config import WorkerGroup
-from .errors import UnknownQueueError
+from .errors import StatusStoreError, StatusStorePermanentError, UnknownQueueError
+from .held import HeldJobs
 from .logs import LEVELS
 from .message import UNDECODABLE_PREFIX, MalformedMessageError, decode
 from .registry import registry
@@ -73,9 +85,12 @@ def worker(config: str | None, queues: tuple[str, ...], group_name: str | None, 
     check_status_database()
     group = settings.worker_group(group_name) if group_name else (
         settings.workers[0] if settings.workers else WorkerGroup("default"))
-    consumer = Worker.for_group(current_app(), group, queues, prefetch=prefetch,
-                                visibility_timeout_s=visibility_timeout, max_jobs=max_jobs, burst=burst,
-                                status_file=status_file, isolation=isolation, threads=threads, hold_s=hold_s)
+    try:
+        consumer = Worker.for_group(current_app(), group, queues, prefetch=prefetch,
+                                    visibility_timeout_s=visibility_timeout, max_jobs=max_jobs, burst=burst,
+                                    status_file=status_file, isolation=isolation, threads=threads, hold_s=hold_s)
+    except ValueError as exc:  # options that do not go together, e.g. --threads 4 with --isolation none
+        raise click.UsageError(str(exc)) from None
     consumer.install_signal_handlers()
     sys.exit(consumer.run())
 
@@ -87,13 +102,22 @@ def worker(config: str | None, queues: tuple[str, ...], group_name: str | None, 
 @click.option("--kwargs", "kwargs_json", default="{}", help="JSON object of keyword arguments.")
 @click.option("--queue", default=None, help="Queue (default: the job's, or 'default' if unknown here).")
 @click.option("--delay", type=click.FloatRange(min=0), default=0.0, help="Seconds before it may run.")
+@click.option("--eta", type=InstantType(), default=None,
+              help="When it may run: ISO 8601 with a UTC offset, e.g. 2027-03-27T12:00:00+01:00 (or ...Z).")
+@click.option("--unique-key", default=None,
+              help="Send nothing if a job with this key waits or runs; print that job's id instead.")
+@click.option("--cancellable", is_flag=True,
+              help="Mark the message cancellable: a worker checks `sqjobs cancel` for it even if it is untracked.")
 def enqueue(config: str | None, name: str, args_json: str, kwargs_json: str, queue: str | None,
-            delay: float) -> None:
+            delay: float, eta: datetime | None, unique_key: str | None, cancellable: bool) -> None:
     """Send job NAME and print its id. NAME need not be importable here."""
+    if delay and eta is not None:
+        raise click.UsageError("--delay and --eta exclude each other")
     args = parse_json("--args", args_json, list)
     kwargs = parse_json("--kwargs", kwargs_json, dict)
     configure_app(config)
-    handle = current_app().producer.send(registry.find(name), args, kwargs, name=name, queue=queue, delay_s=delay)
+    handle = current_app().producer.send(registry.find(name), args, kwargs, name=name, queue=queue, delay_s=delay,
+                                         eta=eta, unique_key=unique_key, cancellable=cancellable)
     click.echo(handle.id)
 
 
@@ -101,9 +125,18 @@ def enqueue(config: str | None, name: str, args_json: str, kwargs_json: str, que
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def queues(config: str | None, as_json: bool) -> None:
-    """Show each queue: visible, in flight, delayed and dead messages."""
+    """Show each queue: visible, in flight, delayed (held in the database too) and dead messages."""
     settings, broker = setup_app(config, import_jobs=False)
+    held: dict[str, int] = {}
+    try:
+        held = HeldJobs.for_url(settings.database_url).counts(broker.identity)
+    except StatusStorePermanentError:
+        raise
+    except StatusStoreError as exc:
+        logging.getLogger("sqjobs.cli").warning("held jobs not counted in 'delayed': %s", exc)
     rows = [broker.stats(name) for name in broker.queues()]
+    rows += [QueueStats(name, 0, 0, 0, 0) for name in sorted(set(held) - {row.queue for row in rows})]
+    rows = [replace(row, delayed=row.delayed + held.get(row.queue, 0)) for row in rows]
     if as_json:
         click.echo(json.dumps([row.__dict__ for row in rows], indent=2))
         return
@@ -180,7 +213,7 @@ def dead(config: str | None, queue: str, as_json: bool, requeue: bool, purge: bo
         click.echo(f"{row['message_id']}  {row['name'] or '?'}  {' '.join(str(row['reason']).split())}")
 
 
-for _command in (beater, schedule, status, initdb, prune, metrics, dashboard):
+for _command in (beater, schedule, status, initdb, prune, cancel, unique, metrics, dashboard):
     main.add_command(_command)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from .cancellation import Cancellations
 from .cli_common import config_option
 from .config import load_settings
 from .errors import JobNotFoundError
@@ -23,6 +24,9 @@ DURATION_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 #: The accepted forms, for error messages and help.
 DURATION_FORMS = "a number and a unit: 45s, 30m, 12h, 7d, 2w"
+#: What ``sqjobs status`` adds for a cancelled job without a status row.
+UNTRACKED_CANCEL_NOTE = ("untracked: it did not run only if it was sent cancellable and had not started "
+                         "when it was cancelled")
 
 
 def parse_duration_s(text: str) -> float:
@@ -82,9 +86,22 @@ def _text(record: StatusRecord) -> str:
               help="Print JSON: id, name, queue, status, result, error, attempts, enqueued_at, started_at, "
                    "finished_at (and traceback, worker_host, worker_pid).")
 def status(config: str | None, job_id: str, as_json: bool) -> None:
-    """Show the status row of tracked job JOB_ID (exit 1 if it has none)."""
-    record = get_store(_database_url(config)).get(job_id)
+    """Show the status row of tracked job JOB_ID (exit 1 if it has none).
+
+    An untracked job that was cancelled has no row: it shows as CANCELLED
+    with the time of its cancellation, and a note that this holds only if it
+    was sent cancellable and had not started.
+    """
+    url = _database_url(config)
+    record = get_store(url).get(job_id)
     if record is None:
+        cancelled_at = Cancellations.for_url(url).cancelled_at(job_id)
+        if cancelled_at is not None:
+            data = {"id": job_id, "status": "CANCELLED", "cancelled_at": cancelled_at.isoformat(), "tracked": False,
+                    "note": UNTRACKED_CANCEL_NOTE}
+            click.echo(json.dumps(data, indent=2) if as_json else "\n".join(
+                f"{key + ':':<13} {value}" for key, value in data.items()))
+            return
         raise JobNotFoundError(f"no status row for job {job_id} (not tracked, unknown, or pruned)")
     click.echo(json.dumps(record.to_json(), indent=2) if as_json else _text(record))
 
@@ -104,11 +121,18 @@ def initdb(config: str | None) -> None:
               help=f"Age of finished rows to delete, {DURATION_FORMS}.")
 @click.option("--dry-run", is_flag=True, help="Print how many rows would go; delete nothing.")
 def prune(config: str | None, older_than_s: float, dry_run: bool) -> None:
-    """Delete finished rows (SUCCESS, FAILURE, DEAD) that finished longer ago than --older-than."""
+    """Delete finished rows (SUCCESS, FAILURE, DEAD, CANCELLED) that finished longer ago than --older-than.
+
+    Cancellations recorded before then go too.
+    """
     cutoff = datetime.now(timezone.utc) - timedelta(seconds=older_than_s)
-    store = get_store(_database_url(config))
+    url = _database_url(config)
+    store = get_store(url)
     before = cutoff.isoformat(timespec="seconds")
     if dry_run:
         click.echo(f"would prune {store.count_prunable(cutoff)} finished row(s) that finished before {before}")
         return
     click.echo(f"pruned {store.prune(cutoff)} finished row(s) that finished before {before}")
+    cancelled = Cancellations.for_url(url).prune(cutoff)
+    if cancelled:
+        click.echo(f"pruned {cancelled} cancellation(s) recorded before {before}")

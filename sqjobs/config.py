@@ -12,7 +12,7 @@ from __future__ import annotations
 import configparser
 import os
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .errors import ConfigError
 from .settings import SCHEMA, default, schema_section
@@ -103,19 +103,46 @@ def resolve_sqlite_url(url: str, base_dir: str) -> str:
     return prefix + os.path.abspath(os.path.join(base_dir, path))
 
 
-def _parse_section(filename: str, section: str, schema_name: str,
-                   values: Mapping[str, str]) -> dict[str, Any]:
-    schema = SCHEMA[schema_name]
-    parsed: dict[str, Any] = {}
-    for key, raw in values.items():
-        if key not in schema:
-            known = ", ".join(sorted(schema))
-            raise ConfigError(f"{filename}: [{section}] {key}: unknown key (known keys: {known})")
-        try:
-            parsed[key] = schema[key].parse(raw)
-        except ValueError as exc:
-            raise ConfigError(f"{filename}: [{section}] {key} = {raw!r}: {exc}") from None
-    return parsed
+def as_setting_text(value: Any) -> str:
+    """The text a config file would hold for ``value`` (a list or tuple: its items joined by commas)."""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(item) for item in value)
+    return str(value)
+
+
+def parse_value(section: str, key: str, value: Any, where: str) -> Any:
+    """Read ``value`` as ``[section] key`` does; raise ConfigError naming ``where`` (e.g. a Django setting)."""
+    schema = SCHEMA[schema_section(section)]
+    if key not in schema:
+        raise ConfigError(f"{where}: unknown key (known keys: {', '.join(sorted(schema))})")
+    raw = as_setting_text(value)
+    try:
+        return schema[key].parse(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{where} = {value!r}: {exc}") from None
+
+
+def _check_section(section: str, where: str) -> str:
+    """Return the schema name of ``section``; raise ConfigError naming ``where`` if there is none."""
+    schema_name = schema_section(section)
+    if schema_name not in SCHEMA:
+        known = ", ".join(f"[{name}]" for name in SCHEMA if name != "worker")
+        raise ConfigError(f"{where}: unknown section (known: {known}, [worker:NAME])")
+    if schema_name == "worker" and not section[len("worker:"):].strip():
+        raise ConfigError(f"{where}: a worker section needs a name, e.g. [worker:default]")
+    return schema_name
+
+
+def _worker_groups(sections: Mapping[str, Mapping[str, Any]], where: Callable[[str], str]) -> list[WorkerGroup]:
+    """The ``[worker:NAME]`` groups of ``sections``; ``where(section)`` names a section in errors."""
+    workers = []
+    for section, values in sections.items():
+        if schema_section(section) != "worker":
+            continue
+        if "queues" in values and not values["queues"]:
+            raise ConfigError(f"{where(section)} queues: names no queue")
+        workers.append(WorkerGroup(section[len("worker:"):].strip(), **values))
+    return workers
 
 
 def load(filename: str) -> Settings:
@@ -138,22 +165,41 @@ def load(filename: str) -> Settings:
     except configparser.Error as exc:
         raise ConfigError(f"{filename}: not a valid INI file: {exc}") from None
     sections: dict[str, dict[str, Any]] = {}
-    workers = []
     for section in parser.sections():
-        schema_name = schema_section(section)
-        if schema_name not in SCHEMA:
-            known = ", ".join(f"[{name}]" for name in SCHEMA if name != "worker")
-            raise ConfigError(f"{filename}: [{section}]: unknown section (known: {known}, [worker:NAME])")
-        if schema_name == "worker" and not section[len("worker:"):].strip():
-            raise ConfigError(f"{filename}: [{section}]: a worker section needs a name, e.g. [worker:default]")
-        sections[section] = _parse_section(filename, section, schema_name, parser[section])
-        if schema_name == "worker":
-            values = sections[section]
-            if "queues" in values and not values["queues"]:
-                raise ConfigError(f"{filename}: [{section}] queues: names no queue")
-            workers.append(WorkerGroup(section[len("worker:"):].strip(), **values))
+        _check_section(section, f"{filename}: [{section}]")
+        sections[section] = {key: parse_value(section, key, raw, f"{filename}: [{section}] {key}")
+                             for key, raw in parser[section].items()}
+    workers = _worker_groups(sections, lambda section: f"{filename}: [{section}]")
     base_dir = os.path.dirname(os.path.abspath(filename))
     return Settings(os.path.abspath(filename), base_dir, sections, tuple(workers))
+
+
+def settings_from_mapping(mapping: Mapping[str, Any], source_name: str, base: Settings | None = None) -> Settings:
+    """Settings from ``{"section": {"key": value}}``, the same sections and keys as the config file.
+
+    The values are laid over ``base`` (default: the built-in defaults), key
+    by key. Values may be strings as in the file, numbers, or lists for
+    the list keys. A mistake raises ConfigError naming
+    ``source_name[section][key]`` (``source_name`` is where the mapping came
+    from, e.g. ``settings.SQJOBS``).
+    """
+    base = base or default_settings()
+    if not isinstance(mapping, Mapping):
+        raise ConfigError(f"{source_name}: must be a dict of sections, e.g. {{'sqjobs': {{'broker': 'sqs'}}}}, "
+                          f"got {type(mapping).__name__}")
+    sections: dict[str, dict[str, Any]] = {name: dict(values) for name, values in base.sections.items()}
+    for section, values in mapping.items():
+        where = f"{source_name}[{section!r}]"
+        if not isinstance(section, str):
+            raise ConfigError(f"{where}: a section name is a string such as 'sqjobs' or 'worker:default'")
+        _check_section(section, where)
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{where}: must be a dict of keys and values, got {type(values).__name__}")
+        parsed = sections.setdefault(section, {})
+        for key, value in values.items():
+            parsed[key] = parse_value(section, str(key), value, f"{where}[{key!r}]")
+    workers = _worker_groups(sections, lambda section: f"{source_name}[{section!r}]")
+    return Settings(base.source, base.base_dir, sections, tuple(workers) or base.workers)
 
 
 def default_settings() -> Settings:
@@ -161,7 +207,27 @@ def default_settings() -> Settings:
     return Settings(None, os.getcwd(), {}, (WorkerGroup("default"),))
 
 
+#: Where settings come from when a program set a source of its own (Django's settings); None: the file.
+_settings_source: Callable[[str | None], Settings] | None = None
+
+
+def set_settings_source(source: Callable[[str | None], Settings] | None) -> None:
+    """Make :func:`load_settings` ask ``source(filename)`` instead of reading the file alone (None: undo).
+
+    ``source`` is given the file named by ``-c`` or SQJOBS_CONFIG, or None.
+    The Django integration sets one, so that every command reads Django's
+    settings as well as the file.
+    """
+    global _settings_source
+    _settings_source = source
+
+
 def load_settings(filename: str | None = None) -> Settings:
-    """Read ``filename``, else the file named by SQJOBS_CONFIG, else return the defaults."""
+    """Read ``filename``, else the file named by SQJOBS_CONFIG, else return the defaults.
+
+    When a settings source was set (:func:`set_settings_source`), it decides.
+    """
     filename = filename or os.environ.get(CONFIG_ENV) or None
+    if _settings_source is not None:
+        return _settings_source(filename)
     return load(filename) if filename else default_settings()

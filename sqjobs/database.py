@@ -53,7 +53,7 @@ import contextlib
 import re
 import sqlite3
 import weakref
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import peewee
@@ -244,16 +244,43 @@ def _statement_timeout(url: str) -> tuple[str, float]:
     return urlunsplit(parts._replace(query=urlencode(rest))), timeout_s
 
 
+#: URL schemes of other programs -> a function turning such a URL into a database URL Peewee knows.
+_url_schemes: dict[str, Callable[[str], str]] = {}
+
+
+def register_url_scheme(scheme: str, resolve: Callable[[str], str]) -> None:
+    """Let ``[sqjobs] database`` use ``scheme://...``: ``resolve(url)`` returns the database URL it stands for.
+
+    ``resolve`` is called each time a database is opened (once per process
+    and URL), and may raise ValueError with a reason (the error names
+    ``[sqjobs] database``). The Django integration registers ``django://ALIAS``.
+    """
+    _url_schemes[scheme] = resolve
+
+
+def resolve_url(url: str) -> str:
+    """Return the database URL ``url`` stands for (itself unless its scheme was registered)."""
+    resolve = _url_schemes.get(urlsplit(url).scheme)
+    if resolve is None:
+        return url
+    try:
+        return resolve(url)
+    except ValueError as exc:
+        raise permanent_error(url, one_line(exc)) from None
+
+
 def open_database(url: str) -> peewee.Database:
     """Return a new (not yet connected) Peewee database for ``url``; StatusStorePermanentError for a bad URL.
 
     Server databases get the timeouts of this module's docstring, unless
-    the URL sets them.
+    the URL sets them. A URL of a registered scheme (:func:`register_url_scheme`)
+    is resolved first.
     """
+    url = resolve_url(url)
     scheme = urlsplit(url).scheme
     database_class = db_url.schemes.get(scheme)
     if database_class is None:
-        known = ", ".join(sorted(db_url.schemes))
+        known = ", ".join(sorted([*db_url.schemes, *_url_schemes]))
         raise permanent_error(url, f"unknown scheme {scheme!r} (known: {known})")
     driver_url, timeout_s = _statement_timeout(url)
     options: dict[str, Any] = {"field_types": _field_types(database_class)}

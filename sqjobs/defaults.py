@@ -17,8 +17,25 @@ DATABASE_URL = "sqlite:///sqjobs.db"
 #: broker keeps working on SQS.
 MAX_MESSAGE_BYTES = 256 * 1024
 
-#: Longest delay at enqueue: SQS DelaySeconds caps at 15 minutes.
+#: Longest delay SQS holds itself (DelaySeconds caps at 15 minutes): the default of
+#: ``[sqs] max_delay_s``. A longer delay on SQS is held in the ``[sqjobs] database``
+#: and sent by a beater when it is due (:mod:`sqjobs.held`).
 MAX_DELAY_S = 15 * 60
+
+#: Longest delay (or ETA ahead) any job accepts: a year. The embedded and memory
+#: brokers hold it themselves; SQS hands what is over ``[sqs] max_delay_s`` to the
+#: database. A bound exists so that a delay in milliseconds passed as seconds is
+#: an error at once, not a job that runs in thirty years.
+MAX_LATER_S = 366 * 24 * 60 * 60
+
+#: How long a beater's claim on a held job may stay unsent before another beater
+#: takes it over (its beater died between claiming and sending): a minute, like
+#: periodic ticks.
+HELD_CLAIM_TIMEOUT_S = 60.0
+
+#: Held jobs one beater tick sends at most (the rest wait for the next tick, a
+#: second later), so that one tick's transaction stays short.
+HELD_BATCH = 100
 
 #: Longest visibility timeout SQS allows (12 hours).
 MAX_VISIBILITY_TIMEOUT_S = 12 * 60 * 60

@@ -149,6 +149,14 @@ class JobNotTrackedError(StatusError):
     """A handle was asked to wait for a job whose status nothing records."""
 
 
+class JobNotCancellableError(StatusError):
+    """``handle.cancel()`` on a job no worker checks for cancellation: untracked, and not sent cancellable.
+
+    Nothing is recorded: such a job runs whatever the database says (see
+    ``sqjobs.cancellation``).
+    """
+
+
 class JobFailedError(StatusError):
     """``JobHandle.wait(raise_error=True)`` found the job FAILURE or DEAD; ``handle`` is the job."""
 

@@ -8,6 +8,7 @@ under its ``name``, which is what messages carry and workers look up.
 from __future__ import annotations
 
 import functools
+from datetime import datetime, timedelta
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -24,7 +25,8 @@ from typing import (
 
 from . import defaults
 from .app import current_app
-from .errors import JobDefinitionError
+from .errors import ConfigError, JobDefinitionError
+from .message import check_arguments, new_job_id
 from .registry import Registry, registry
 from .schedule import Schedule
 
@@ -61,6 +63,12 @@ class Job:
     track: ClassVar[bool] = False
     #: FIFO queues: message group (default: the job name).
     group: ClassVar[str | None] = None
+    #: At most one job with these arguments waiting or running: the unique key is made from the job's
+    #: name and arguments (see ``sqjobs.unique``); ``apply_async(unique_key=...)`` names one instead.
+    unique: ClassVar[bool] = False
+    #: Untracked jobs: every message may be cancelled (``sqjobs.cancellation``): the worker then reads the status
+    #: database before each attempt. ``apply_async(cancellable=True)`` asks it for one message; tracked jobs always may.
+    cancellable: ClassVar[bool] = False
     #: Periodic jobs: a cron expression and the IANA time zone it is read in.
     schedule: ClassVar[str | None] = None
     timezone: ClassVar[str] = "UTC"
@@ -121,6 +129,24 @@ class Job:
         return cls.apply_async(args=args, kwargs=kwargs)
 
     @classmethod
+    def delay_on_commit(cls, *args: Any, **kwargs: Any) -> str:
+        """Enqueue this job when the surrounding database transaction commits; return the id it will have.
+
+        Nothing is sent if the transaction rolls back. Needs the application's
+        ``on_commit`` hook (the Django integration sets Django's
+        ``transaction.on_commit``); without one it raises ConfigError. The
+        arguments are checked now: a value JSON cannot carry is a TypeError here.
+        """
+        app = current_app()
+        if app.on_commit is None:
+            raise ConfigError("delay_on_commit needs a transaction hook (App.on_commit): add 'sqjobs_django' to "
+                              "Django's INSTALLED_APPS, or use .delay()")
+        check_arguments(args, kwargs)
+        job_id = new_job_id()
+        app.on_commit(functools.partial(cls.apply_async, args=args, kwargs=kwargs, job_id=job_id))
+        return job_id
+
+    @classmethod
     def delay_many(cls, calls: Iterable[Sequence[Any] | tuple[Sequence[Any], Mapping[str, Any]]],
                    queue: str | None = None) -> list[JobHandle]:
         """Enqueue one job per call, in batches (all or nothing on the embedded broker); return their handles.
@@ -136,17 +162,27 @@ class Job:
         args: Sequence[Any] = (),
         kwargs: dict[str, Any] | None = None,
         queue: str | None = None,
-        delay: float = 0,
+        delay: float | timedelta = 0,
         job_id: str | None = None,
         group: str | None = None,
         dedup_id: str | None = None,
+        *,
+        eta: datetime | None = None,
+        unique_key: str | None = None,
+        cancellable: bool = False,
     ) -> JobHandle:
-        """Enqueue with options: ``queue``, ``delay`` in seconds, FIFO ``group``/``dedup_id``.
+        """Enqueue with options: ``queue``, ``delay`` (seconds or a timedelta) or ``eta`` (an aware datetime),
+        ``unique_key``, ``cancellable`` (this message of an untracked job may be cancelled), FIFO
+        ``group``/``dedup_id``.
 
-        Returns a JobHandle. Raises TypeError for arguments JSON cannot carry.
+        Returns a JobHandle (with a ``unique_key`` already taken: the handle of
+        the job that holds it, and nothing is sent). Raises TypeError for
+        arguments JSON cannot carry, ValueError for a naive ``eta``,
+        DelayTooLongError past the longest delay (see the README, Jobs for later).
         """
-        return current_app().producer.send(cls, args, kwargs, queue=queue, delay_s=delay, job_id=job_id, group=group,
-                                           dedup_id=dedup_id)
+        return current_app().producer.send(cls, args, kwargs, queue=queue, delay_s=delay, eta=eta, job_id=job_id,
+                                           group=group, dedup_id=dedup_id, unique_key=unique_key,
+                                           cancellable=cancellable)
 
 
 class PeriodicJob(Job):
@@ -191,7 +227,7 @@ def _methods_defined_below_job(cls: type) -> set[str]:
 
 #: Options ``@job`` takes that become class attributes.
 _ATTRIBUTE_OPTIONS = {"queue", "name", "retries", "retry_delay", "timeout", "track", "group",
-                      "schedule", "timezone", "catch_up"}
+                      "schedule", "timezone", "catch_up", "unique", "cancellable"}
 #: Options ``@job`` takes that become hook methods (called with the job instance first).
 _HOOK_OPTIONS = {"set_up", "tear_down", "on_success", "on_failure", "on_retry"}
 
@@ -216,12 +252,19 @@ class JobFunction(Generic[P, R]):
         """Enqueue ``fn(*args, **kwargs)``; return its JobHandle."""
         return self.job_class.apply_async(args=args, kwargs=kwargs)
 
+    def delay_on_commit(self, *args: P.args, **kwargs: P.kwargs) -> str:
+        """Enqueue ``fn(*args, **kwargs)`` when the surrounding transaction commits (:meth:`Job.delay_on_commit`)."""
+        return self.job_class.delay_on_commit(*args, **kwargs)
+
     def apply_async(self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, *,
-                    queue: str | None = None, delay: float = 0, job_id: str | None = None,
-                    group: str | None = None, dedup_id: str | None = None) -> JobHandle:
-        """Enqueue with options (``queue``, ``delay`` in seconds, ``job_id``, FIFO ``group``/``dedup_id``)."""
-        return self.job_class.apply_async(args=args, kwargs=kwargs, queue=queue, delay=delay, job_id=job_id,
-                                          group=group, dedup_id=dedup_id)
+                    queue: str | None = None, delay: float | timedelta = 0, eta: datetime | None = None,
+                    job_id: str | None = None, unique_key: str | None = None,
+                    group: str | None = None, dedup_id: str | None = None, cancellable: bool = False) -> JobHandle:
+        """Enqueue with options (``queue``, ``delay`` or ``eta``, ``job_id``, ``unique_key``, ``cancellable``,
+        FIFO ``group``/``dedup_id``); see :meth:`Job.apply_async`."""
+        return self.job_class.apply_async(args=args, kwargs=kwargs, queue=queue, delay=delay, eta=eta,
+                                          job_id=job_id, unique_key=unique_key, group=group, dedup_id=dedup_id,
+                                          cancellable=cancellable)
 
     def delay_many(self, calls: Iterable[Sequence[Any] | tuple[Sequence[Any], Mapping[str, Any]]],
                    queue: str | None = None) -> list[JobHandle]:
@@ -238,7 +281,8 @@ def job(fn: Callable[P, R], /) -> JobFunction[P, R]: ...
 
 @overload
 def job(*, base: type[Job] = ..., queue: str = ..., name: str = ..., retries: int = ..., retry_delay: float = ...,
-        timeout: float | None = ..., track: bool = ..., group: str | None = ..., schedule: str | None = ...,
+        timeout: float | None = ..., track: bool = ..., group: str | None = ..., unique: bool = ...,
+        cancellable: bool = ..., schedule: str | None = ...,
         timezone: str = ..., catch_up: str = ..., set_up: Callable[..., Any] = ...,
         tear_down: Callable[..., Any] = ..., on_success: Callable[..., Any] = ...,
         on_failure: Callable[..., Any] = ..., on_retry: Callable[..., Any] = ...,
@@ -249,8 +293,8 @@ def job(fn: Callable[..., Any] | None = None, /, *, base: type[Job] = Job, **opt
     """Turn a function into a registered job.
 
     ``@job`` or ``@job(queue=..., name=..., retries=..., retry_delay=...,
-    timeout=..., track=..., group=..., schedule=..., timezone=..., catch_up=..., base=...,
-    set_up=..., tear_down=..., on_success=..., on_failure=..., on_retry=...)``.
+    timeout=..., track=..., group=..., unique=..., cancellable=..., schedule=..., timezone=...,
+    catch_up=..., base=..., set_up=..., tear_down=..., on_success=..., on_failure=..., on_retry=...)``.
     Hook functions are called with the job instance first, like methods:
     ``on_failure(job, exc)``. Unknown options raise JobDefinitionError at once.
     ``async def`` functions are awaited when the job runs.

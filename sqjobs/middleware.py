@@ -4,8 +4,9 @@ Subclass :class:`Middleware` and implement the methods you need; every one
 is optional (the base class does nothing). Configure instances with
 ``[sqjobs] middleware = package.module.ClassName, ...`` (each made with no
 arguments) or ``sqjobs.configure(middleware=[...])``. They run in the order
-given, after the ones sqjobs ships (status tracking, the duplicate-delivery
-guard, the worker's health file), which are middleware too.
+given, after the ones sqjobs ships (the duplicate-delivery guard, status
+tracking, the cancellation check, the release of unique keys, the worker's
+health file), which are middleware too.
 
 - ``before_enqueue(message)``: in the producer, before the message is sent;
   it may add ``message.headers[...]`` (they travel on the wire). An exception
@@ -116,6 +117,11 @@ class MiddlewareChain:
 
     def __len__(self) -> int:
         return len(self.middleware)
+
+    @property
+    def announces(self) -> bool:
+        """True when some middleware has a ``before_enqueue`` of its own (else sending skips the call)."""
+        return any(type(item).before_enqueue is not Middleware.before_enqueue for item in self.middleware)
 
     def before_enqueue(self, message: JobMessage) -> None:
         """Call every ``before_enqueue``; an exception propagates (the send is refused)."""

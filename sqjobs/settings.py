@@ -77,6 +77,14 @@ def as_bool(text: str) -> bool:
     raise ValueError("must be true or false")
 
 
+def as_sqs_delay_s(text: str) -> float:
+    """A number of seconds SQS can delay a message by: 0 to 900."""
+    value = as_seconds(text)
+    if value > defaults.MAX_DELAY_S:
+        raise ValueError(f"must be at most {defaults.MAX_DELAY_S} (the SQS DelaySeconds limit)")
+    return value
+
+
 def as_optional_seconds(text: str) -> float | None:
     """A number of seconds, or nothing (None: worked out from other settings)."""
     return as_seconds(text) if text.strip() else None
@@ -171,7 +179,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sqjobs", "database", as_text, "sqlite:///sqjobs.db",
             "Peewee database URL for job status rows and the beaters' claims:\n"
             "sqlite:///PATH (relative to this file; sqlite:////PATH for an absolute path),\n"
-            "postgresql://user:pass@host:5432/db, mysql://user:pass@host:3306/db"),
+            "postgresql://user:pass@host:5432/db, mysql://user:pass@host:3306/db;\n"
+            "under Django (sqjobs_django), django://ALIAS: a database of settings.DATABASES"),
     Setting("sqjobs", "jobs", as_list, (), "Modules that define your jobs, imported by workers and beaters "
             "(comma-separated)."),
     Setting("sqjobs", "path", as_list, (), "Directories prepended to sys.path before importing the job modules."),
@@ -195,6 +204,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Long-poll wait of one receive, in seconds (SQS allows 0 to 20)."),
     Setting("sqs", "visibility_timeout_s", as_seconds, 60.0,
             "Default visibility timeout of queues created by sqjobs, in seconds."),
+    Setting("sqs", "max_delay_s", as_sqs_delay_s, float(defaults.MAX_DELAY_S),
+            "Longest delay SQS holds itself (DelaySeconds, 0 to 900); a longer delay or ETA is held\n"
+            "in [sqjobs] database and sent by a beater when due (see the README, Jobs for later)."),
     Setting("worker", "queues", as_list, (defaults.QUEUE,),
             "Queues in priority order: the first queue is always served first."),
     Setting("worker", "processes", as_count, 1, "Worker processes the daemon starts for this group.", "2"),

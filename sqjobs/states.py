@@ -14,7 +14,11 @@ class Status(str, enum.Enum):
     SUCCESS = "SUCCESS"
     FAILURE = "FAILURE"
     DEAD = "DEAD"
+    CANCELLED = "CANCELLED"
 
 
 #: States after which no attempt follows.
-FINISHED = frozenset({Status.SUCCESS, Status.FAILURE, Status.DEAD})
+FINISHED = frozenset({Status.SUCCESS, Status.FAILURE, Status.DEAD, Status.CANCELLED})
+
+#: States of a job that has not started (or waits for its next attempt): what cancellation may stop.
+WAITING = frozenset({Status.PENDING, Status.RETRY})

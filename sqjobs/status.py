@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 from .backoff import Backoff
 from .errors import (
     JobFailedError,
+    JobNotCancellableError,
     JobNotTrackedError,
     ResultTooLargeError,
     StatusRowError,
@@ -34,6 +35,7 @@ from .store import MAX_RESULT_BYTES, StatusRecord
 
 if TYPE_CHECKING:
     from .app import App
+    from .cancellation import Cancellation
     from .job import Job
 
 __all__ = ["FINISHED", "JobHandle", "Status", "encode_result", "outcome_error", "retry_while_unavailable"]
@@ -55,11 +57,14 @@ class JobHandle:
     ``status``, ``result`` and ``error`` read the job's row while it is not
     finished (each a small query), and keep it once it is. For an untracked
     job they are None. In eager mode the handle is filled at once, and
-    ``job`` is the instance that ran.
+    ``job`` is the instance that ran. ``cancellable`` says whether the
+    message was sent cancellable (None: not known, e.g. the handle of the job
+    holding a unique key).
     """
 
     def __init__(self, job_id: str, name: str, queue: str, *, app: App, job: Job | None = None,
-                 status: Status | None = None, result: Any = None, error: str | None = None) -> None:
+                 status: Status | None = None, result: Any = None, error: str | None = None,
+                 cancellable: bool | None = None) -> None:
         #: The application whose status database holds the job's row.
         self.app = app
         self.id = job_id
@@ -67,6 +72,8 @@ class JobHandle:
         self.queue = queue
         #: The job instance that ran, in eager mode.
         self.job = job
+        #: Whether the message was sent cancellable (None: not known here).
+        self.cancellable = cancellable
         self._status = status
         self._result = result
         self._error = error
@@ -141,8 +148,37 @@ class JobHandle:
 
     @property
     def finished(self) -> bool:
-        """True once the job is SUCCESS, FAILURE or DEAD."""
+        """True once the job is SUCCESS, FAILURE, DEAD or CANCELLED."""
         return self.status in FINISHED
+
+    def cancel(self) -> Cancellation:
+        """Cancel the job if it has not started (see :mod:`sqjobs.cancellation`); return what happened.
+
+        A running or finished job is not cancelled (``bool(result)`` is
+        False and ``result.message`` says why). Raises JobNotCancellableError
+        (recording nothing) for a job that is untracked and was not sent
+        cancellable: no worker checks it, so it would run anyway;
+        StatusStoreError when the database cannot be reached.
+        """
+        from .cancellation import Cancellation, cancel
+
+        job_class = self.app.registry.find(self.name)
+        sent_cancellable = bool(self.cancellable) or bool(job_class is not None and job_class.cancellable)
+        if self.cancellable is False and not sent_cancellable and not self._tracked():
+            raise JobNotCancellableError(
+                f"job {self.id} {self.name} cannot be cancelled: it is untracked and was not sent cancellable, so "
+                "no worker checks it and it runs anyway; send it with apply_async(..., cancellable=True), or "
+                "declare @job(cancellable=True) or track=True")
+        known = self._status  # set in eager mode, where the job already ran
+        if known is not None and known in FINISHED:
+            return Cancellation(self.id, False, known,
+                                f"job {self.id}: not cancelled, it already finished ({known.value}); nothing changed")
+        outcome = cancel(self.id, self.app, sent_cancellable=sent_cancellable)
+        if outcome.cancelled and self._record is not None:
+            self._record = None  # read again: the row changed
+        if outcome.cancelled and self._filled():
+            self._status = outcome.status or self._status
+        return outcome
 
     # -- waiting -----------------------------------------------------------------------
 
@@ -153,7 +189,7 @@ class JobHandle:
         ``timeout_s`` None waits without a deadline. Raises WaitTimeoutError
         (a TimeoutError) at the deadline, JobNotTrackedError for a job nothing
         records, StatusStoreError if the database cannot be read and, only
-        with ``raise_error=True``, JobFailedError for a FAILURE or DEAD job.
+        with ``raise_error=True``, JobFailedError for a FAILURE, DEAD or CANCELLED job.
         """
         if not self._filled():
             if not self._tracked():
@@ -172,7 +208,7 @@ class JobHandle:
                 poll_s = polls.next()
                 time.sleep(poll_s if remaining_s is None else min(poll_s, remaining_s))
         status = self.status
-        if raise_error and status in (Status.FAILURE, Status.DEAD):
+        if raise_error and status in (Status.FAILURE, Status.DEAD, Status.CANCELLED):
             raise JobFailedError(f"job {self.id} {self.name} ended {status.value}: {self.error}", self)
         return self.result
 

@@ -48,6 +48,7 @@ from .clock import utc_now
 from .database import (
     LongTextField,
     PreciseDateTimeField,
+    _field_types,
     create_tables_racing,
     database_errors,
     is_permanent,
@@ -66,7 +67,7 @@ __all__ = [
     # defined here
     "ERROR_MAX_CHARS", "MAX_RESULT_BYTES", "NAME_MAX_CHARS", "PRUNE_BATCH_ROWS", "STATUS_TABLE", "TABLE_PREFIX",
     "TRACEBACK_MAX_CHARS", "StatusRecord", "StatusStore", "check_database", "fit_text", "forget_stores",
-    "get_store", "naive_utc_now",
+    "get_store", "naive_utc_now", "status_table_statements",
     # kept importable from here: the id limit of sqjobs.message, the database helpers of sqjobs.database
     "ID_MAX_CHARS", "LongTextField", "PreciseDateTimeField", "create_tables_racing", "database_errors",
     "is_permanent", "is_row_error", "one_line", "open_database", "permanent_error", "safe_url",
@@ -118,6 +119,18 @@ def _make_model(database: peewee.Database) -> Any:
 
     JobStatusRow._meta.set_database(database)
     return JobStatusRow
+
+
+def status_table_statements(database_class: type[peewee.Database]) -> list[tuple[str, Any]]:
+    """The SQL (text, parameters) creating the status table and its index on a ``database_class`` database.
+
+    For programs that create tables their own way (the Django integration's
+    migration): the same table the store creates, without connecting.
+    """
+    database = database_class(None, field_types=_field_types(database_class))
+    model = _make_model(database)
+    statements = [model._schema._create_table(safe=True), *model._schema._create_indexes(safe=True)]
+    return [database.get_sql_context().sql(statement).query() for statement in statements]
 
 
 def naive_utc_now() -> datetime:
@@ -175,7 +188,7 @@ class StatusRecord:
 
     @property
     def finished(self) -> bool:
-        """True in SUCCESS, FAILURE and DEAD: no attempt follows."""
+        """True in SUCCESS, FAILURE, DEAD and CANCELLED: no attempt follows."""
         return self.status in FINISHED
 
     def to_json(self) -> dict[str, Any]:
@@ -319,6 +332,17 @@ class StatusStore:
             deleted = model.delete().where((model.id == job_id) & (model.status == Status.PENDING.value)).execute()
         return bool(deleted)
 
+    def cancelled_unrun(self, job_id: str, reason: str) -> bool:
+        """Record that a worker deleted ``job_id`` unrun, cancelled: its STARTED row (written just before) becomes
+        CANCELLED and that attempt is not counted. Return True if a row changed."""
+        self._ready()
+        model = self.model
+        with self._guard(f"record job {job_id} as CANCELLED"):
+            changed = (model.update(status=Status.CANCELLED.value, error=fit_text(reason, ERROR_MAX_CHARS),
+                                    traceback=None, finished_at=naive_utc_now(), attempts=model.attempts - 1)
+                       .where((model.id == job_id) & (model.status == Status.STARTED.value)).execute())
+        return bool(changed)
+
     def mark_dead(self, job_id: str, reason: str) -> bool:
         """Set an existing, unfinished row of ``job_id`` to DEAD with ``reason``; return True if one was.
 
@@ -339,13 +363,13 @@ class StatusStore:
         return bool(changed)
 
     def _finished_before(self, older_than: datetime) -> peewee.Expression:
-        """The rows :meth:`prune` deletes: finished (SUCCESS, FAILURE, DEAD) before ``older_than``."""
+        """The rows :meth:`prune` deletes: finished (SUCCESS, FAILURE, DEAD, CANCELLED) before ``older_than``."""
         model = self.model
         cutoff = older_than.astimezone(timezone.utc).replace(tzinfo=None) if older_than.tzinfo else older_than
         return model.status.in_([s.value for s in FINISHED]) & (model.finished_at < cutoff)
 
     def prune(self, older_than: datetime) -> int:
-        """Delete finished rows (SUCCESS, FAILURE, DEAD) that finished before ``older_than``; return how many.
+        """Delete finished rows (SUCCESS, FAILURE, DEAD, CANCELLED) finished before ``older_than``; return how many.
 
         Deletes PRUNE_BATCH_ROWS rows per statement, so that a table of
         millions of rows is pruned within the statement timeout.

@@ -3,7 +3,12 @@
 Which jobs are tracked is ``[sqjobs] track``: ``marked`` (the default) tracks
 jobs with ``track = True`` (``@job(track=True)``, subclasses of
 :class:`~sqjobs.ResultJob`), ``all`` every job, ``none`` none (and then
-neither middleware is installed). An untracked job never touches the database.
+neither middleware is installed). An untracked job has no status row and
+never touches the database (it runs while the database is down), unless it
+was sent cancellable (``@job(cancellable=True)``,
+``apply_async(cancellable=True)``): then a worker reads the database once
+per attempt to check that it was not cancelled (:mod:`sqjobs.cancellation`;
+tracked jobs are always checked).
 
 A tracked job's row (see :mod:`sqjobs.store`) moves through these states:
 
@@ -19,7 +24,9 @@ A tracked job's row (see :mod:`sqjobs.store`) moves through these states:
   row keeps (``error`` says so; then the message is deleted, not retried);
 - ``DEAD``: the message went to the dead-letter queue without this job
   failing (no worker knew the job's name). Only a row that already exists is
-  set to DEAD; nothing is created for unknown names.
+  set to DEAD; nothing is created for unknown names;
+- ``CANCELLED``: cancelled before it started (:mod:`sqjobs.cancellation`
+  writes it, at the cancel and again when a worker deletes the message).
 
 The duplicate guard: a tracked job id that already SUCCEEDED and is
 delivered again is not run again (:class:`~sqjobs.errors.SkipMessage`), and

@@ -6,6 +6,7 @@ arguments; small appends with O_APPEND are atomic between processes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -251,3 +252,56 @@ def stuck_in_c(path: str, token: str) -> str:
 def tracked_big_result(size: int) -> str:
     """Return a string of ``size`` characters: its JSON is ``size + 2`` bytes; tracked."""
     return "x" * size
+
+
+# -- several jobs at once (tests/test_concurrency.py): each records start and end with a monotonic time --
+
+
+@job(queue="default", name="io_wait")
+def io_wait(path: str, token: str, seconds: float) -> str:
+    """Record start and end around a ``seconds`` sleep (an I/O-bound job: the GIL is free meanwhile)."""
+    record(path, f"start {token} {worker_pid()} {time.monotonic()}")
+    time.sleep(seconds)
+    record(path, f"end {token} {worker_pid()} {time.monotonic()}")
+    return token
+
+
+@job(queue="default", name="async_wait")
+async def async_wait(path: str, token: str, seconds: float) -> str:
+    """Like io_wait, awaiting ``asyncio.sleep`` instead."""
+    record(path, f"start {token} {worker_pid()} {time.monotonic()}")
+    await asyncio.sleep(seconds)
+    record(path, f"end {token} {worker_pid()} {time.monotonic()}")
+    return token
+
+
+@job(queue="default", name="thread_stuck", timeout=0.5, retries=0)
+def thread_stuck(path: str, token: str) -> str:
+    """Ignore the timeout's interruption by sleeping in C-level waits for 30 s (a thread cannot be stopped)."""
+    record(path, f"start {token} {worker_pid()} {os.getpid()}")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(0.05)
+        except BaseException:  # careless code swallowing everything, as stuck jobs do
+            continue
+    record(path, f"end {token} {worker_pid()}")
+    return token
+
+
+@job(queue="default", name="async_too_slow", timeout=0.5, retries=0)
+async def async_too_slow(path: str, token: str) -> str:
+    """Await far past its 0.5 s timeout (cancelled by the worker)."""
+    record(path, f"start {token} {worker_pid()} {time.monotonic()}")
+    await asyncio.sleep(30)
+    record(path, f"end {token} {worker_pid()}")
+    return token
+
+
+@job(queue="fifo", name="grouped")
+def grouped(path: str, token: str, seconds: float) -> str:
+    """Record start/end around a sleep (used with message groups)."""
+    record(path, f"start {token} {worker_pid()} {time.monotonic()}")
+    time.sleep(seconds)
+    record(path, f"end {token} {worker_pid()} {time.monotonic()}")
+    return token

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from sqjobs.config import SCHEMA, default_settings, load, load_settings
+from sqjobs.config import (
+    SCHEMA,
+    Settings,
+    default_settings,
+    load,
+    load_settings,
+    set_settings_source,
+    settings_from_mapping,
+)
 from sqjobs.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "etc" / "sqjobs.conf.example"
@@ -125,3 +133,49 @@ def test_the_example_file_is_generated_from_the_declarations() -> None:
     from sqjobs.settings import example_file
 
     assert EXAMPLE.read_text() == example_file(), "run: python -m sqjobs.settings > etc/sqjobs.conf.example"
+
+
+def test_a_mapping_is_read_like_the_file_and_overrides_it_key_by_key(tmp_path: Path) -> None:
+    base = load(str(write(tmp_path, "[sqs]\nregion = eu-west-1\nqueue_prefix = file-\n\n[worker:a]\nprefetch = 3\n")))
+    merged = settings_from_mapping({"sqs": {"queue_prefix": "dict-"}, "worker:a": {"threads": 4},
+                                    "worker:b": {"queues": ["x", "y"]}}, "settings.SQJOBS", base)
+    assert (merged.get("sqs", "region"), merged.get("sqs", "queue_prefix")) == ("eu-west-1", "dict-")
+    assert (merged.worker_group("a").prefetch, merged.worker_group("a").threads) == (3, 4)
+    assert merged.worker_group("b").queues == ("x", "y")
+    assert merged.source == base.source and base.get("sqs", "queue_prefix") == "file-"
+
+
+@pytest.mark.parametrize(
+    ("mapping", "named"),
+    [
+        ({"worker:default": {"threads": 0}}, "settings.SQJOBS['worker:default']['threads'] = 0: must be at least 1"),
+        ({"sqjobs": {"brokr": "memory://"}}, "settings.SQJOBS['sqjobs']['brokr']: unknown key (known keys: broker"),
+        ({"sqss": {}}, "settings.SQJOBS['sqss']: unknown section"),
+        ({"worker:": {}}, "settings.SQJOBS['worker:']: a worker section needs a name"),
+        ({"worker:x": {"queues": []}}, "settings.SQJOBS['worker:x'] queues: names no queue"),
+        ({"sqjobs": "broker = sqs"}, "settings.SQJOBS['sqjobs']: must be a dict"),
+        (["sqjobs"], "settings.SQJOBS: must be a dict of sections"),
+    ],
+)
+def test_a_mistake_in_a_mapping_names_where_it_came_from(mapping: object, named: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings_from_mapping(mapping, "settings.SQJOBS")  # type: ignore[arg-type]
+    assert named in str(caught.value)
+
+
+def test_a_settings_source_decides_what_load_settings_returns(tmp_path: Path) -> None:
+    path = write(tmp_path, "[sqjobs]\nbroker = memory://\n")
+    seen: list[str | None] = []
+
+    def source(filename: str | None) -> Settings:
+        seen.append(filename)
+        return settings_from_mapping({"sqjobs": {"track": "all"}}, "test", load(filename) if filename else None)
+
+    set_settings_source(source)
+    try:
+        assert load_settings(str(path)).get("sqjobs", "track") == "all"
+        assert load_settings(str(path)).broker_url == "memory://"
+    finally:
+        set_settings_source(None)
+    assert seen == [str(path), str(path)]
+    assert load_settings(str(path)).get("sqjobs", "track") == "marked"

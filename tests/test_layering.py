@@ -67,3 +67,21 @@ def test_the_package_still_offers_its_names_and_the_decorator_keeps_its_name() -
             "print(callable(job) and not isinstance(job, type(sqjobs)), isinstance(registry, Registry))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
     assert out.split() == ["True", "True"]
+
+
+def test_the_library_imports_nothing_of_django_or_its_integration() -> None:
+    """contrib/django imports sqjobs, never the reverse: the core offers generic hooks instead."""
+    offenders = sorted(str(path.relative_to(ROOT)) for path in (ROOT / "sqjobs").rglob("*.py")
+                       if any(name.split(".")[0] in ("django", "sqjobs_django") for name in all_imports(path)))
+    assert offenders == []
+
+
+def all_imports(path: Path) -> set[str]:
+    """Every module ``path`` imports by absolute name, at any level."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module)
+    return found

@@ -187,9 +187,11 @@ def test_sigterm_finishes_the_running_job_and_hands_back_the_prefetched_ones(
     processes.append(worker)
     [started] = wait_until(lambda: tokens(out, "start"), what="the first job to start")
     worker.send_signal(signal.SIGTERM)
+    # Released once the worker took the signal in (on a loaded machine that can take a while).
+    wait_until(lambda: "SIGTERM received" in worker_log(worker), what="the SIGTERM line")
     release.touch()
     assert worker.wait(60) == 0, worker_log(worker)
-    assert tokens(out, "end") == [started]
+    assert tokens(out, "end") == [started], worker_log(worker)
     assert "handed back 4 unstarted message(s)" in worker_log(worker)
     # Hidden for 300 s had they not been handed back: they are visible again at once.
     wait_until(lambda: settled(broker, "graceful", visible=4), what="4 messages back in the queue")

@@ -21,7 +21,7 @@ import pytest
 
 from sqjobs import Status, get_job, job, status
 from sqjobs.brokers.memory import MemoryBroker
-from sqjobs.errors import StatusStoreError
+from sqjobs.errors import StatusStoreError, StatusStorePermanentError
 from sqjobs.message import JobMessage, encode, new_job_id
 from sqjobs.store import PRUNE_BATCH_ROWS, STATUS_TABLE, StatusStore, get_store, safe_url
 from sqjobs.worker import Worker
@@ -317,3 +317,23 @@ def test_a_stop_ends_the_retries_with_the_error() -> None:
     with pytest.raises(StatusStoreError, match="down"):
         status.retry_while_unavailable(action, "job x", stop)
     assert stop.pauses == []
+
+
+def test_a_registered_url_scheme_stands_for_a_database_url(tmp_path: Path) -> None:
+    from sqjobs.database import register_url_scheme
+
+    def resolve(url: str) -> str:
+        if urlsplit(url).netloc != "here":
+            raise ValueError(f"no database {urlsplit(url).netloc!r}")
+        return f"sqlite:///{tmp_path / 'resolved.db'}"
+
+    register_url_scheme("testalias", resolve)
+    try:
+        aliased = StatusStore("testalias://here")
+        aliased.enqueued("job-1", "a.job", "default")
+        assert StatusStore(f"sqlite:///{tmp_path / 'resolved.db'}").status_of("job-1") == Status.PENDING
+        with pytest.raises(StatusStorePermanentError, match=r"\[sqjobs\] database testalias://there: no database"):
+            StatusStore("testalias://there")
+    finally:
+        from sqjobs import database
+        database._url_schemes.pop("testalias")

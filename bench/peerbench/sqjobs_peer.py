@@ -16,9 +16,9 @@ from typing import Any
 from .base import NotAvailable, Send, SendMany, System, executable
 from .settings import BENCH_DIR, PROCESSES, THREADS
 
-#: Extra worker options per case (the async case runs with the defaults: whatever runs
-#: ``async def`` jobs concurrently is expected to be on by default).
-CASE_OPTIONS: dict[str, list[str]] = {"io": ["--threads", str(THREADS)]}
+#: Extra worker options per case. ``async def`` jobs share the job process's event loop up to
+#: the same limit as threads (``--threads``; the default is one job at a time, as RQ and Huey do).
+CASE_OPTIONS: dict[str, list[str]] = {"io": ["--threads", str(THREADS)], "async": ["--threads", str(THREADS)]}
 
 
 @functools.cache

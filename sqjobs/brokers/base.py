@@ -390,6 +390,11 @@ class Broker(abc.ABC):
         """Make a receive that is waiting return early (called from signal handlers)."""
         self.wakeup.set()
 
+    @property
+    def identity(self) -> str:
+        """Which queues this broker reaches, as text: rows kept for it elsewhere (held jobs) name it."""
+        return f"{self.scheme}://{id(self):x}"
+
     def check_delay(self, delay_s: float) -> None:
         """Raise DelayTooLongError/ValueError if ``delay_s`` cannot be held by this broker."""
         if delay_s < 0:

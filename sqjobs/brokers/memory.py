@@ -42,6 +42,8 @@ class MemoryBroker(Broker):
 
     scheme = "memory"
     moves_in_place = True
+    #: Holds any delay sqjobs accepts (a timestamp in the row): no database hand-over.
+    max_delay_s = defaults.MAX_LATER_S
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         super().__init__()

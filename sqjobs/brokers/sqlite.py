@@ -146,6 +146,8 @@ class SQLiteBroker(Broker):
 
     scheme = "sqlite"
     moves_in_place = True
+    #: Holds any delay sqjobs accepts (a timestamp in the row): no database hand-over.
+    max_delay_s = defaults.MAX_LATER_S
 
     def __init__(self, path: str, clock: Callable[[], float] = time.time) -> None:
         super().__init__()
@@ -170,6 +172,11 @@ class SQLiteBroker(Broker):
 
     def __repr__(self) -> str:
         return f"<SQLiteBroker {self.path}>"
+
+    @property
+    def identity(self) -> str:
+        """The broker's file."""
+        return f"sqlite://{os.path.abspath(self.path)}"
 
     # -- connections -----------------------------------------------------------------
 
@@ -250,7 +257,7 @@ class SQLiteBroker(Broker):
                            (name, self.clock()))
 
     def _insert(self, db: sqlite3.Connection, queue: str, message: OutgoingMessage, now: float) -> str:
-        message_id = uuid.uuid4().hex
+        message_id = os.urandom(16).hex()
         db.execute(
             "INSERT INTO sqjobs_messages (queue, message_id, body, attributes, group_id, sent_at, visible_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -266,8 +273,18 @@ class SQLiteBroker(Broker):
     def send_batch(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[str]:
         self.ensure_queue(queue)
         now = self.clock()
+        if len(messages) == 1:
+            with self._write(f"store a message on {queue!r}") as db:
+                return [self._insert(db, queue, messages[0], now)]
+        ids = [os.urandom(16).hex() for _ in messages]
+        rows = [(queue, message_id, message.body, json.dumps(message.attributes) if message.attributes else "{}",
+                 message.group_id, now, now + max(message.delay_s, 0))
+                for message_id, message in zip(ids, messages, strict=True)]
         with self._write(f"store {len(messages)} message(s) on {queue!r}") as db:
-            return [self._insert(db, queue, message, now) for message in messages]
+            db.executemany(
+                "INSERT INTO sqjobs_messages (queue, message_id, body, attributes, group_id, sent_at, visible_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        return ids
 
     def _message(self, queue: str, row: tuple, receipt: str, received: bool = False) -> ReceivedMessage:
         """The ReceivedMessage of a row read with :data:`_COLUMNS` (``received``: counted once more).

@@ -125,7 +125,7 @@ class SQSBroker(Broker):
     #: Each receive is a paid request: a busy worker asks again once a second at most.
     busy_poll_s = defaults.SQS_BUSY_POLL_S
     max_message_bytes = MAX_BATCH_BYTES
-    max_delay_s = MAX_DELAY_S
+    max_delay_s: float = MAX_DELAY_S
     #: A dead-letter copy keeps 8 of the original's attributes: with the reason and origin, the SQS maximum.
     max_carried_attributes = MAX_MESSAGE_ATTRIBUTES - 2
     dead_letter_group = defaults.SQS_DEFAULT_GROUP
@@ -142,8 +142,11 @@ class SQSBroker(Broker):
         *,
         max_attempts: int = defaults.SQS_MAX_ATTEMPTS,
         connect_timeout_s: float = defaults.SQS_CONNECT_TIMEOUT_S,
+        max_delay_s: float = MAX_DELAY_S,
     ) -> None:
         super().__init__()
+        #: Longest delay sent as DelaySeconds (``[sqs] max_delay_s``); sqjobs holds longer ones in its database.
+        self.max_delay_s = float(min(max(max_delay_s, 0), MAX_DELAY_S))
         if bool(access_key) != bool(secret_key):
             raise ConfigError("[sqs] access_key and secret_key go together: set both or neither")
         if endpoint_url:
@@ -183,7 +186,13 @@ class SQSBroker(Broker):
         return cls(access_key=get("access_key"), secret_key=get("secret_key"), region=get("region"),
                    endpoint_url=get("endpoint_url"), queue_prefix=get("queue_prefix", ""),
                    wait_time_s=get("wait_time_s", MAX_WAIT_S),
-                   visibility_timeout_s=get("visibility_timeout_s", defaults.VISIBILITY_TIMEOUT_S))
+                   visibility_timeout_s=get("visibility_timeout_s", defaults.VISIBILITY_TIMEOUT_S),
+                   max_delay_s=get("max_delay_s", MAX_DELAY_S))
+
+    @property
+    def identity(self) -> str:
+        """The endpoint (or AWS region) and the queue prefix: two deployments sharing a database stay apart."""
+        return f"sqs://{self.endpoint_url or 'aws'}/{self.region or ''}/{self.queue_prefix}"
 
     def __repr__(self) -> str:
         where = self.endpoint_url or f"AWS {self.region or '(default region)'}"

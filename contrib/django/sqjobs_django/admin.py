@@ -1,0 +1,67 @@
+"""The admin: job status rows, read-only, and an action requeuing the dead letters of their queues."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from sqjobs.app import current_app
+from sqjobs.message import UNDECODABLE_PREFIX
+
+from .models import JobStatus
+
+#: The permission the requeue action needs (``Meta.permissions`` of JobStatus).
+REQUEUE_PERMISSION = "sqjobs_django.requeue_dead"
+
+
+@admin.register(JobStatus)
+class JobStatusAdmin(admin.ModelAdmin):
+    """Status rows: listed with filters and search, shown read-only with their traceback."""
+
+    list_display = ("job_id", "name", "queue", "status", "attempts", "enqueued_at", "finished_at")
+    list_filter = ("status", "name", "queue")
+    search_fields = ("job_id", "name")
+    date_hierarchy = None
+    readonly_fields = ("job_id", "name", "queue", "status", "attempts", "result", "error", "traceback_text",
+                       "enqueued_at", "started_at", "finished_at", "worker_host", "worker_pid")
+    fields = readonly_fields
+    actions = ["requeue_dead_letters"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        """Rows are written by sqjobs only."""
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """Rows are read-only here."""
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """Rows are removed by ``manage.py sqjobs prune`` only."""
+        return False
+
+    def has_requeue_dead_permission(self, request: HttpRequest) -> bool:
+        """Whether the user may requeue dead letters (``sqjobs_django.requeue_dead``)."""
+        return bool(request.user.has_perm(REQUEUE_PERMISSION))
+
+    @admin.display(description="traceback")
+    def traceback_text(self, obj: JobStatus) -> str:
+        """The traceback of the last failed attempt, preformatted."""
+        return format_html("<pre>{}</pre>", obj.traceback) if obj.traceback else "-"
+
+    @admin.action(description="Requeue the dead letters of the selected jobs' queues", permissions=["requeue_dead"])
+    def requeue_dead_letters(self, request: HttpRequest, queryset: QuerySet[JobStatus]) -> None:
+        """Move the messages of each selected row's ``<queue>-dead`` back to its queue (``sqjobs dead --requeue``)."""
+        broker = current_app().broker
+        known = set(broker.queues())
+        for queue in sorted(set(queryset.values_list("queue", flat=True))):
+            if queue not in known:
+                self.message_user(request, f"the broker has no queue {queue!r}", messages.WARNING)
+                continue
+            moved, left = broker.requeue_dead(queue, keep=lambda message: message.body.startswith(UNDECODABLE_PREFIX))
+            kept = f"; {left} unreadable message(s) left" if left else ""
+            self.message_user(request, f"requeued {moved} message(s) from the dead letters of {queue}{kept}",
+                              messages.SUCCESS)

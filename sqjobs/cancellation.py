@@ -1,0 +1,273 @@
+"""Cancellation: take back a job that has not started.
+
+Which jobs can be cancelled: tracked jobs (they have a status row), and
+untracked jobs sent *cancellable*: ``@job(cancellable=True)`` on the job, or
+``apply_async(..., cancellable=True)`` / ``sqjobs enqueue --cancellable``
+for one message. The producer marks such a message with the header
+``"sqjobs-cancellable": true`` (:data:`~sqjobs.message.CANCELLABLE_HEADER`);
+a worker that predates it ignores it (and checks nothing). Every other job
+never touches the database: it runs while the status database is down, and
+costs no read. Periodic jobs follow the same rule (a beater sends each run
+through the producer, so a job class with ``cancellable = True`` marks every
+run); eager mode runs the job inside the call, so nothing is left to cancel.
+
+``handle.cancel()``, ``sqjobs.cancel(job_id)`` and ``sqjobs cancel JOB_ID``
+record the job id in the ``sqjobs_cancelled`` table of the ``[sqjobs]
+database`` and return a :class:`Cancellation` saying what happened:
+
+- a tracked job still PENDING (or in RETRY, waiting for its next attempt) is
+  set to CANCELLED in the same transaction as the record; a held job (a long
+  delay on SQS, :mod:`sqjobs.held`) is removed from the database at once
+  (whatever the job: its message is never sent); a unique key either holds
+  is freed;
+- a tracked job that is running (STARTED) or finished is not cancelled: the
+  result says so (``bool(result)`` is False) and nothing changes;
+- a job with no status row cannot be told apart from one that already ran:
+  the cancellation is recorded (``result.recorded``). From a handle of a job
+  sent cancellable, that is a cancellation (``bool(result)`` is True): if it
+  has not started, it never will (its unique key is freed by the worker
+  that deletes its message). From the id alone (``sqjobs.cancel``, the
+  command) whether it was sent cancellable is not known: ``bool(result)`` is
+  False, the message says the cancellation takes effect only for a job sent
+  cancellable, and ``sqjobs cancel`` exits 3;
+- ``handle.cancel()`` on a job its handle knows is untracked and was not
+  sent cancellable raises :class:`~sqjobs.errors.JobNotCancellableError`
+  and records nothing: no worker would look.
+
+The worker enforces it: :class:`CancellationCheck` (middleware sqjobs
+installs after status tracking) looks the job id up before each attempt of
+a job that can be cancelled (tracked, marked by the header, or of a job
+class declared cancellable here); a cancelled job's message is deleted
+unrun (no ``set_up``, no hooks) and its row set to CANCELLED. A tracked
+job's row says STARTED before the look-up, and cancelling needs a row that
+still says PENDING or RETRY, so a job is either refused as running or never
+run, whichever comes first.
+
+While the database cannot be read, the check raises StatusStoreError: the
+worker keeps the message and tries again with backoff, and hands it back
+at a stop. A job that might be cancelled is never run on a guess.
+
+The cost: one indexed read per attempt of a job that can be cancelled, in
+the status database (an embedded SQLite database whose file does not exist
+yet holds no cancellation and is not read); none for the others. Rows stay
+until ``sqjobs prune`` removes those older than its ``--older-than`` (a
+cancelled job id stays cancelled until then, also for a duplicate delivery).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import peewee
+
+from .errors import SkipMessage
+from .held import HeldJobs
+from .message import CANCELLABLE_HEADER, ID_MAX_CHARS
+from .middleware import Middleware
+from .rows import Rows
+from .states import FINISHED, WAITING, Status
+from .store import PreciseDateTimeField, get_store, naive_utc_now
+from .unique import UniqueKeys
+
+if TYPE_CHECKING:
+    from .app import App
+    from .job import Job
+    from .message import JobMessage
+
+logger = logging.getLogger("sqjobs.cancellation")
+
+#: Table of cancelled job ids.
+CANCELLED_TABLE = "sqjobs_cancelled"
+#: What a cancelled job's status row says in ``error``.
+CANCELLED_TEXT = "cancelled before it started"
+
+
+@dataclass(frozen=True)
+class Cancellation:
+    """What a cancel did: ``cancelled`` (also ``bool(result)``), the job's status, and a sentence saying so.
+
+    ``cancelled`` is True only when the job will not run (unless it already
+    ran, for a job without a status row); ``recorded`` when the job id is in
+    the table of cancellations (also when ``cancelled`` is False: a job
+    without a status row, cancelled by its id alone).
+    """
+
+    job_id: str
+    cancelled: bool
+    status: Status | None
+    message: str
+    recorded: bool = False
+
+    def __bool__(self) -> bool:
+        return self.cancelled
+
+
+class Cancellations(Rows):
+    """The cancelled job ids of one database."""
+
+    label = "cancellations"
+
+    @staticmethod
+    def make_model(database: peewee.Database) -> Any:
+        """The ``sqjobs_cancelled`` table: one row per cancelled job id."""
+
+        class CancelledRow(peewee.Model):
+            id = peewee.CharField(primary_key=True, max_length=ID_MAX_CHARS)
+            cancelled_at = PreciseDateTimeField(index=True)
+
+            class Meta:
+                table_name = CANCELLED_TABLE
+                legacy_table_names = False
+
+        CancelledRow._meta.set_database(database)
+        return CancelledRow
+
+    def is_cancelled(self, job_id: str) -> bool:
+        """True when ``job_id`` was cancelled (one indexed read; the table is made if missing).
+
+        An SQLite database whose file does not exist holds no cancellation
+        (a cancel makes it): nothing is read, nor created.
+        """
+        if not self._ready:
+            path = self.store._sqlite_path()
+            if path is not None and not os.path.exists(path):
+                return False
+        self.ready()
+        with self.guard(f"look up whether job {job_id} was cancelled"):
+            # Written out: a worker asks once per attempt, and building the query costs more than running it.
+            cursor = self.database.execute_sql(
+                f"SELECT 1 FROM {CANCELLED_TABLE} WHERE id = {self.database.param} LIMIT 1", (job_id,))
+            return cursor.fetchone() is not None
+
+    def cancelled_at(self, job_id: str) -> datetime | None:
+        """When ``job_id`` was cancelled, or None (reads only)."""
+        if not self.exists():
+            return None
+        with self.guard(f"read the cancellation of job {job_id}"):
+            value = self.model.select(self.model.cancelled_at).where(self.model.id == job_id).scalar()
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=timezone.utc) if value is not None else None
+
+    def record(self, job_id: str) -> bool:
+        """Record ``job_id`` as cancelled (inside the caller's transaction); False if it already was."""
+        try:
+            with self.database.atomic():
+                self.model.insert(id=job_id, cancelled_at=naive_utc_now()).execute()
+            return True
+        except peewee.IntegrityError:
+            return False
+
+    def prune(self, older_than: datetime) -> int:
+        """Delete cancellations recorded before ``older_than``; return how many."""
+        if not self.exists():
+            return 0
+        cutoff = older_than.astimezone(timezone.utc).replace(tzinfo=None)
+        with self.guard("prune cancellations"):
+            return int(self.model.delete().where(self.model.cancelled_at < cutoff).execute())
+
+
+def cancel(job_id: str, app: App | None = None, *, sent_cancellable: bool = False) -> Cancellation:
+    """Cancel job ``job_id`` if it has not started; return what happened (see the module docstring).
+
+    ``sent_cancellable`` says the caller knows the job was sent cancellable
+    (a handle does): then a job without a status row counts as cancelled.
+    Raises StatusStoreError when the database cannot be reached (then
+    nothing was recorded).
+    """
+    from .app import current_app
+
+    chosen = app or current_app()
+    url = chosen.settings.database_url
+    store = get_store(url)
+    cancellations = Cancellations.for_url(url)
+    cancellations.ready()
+    store.create_tables()
+    model = store.model
+    with cancellations.guard(f"cancel job {job_id}"), cancellations.database.atomic():
+        value = model.select(model.status).where(model.id == job_id).scalar()
+        status = Status(value) if value is not None else None
+        if status is not None and status not in WAITING:
+            return _refused(job_id, status)
+        if status is not None:
+            changed = (model.update(status=Status.CANCELLED.value, error=CANCELLED_TEXT, traceback=None,
+                                    finished_at=naive_utc_now())
+                       .where((model.id == job_id) & model.status.in_([s.value for s in WAITING])).execute())
+            if not changed:  # a worker started it in between
+                return _refused(job_id, Status(model.select(model.status).where(model.id == job_id).scalar()))
+        first = cancellations.record(job_id)
+    unheld = HeldJobs.for_url(url).forget(job_id)
+    if status is not None or unheld:  # it will not run: its key goes now (else the worker that deletes it frees it)
+        UniqueKeys.for_url(url).free_job(job_id)
+    if status is not None:
+        text = f"job {job_id}: cancelled (was {status.value}){_HELD_TEXT if unheld else ''}; it will not run"
+        outcome = Cancellation(job_id, True, Status.CANCELLED, text, recorded=True)
+    elif unheld:
+        text = f"job {job_id}: cancelled{_HELD_TEXT}; it will never be sent"
+        outcome = Cancellation(job_id, True, None, text, recorded=True)
+    else:
+        outcome = _without_row(job_id, first, sent_cancellable)
+    (logger.info if outcome.cancelled else logger.warning)("%s", outcome.message)
+    return outcome
+
+
+_HELD_TEXT = " (it was held for later; removed)"
+
+
+def _without_row(job_id: str, first: bool, sent_cancellable: bool) -> Cancellation:
+    """What cancelling a job without a status row (and not held) did: recorded; confirmed if sent cancellable."""
+    done = "cancellation recorded" if first else "cancellation was already recorded"
+    if sent_cancellable:
+        text = (f"job {job_id}: {done}; it was sent cancellable, so if it has not started it will not run "
+                "(it has no status row: whether it already ran cannot be told)")
+        return Cancellation(job_id, True, None, text, recorded=True)
+    text = (f"job {job_id}: {done}, NOT confirmed: it has no status row, so sqjobs cannot tell whether it "
+            "already ran nor whether it was sent cancellable; it takes effect only for an untracked job sent "
+            "cancellable (@job(cancellable=True), apply_async(cancellable=True), sqjobs enqueue --cancellable) "
+            "that has not started: any other runs anyway")
+    return Cancellation(job_id, False, None, text, recorded=True)
+
+
+def _refused(job_id: str, status: Status) -> Cancellation:
+    if status is Status.CANCELLED:
+        return Cancellation(job_id, True, status, f"job {job_id}: was already cancelled", recorded=True)
+    if status in FINISHED:
+        text = f"job {job_id}: not cancelled, it already finished ({status.value}); nothing changed"
+    else:
+        text = f"job {job_id}: not cancelled, it is running ({status.value}); nothing changed"
+    return Cancellation(job_id, False, status, text)
+
+
+class CancellationCheck(Middleware):
+    """Before each attempt of a job that can be cancelled, deletes it unrun if it was (installed by sqjobs).
+
+    A job can be cancelled when it is tracked, its message carries
+    :data:`~sqjobs.message.CANCELLABLE_HEADER`, or its class says
+    ``cancellable = True``; any other job is let through without a read.
+    """
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self._rows: Cancellations | None = None
+
+    def _cancellations(self) -> Cancellations:
+        rows = self._rows
+        if rows is None or rows.store.pid != os.getpid():  # a forked job process opens its own
+            rows = self._rows = Cancellations.for_url(self.app.settings.database_url)
+        return rows
+
+    def before_run(self, job: Job, message: JobMessage) -> None:
+        """Raise SkipMessage for a cancelled job; StatusStoreError (keep the message) if the database is down."""
+        if not (message.headers.get(CANCELLABLE_HEADER) or type(job).cancellable or self.app.is_tracked(type(job))):
+            return  # nothing can cancel it: no read, so it runs while the database is down
+        rows = self._cancellations()
+        if not rows.is_cancelled(message.id):
+            return
+        if self.app.is_tracked(type(job)):
+            rows.store.cancelled_unrun(message.id, CANCELLED_TEXT)
+        UniqueKeys.for_url(rows.store.url).free_job(message.id)
+        raise SkipMessage(f"job {message.id} {job.name} on {message.queue}: cancelled; deleted unrun")
