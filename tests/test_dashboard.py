@@ -192,6 +192,6 @@ def test_periodic_jobs_show_their_next_fire_times_and_the_last_tick_sent(tmp_pat
     beater.tick(now)  # the first tick only starts the beater's clock
     assert beater.tick(now + timedelta(seconds=2))
     page = client_of(app).get("/periodic").get_data(as_text=True)
-    assert "test.every_second" in page and "Europe/Madrid" in page and "* * * * * *" in page
-    assert "beater-under-test" in page
-    assert len(re.findall(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC<br>", page)) == 5  # the next five fire times
+    [row] = [row for row in page.split("<tr>") if "<td>test.every_second</td>" in row]
+    assert "Europe/Madrid" in row and "* * * * * *" in row and "beater-under-test" in row
+    assert len(re.findall(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC<br>", row)) == 5  # the next five fire times
