@@ -61,7 +61,7 @@ class Recorder:
     """The metrics of this process, written to files in ``directory``."""
 
     def __init__(self, directory: str) -> None:
-        from prometheus_client import Counter, Gauge, Histogram, values
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 
         self.directory = directory
         os.makedirs(directory, exist_ok=True)
@@ -69,8 +69,6 @@ class Recorder:
         if not getattr(values.ValueClass, "_multiprocess", False):
             values.ValueClass = values.MultiProcessValue()
         # A registry of its own: the values live in the files, the scrape reads those.
-        from prometheus_client import CollectorRegistry
-
         registry = CollectorRegistry(auto_describe=False)
         self.jobs = Counter("sqjobs_jobs", "Settled job attempts by outcome: success, retry, failure, dead.",
                             ["job", "queue", "outcome"], registry=registry)
