@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import json
 import logging
 import os
@@ -175,6 +176,19 @@ def clean_stale(layout: Layout, stop_timeout_s: float) -> list[int]:
     return orphans
 
 
+def _clear_metrics(settings: Settings) -> None:
+    """Start the metrics of a new daemon from zero: remove what the previous one's processes recorded.
+
+    (Prometheus reads a counter that went back to zero as a restart.)
+    """
+    directory = supervisor_conf.recorded_metrics_dir(settings)
+    if directory is None:
+        return
+    for path in glob.glob(os.path.join(directory, "*.db")):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
 def _supervisord_command(layout: Layout, foreground: bool) -> list[str]:
     command = [sys.executable, "-m", "supervisor.supervisord", "-c", layout.supervisord_conf]
     return command + ["--nodaemon"] if foreground else command
@@ -211,6 +225,7 @@ def _start_locked(settings: Settings, layout: Layout, options: DaemonOptions, fo
         raise DaemonError(f"sqjobsd is already running for {layout.config} (supervisord pid {pid}, "
                           f"socket {layout.socket}); use `sqjobsd status`, `reload` or `restart`")
     orphans = clean_stale(layout, options.stop_timeout_s)
+    _clear_metrics(settings)
     if not settings.workers:
         logger.warning("%s has no [worker:NAME] section: no worker is started", layout.config)
     supervisor_conf.write(settings, layout, options)

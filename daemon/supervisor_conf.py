@@ -32,8 +32,10 @@ import sys
 from dataclasses import dataclass
 
 from sqjobs.config import Settings
+from sqjobs.dashboard import check_bind
 from sqjobs.errors import DaemonError
 from sqjobs.files import atomic_write
+from sqjobs.metrics_export import metrics_dir
 
 from .layout import RUN_DIR_ENV, DaemonOptions, Layout
 
@@ -43,6 +45,9 @@ WORKER_PREFIX = "worker-"
 BEATER_PROGRAM = "beater"
 #: Program of the stall watchdog.
 WATCHDOG_PROGRAM = "sqjobsd-watchdog"
+#: The program serving /metrics when ``[metrics] port`` is set, and the dashboard's when ``[dashboard] port`` is.
+METRICS_PROGRAM = "sqjobs-metrics"
+DASHBOARD_PROGRAM = "sqjobs-dashboard"
 
 #: Rotation of every log file: size at which it rotates, and rotated files kept.
 LOG_MAX_BYTES = "10MB"
@@ -130,7 +135,7 @@ def config_digest(settings: Settings, *sections: str) -> str:
 
 
 def _program(name: str, command: str, numprocs: int, layout: Layout, stop_s: float, digest: str) -> list[str]:
-    numbered = numprocs != 1 or name != WATCHDOG_PROGRAM
+    numbered = numprocs != 1 or name not in (WATCHDOG_PROGRAM, METRICS_PROGRAM, DASHBOARD_PROGRAM)
     process_name = "%(program_name)s-%(process_num)d" if numbered else "%(program_name)s"
     return [
         f"[program:{name}]",
@@ -165,12 +170,29 @@ def program_names(settings: Settings, options: DaemonOptions) -> list[str]:
         names.append(BEATER_PROGRAM)
     if options.stall_timeout_s > 0 and options.watchdog_interval_s > 0:
         names.append(WATCHDOG_PROGRAM)
+    if settings.get("metrics", "port"):
+        names.append(METRICS_PROGRAM)
+    if settings.get("dashboard", "port"):
+        names.append(DASHBOARD_PROGRAM)
     return names
+
+
+def recorded_metrics_dir(settings: Settings) -> str | None:
+    """Where the daemon's workers and beaters record metrics; None when nothing would read them.
+
+    They record when ``[metrics] dir``, ``[metrics] port`` or ``[dashboard] port`` is set.
+    """
+    if settings.get("metrics", "dir") or settings.get("metrics", "port") or settings.get("dashboard", "port"):
+        return metrics_dir(settings)
+    return None
 
 
 def render(settings: Settings, layout: Layout, options: DaemonOptions, credentials: Credentials) -> str:
     """Return the text of the supervisord configuration for ``settings``."""
     python = sys.executable
+    if settings.get("dashboard", "port"):
+        check_bind(str(settings.get("dashboard", "host")), str(settings.get("dashboard", "password")),
+                   f"{layout.config}: [dashboard]")
     for group in settings.workers:
         if not _NAME.match(group.name):
             raise DaemonError(f"{layout.config}: [worker:{group.name}]: a worker name for sqjobsd may hold "
@@ -214,17 +236,19 @@ def render(settings: Settings, layout: Layout, options: DaemonOptions, credentia
         f"password = {credentials.password}",
         "",
     ]
+    recording = recorded_metrics_dir(settings)
+    record = ("--metrics-dir", recording) if recording else ()
     for group in settings.workers:
         if group.processes <= 0:
             continue
         program = worker_program(group.name)
-        command = _command(python, "-m", "sqjobs", "worker", "-c", layout.config, "--group", group.name,
+        command = _command(python, "-m", "sqjobs", "worker", "-c", layout.config, "--group", group.name, *record,
                            status_file=_escape(layout.status_dir) + "/%(program_name)s-%(process_num)d.json")
         digest = config_digest(settings, *SHARED_SECTIONS, f"worker:{group.name}")
         lines += _program(program, command, group.processes, layout, options.stop_timeout_s, digest)
     beaters = int(settings.get("beater", "processes"))
     if beaters > 0:
-        command = _command(python, "-m", "sqjobs", "beater", "-c", layout.config)
+        command = _command(python, "-m", "sqjobs", "beater", "-c", layout.config, *record)
         digest = config_digest(settings, *SHARED_SECTIONS, "beater")
         lines += _program(BEATER_PROGRAM, command, beaters, layout, options.stop_timeout_s, digest)
     if options.stall_timeout_s > 0 and options.watchdog_interval_s > 0:
@@ -233,6 +257,11 @@ def render(settings: Settings, layout: Layout, options: DaemonOptions, credentia
                            "--interval", f"{options.watchdog_interval_s:g}",
                            "--grace", f"{options.stall_grace_s:g}")
         lines += _program(WATCHDOG_PROGRAM, command, 1, layout, WATCHDOG_STOP_S, config_digest(settings, "daemon"))
+    for program, section in ((METRICS_PROGRAM, "metrics"), (DASHBOARD_PROGRAM, "dashboard")):
+        if settings.get(section, "port"):
+            command = _command(python, "-m", "sqjobs", section, "-c", layout.config)
+            digest = config_digest(settings, *SHARED_SECTIONS, "daemon", section)
+            lines += _program(program, command, 1, layout, WATCHDOG_STOP_S, digest)
     return "\n".join(lines)
 
 

@@ -52,6 +52,8 @@ class App:
         self._broker_url: str | None = broker if isinstance(broker, str) else None
         self._user_middleware: list[Middleware] = list(middleware or ())
         self._chain: MiddlewareChain | None = None
+        #: Where this process records metrics when told so (``--metrics-dir``); else ``[metrics] dir``.
+        self._metrics_dir: str | None = None
         #: ``[sqjobs] track`` and the settings it was read from.
         self._tracking: tuple[Settings | None, str] = (None, "")
         #: The signer (None: signing off) and the settings and keys text it was made from.
@@ -106,7 +108,9 @@ class App:
         """This app if ``broker`` is its broker, else a sibling with the same settings, registry and middleware."""
         if self._broker is broker:
             return self
-        return App(self.settings, broker=broker, registry=self.registry, middleware=self._user_middleware)
+        sibling = App(self.settings, broker=broker, registry=self.registry, middleware=self._user_middleware)
+        sibling._metrics_dir = self._metrics_dir
+        return sibling
 
     def close(self) -> None:
         """Close the broker (a new one is made if the app is used again)."""
@@ -191,7 +195,8 @@ class App:
         """The middleware in the order they run: sqjobs' own, those of ``[sqjobs] middleware``, then given ones.
 
         sqjobs' own: the duplicate guard and status tracking (unless ``[sqjobs] track = none``), then
-        the cancellation check and the release of unique keys (not in eager mode).
+        the cancellation check and the release of unique keys (not in eager mode); last of all the
+        metrics middleware, when this process records metrics (:attr:`metrics_dir`).
         """
         with self._lock:
             if self._chain is None:
@@ -202,8 +207,29 @@ class App:
                     builtin += [CancellationCheck(self), UniqueKeyRelease(self.settings.database_url)]
                 configured = load_middleware(self.settings.get("sqjobs", "middleware"),
                                              f"{self.settings.source or 'configuration'}: [sqjobs] middleware")
-                self._chain = MiddlewareChain([*builtin, *configured, *self._user_middleware])
+                recording: list[Middleware] = []
+                metrics_dir = self.metrics_dir
+                if metrics_dir:
+                    from .metrics import MetricsMiddleware
+
+                    # Last: its clock starts after every other before_run let the attempt go ahead.
+                    recording.append(MetricsMiddleware(metrics_dir))
+                self._chain = MiddlewareChain([*builtin, *configured, *self._user_middleware, *recording])
             return self._chain
+
+    @property
+    def metrics_dir(self) -> str | None:
+        """Where this process records metrics: as told by :meth:`record_metrics`, else ``[metrics] dir``, else None."""
+        if self._metrics_dir:
+            return self._metrics_dir
+        configured = str(self.settings.get("metrics", "dir"))
+        return self.settings.resolve_path(configured) if configured else None
+
+    def record_metrics(self, directory: str) -> None:
+        """Record metrics in ``directory`` (sqjobsd's workers and beaters are told so with ``--metrics-dir``)."""
+        with self._lock:
+            self._metrics_dir = directory
+            self._chain = None
 
     @property
     def user_middleware(self) -> list[Middleware]:

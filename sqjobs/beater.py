@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterable, Sequence, cast
 
 import peewee
 
-from . import defaults
+from . import defaults, metrics
 from .app import App, current_app
 from .brokers.base import Broker
 from .clock import utc_now
@@ -164,6 +164,14 @@ class BeatStore:
             rows = self.model.select().where(self.model.job == job).order_by(self.model.fire_at).dicts()
             return list(cast(Iterable[dict[str, Any]], rows))
 
+    def last_claim(self, job: str) -> dict[str, Any] | None:
+        """The claim of ``job``'s latest fire time (job, fire_at, beater, claimed_at, sent_at), or None."""
+        self._prepare()
+        with self._guard("read claims"):
+            rows = list(cast(Iterable[dict[str, Any]], self.model.select().where(self.model.job == job)
+                             .order_by(self.model.fire_at.desc()).limit(1).dicts()))
+        return rows[0] if rows else None
+
     def close(self) -> None:
         """Close this process's connection."""
         with contextlib.suppress(Exception):
@@ -234,6 +242,7 @@ class Beater:
         job_id = periodic_job_id(name, fire_at)
         self.app.producer.send(job_class, job_id=job_id, extra={"scheduled_for": fire_at.isoformat()})
         self.store.mark_sent(name, fire_at, now)
+        metrics.schedule_sent(name)
         logger.info("job %s %s on %s: sent for %s", job_id, name, job_class.queue, fire_at.isoformat())
         return Sent(name, fire_at, job_id)
 

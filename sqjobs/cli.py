@@ -33,6 +33,7 @@ from .cli_common import (
 )
 from .cli_later import cancel, unique
 from .cli_status import initdb, prune, status
+from .cli_web import dashboard, metrics
 from .config import WorkerGroup
 from .errors import StatusStoreError, StatusStorePermanentError, UnknownQueueError
 from .held import HeldJobs
@@ -71,12 +72,15 @@ def main(verbose: int, log_level: str | None) -> None:
               help="Jobs run at once: threads for plain jobs, one event loop for async ones.")
 @click.option("--hold", "hold_s", type=click.FloatRange(min=0), default=None,
               help="Seconds a received message may wait behind running jobs before it is handed back (0: never).")
+@click.option("--metrics-dir", default=None, help="Record metrics in this folder (default: [metrics] dir, if set).")
 def worker(config: str | None, queues: tuple[str, ...], group_name: str | None, burst: bool,
            max_jobs: int | None, prefetch: int | None, visibility_timeout: float | None,
            status_file: str | None, import_modules: tuple[str, ...], isolation: str | None,
-           threads: int | None, hold_s: float | None) -> None:
+           threads: int | None, hold_s: float | None, metrics_dir: str | None) -> None:
     """Consume QUEUES (default: the group's queues) and run their jobs."""
     settings = configure_app(config, extra_modules=import_modules)
+    if metrics_dir:
+        current_app().record_metrics(metrics_dir)
     require_jobs(settings, "worker", import_modules)
     check_status_database()
     group = settings.worker_group(group_name) if group_name else (
@@ -209,7 +213,7 @@ def dead(config: str | None, queue: str, as_json: bool, requeue: bool, purge: bo
         click.echo(f"{row['message_id']}  {row['name'] or '?'}  {' '.join(str(row['reason']).split())}")
 
 
-for _command in (beater, schedule, status, initdb, prune, cancel, unique):
+for _command in (beater, schedule, status, initdb, prune, cancel, unique, metrics, dashboard):
     main.add_command(_command)
 
 

@@ -14,6 +14,7 @@ from .beater import Beater, BeatStore
 from .cli_common import config_option, configure_app, require_jobs
 from .errors import JobError, StatusStoreError, StatusStorePermanentError, UnknownJobError
 from .job import Job, Registry, registry
+from .metrics import start_recording
 from .schedule import Schedule
 
 #: An instant as ``--from`` wants it, for messages and help.
@@ -59,9 +60,14 @@ def periodic_job(jobs: Registry, name: str) -> type[Job]:
 @click.option("--once", is_flag=True, help="Send what is due now, then exit.")
 @click.option("-i", "--import", "import_modules", multiple=True,
               help="Also import this job module (from the current directory too); repeatable.")
-def beater(config: str | None, once: bool, import_modules: tuple[str, ...]) -> None:
+@click.option("--metrics-dir", default=None, help="Record metrics in this folder (default: [metrics] dir, if set).")
+def beater(config: str | None, once: bool, import_modules: tuple[str, ...], metrics_dir: str | None) -> None:
     """Send periodic jobs when they are due (any number of beaters may run)."""
     settings = configure_app(config, extra_modules=import_modules)
+    if metrics_dir:
+        current_app().record_metrics(metrics_dir)
+    if current_app().metrics_dir:
+        start_recording(str(current_app().metrics_dir))
     require_jobs(settings, "beater", import_modules)
     signer = current_app().signer  # keys it would refuse stop it here, not at its first send
     store = BeatStore(settings.database_url)

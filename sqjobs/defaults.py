@@ -154,3 +154,24 @@ MIN_SIGNING_KEY_BYTES = 32
 #: Characters of a key id: the start of the key's SHA-256 in hex. Enough to
 #: tell a few keys apart in a rotation, and it says nothing about the key.
 SIGNING_KEY_ID_CHARS = 8
+
+# -- metrics and the dashboard ----------------------------------------------------------------
+
+#: Where the dashboard and the metrics server listen unless told otherwise: this machine only,
+#: since the dashboard can requeue and purge; any other address needs ``[dashboard] password``.
+DASHBOARD_HOST = "127.0.0.1"
+#: The dashboard's port (``sqjobs dashboard --port``); Flower's 5555 and rq-dashboard's 9181 stay free.
+DASHBOARD_PORT = 8181
+#: The metrics server's port (``sqjobs metrics --port``): in the range Prometheus exporters use.
+METRICS_PORT = 9186
+#: Folder under the daemon's run_dir where its workers and beaters record metrics when
+#: ``[metrics] dir`` names none.
+METRICS_SUBDIR = "metrics"
+#: Upper bounds of the job-duration histogram buckets, in seconds: from a quick job to a long one.
+DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
+#: Seconds between two refreshes of an open dashboard page.
+DASHBOARD_REFRESH_S = 5
+#: Characters of a dead letter's arguments the dashboard shows before it cuts them.
+DASHBOARD_ARGS_CHARS = 200
+#: Dead letters one dashboard page lists.
+DASHBOARD_DEAD_LIMIT = 100

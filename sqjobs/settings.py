@@ -58,6 +58,26 @@ def as_seconds(text: str) -> float:
     return value
 
 
+def as_optional_port(text: str) -> int | None:
+    """A TCP port (1 to 65535), or nothing (None: not served)."""
+    if not text.strip():
+        return None
+    value = int(text)
+    if not 0 < value < 65536:
+        raise ValueError("must be a TCP port, 1 to 65535")
+    return value
+
+
+def as_bool(text: str) -> bool:
+    """true/false, yes/no, on/off or 1/0."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "yes", "on", "1"):
+        return True
+    if lowered in ("false", "no", "off", "0"):
+        return False
+    raise ValueError("must be true or false")
+
+
 def as_sqs_delay_s(text: str) -> float:
     """A number of seconds SQS can delay a message by: 0 to 900."""
     value = as_seconds(text)
@@ -147,6 +167,8 @@ SECTION_DOCS: dict[str, str] = {
     "worker": "One [worker:NAME] section per group of identical worker processes.",
     "beater": "The beaters: they send periodic jobs when they are due.",
     "daemon": "sqjobsd, the supervised daemon of workers and beaters.",
+    "metrics": "Prometheus metrics: recorded by workers and beaters, served at /metrics.",
+    "dashboard": "The web dashboard (sqjobs dashboard; run by sqjobsd when port is set).",
 }
 
 #: Every setting, in the order the example file shows them.
@@ -248,6 +270,24 @@ SETTINGS: tuple[Setting, ...] = (
             "timeout that runs longer than this is taken for a stall."),
     Setting("daemon", "watchdog_interval_s", as_seconds, 5.0,
             "Seconds between two checks of the watchdog (0: no watchdog program)."),
+    Setting("metrics", "dir", as_text, "",
+            "Folder where workers and beaters record their metrics (one file per process,\n"
+            "prometheus_client's multiprocess mode). Empty: under sqjobsd, run_dir/metrics;\n"
+            "a worker started by hand records nothing unless this is set."),
+    Setting("metrics", "port", as_optional_port, None,
+            "Port sqjobsd serves /metrics on (empty: none; the dashboard serves it too).\n"
+            f"`sqjobs metrics --port` takes {defaults.METRICS_PORT} by default.", ""),
+    Setting("metrics", "host", as_text, defaults.DASHBOARD_HOST,
+            "Address the metrics server listens on."),
+    Setting("dashboard", "port", as_optional_port, None,
+            f"Port sqjobsd runs the dashboard on (empty: none; `sqjobs dashboard` takes {defaults.DASHBOARD_PORT})."),
+    Setting("dashboard", "host", as_text, defaults.DASHBOARD_HOST,
+            "Address the dashboard listens on. Any other than 127.0.0.1, ::1 or localhost\n"
+            "needs a password: the dashboard refuses to start without one."),
+    Setting("dashboard", "password", as_text, "",
+            "Password of HTTP basic authentication (any user name); empty: none."),
+    Setting("dashboard", "read_only", as_bool, False,
+            "true: the dashboard shows everything and offers no action (no requeue, no purge).", "false"),
 )
 
 #: Section -> key -> its Setting. ``worker:NAME`` sections use ``worker``.

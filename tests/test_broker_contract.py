@@ -160,6 +160,19 @@ def test_dead_letter_moves_the_message_with_its_reason(any_broker: Broker) -> No
     assert any_broker.receive("jobs", 10, 1.5, 30) == []
 
 
+def test_requeue_dead_message_moves_that_one_back_and_leaves_the_others(any_broker: Broker) -> None:
+    any_broker.send_batch("jobs", [OutgoingMessage(f"poison {n}") for n in range(3)])
+    for message in receive_all(any_broker, "jobs", 3):
+        any_broker.dead_letter("jobs", message, "refused")
+    dead = {m.body: m for m in receive_all(any_broker, dead_letter_name("jobs"), 3, visibility_timeout_s=0)}
+    assert not any_broker.requeue_dead_message("jobs", "no-such-id")
+    assert any_broker.requeue_dead_message("jobs", dead["poison 1"].message_id)
+    [back] = receive_all(any_broker, "jobs", 1)
+    assert back.body == "poison 1" and REASON_ATTRIBUTE not in back.attributes
+    left = receive_all(any_broker, dead_letter_name("jobs"), 2)
+    assert sorted(m.body for m in left) == ["poison 0", "poison 2"]
+
+
 def test_peek_shows_messages_without_claiming_them(any_broker: Broker) -> None:
     any_broker.send("jobs", "look")
     wait_until(lambda: any_broker.peek("jobs", 10), what="peek to show the message")

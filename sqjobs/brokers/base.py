@@ -347,6 +347,15 @@ class Broker(abc.ABC):
             self.change_visibility_batch(dead, left, 0)
         return moved, len(left)
 
+    def requeue_dead_message(self, queue: str, message_id: str) -> bool:
+        """Move the one message ``message_id`` of ``queue``'s dead-letter queue back to ``queue``.
+
+        True if it was found and moved (as :meth:`requeue_dead` moves them);
+        False if no visible dead letter has that id. The others stay.
+        """
+        moved, _ = self.requeue_dead(queue, keep=lambda message: message.message_id != message_id)
+        return moved > 0
+
     def _move(self, source: str, message: ReceivedMessage, target: str, attributes: dict[str, str], delay_s: float,
               receive_count: int) -> None:
         """Put ``message`` (received from ``source``) into ``target`` with ``attributes``, visible after ``delay_s``.

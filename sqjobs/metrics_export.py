@@ -1,0 +1,117 @@
+"""One scrape of ``/metrics``: what the processes recorded, plus the queues and schedules as they are now.
+
+A scrape adds up the files every process wrote in the metrics folder
+(:mod:`sqjobs.metrics`), after dropping the live gauges of processes that
+are gone, and asks, at that moment:
+
+- the broker: ``sqjobs_queue_messages{queue, state}`` with ``state`` one of
+  ``visible``, ``in_flight``, ``delayed``, ``dead``;
+- the registered periodic jobs: ``sqjobs_schedule_next_fire_timestamp_seconds{job}``
+  (a Unix time).
+
+A broker that cannot be reached does not fail the scrape: its queue series
+are left out and ``sqjobs_broker_up`` says 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Iterator
+
+import psutil
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from . import defaults
+from .metrics import mark_dead
+from .schedule import Schedule
+
+if TYPE_CHECKING:
+    from .app import App
+    from .config import Settings
+
+logger = logging.getLogger("sqjobs.metrics_export")
+
+#: The content type of the text format a scrape returns.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: Files of live gauges, whose process id ends their name.
+_LIVE_FILE = re.compile(r"^gauge_live\w*_(\d+)\.db$")
+
+
+def metrics_dir(settings: Settings) -> str:
+    """The metrics folder: ``[metrics] dir``, else ``<[daemon] run_dir>/metrics`` (both relative to the config)."""
+    configured = str(settings.get("metrics", "dir"))
+    if configured:
+        return settings.resolve_path(configured)
+    return os.path.join(settings.resolve_path(settings.get("daemon", "run_dir")), defaults.METRICS_SUBDIR)
+
+
+def sweep_dead(directory: str) -> list[int]:
+    """Drop the live gauges of the processes that recorded in ``directory`` and are gone; return their pids."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    gone = sorted({int(match.group(1)) for name in names if (match := _LIVE_FILE.match(name))
+                   and not psutil.pid_exists(int(match.group(1)))})
+    for pid in gone:
+        mark_dead(pid, directory)
+    return gone
+
+
+class _NowCollector:
+    """The series read at scrape time: queue depths from the broker, next fire times from the schedules."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the queue and schedule families."""
+        messages = GaugeMetricFamily("sqjobs_queue_messages", "Messages in each queue by state, at scrape time.",
+                                     labels=["queue", "state"])
+        up = GaugeMetricFamily("sqjobs_broker_up", "1 when the broker answered this scrape, else 0.")
+        try:
+            broker = self.app.broker
+            for queue in broker.queues():
+                stats = broker.stats(queue)
+                for state in ("visible", "in_flight", "delayed", "dead"):
+                    messages.add_metric([queue, state], getattr(stats, state))
+            up.add_metric([], 1)
+        except Exception as exc:  # a scrape reports what it can
+            logger.warning("metrics: cannot read the queues from the broker: %s", exc)
+            up.add_metric([], 0)
+        yield messages
+        yield up
+        fire = GaugeMetricFamily("sqjobs_schedule_next_fire_timestamp_seconds",
+                                 "Next fire time of each periodic job (Unix time).", labels=["job"])
+        now = datetime.now(timezone.utc)
+        for name, schedule in periodic_schedules(self.app).items():
+            upcoming = schedule.next_after(now)
+            if upcoming:
+                fire.add_metric([name], upcoming[0].timestamp())
+        yield fire
+
+
+def periodic_schedules(app: App) -> dict[str, Schedule]:
+    """The schedule of each registered periodic job, by job name (sorted)."""
+    found: dict[str, Schedule] = {}
+    for name in app.registry.names():
+        job_class = app.registry.get(name)
+        if job_class.schedule:
+            found[name] = Schedule(job_class.schedule, job_class.timezone)
+    return dict(sorted(found.items()))
+
+
+def scrape(app: App, directory: str | None = None) -> bytes:
+    """The text of one scrape for ``app`` (its metrics folder by default)."""
+    directory = directory or metrics_dir(app.settings)
+    registry = CollectorRegistry(auto_describe=False)
+    if os.path.isdir(directory):
+        sweep_dead(directory)
+        MultiProcessCollector(registry, path=directory)
+    registry.register(_NowCollector(app))
+    return generate_latest(registry)
