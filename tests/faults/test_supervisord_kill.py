@@ -75,9 +75,13 @@ def test_kill_9_of_supervisord_and_its_tree_then_start_loses_nothing(daemon: Dae
     wait_until(drained, SLOW_S, what="the queue to drain")
     status = daemon.run("status")
     assert status.returncode == 0, status.stdout + status.stderr
-    assert marked_processes(str(daemon.run_dir)) == sorted(new.values()), "one set of workers, no duplicates"
     new_supervisord = daemon.supervisord_pid()
-    assert new_supervisord not in (None, supervisord)
+    assert new_supervisord is not None and new_supervisord != supervisord
+    children = psutil.Process(new_supervisord).children()
+    assert sorted(p.pid for p in children) == sorted(new.values()), "one set of workers, no duplicates"
+    job_processes = [p.pid for pid in new.values() for p in psutil.Process(pid).children()]
+    assert len(job_processes) <= WORKERS, "one job process per worker"
+    assert marked_processes(str(daemon.run_dir)) == sorted([*new.values(), *job_processes]), "no orphan"
     assert [p.pid for p in psutil.process_iter(["cmdline"])
             if daemon.layout.supervisord_conf in " ".join(p.info["cmdline"] or [])] == [new_supervisord]
     counts = _counts(daemon)
