@@ -39,3 +39,10 @@ async def async_wait(path: str, token: str, release: str) -> None:
     while not os.path.exists(release) and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
     record(path, f"end {token} {os.getpid()}")
+
+
+@job(queue="default", name="fault.tracked_wait", track=True)
+def tracked_wait(path: str, token: str, release: str) -> str:
+    """A tracked :func:`wait`: its row in the status database records each attempt and the outcome."""
+    wait(path, token, release)
+    return token
