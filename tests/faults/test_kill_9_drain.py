@@ -86,8 +86,9 @@ def _drain_with_kills(config: Path, broker: Broker, record: Path, processes: lis
     worker = start()
     for kill in range(1, KILLS + 1):
         # Spread the kills over the drain, each after the new worker made progress of its own.
-        wait_until(lambda: len(runs(record)) >= kill * JOBS // (KILLS + 1), timeout_s=120,
-                   what=f"{kill * JOBS // (KILLS + 1)} jobs before kill {kill}")
+        progress = kill * JOBS // (KILLS + 1)
+        wait_until(lambda progress=progress: len(runs(record)) >= progress, timeout_s=120,
+                   what=f"{progress} jobs before kill {kill}")
         kill_9_tree(worker)
         worker = start()
     wait_until(lambda: len(runs(record)) == JOBS or feeder.error, timeout_s=120, what="every job to run")

@@ -9,9 +9,9 @@ with pauses 1, 2, 4... s) and one line when SQS answers again.
 from __future__ import annotations
 
 import re
-from collections import Counter
 import subprocess
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlsplit
@@ -24,7 +24,16 @@ from sqjobs.worker import ERROR_PAUSE_MAX_S, ERROR_PAUSE_S
 from tests import jobs_for_tests as jobs
 from tests.faults.drain import kill_9_tree, most_held_and_run
 from tests.sqs_server import MotoServer
-from tests.support import TESTS_DIR, read_lines, send_many, start_worker, stop_process, wait_until, worker_log, write_config
+from tests.support import (
+    TESTS_DIR,
+    read_lines,
+    send_many,
+    start_worker,
+    stop_process,
+    wait_until,
+    worker_log,
+    write_config,
+)
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.faults
