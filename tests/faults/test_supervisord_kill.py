@@ -19,6 +19,7 @@ import psutil
 import pytest
 from sqjobsd.procs import marked_processes, pid_alive
 
+from sqjobs.message import JobMessage
 from tests.faults.drain import most_held_and_run
 from tests.support import wait_until
 from tests.test_daemon import SLOW_S, Daemon
@@ -41,7 +42,8 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
 
 
 def _counts(daemon: Daemon) -> Counter:
-    return Counter(line.split()[0] for line in daemon.recorded())
+    """How many times each job ended (``slow`` records ``start TOKEN PID`` and ``end TOKEN PID``)."""
+    return Counter(line.split()[1] for line in daemon.recorded() if line.startswith("end "))
 
 
 def test_kill_9_of_supervisord_and_its_tree_then_start_loses_nothing(daemon: Daemon) -> None:
@@ -50,7 +52,8 @@ def test_kill_9_of_supervisord_and_its_tree_then_start_loses_nothing(daemon: Dae
     old = daemon.wait_running(WORKERS, f"{WORKERS} workers")
     supervisord = daemon.supervisord_pid()
     assert supervisord is not None
-    daemon.record("default", [f"job{i}" for i in range(JOBS)])
+    # 5 ms each: the drain lasts a few seconds, so that the kill comes in the middle of it.
+    daemon.enqueue("default", [JobMessage("slow", [str(daemon.records), f"job{i}", 0.005]) for i in range(JOBS)])
     wait_until(lambda: len(_counts(daemon)) >= JOBS // 5, SLOW_S, what="the drain to be under way")
 
     tree = [psutil.Process(supervisord), *psutil.Process(supervisord).children(recursive=True)]
