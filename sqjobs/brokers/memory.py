@@ -20,7 +20,6 @@ from .base import (
     is_dead_letter_name,
 )
 
-
 #: How often a waiting receive looks again for delayed messages whose time came (a send wakes it at once).
 DELAYED_POLL_S = 0.05
 
