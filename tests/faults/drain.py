@@ -49,3 +49,8 @@ def fault_config(tmp_path: Path, **sqjobs: object) -> Path:
     values: dict[str, object] = {"jobs": "jobs_for_tests, fault_jobs", "path": f"{TESTS_DIR}, {FAULTS_DIR}"}
     values.update(sqjobs)
     return sqlite_config(tmp_path, **values)
+
+
+def ends(record: Path) -> Counter:
+    """How many times each job ended, for jobs that record ``start TOKEN PID`` and ``end TOKEN PID`` (``slow``)."""
+    return Counter(line.split()[1] for line in read_lines(record) if line.startswith("end "))

@@ -16,7 +16,6 @@ from __future__ import annotations
 import subprocess
 import threading
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -36,16 +35,6 @@ THREADS = 2
 PREFETCH = 10
 #: Most jobs sent to SQS and not yet run (see the module's docstring).
 SQS_BACKLOG = 60
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen]]:
-    """Worker processes a test started; any still alive at the end are killed."""
-    started: list[subprocess.Popen] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            kill_9_tree(process)
 
 
 class Feeder(threading.Thread):
@@ -87,8 +76,11 @@ def _drain_with_kills(config: Path, broker: Broker, record: Path, processes: lis
     for kill in range(1, KILLS + 1):
         # Spread the kills over the drain, each after the new worker made progress of its own.
         progress = kill * JOBS // (KILLS + 1)
-        wait_until(lambda progress=progress: len(runs(record)) >= progress, timeout_s=120,
-                   what=f"{progress} jobs before kill {kill}")
+
+        def progressed(count: int = progress) -> bool:
+            return len(runs(record)) >= count
+
+        wait_until(progressed, timeout_s=120, what=f"{progress} jobs before kill {kill}")
         kill_9_tree(worker)
         worker = start()
     wait_until(lambda: len(runs(record)) == JOBS or feeder.error, timeout_s=120, what="every job to run")

@@ -22,7 +22,7 @@ import sqjobs
 from sqjobs.brokers.sqlite import SQLiteBroker
 from sqjobs.errors import BrokerError
 from tests import jobs_for_tests as jobs
-from tests.faults.drain import most_held_and_run
+from tests.faults.drain import ends, most_held_and_run
 from tests.mounts import fill_up, read_only_view, small_tmpfs
 from tests.support import read_lines, send_many, sqlite_config, start_worker, stop_process, wait_until, worker_log
 
@@ -30,11 +30,6 @@ pytestmark = pytest.mark.faults
 
 JOBS = 200
 PREFETCH = 10
-
-
-def ends(record: Path) -> Counter:
-    """How many times each ``slow`` job ended."""
-    return Counter(line.split()[1] for line in read_lines(record) if line.startswith("end "))
 
 
 def _intact(path: Path) -> bool:

@@ -9,11 +9,8 @@ with pauses 1, 2, 4... s) and one line when SQS answers again.
 from __future__ import annotations
 
 import re
-import subprocess
 import time
-from collections import Counter
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import urlsplit
 
 import pytest
@@ -22,11 +19,10 @@ import sqjobs
 from sqjobs.brokers.sqs import SQSBroker
 from sqjobs.worker import ERROR_PAUSE_MAX_S, ERROR_PAUSE_S
 from tests import jobs_for_tests as jobs
-from tests.faults.drain import kill_9_tree, most_held_and_run
+from tests.faults.drain import ends, most_held_and_run
 from tests.sqs_server import MotoServer
 from tests.support import (
     TESTS_DIR,
-    read_lines,
     send_many,
     start_worker,
     stop_process,
@@ -43,21 +39,6 @@ PREFETCH = 10
 FAILURES = 3
 STEP = re.compile(r"broker error while receiving \(failure (\d+)(?:, failing for \d+ s)?\); trying again in "
                   r"([\d.]+) s")
-
-
-def ends(record: Path) -> Counter:
-    """How many times each job ended (the ``slow`` job records ``start TOKEN PID`` and ``end TOKEN PID``)."""
-    return Counter(line.split()[1] for line in read_lines(record) if line.startswith("end "))
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen]]:
-    """Worker processes a test started; any still alive at the end are killed."""
-    started: list[subprocess.Popen] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            kill_9_tree(process)
 
 
 def test_sqs_down_and_back_while_jobs_drain(tmp_path: Path, sqs_server: MotoServer, sqs_prefix: str,

@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 import signal
 from collections import Counter
-from pathlib import Path
-from typing import Iterator
 
 import psutil
 import pytest
@@ -29,16 +27,6 @@ pytestmark = pytest.mark.faults
 JOBS = 1_000
 WORKERS = 2
 PREFETCH = 10
-
-
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    """A daemon under test, always cleaned up."""
-    under_test = Daemon(tmp_path)
-    try:
-        yield under_test
-    finally:
-        under_test.cleanup()
 
 
 def _counts(daemon: Daemon) -> Counter:
