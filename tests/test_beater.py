@@ -93,6 +93,7 @@ def test_the_message_has_a_stable_id_and_the_fire_time(beat_store: BeatStore) ->
     assert decoded.extra["scheduled_for"] == "2026-05-01T12:01:00+00:00"
 
 
+@pytest.mark.faults
 def test_a_claim_whose_beater_died_before_sending_is_taken_over(beat_store: BeatStore) -> None:
     job = periodic("0 * * * *")
     broker = MemoryBroker()
@@ -240,6 +241,7 @@ def test_schedule_command_prints_iso_times_with_the_offset(tmp_path: Path) -> No
     assert [(b - a).total_seconds() for a, b in zip(parsed, parsed[1:], strict=False)] == [1.0, 1.0]
 
 
+@pytest.mark.faults
 def test_two_beater_processes_send_each_second_once_even_when_one_is_killed(tmp_path: Path) -> None:
     record = tmp_path / "record.txt"
     config = sqlite_config(tmp_path, jobs="periodic_jobs_for_tests")

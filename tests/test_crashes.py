@@ -23,6 +23,8 @@ from sqjobs.message import JobMessage, encode
 from tests import jobs_for_tests as jobs
 from tests.support import read_lines, sqlite_config, start_worker, stop_process, wait_until, worker_log
 
+pytestmark = pytest.mark.faults
+
 
 @pytest.fixture()
 def setup(tmp_path: Path) -> tuple[Path, SQLiteBroker, Path]:

@@ -424,6 +424,7 @@ def test_stop_lets_the_running_job_finish(daemon: Daemon) -> None:
     assert "handed back" in (daemon.log_dir / "worker-default-0.log").read_text()
 
 
+@pytest.mark.faults
 def test_killed_worker_is_restarted_and_its_job_redelivered(daemon: Daemon) -> None:
     daemon.configure({"default": {"processes": 1, "prefetch": 1, "visibility_timeout_s": 2}})
     daemon.start()
@@ -441,6 +442,7 @@ def test_killed_worker_is_restarted_and_its_job_redelivered(daemon: Daemon) -> N
     assert not any(line.startswith(f"end t1 {first_pid}") for line in daemon.recorded())
 
 
+@pytest.mark.faults
 def test_status_reports_a_worker_whose_jobs_keep_crashing_it(daemon: Daemon) -> None:
     daemon.configure({"default": {"processes": 1}})
     daemon.start()
@@ -536,6 +538,7 @@ def test_reload_and_restart_refuse_a_broken_job_module_and_leave_the_daemon_as_i
         assert daemon.running_pids() == pids
 
 
+@pytest.mark.faults
 def test_start_after_supervisord_was_killed_stops_its_orphans(daemon: Daemon) -> None:
     daemon.configure({"default": {"processes": 2}})
     daemon.start()
@@ -559,6 +562,7 @@ def test_start_after_supervisord_was_killed_stops_its_orphans(daemon: Daemon) ->
     assert daemon.supervisord_pid() not in (None, supervisord)
 
 
+@pytest.mark.faults
 def test_stalled_worker_is_reported_then_restarted_by_the_watchdog(daemon: Daemon) -> None:
     workers = {"default": {"processes": 1, "prefetch": 1, "visibility_timeout_s": 2}}
     daemon.configure(workers, stall_timeout_s=4, watchdog_interval_s=0, stop_timeout_s=2)
@@ -600,6 +604,7 @@ def test_stalled_worker_is_reported_then_restarted_by_the_watchdog(daemon: Daemo
                     r"process group$", told[1]), told[1]
 
 
+@pytest.mark.faults
 def test_a_worker_that_polls_but_gets_nothing_while_messages_wait_is_restarted(daemon: Daemon) -> None:
     daemon.configure({"default": {"processes": 1}}, stall_timeout_s=4, watchdog_interval_s=0.2, stop_timeout_s=2)
     daemon.start()

@@ -33,6 +33,8 @@ from tests.status_fixtures import MYSQL_URL, POSTGRESQL_URL, use_database
 from tests.support import sqlite_config, start_worker, stop_process, wait_until, worker_log
 from tests.tcp_proxy import TcpProxy
 
+pytestmark = pytest.mark.faults
+
 
 def _with(url: str, **parts: str) -> str:
     """``url`` with some of its parts replaced (``netloc``, ``path``, ``scheme``)."""

@@ -31,6 +31,8 @@ from tests.status_fixtures import MYSQL_URL, POSTGRESQL_URL, use_database
 from tests.support import sqlite_config, start_worker, stop_process, wait_until, worker_log
 from tests.tcp_proxy import TcpProxy
 
+pytestmark = pytest.mark.faults
+
 #: Timeouts of the URLs under test, in seconds: short, so that the tests are.
 CONNECT_S = 1
 STATEMENT_S = 1

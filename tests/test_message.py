@@ -146,6 +146,7 @@ def test_any_bad_body_raises_malformed_message_error_with_a_reason(body: object,
     assert len(caught.value.reason) < 400, "a reason fit for one line"
 
 
+@pytest.mark.faults
 def test_values_nested_up_to_the_limit_go_both_ways() -> None:
     deep: list = [1]
     for _ in range(MAX_JSON_DEPTH - 1):
@@ -155,6 +156,7 @@ def test_values_nested_up_to_the_limit_go_both_ways() -> None:
         encode(JobMessage(name="n", args=[[deep]]))
 
 
+@pytest.mark.faults
 def test_a_value_5000_levels_deep_or_holding_itself_is_a_type_error_not_a_recursion_error() -> None:
     deep: list = []
     for _ in range(5000):

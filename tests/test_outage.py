@@ -10,6 +10,8 @@ from sqjobs.errors import BrokerConnectionError
 from sqjobs.outage import Outage
 from tests.support import Clock
 
+pytestmark = pytest.mark.faults
+
 LOGGER = "sqjobs.test_outage"
 
 

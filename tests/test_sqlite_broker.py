@@ -94,6 +94,7 @@ def insert_raw_rows(path: Path, queue: str) -> None:
     db.close()
 
 
+@pytest.mark.faults
 def test_rows_that_cannot_be_read_are_received_saying_why_and_the_rest_of_the_queue_flows(tmp_path: Path) -> None:
     path = tmp_path / "queue.db"
     broker = SQLiteBroker(str(path))
@@ -121,6 +122,7 @@ def test_rows_that_cannot_be_read_are_received_saying_why_and_the_rest_of_the_qu
     assert listed.attributes[REASON_ATTRIBUTE] == "malformed message: unreadable" and listed.body == "e30="
 
 
+@pytest.mark.faults
 def test_a_real_worker_dead_letters_unreadable_rows_and_runs_the_other_jobs(tmp_path: Path) -> None:
     config = sqlite_config(tmp_path)
     path, out = tmp_path / "queue.db", tmp_path / "out.txt"
@@ -149,6 +151,7 @@ def test_dead_letter_with_a_stale_receipt_raises_and_moves_nothing(tmp_path: Pat
     assert broker.stats("q").dead == 1
 
 
+@pytest.mark.faults
 def test_a_bulk_send_on_a_full_disk_stores_all_or_nothing_and_the_next_one_works(tmp_path: Path) -> None:
     from tests import jobs_for_tests
 
@@ -169,6 +172,7 @@ def test_a_bulk_send_on_a_full_disk_stores_all_or_nothing_and_the_next_one_works
         broker.close()
 
 
+@pytest.mark.faults
 def test_a_read_only_queue_file_is_a_one_line_broker_error(tmp_path: Path) -> None:
     from tests import jobs_for_tests
 

@@ -109,6 +109,7 @@ def test_a_php_shaped_message_sent_with_plain_boto3_runs(sqs_server: MotoServer,
     wait_until(lambda: settled(broker, "php"), what="the message to be deleted")
 
 
+@pytest.mark.faults
 def test_poison_messages_reach_the_dead_letter_queue_and_the_next_job_runs(
         sqs_server: MotoServer, sqs_prefix: str, broker: SQSBroker, tmp_path: Path, processes: list) -> None:
     out = tmp_path / "out.txt"
@@ -157,6 +158,7 @@ def test_poison_messages_reach_the_dead_letter_queue_and_the_next_job_runs(
     wait_until(lambda: settled(broker, "intake"), what="the intake queue to be empty")
 
 
+@pytest.mark.faults
 def test_kill_9_mid_job_the_job_is_delivered_again_and_completed(
         sqs_server: MotoServer, sqs_prefix: str, broker: SQSBroker, tmp_path: Path, processes: list) -> None:
     out, release = tmp_path / "out.txt", tmp_path / "release"
@@ -177,6 +179,7 @@ def test_kill_9_mid_job_the_job_is_delivered_again_and_completed(
     wait_until(lambda: settled(broker, "crash"), what="the message to be deleted")
 
 
+@pytest.mark.faults
 def test_sigterm_finishes_the_running_job_and_hands_back_the_prefetched_ones(
         sqs_server: MotoServer, sqs_prefix: str, broker: SQSBroker, tmp_path: Path, processes: list) -> None:
     out, release = tmp_path / "out.txt", tmp_path / "release"
@@ -215,6 +218,7 @@ def test_fifo_messages_of_a_group_run_in_order(sqs_server: MotoServer, sqs_prefi
         assert [t for t in done if t[0] == group] == [f"{group}{i}" for i in range(25)]
 
 
+@pytest.mark.faults
 def test_the_heartbeat_keeps_a_long_job_from_running_twice(
         sqs_server: MotoServer, sqs_prefix: str, broker: SQSBroker, tmp_path: Path, processes: list) -> None:
     out = tmp_path / "out.txt"
@@ -289,6 +293,7 @@ def test_the_aws_cli_producer_example_sends_a_job_a_worker_runs(
     assert tokens(out) == ["from-cli"]
 
 
+@pytest.mark.faults
 def test_a_worker_started_while_sqs_is_down_waits_for_it_then_consumes(tmp_path: Path, processes: list) -> None:
     out = tmp_path / "out.txt"
     port = free_port()
@@ -310,6 +315,7 @@ def test_a_worker_started_while_sqs_is_down_waits_for_it_then_consumes(tmp_path:
         server.stop()
 
 
+@pytest.mark.faults
 def test_the_worker_keeps_going_through_an_sqs_outage(tmp_path: Path, processes: list) -> None:
     out = tmp_path / "out.txt"
     server = start_moto_server(tmp_path)
@@ -347,6 +353,7 @@ def _most_tries(window_s: float) -> int:
     return tries
 
 
+@pytest.mark.faults
 def test_an_sqs_outage_logs_one_warning_per_backoff_step_and_one_line_when_it_ends(
         tmp_path: Path, sqs_server: MotoServer, sqs_prefix: str, broker: SQSBroker, processes: list) -> None:
     out = tmp_path / "out.txt"
@@ -412,6 +419,7 @@ def payload_filling(limit_bytes: int, path: str) -> str:
     return "x" * (limit_bytes // 4 * 3 - text_bytes)
 
 
+@pytest.mark.faults
 def test_a_failed_job_just_under_the_size_limit_is_dead_lettered_once_with_its_reason(
         sqs_server: MotoServer, sqs_prefix: str, broker: SQSBroker, tmp_path: Path, processes: list) -> None:
     from tests import poison_jobs_for_tests
@@ -461,6 +469,7 @@ def poison_config(tmp_path: Path, server: MotoServer, prefix: str) -> Path:
     })
 
 
+@pytest.mark.faults
 def test_a_dead_letter_move_that_failed_is_not_logged_as_moved(
         sqs_server: MotoServer, sqs_prefix: str, broker: SQSBroker, tmp_path: Path, processes: list) -> None:
     runs = tmp_path / "runs.txt"
@@ -473,6 +482,7 @@ def test_a_dead_letter_move_that_failed_is_not_logged_as_moved(
     assert "moved to the dead-letter queue" not in worker_log(worker)
 
 
+@pytest.mark.faults
 def test_a_message_whose_dead_lettering_failed_is_not_run_again(
         sqs_server: MotoServer, sqs_prefix: str, broker: SQSBroker, tmp_path: Path, processes: list) -> None:
     runs, out = tmp_path / "runs.txt", tmp_path / "out.txt"

@@ -49,6 +49,7 @@ def test_a_thousand_jobs_through_two_workers_each_run_exactly_once(setup: tuple)
     assert (stats.visible, stats.in_flight, stats.dead) == (0, 0, 0)
 
 
+@pytest.mark.faults
 def test_kill_9_mid_job_the_message_comes_back_and_another_worker_completes_it(setup: tuple) -> None:
     config, broker, record = setup
     release = record.parent / "release"
@@ -69,6 +70,7 @@ def test_kill_9_mid_job_the_message_comes_back_and_another_worker_completes_it(s
     assert broker.stats("default").in_flight == 0 and broker.stats("default").visible == 0
 
 
+@pytest.mark.faults
 def test_sigterm_mid_job_finishes_the_job_exits_0_and_hands_back_prefetched_messages(setup: tuple) -> None:
     config, broker, record = setup
     release = record.parent / "release"
@@ -100,6 +102,7 @@ def test_an_idle_worker_exits_0_promptly_on_sigterm_and_sigint(setup: tuple) -> 
         assert worker.wait(5) == 0
 
 
+@pytest.mark.faults
 def test_a_job_longer_than_the_visibility_timeout_runs_once_thanks_to_the_heartbeat(setup: tuple) -> None:
     config, broker, record = setup
     jobs.slow_job.delay(str(record), "long", 3.0)
@@ -117,6 +120,7 @@ def _b64(data: object) -> str:
     return base64.b64encode(json.dumps(data).encode()).decode()
 
 
+@pytest.mark.faults
 def test_poison_messages_go_to_the_dead_letter_queue_and_a_good_message_still_runs(setup: tuple) -> None:
     config, broker, record = setup
     poison = {
@@ -245,6 +249,7 @@ def test_a_worker_or_beater_without_any_job_refuses_to_start_and_receives_nothin
     assert broker.stats("default").dead == 0
 
 
+@pytest.mark.faults
 def test_an_unknown_job_name_is_handed_back_by_a_worker_process_not_buried(setup: tuple) -> None:
     config, broker, record = setup
     broker.send("default", _b64({"name": "only.the.new.code.knows", "args": []}))

@@ -169,6 +169,7 @@ def _raw(data: Any) -> str:
     return base64.b64encode(json.dumps(data).encode()).decode()
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
