@@ -36,8 +36,10 @@ class Outage:
     """
 
     def __init__(self, logger: logging.Logger, name: str, action: str, first_pause_s: float, max_pause_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, announce_recovery: bool = True) -> None:
         self.logger = logger
+        #: Whether :meth:`recovered` logs its line (False: the caller says what recovered itself).
+        self.announce_recovery = announce_recovery
         self.name = name
         self.action = action
         self.first_pause_s = first_pause_s
@@ -75,6 +77,9 @@ class Outage:
     def recovered(self) -> None:
         """Note a successful try; after failures, log one line saying how long the outage lasted."""
         if not self.failures:
+            return
+        if not self.announce_recovery:
+            self.failures = 0
             return
         self.logger.info("%s reachable again after %.0f s (%d failed %s)", self.name, self.clock() - self._since,
                          self.failures, "try" if self.failures == 1 else "tries")

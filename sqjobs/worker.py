@@ -162,6 +162,10 @@ class Worker:
         self._jobs: Jobs | None = None
         #: Broker failures in a row: one line per backoff step, one when a receive works again.
         self.broker_outage = Outage(logger, "broker", "receiving", ERROR_PAUSE_S, ERROR_PAUSE_MAX_S)
+        #: Deletes of finished messages that failed: the messages stay held and the delete is tried again.
+        self.delete_outage = Outage(logger, "broker", "deleting finished messages (they stay held)", ERROR_PAUSE_S,
+                                    ERROR_PAUSE_MAX_S, announce_recovery=False)
+        self._delete_retry_at = 0.0
         #: Messages whose move to the dead-letter queue failed, with their settlement: never run again, only moved.
         self._undead: dict[str, Settlement] = {}
         #: Messages dead-lettered because their signature did not verify (unsigned, forged, unknown key).
@@ -559,26 +563,45 @@ class Worker:
         else:
             self.held.hand_back([message], unstarted=False)
 
-    def _flush_deletes(self) -> None:
+    def _flush_deletes(self, last: bool = False) -> None:
         """Delete the messages whose jobs succeeded, in batches per queue, then stop holding them.
 
         Until then the heartbeat keeps them hidden; a crash before the flush
-        runs them again, which at-least-once delivery allows.
+        runs them again, which at-least-once delivery allows. A delete that
+        fails (the broker is down, its disk full) keeps the messages held,
+        and is tried again after a pause that doubles (one log line per
+        try), so a finished job is not run again because of an outage. Only
+        the ``last`` flush, when the worker stops, gives up on them.
         """
+        if not self._succeeded or (not last and time.monotonic() < self._delete_retry_at):
+            return
         succeeded, self._succeeded = self._succeeded, []
         by_queue: dict[str, list[ReceivedMessage]] = {}
         for message in succeeded:
             by_queue.setdefault(message.queue, []).append(message)
+        kept: list[ReceivedMessage] = []
         for queue, messages in by_queue.items():
-            for message in messages:
-                self.held.release(message)
             try:
                 self.broker.delete_batch(queue, [m.receipt for m in messages])
             except BrokerAuthError:
                 raise
             except Exception as exc:
-                logger.error("could not delete %d finished message(s) on %s; they will be delivered again: %s",
-                             len(messages), queue, exc, exc_info=traceback_for(logger, exc))
+                if last:
+                    logger.error("could not delete %d finished message(s) on %s; they will be delivered again: %s",
+                                 len(messages), queue, exc, exc_info=traceback_for(logger, exc))
+                else:
+                    kept.extend(messages)
+                    self._delete_retry_at = time.monotonic() + self.delete_outage.failed(exc)
+                    continue
+            for message in messages:
+                self.held.release(message)
+        if kept:
+            self._succeeded = kept + self._succeeded
+        elif self.delete_outage.ongoing:
+            logger.info("deleted %d finished message(s) held since their delete failed (%d failed %s)",
+                        len(succeeded), self.delete_outage.failures,
+                        "try" if self.delete_outage.failures == 1 else "tries")
+            self.delete_outage.recovered()
 
     def _dead_letter(self, message: ReceivedMessage, settlement: Settlement) -> None:
         """Move ``message`` to the dead-letter queue; log the move once it happened.
@@ -647,7 +670,8 @@ class Worker:
         self._hand_over(now)
         timeout_s = TICK_S if self.pipeline.handed else 0.0
         if self._succeeded:
-            timeout_s = min(timeout_s, max(self._first_succeeded_at + DELETE_DELAY_S - now, 0))
+            delete_at = max(self._first_succeeded_at + DELETE_DELAY_S, self._delete_retry_at)
+            timeout_s = min(timeout_s, max(delete_at - now, 0))
         if not self.stopping and self._next_receive_at > now:
             timeout_s = min(timeout_s, self._next_receive_at - now)
         settled = self._collect(timeout_s)
@@ -671,7 +695,7 @@ class Worker:
                 if not self.pipeline.handed and not self.pipeline.parked:
                     break
             settled += self._work_on(time.monotonic(), hold_back=False)
-        self._flush_deletes()
+        self._flush_deletes(last=True)
         return settled
 
     def run(self) -> int:
@@ -696,7 +720,7 @@ class Worker:
         finally:
             try:
                 self._give_back_unstarted()
-                self._flush_deletes()
+                self._flush_deletes(last=True)
             finally:
                 self.held.stop()
                 self.close()
@@ -713,6 +737,11 @@ class Worker:
                 self._give_back_unstarted()
                 if not self.pipeline:
                     return
+            if self._succeeded and not self.pipeline.handed:
+                self._flush_deletes()  # finished messages whose delete failed: tried again after its pause
+            if not self.pipeline and self.broker_outage.ongoing and now < self._next_receive_at:
+                self._stopping.wait(self._next_receive_at - now)  # the pause the outage's last line announced
+                continue
             wanted = self._wanted(now)
             if wanted:
                 idle = not self.pipeline

@@ -317,3 +317,50 @@ def test_refusals_in_a_rolling_deploy_do_not_count_against_the_crash_ceiling(bro
     make_worker(broker).run_once()
     assert calls == ["ok 9"]
     assert broker.stats("steps").dead == 0
+
+
+class DeletesFailAtFirst(MemoryBroker):
+    """A memory broker whose first ``failures`` batch deletes fail as a broker outage would."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def delete_batch(self, queue: str, receipts: Any) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            from sqjobs.errors import BrokerConnectionError
+
+            raise BrokerConnectionError("the broker is down (injected)")
+        super().delete_batch(queue, receipts)
+
+
+def test_a_failed_delete_keeps_the_finished_messages_held_and_deletes_them_later(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import threading
+
+    from tests.support import wait_until
+
+    calls.clear()
+    broker = DeletesFailAtFirst(failures=2)
+    for value in range(3):
+        send(broker, ok_job, (value,))
+    worker = make_worker(broker)
+    thread = threading.Thread(target=worker.run)
+    with caplog.at_level("INFO", "sqjobs.worker"):
+        thread.start()
+        try:
+            wait_until(lambda: broker.failures == 0 and broker.stats("steps").in_flight == 0, timeout_s=30,
+                       what="the third delete to succeed")
+        finally:
+            worker.request_stop()
+            thread.join()
+    assert sorted(calls) == ["ok 0", "ok 1", "ok 2"], "each ran once: held, not delivered again"
+    stats = broker.stats("steps")
+    assert (stats.visible, stats.in_flight, stats.dead) == (0, 0, 0)
+    lines = [record.getMessage() for record in caplog.records]
+    failed = [line for line in lines if "error while deleting finished messages (they stay held)" in line]
+    assert len(failed) == 2 and "(failure 1)" in failed[0] and "trying again in 1 s" in failed[0]
+    assert "(failure 2, failing for" in failed[1] and "trying again in 2 s" in failed[1]
+    assert any("deleted 3 finished message(s) held since their delete failed (2 failed tries)" in line
+               for line in lines)
