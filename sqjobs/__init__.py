@@ -31,10 +31,11 @@ _EXPORTS = {
     "create_sqs_worker": "seed",
     "ConfigError": "errors", "JobTimeoutError": "errors", "MessageTooLargeError": "errors",
     "RejectMessage": "errors", "Retry": "errors", "SQJobsError": "errors", "SkipMessage": "errors",
-    "TimeLimitExceeded": "errors", "UnknownJobError": "errors",
+    "TimeLimitExceeded": "errors", "UnknownJobError": "errors", "JobNotCancellableError": "errors",
 }
 
-__all__ = ["App", "Cancellation", "ConfigError", "Job", "JobFunction", "JobHandle", "JobTimeoutError",
+__all__ = ["App", "Cancellation", "ConfigError", "Job", "JobFunction", "JobHandle", "JobNotCancellableError",
+    "JobTimeoutError",
     "MessageTooLargeError", "Middleware", "PeriodicJob", "RejectMessage", "ResultJob", "Retry", "SQJobsError",
     "SkipMessage", "Status", "TimeLimitExceeded", "UnknownJobError", "cancel", "configure", "create_eager_broker",
     "create_sqs_broker", "create_sqs_worker", "current_app", "get_broker", "get_job", "job", "registry"]
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from .cancellation import Cancellation, cancel
     from .errors import (
         ConfigError,
+        JobNotCancellableError,
         JobTimeoutError,
         MessageTooLargeError,
         RejectMessage,

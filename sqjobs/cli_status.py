@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from .cancellation import Cancellations
+from .cancellation import CANCELLED_TABLE, Cancellations
 from .cli_common import config_option
 from .config import load_settings
 from .errors import JobNotFoundError
@@ -109,10 +109,23 @@ def status(config: str | None, job_id: str, as_json: bool) -> None:
 @click.command()
 @config_option
 def initdb(config: str | None) -> None:
-    """Create the status table in [sqjobs] database if it is missing (safe to run again)."""
+    """Create the tables sqjobs uses in [sqjobs] database where they are missing (safe to run again).
+
+    The status rows, the beaters' claims, held jobs, unique keys and
+    cancellations: each is also made on first use, but a deployment whose
+    processes may not create tables makes them here, once.
+    """
+    from .beater import BEATS_TABLE, BeatStore
+    from .held import HELD_TABLE, HeldJobs
+    from .unique import UNIQUE_TABLE, UniqueKeys
+
     url = _database_url(config)
     get_store(url).create_tables()
-    click.echo(f"table {STATUS_TABLE} ready in {safe_url(url)}")
+    BeatStore(url).create_tables()
+    for rows in (HeldJobs.for_url(url), UniqueKeys.for_url(url), Cancellations.for_url(url)):
+        rows.ready()
+    tables = ", ".join((STATUS_TABLE, BEATS_TABLE, HELD_TABLE, UNIQUE_TABLE, CANCELLED_TABLE))
+    click.echo(f"tables {tables} ready in {safe_url(url)}")
 
 
 @click.command()

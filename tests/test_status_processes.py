@@ -130,8 +130,9 @@ def test_initdb_creates_the_table_and_can_run_again(tmp_path: Path) -> None:
     for _ in range(2):
         result = CliRunner().invoke(main, ["initdb", "-c", str(config)])
         assert result.exit_code == 0, result.output
-        assert f"table {STATUS_TABLE} ready" in result.output
-    assert STATUS_TABLE in StatusStore(f"sqlite:///{database}").database.get_tables()
+        assert f"tables {STATUS_TABLE}, " in result.output and " ready in " in result.output
+    tables = set(StatusStore(f"sqlite:///{database}").database.get_tables())
+    assert {STATUS_TABLE, "sqjobs_beats", "sqjobs_held", "sqjobs_unique", "sqjobs_cancelled"} <= tables
 
 
 def test_initdb_on_each_database(tmp_path: Path, database_url: str) -> None:  # noqa: F811
