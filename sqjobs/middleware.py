@@ -20,8 +20,8 @@ health file), which are middleware too.
   dead-letter queue with its reason and the job is never called) or
   :class:`~sqjobs.errors.SkipMessage` (deleted without running). Any other
   exception from a middleware is logged with its name and the job runs on.
-- ``runs_for(job_class)``: whether ``before_run`` and ``after_run`` apply to
-  that job at all (asked once per job class and process; False leaves the
+- ``runs_for(job_class)``: whether ``before_enqueue``, ``before_run`` and
+  ``after_run`` apply to that job at all (asked once per job class and process; False leaves the
   middleware out of its attempts, which keeps a busy worker's per-job cost
   down: status tracking says False for untracked jobs).
 - ``after_dead_letter(message, reason)``: in the worker, once a message was
@@ -70,7 +70,7 @@ class Middleware:
         """Called after each attempt with its result, or the exception it ended with."""
 
     def runs_for(self, job_class: type[Job]) -> bool:
-        """Whether ``before_run`` and ``after_run`` apply to ``job_class`` (asked once per job class)."""
+        """Whether ``before_enqueue``, ``before_run`` and ``after_run`` apply to ``job_class`` (asked once a class)."""
         return True
 
     def after_dead_letter(self, message: JobMessage | str, reason: str) -> None:
@@ -98,6 +98,7 @@ class MiddlewareChain:
     def __init__(self, middleware: Iterable[Middleware] = ()) -> None:
         self.middleware: list[Middleware] = list(middleware)
         self._around: dict[type[Job], tuple[list[Middleware], list[Middleware]]] = {}
+        self._announcers: dict[type[Job] | None, list[Middleware]] = {}
 
     def around(self, job_class: type[Job]) -> tuple[list[Middleware], list[Middleware]]:
         """The middleware whose ``before_run`` (in order) and ``after_run`` (last first) apply to ``job_class``.
@@ -119,10 +120,20 @@ class MiddlewareChain:
     def __len__(self) -> int:
         return len(self.middleware)
 
-    @property
-    def announces(self) -> bool:
-        """True when some middleware has a ``before_enqueue`` of its own (else sending skips the call)."""
-        return any(type(item).before_enqueue is not Middleware.before_enqueue for item in self.middleware)
+    def announcers(self, job_class: type[Job] | None) -> list[Middleware]:
+        """The middleware whose ``before_enqueue`` applies to ``job_class`` (None: a job unknown here).
+
+        Those that override it and whose ``runs_for`` says True (asked once
+        per job class, as for :meth:`around`); an empty list lets a send
+        skip the call.
+        """
+        known = self._announcers.get(job_class)
+        if known is None:
+            known = self._announcers[job_class] = [
+                item for item in self.middleware
+                if type(item).before_enqueue is not Middleware.before_enqueue
+                and (job_class is None or item.runs_for(job_class))]
+        return known
 
     def before_enqueue(self, message: JobMessage) -> None:
         """Call every ``before_enqueue``; an exception propagates (the send is refused)."""

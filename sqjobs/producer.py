@@ -57,6 +57,7 @@ from .unique import KEY_FIELD, UniqueKeys, check_key, derived_key
 if TYPE_CHECKING:
     from .app import App
     from .job import Job
+    from .middleware import Middleware
     from .signing import Signer
 
 logger = logging.getLogger("sqjobs.producer")
@@ -180,7 +181,7 @@ class Producer:
         if job_class.unique and not self.app.eager:  # each takes its own key
             return [self.send(job_class, *split_call(call), queue=queue) for call in calls]
         headers = {CANCELLABLE_HEADER: True} if job_class.cancellable else None
-        announcing = self._announcing()  # the same for every message of the batch: looked up once
+        announcing = self._announcing(job_class)  # the same for every message of the batch: looked up once
         prepared = [self.prepare(job_class, *split_call(call), queue=queue, headers=headers, announcing=announcing)
                     for call in calls]
         if self.app.eager:
@@ -201,7 +202,8 @@ class Producer:
                 *, name: str | None = None, queue: str | None = None, delay_s: float = 0, job_id: str | None = None,
                 group: str | None = None, dedup_id: str | None = None, extra: Mapping[str, Any] | None = None,
                 headers: Mapping[str, Any] | None = None,
-                announcing: tuple[bool, Signer | None] | None = None) -> tuple[JobMessage, OutgoingMessage]:
+                announcing: tuple[list[Middleware], Signer | None] | None = None,
+                ) -> tuple[JobMessage, OutgoingMessage]:
         """Build, check and announce (``before_enqueue``) one message; return it and what the broker is sent.
 
         ``announcing`` is :meth:`_announcing`'s answer when the caller has it
@@ -222,10 +224,11 @@ class Producer:
             later_delay_s(delay_s)  # held in the database until it is due: the longest sqjobs accepts
         body = encode(message, arguments_checked=True)
         broker.check_body(body)  # before any middleware acts on a message that cannot be sent
-        announces, signer = announcing or self._announcing()
-        if announces or signer is not None:
+        announcers, signer = announcing or self._announcing(job_class)
+        if announcers or signer is not None:
             headers_before = dict(message.headers)
-            self.app.middleware.before_enqueue(message)
+            for item in announcers:
+                item.before_enqueue(message)
             if signer is not None:
                 signer.sign(message)
             if message.headers != headers_before:
@@ -238,9 +241,9 @@ class Producer:
             group = dedup_id = None
         return message, OutgoingMessage(body, delay_s, {}, group, dedup_id)
 
-    def _announcing(self) -> tuple[bool, Signer | None]:
-        """Whether some middleware has a ``before_enqueue``, and the signer (None: signing off)."""
-        return self.app.middleware.announces, self.app.signer
+    def _announcing(self, job_class: type[Job] | None) -> tuple[list[Middleware], Signer | None]:
+        """The middleware whose ``before_enqueue`` applies to ``job_class``, and the signer (None: signing off)."""
+        return self.app.middleware.announcers(job_class), self.app.signer
 
     def _send(self, messages: list[JobMessage], outgoing: list[OutgoingMessage]) -> None:
         """Send prepared messages (all to the same queue); on failure tell the middleware, then raise."""
