@@ -54,6 +54,12 @@ class HeldMessages:
         with self._lock:
             self._held.pop(message.receipt, None)
 
+    def release_all(self, messages: Sequence[ReceivedMessage]) -> None:
+        """Stop holding every one of ``messages`` (deleted together)."""
+        with self._lock:
+            for message in messages:
+                self._held.pop(message.receipt, None)
+
     def hand_back(self, messages: Sequence[ReceivedMessage], unstarted: bool = True) -> None:
         """Make ``messages`` visible again at once.
 

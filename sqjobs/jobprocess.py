@@ -44,7 +44,9 @@ import ctypes
 import logging
 import multiprocessing
 import os
+import pickle
 import queue as queue_module
+import select
 import signal
 import sys
 import threading
@@ -137,10 +139,39 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
+class Channel:
+    """One end of the pipe between the worker and its job process: lists of tuples, pickled.
+
+    Readiness is asked of a poller made once (``Connection.poll`` builds a
+    selector per call, and a busy worker asks several times per job).
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._poller = select.poll()
+        self._poller.register(conn.fileno(), select.POLLIN)
+
+    def ready(self, timeout_s: float | None) -> bool:
+        """True when something (or the end of the pipe) can be read, waiting up to ``timeout_s`` (None: forever)."""
+        return bool(self._poller.poll(None if timeout_s is None else max(timeout_s, 0.0) * 1000))
+
+    def send(self, items: list[tuple[Any, ...]]) -> None:
+        """Send ``items``; OSError when the other end is gone."""
+        self.conn.send_bytes(pickle.dumps(items, pickle.HIGHEST_PROTOCOL))
+
+    def recv(self) -> list[tuple[Any, ...]]:
+        """The next list sent; EOFError or OSError when the other end is gone."""
+        return pickle.loads(self.conn.recv_bytes())  # noqa: S301 - our own process, over our own pipe
+
+    def close(self) -> None:
+        """Close this end."""
+        self.conn.close()
+
+
 class _Host:
     """The job process's side: takes what the worker hands over, runs it, sends back the settlements."""
 
-    def __init__(self, conn: Connection, runner: MessageRunner, table: TokenTable, concurrency: int) -> None:
+    def __init__(self, conn: Channel, runner: MessageRunner, table: TokenTable, concurrency: int) -> None:
         self.conn = conn
         self.runner = runner
         self.table = table
@@ -222,7 +253,7 @@ class _Host:
     def _read(self, block: bool) -> bool:
         """Take in what the worker sent (waiting for it when ``block``); False when told to exit."""
         while True:
-            if not self.conn.poll(None if block else 0):
+            if not self.conn.ready(None if block else 0):
                 return True
             try:
                 requests = self.conn.recv()
@@ -297,8 +328,9 @@ def _child_main(conn: Connection, make_runner: Callable[[threading.Event], Messa
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGUSR1, lambda *_: stopping.set())
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
-    host = _Host(conn, make_runner(stopping), table, concurrency)
-    conn.send([("ready", os.getpid())])
+    channel = Channel(conn)
+    host = _Host(channel, make_runner(stopping), table, concurrency)
+    channel.send([("ready", os.getpid())])
     if host.concurrency == 1:
         host.serve_alone()
     else:
@@ -314,7 +346,7 @@ class JobProcess:
         self.concurrency = max(1, concurrency)
         self.pid = 0
         self.table: TokenTable | None = None
-        self._conn: Connection | None = None
+        self._conn: Channel | None = None
         #: True once the job process asked to be replaced (a thread stuck past its deadline).
         self.recycling = False
 
@@ -342,7 +374,7 @@ class JobProcess:
                     sys.stderr.flush()
                 os._exit(code)
         child_conn.close()
-        self.pid, self._conn, self.table = pid, parent_conn, table
+        self.pid, self._conn, self.table = pid, Channel(parent_conn), table
         deadline = time.monotonic() + defaults.JOB_PROCESS_START_S
         while time.monotonic() < deadline:
             events = self.events(min(0.5, max(deadline - time.monotonic(), 0)))
@@ -379,9 +411,9 @@ class JobProcess:
         assert conn is not None
         received: list[tuple[Any, ...]] = []
         try:
-            if conn.poll(timeout_s):
+            if conn.ready(timeout_s):
                 received.extend(conn.recv())
-                while conn.poll(0):
+                while conn.ready(0):
                     received.extend(conn.recv())
         except (EOFError, OSError):
             if received:

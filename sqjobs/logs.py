@@ -46,10 +46,21 @@ class Formatter(logging.Formatter):
         return f"{self._second_text},{int(record.msecs):03d}"
 
     def format(self, record: logging.LogRecord) -> str:
-        if not hasattr(record, "sqjobs_job"):
+        """The line for ``record``: LOG_FORMAT filled in directly (a line per job: the cost counts)."""
+        job = getattr(record, "sqjobs_job", None)
+        if job is None:
             job_id = current_job.get()
-            record.sqjobs_job = f" job {job_id}" if job_id else ""
-        return super().format(record)
+            job = record.sqjobs_job = f" job {job_id}" if job_id else ""
+        record.message = record.getMessage()
+        record.asctime = self.formatTime(record)
+        line = f"{record.asctime} {record.levelname} {record.name}[{record.process}]{job}: {record.message}"
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line = f"{line}\n{record.exc_text}"
+        if record.stack_info:
+            line = f"{line}\n{self.formatStack(record.stack_info)}"
+        return line
 
 
 @contextmanager

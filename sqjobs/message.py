@@ -280,6 +280,10 @@ def _plainly_strict(text: str) -> bool:
     return text.count("[") + text.count("{") < MAX_JSON_DEPTH and _MAY_HOLD_SURROGATE.search(text) is None
 
 
+#: One decoder for every message (``json.loads`` with hooks would build one per call).
+_STRICT_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
 def loads_strict(text: str) -> Any:
     """Parse JSON ``text`` the way sqjobs reads messages: NaN, Infinity, -Infinity and 1e400 are refused.
 
@@ -288,7 +292,7 @@ def loads_strict(text: str) -> Any:
     RecursionError.
     """
     try:
-        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        return _STRICT_DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"is not valid JSON: {exc}") from None
     except _RefusedConstant:

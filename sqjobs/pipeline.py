@@ -87,7 +87,14 @@ class Pipeline:
     @property
     def has_suspect(self) -> bool:
         """True when a suspect is held (parked or handed over)."""
-        return any(item.alone for item in self)
+        # Asked several times per job: a plain loop over both, no copies.
+        for item in self.handed.values():
+            if item.alone:
+                return True
+        for item in self.parked:
+            if item.alone:
+                return True
+        return False
 
     def park(self, items: list[Item], front: bool = False) -> None:
         """Park ``items`` at the back (new ones), or at the front (ones taken back, in their order)."""

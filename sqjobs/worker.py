@@ -267,9 +267,12 @@ class Worker:
         ahead = self.prefetch
         if self.hold_s > 0:
             long_ns = time.monotonic_ns() - int(self.hold_s * 1e9)
+            received_before = long_ns / 1e9  # a job that started before then was received before then
             long_running = 0
             if self._jobs is not None:
                 for item in self.pipeline.handed.values():
+                    if item.received_at >= received_before:
+                        continue
                     entry = self._jobs.state(item.token)
                     if entry is not None and entry.state == STARTED and entry.started_ns < long_ns:
                         long_running += 1
@@ -593,8 +596,7 @@ class Worker:
                     kept.extend(messages)
                     self._delete_retry_at = time.monotonic() + self.delete_outage.failed(exc)
                     continue
-            for message in messages:
-                self.held.release(message)
+            self.held.release_all(messages)
         if kept:
             self._succeeded = kept + self._succeeded
         elif self.delete_outage.ongoing:

@@ -27,7 +27,6 @@ import os
 import sqlite3
 import threading
 import time
-import uuid
 from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence
 
@@ -102,6 +101,8 @@ def _lenient_text(raw: object) -> str:
 
 def _read_attributes(raw: object) -> tuple[dict[str, str], str | None]:
     """The attributes column as a dict of strings, or ``({}, why)`` when it is not a JSON object."""
+    if raw == "{}":
+        return {}, None  # most messages carry none
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
         value = json.loads(text)
@@ -359,7 +360,7 @@ class SQLiteBroker(Broker):
             self._reclaimed_at = time.monotonic()
             self.reclaim_from_the_dead(queue)
         now = self.clock()
-        token = uuid.uuid4().hex
+        token = os.urandom(16).hex()
         with self._write(f"receive from {queue!r}") as db:
             rows = db.execute(
                 f"SELECT {_COLUMNS} FROM sqjobs_messages WHERE queue = ? AND visible_at <= ?"
