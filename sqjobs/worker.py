@@ -287,7 +287,12 @@ class Worker:
         return capacity
 
     def _wanted(self, now: float) -> int:
-        """How many messages to receive now (0: none): a thread is free, or there is room for a receive."""
+        """How many messages to receive now (0: none): a thread is free, or there is room for a whole receive.
+
+        With its threads busy, a worker waits until what it holds ahead of
+        them ran down far enough for a full receive: fewer, fuller receives
+        cost the broker (and the CPU) less per message.
+        """
         if self.stopping or self.pipeline.has_suspect:
             return 0  # a suspect runs once the messages held with it ran: none are added meanwhile
         capacity = self._capacity()
@@ -296,7 +301,7 @@ class Worker:
         if room <= 0:
             return 0
         if held and (now < self._next_receive_at or
-                     (held >= self.threads and room < min(self.prefetch, max(1, capacity // 2)))):
+                     (held >= self.threads and room < max(1, min(self.prefetch, capacity - self.threads)))):
             return 0
         return min(room, self.prefetch)
 

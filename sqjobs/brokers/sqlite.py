@@ -70,6 +70,8 @@ CREATE INDEX IF NOT EXISTS sqjobs_messages_ready ON sqjobs_messages (queue, visi
 
 #: Seconds a connection waits for another process's write before giving up.
 BUSY_TIMEOUT_S = 60.0
+#: Pauses between tries to take the write lock while another process holds it (the last one repeats).
+LOCK_WAIT_STEPS_S = (0.0, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005)
 
 #: The columns a message is read from. Text columns are read as bytes, so that a row holding
 #: bytes that are not UTF-8 can be reported rather than stop the whole receive.
@@ -101,7 +103,7 @@ def _lenient_text(raw: object) -> str:
 
 def _read_attributes(raw: object) -> tuple[dict[str, str], str | None]:
     """The attributes column as a dict of strings, or ``({}, why)`` when it is not a JSON object."""
-    if raw == "{}":
+    if raw == b"{}" or raw == "{}":
         return {}, None  # most messages carry none
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
@@ -122,6 +124,36 @@ def _read_body(raw: object) -> tuple[str, str | None]:
     except UnicodeDecodeError as exc:
         return "", (f"its body is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start} of "
                     f"{len(raw)})")
+
+
+def _begin_immediate(conn: sqlite3.Connection) -> None:
+    """``BEGIN IMMEDIATE``, waiting for another process's write transaction in short steps.
+
+    SQLite's own busy handler sleeps 1 ms, then 2, 5, 10 ms...; another
+    worker's claim or delete holds the lock for about 0.1 ms, so two busy
+    workers would lose most of that sleep on every collision. The handler is
+    off only for this statement; every other keeps the busy timeout.
+    """
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        waited = 0
+        deadline = 0.0
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if getattr(exc, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_BUSY:
+                    raise
+                now = time.monotonic()
+                if not deadline:
+                    deadline = now + BUSY_TIMEOUT_S
+                elif now >= deadline:
+                    raise
+            time.sleep(LOCK_WAIT_STEPS_S[min(waited, len(LOCK_WAIT_STEPS_S) - 1)])
+            waited += 1
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
 
 
 def _switch_to_wal(conn: sqlite3.Connection) -> None:
@@ -228,7 +260,7 @@ class SQLiteBroker(Broker):
         """
         with self._errors(what):
             conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
+            _begin_immediate(conn)
             try:
                 yield conn
                 conn.execute("COMMIT")
