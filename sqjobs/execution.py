@@ -8,6 +8,7 @@ module only says what happened.
 from __future__ import annotations
 
 import enum
+import inspect
 import logging
 import random
 import time
@@ -87,17 +88,24 @@ def call_hook(job: Job, hook: str, *args: Any) -> None:
         logger.exception("job %s %s: %s hook raised", job.id, job.name, hook)
 
 
+def _call(function: Any, args: list[Any], kwargs: dict[str, Any], limit: TimeLimit) -> Any:
+    """Call ``function``; if it returns an awaitable, await it within what is left of ``limit``."""
+    value = function(*args, **kwargs)
+    if value is not None and inspect.isawaitable(value):
+        value = awaiting.run_awaitable(value, limit.remaining_s(), limit.message)
+    return value
+
+
 def _attempt(job: Job, message: JobMessage, limit: TimeLimit) -> Any:
     """set_up, run and tear_down (each awaited if it returns an awaitable); return run's value."""
     args, kwargs = message.args, message.kwargs
-    what = limit.message
     if overrides(job, "set_up"):
-        awaiting.call(job.set_up, *args, timeout_s=limit.remaining_s(), message=what, **kwargs)
+        _call(job.set_up, args, kwargs, limit)
     try:
-        return awaiting.call(job.run, *args, timeout_s=limit.remaining_s(), message=what, **kwargs)
+        return _call(job.run, args, kwargs, limit)
     finally:
         if overrides(job, "tear_down"):
-            awaiting.call(job.tear_down, *args, timeout_s=limit.remaining_s(), message=what, **kwargs)
+            _call(job.tear_down, args, kwargs, limit)
 
 
 def new_job(job_class: type[Job], message: JobMessage, queue: str, attempt: int, last_attempt: bool = False) -> Job:
@@ -120,9 +128,12 @@ def run_attempt(job_class: type[Job], message: JobMessage, queue: str, attempt: 
     and ``KeyboardInterrupt`` included. ``on_success`` follows success; after
     a failure ``on_retry`` if attempts are left, else ``on_failure``.
     """
-    with logs.running(message.id):
+    token = logs.current_job.set(message.id)
+    try:
         return _run_attempt(job or new_job(job_class, message, queue, attempt, last_attempt), job_class, message,
                             last_attempt)
+    finally:
+        logs.current_job.reset(token)
 
 
 def _run_attempt(job: Job, job_class: type[Job], message: JobMessage, last_attempt: bool) -> AttemptResult:

@@ -374,9 +374,15 @@ class MessageRunner:
         stops the worker in the second case). A row the database refuses
         raises _RowRefused with the settlement that replaces it.
         """
+        try:
+            return action()  # the common case: it worked at the first try
+        except StatusStoreError as exc:
+            first_error = exc
         what = f"job {decoded.id} {decoded.name} on {message.queue}"
         try:
-            return retry_while_unavailable(action, what, self.stop)
+            if isinstance(first_error, (StatusStorePermanentError, StatusRowError)):
+                raise first_error  # no retry fixes it
+            return retry_while_unavailable(action, what, self.stop)  # tries again at once, then with backoff
         except StatusStorePermanentError as exc:
             logger.error("%s: status not recorded; message handed back: %s", what, exc)
             raise _NotRecorded(str(exc)) from None
