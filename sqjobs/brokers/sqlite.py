@@ -434,7 +434,11 @@ class SQLiteBroker(Broker):
         self.ensure_queue(queue)
         deadline = time.monotonic() + wait_s
         count = max(1, min(max_messages, defaults.MAX_BATCH))
-        while True:
+        claimed = self._claim(queue, count, visibility_timeout_s)  # a busy queue: no watching needed
+        while not claimed:
+            if time.monotonic() >= deadline or self.wakeup.is_set():
+                return claimed
+            # Read the file's version before claiming again: a commit after this claim wakes the wait.
             version = self._data_version()
             claimed = self._claim(queue, count, visibility_timeout_s)
             if claimed or time.monotonic() >= deadline or self.wakeup.is_set():
@@ -448,6 +452,7 @@ class SQLiteBroker(Broker):
                     return []
                 if self._data_version() != version:
                     break
+        return claimed
 
     @staticmethod
     def _row_id(receipt: str) -> int:
