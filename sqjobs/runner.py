@@ -43,7 +43,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from . import defaults
 from .brokers.base import ReceivedMessage, cut_reason
@@ -59,7 +59,7 @@ from .errors import (
 )
 from .execution import AttemptResult, Outcome, backoff_delay, call_hook, new_job, run_attempt
 from .message import JobMessage, decode
-from .middleware import MiddlewareChain
+from .middleware import Middleware, MiddlewareChain
 from .settings import default
 from .status import Status, retry_while_unavailable
 
@@ -145,6 +145,18 @@ def _direct(action: Callable[[], T]) -> T:
     return action()
 
 
+def _call_guarded(guard: Guard, item: Middleware, hook: str, *args: Any) -> None:
+    """``item.hook(*args)`` as the chain calls it; after a status-database error, again through ``guard``.
+
+    ``guard`` retries while the database is unavailable; the first try goes
+    without it, as nearly every call works at once.
+    """
+    try:
+        MiddlewareChain.call(item, hook, *args)
+    except StatusStoreError:
+        guard(lambda: MiddlewareChain.call(item, hook, *args))
+
+
 def attempt_with_middleware(app: App, job_class: type[Job], message: JobMessage, queue: str, attempt_no: int,
                             last_attempt: bool, guard: Guard = _direct,
                             on_start: Callable[[JobMessage, type[Job]], None] | None = None) -> AttemptResult:
@@ -159,7 +171,7 @@ def attempt_with_middleware(app: App, job_class: type[Job], message: JobMessage,
     before, after = app.middleware.around(job_class)
     for item in before:
         try:
-            guard(lambda item=item: MiddlewareChain.call(item, "before_run", job, message))  # type: ignore[misc]
+            _call_guarded(guard, item, "before_run", job, message)
         except SkipMessage as exc:
             return AttemptResult(Outcome.SKIPPED, job, reason=exc.reason)
         except RejectMessage as exc:
@@ -168,8 +180,7 @@ def attempt_with_middleware(app: App, job_class: type[Job], message: JobMessage,
         on_start(message, job_class)
     attempt = run_attempt(job_class, message, queue, attempt_no, last_attempt, job=job)
     for item in after:
-        guard(lambda item=item: MiddlewareChain.call(  # type: ignore[misc]
-            item, "after_run", job, message, attempt.result, attempt.error))
+        _call_guarded(guard, item, "after_run", job, message, attempt.result, attempt.error)
     return attempt
 
 
@@ -310,7 +321,7 @@ class MessageRunner:
             call_hook(job, "on_failure" if last_attempt else "on_retry", error)
         guard = self._guard_for(message, decoded)
         for item in self.app.middleware.around(job_class)[1]:
-            guard(lambda item=item: MiddlewareChain.call(item, "after_run", job, decoded, None, error))  # type: ignore[misc]
+            _call_guarded(guard, item, "after_run", job, decoded, None, error)
         attempt = AttemptResult(Outcome.FAILURE, job, error=error)
         return self._settle_attempt(message, decoded, attempt, attempt_no, last_attempt)
 
@@ -374,15 +385,9 @@ class MessageRunner:
         stops the worker in the second case). A row the database refuses
         raises _RowRefused with the settlement that replaces it.
         """
-        try:
-            return action()  # the common case: it worked at the first try
-        except StatusStoreError as exc:
-            first_error = exc
         what = f"job {decoded.id} {decoded.name} on {message.queue}"
         try:
-            if isinstance(first_error, (StatusStorePermanentError, StatusRowError)):
-                raise first_error  # no retry fixes it
-            return retry_while_unavailable(action, what, self.stop)  # tries again at once, then with backoff
+            return retry_while_unavailable(action, what, self.stop)
         except StatusStorePermanentError as exc:
             logger.error("%s: status not recorded; message handed back: %s", what, exc)
             raise _NotRecorded(str(exc)) from None
