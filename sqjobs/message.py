@@ -277,7 +277,11 @@ def _plainly_strict(text: str) -> bool:
     is left to check is lone surrogates (they need an escape, or a
     surrogate in the text) and depth (it needs that many brackets).
     """
-    return text.count("[") + text.count("{") < MAX_JSON_DEPTH and _MAY_HOLD_SURROGATE.search(text) is None
+    if text.count("[") + text.count("{") >= MAX_JSON_DEPTH:
+        return False
+    if text.isascii():  # a surrogate needs an escape then
+        return "\\u" not in text
+    return _MAY_HOLD_SURROGATE.search(text) is None
 
 
 #: One decoder for every message (``json.loads`` with hooks would build one per call).

@@ -35,6 +35,7 @@ LOCK_WAIT_S = 1.0
 QUEUED, STARTED, FINISHED, WITHDRAWN = 1, 2, 3, 4
 
 _ENTRY = struct.Struct("qqqq")  # token, state, started (ns, monotonic), deadline (ns, monotonic; 0: none)
+_ENTRY_SIZE, _unpack_from, _pack_into = _ENTRY.size, _ENTRY.unpack_from, _ENTRY.pack_into
 
 
 class Entry(NamedTuple):
@@ -53,14 +54,11 @@ class TokenTable:
         self._map = mmap.mmap(-1, size * _ENTRY.size)
         self._lock = multiprocessing.Lock()
 
-    def _offset(self, token: int) -> int:
-        return (token % self.size) * _ENTRY.size
-
     def _read(self, token: int) -> tuple[int, int, int, int]:
-        return _ENTRY.unpack_from(self._map, self._offset(token))
+        return _unpack_from(self._map, (token % self.size) * _ENTRY_SIZE)
 
     def _write(self, token: int, state: int, started_ns: int = 0, deadline_ns: int = 0) -> None:
-        _ENTRY.pack_into(self._map, self._offset(token), token, state, started_ns, deadline_ns)
+        _pack_into(self._map, (token % self.size) * _ENTRY_SIZE, token, state, started_ns, deadline_ns)
 
     # -- the worker ----------------------------------------------------------------------
 
@@ -104,8 +102,10 @@ class TokenTable:
 
     def set_deadline(self, token: int, timeout_s: float | None) -> None:
         """Record the started job's deadline: its ``timeout`` from now (None: no deadline)."""
+        if not timeout_s:
+            return
         stored, state, started_ns, _ = self._read(token)
-        if stored == token and state == STARTED and timeout_s:
+        if stored == token and state == STARTED:
             self._write(token, STARTED, started_ns, time.monotonic_ns() + int(timeout_s * 1e9))
 
     def finish(self, token: int) -> None:
