@@ -45,7 +45,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-from . import defaults
+from . import defaults, logs
 from .brokers.base import ReceivedMessage, cut_reason
 from .errors import (
     JobCrashedError,
@@ -335,7 +335,7 @@ class MessageRunner:
             logger.error("job %s %s on %s: refused unrun: %s", decoded.id, decoded.name, message.queue, attempt.reason)
             return Settlement(Action.DEAD_LETTER, reason=cut_reason(attempt.reason), job_id=decoded.id)
         if attempt.outcome is Outcome.SUCCESS:
-            logger.info("%s succeeded in %.3f s", where, attempt.duration_s)
+            logs.info_line(logger, f"{where} succeeded in {attempt.duration_s:.3f} s")
             return Settlement(Action.DELETE, job_id=decoded.id, ran=True, duration_s=attempt.duration_s)
         error = _error_text(attempt.error)
         if last_attempt:

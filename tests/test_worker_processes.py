@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -183,7 +184,9 @@ def test_worker_logs_one_info_line_per_attempt_and_the_job_id_on_the_lines_a_job
     worker = start_worker(config, ["default"], "--burst")
     assert worker.wait(30) == 0
     log = worker_log(worker)
-    assert f"job {handle.id} record on default: attempt 1 succeeded in" in log
+    [done] = [line for line in log.splitlines() if f"job {handle.id} record on default: attempt 1 succeeded" in line]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO sqjobs\.runner\[\d+\]: job \w+ record on default: "
+                        r"attempt 1 succeeded in \d+\.\d{3} s", done), done
     assert "started" not in log, "the started line is DEBUG"
     [line] = [line for line in log.splitlines() if "chatty says hello" in line]
     assert " WARNING tests.chatty[" in line and f"] job {chatty.id}: chatty says hello" in line
