@@ -244,11 +244,25 @@ class Worker:
     # -- receiving ---------------------------------------------------------------------
 
     def receive(self, wait_s: float, max_messages: int | None = None) -> list[ReceivedMessage]:
-        """Receive from the first queue (in priority order) that has messages; wait on the last."""
+        """Receive from the first queue (in priority order) that has messages; wait on the last.
+
+        Where the broker deletes while it receives, the first receive also
+        deletes the messages whose jobs succeeded since the last one (one
+        write instead of two; if it fails, neither happened and they stay
+        held).
+        """
         count = max_messages or self.prefetch
+        carried = self._succeeded if self.broker.deletes_while_receiving else []
         for index, queue in enumerate(self.queues):
             last = index == len(self.queues) - 1
-            messages = self.broker.receive(queue, count, wait_s if last else 0, self.visibility_timeout_s)
+            wait = wait_s if last else 0
+            if carried:
+                messages = self.broker.delete_then_receive([m.receipt for m in carried], queue, count, wait,
+                                                           self.visibility_timeout_s)
+                self._deleted(carried)
+                carried = []
+            else:
+                messages = self.broker.receive(queue, count, wait, self.visibility_timeout_s)
             if messages:
                 return messages
             if self.stopping:
@@ -559,7 +573,8 @@ class Worker:
             if not self._succeeded:
                 self._first_succeeded_at = time.monotonic()
             self._succeeded.append(message)
-            if len(self._succeeded) >= defaults.MAX_BATCH:
+            # Deleted ten at a time; where the next receive deletes them, by it (unless twice as many wait).
+            if len(self._succeeded) >= defaults.MAX_BATCH * (2 if self.broker.deletes_while_receiving else 1):
                 self._flush_deletes()
         elif action is Action.POSTPONE:
             self._settle(message, lambda: self.broker.postpone(message.queue, message.receipt, settlement.delay_s))
@@ -604,10 +619,19 @@ class Worker:
             self.held.release_all(messages)
         if kept:
             self._succeeded = kept + self._succeeded
-        elif self.delete_outage.ongoing:
+        else:
+            self._deletes_worked(len(succeeded))
+
+    def _deleted(self, messages: list[ReceivedMessage]) -> None:
+        """``messages``, the first of the succeeded ones, were deleted (by a receive): stop holding them."""
+        self._succeeded = self._succeeded[len(messages):]
+        self.held.release_all(messages)
+        self._deletes_worked(len(messages))
+
+    def _deletes_worked(self, count: int) -> None:
+        if self.delete_outage.ongoing:
             logger.info("deleted %d finished message(s) held since their delete failed (%d failed %s)",
-                        len(succeeded), self.delete_outage.failures,
-                        "try" if self.delete_outage.failures == 1 else "tries")
+                        count, self.delete_outage.failures, "try" if self.delete_outage.failures == 1 else "tries")
             self.delete_outage.recovered()
 
     def _dead_letter(self, message: ReceivedMessage, settlement: Settlement) -> None:
@@ -688,8 +712,9 @@ class Worker:
         if hold_back and not self.stopping:
             self._hold_back(now)
         self._check_deadlines()
-        if self._succeeded and (not self.pipeline.handed or now - self._first_succeeded_at >= DELETE_DELAY_S):
-            self._flush_deletes()
+        if self._succeeded and (now - self._first_succeeded_at >= DELETE_DELAY_S or
+                                (not self.pipeline.handed and not self.broker.deletes_while_receiving)):
+            self._flush_deletes()  # else the loop's next receive deletes them
         return settled
 
     def run_once(self, wait_s: float = 0) -> int:
@@ -744,12 +769,12 @@ class Worker:
                 self._give_back_unstarted()
                 if not self.pipeline:
                     return
-            if self._succeeded and not self.pipeline.handed:
-                self._flush_deletes()  # finished messages whose delete failed: tried again after its pause
+            wanted = self._wanted(now)
+            if self._succeeded and not self.pipeline.handed and not (wanted and self.broker.deletes_while_receiving):
+                self._flush_deletes()  # no receive deletes them now (or their delete failed: tried after its pause)
             if not self.pipeline and self.broker_outage.ongoing and now < self._next_receive_at:
                 self._stopping.wait(self._next_receive_at - now)  # the pause the outage's last line announced
                 continue
-            wanted = self._wanted(now)
             if wanted:
                 idle = not self.pipeline
                 try:

@@ -13,6 +13,7 @@ import pytest
 
 import sqjobs
 from sqjobs.brokers.base import REASON_ATTRIBUTE
+from sqjobs.brokers.memory import MemoryBroker
 from sqjobs.brokers.sqlite import SQLiteBroker
 from sqjobs.errors import BrokerError, MalformedMessageError
 from sqjobs.message import UNDECODABLE_PREFIX, JobMessage, decode, encode
@@ -52,6 +53,23 @@ def test_many_processes_opening_a_new_file_at_once_share_it_without_lock_errors(
     assert len(bodies) == len(set(bodies)), "no message was claimed twice"
     leftover = SQLiteBroker(str(path)).stats("q")
     assert len(bodies) + leftover.visible == 8 * 40
+
+
+def test_a_receive_deletes_the_finished_messages_it_is_handed_in_its_own_transaction(tmp_path: Path) -> None:
+    broker = SQLiteBroker(str(tmp_path / "queue.db"))
+    assert broker.deletes_while_receiving
+    for i in range(4):
+        broker.send("q", f"m{i}")
+    broker.send("other", "o0")
+    first = broker.receive("q", 2, 0, 60) + broker.receive("other", 1, 0, 60)
+    got = broker.delete_then_receive([m.receipt for m in first], "q", 10, 0, 60)
+    assert sorted(m.body for m in got) == ["m2", "m3"]
+    assert (broker.stats("q").visible, broker.stats("q").in_flight) == (0, 2), "the first two are gone"
+    assert broker.stats("other").in_flight == 0, "a receipt of another queue is deleted too"
+    # Nothing left to claim: the deletes still happen.
+    assert broker.delete_then_receive([m.receipt for m in got], "q", 10, 0, 60) == []
+    assert broker.stats("q").in_flight == 0
+    assert not MemoryBroker().deletes_while_receiving
 
 
 def test_a_stale_receipt_cannot_delete_a_message_someone_else_now_holds(tmp_path: Path) -> None:

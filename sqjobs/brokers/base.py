@@ -170,6 +170,8 @@ class Broker(abc.ABC):
     max_carried_attributes: int | None = None
     #: FIFO message group of a copy whose original had none.
     dead_letter_group: str = "dead"
+    #: True when :meth:`delete_then_receive` deletes and claims in one step (both happen, or neither).
+    deletes_while_receiving: bool = False
     #: True when :meth:`_move` changes the stored message in place (no copy, its receive count set).
     moves_in_place: bool = False
 
@@ -216,6 +218,22 @@ class Broker(abc.ABC):
         Waits up to ``wait_s`` for the first one; returns ``[]`` if none came
         (or :meth:`interrupt` was called).
         """
+
+    def delete_then_receive(
+        self,
+        deletes: Sequence[str],
+        queue: str,
+        max_messages: int = 1,
+        wait_s: float = 0,
+        visibility_timeout_s: float = defaults.VISIBILITY_TIMEOUT_S,
+    ) -> list[ReceivedMessage]:
+        """Delete the received messages of receipts ``deletes`` (of any queue), then :meth:`receive`, in one step.
+
+        Only where :attr:`deletes_while_receiving` says so: the deletes and
+        the claim commit together, or (an error raised) neither happened. A
+        worker hands in the messages that finished since its last receive.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot delete while it receives")
 
     @abc.abstractmethod
     def delete(self, queue: str, receipt: str) -> None:

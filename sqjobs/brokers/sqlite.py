@@ -180,6 +180,7 @@ class SQLiteBroker(Broker):
 
     scheme = "sqlite"
     moves_in_place = True
+    deletes_while_receiving = True
     #: Holds any delay sqjobs accepts (a timestamp in the row): no database hand-over.
     max_delay_s = defaults.MAX_LATER_S
 
@@ -381,19 +382,26 @@ class SQLiteBroker(Broker):
             freed += count
         return freed
 
-    def _claim(self, queue: str, max_messages: int, visibility_timeout_s: float) -> list[ReceivedMessage]:
+    def _claim(self, queue: str, max_messages: int, visibility_timeout_s: float,
+               deletes: Sequence[str] = ()) -> list[ReceivedMessage]:
         """Claim up to ``max_messages`` visible messages in one short write transaction (two statements).
 
-        Each claim has a fresh token; a message's receipt is its row id and
-        the token, so a receipt is never reused. The rows are turned into
-        messages after the transaction, so the write lock is held briefly.
+        The messages of receipts ``deletes`` are deleted in the same
+        transaction, first. Each claim has a fresh token; a message's receipt
+        is its row id and the token, so a receipt is never reused. The rows
+        are turned into messages after the transaction, so the write lock is
+        held briefly.
         """
         if time.monotonic() - self._reclaimed_at >= RECLAIM_INTERVAL_S:
             self._reclaimed_at = time.monotonic()
             self.reclaim_from_the_dead(queue)
         now = self.clock()
         token = os.urandom(16).hex()
-        with self._write(f"receive from {queue!r}") as db:
+        what = f"delete {len(deletes)} message(s) and receive from {queue!r}" if deletes else f"receive from {queue!r}"
+        with self._write(what) as db:
+            if deletes:
+                db.executemany("DELETE FROM sqjobs_messages WHERE id = ? AND receipt = ?",
+                               [(self._row_id(r), r) for r in deletes])
             rows = db.execute(
                 f"SELECT {_COLUMNS} FROM sqjobs_messages WHERE queue = ? AND visible_at <= ?"
                 " ORDER BY visible_at, id LIMIT ?",
@@ -431,10 +439,19 @@ class SQLiteBroker(Broker):
         soon as something changed, or when a hidden message's time comes: a
         message sent to an idle worker starts within milliseconds.
         """
+        return self._receive(queue, max_messages, wait_s, visibility_timeout_s, ())
+
+    def delete_then_receive(self, deletes: Sequence[str], queue: str, max_messages: int = 1, wait_s: float = 0,
+                            visibility_timeout_s: float = defaults.VISIBILITY_TIMEOUT_S) -> list[ReceivedMessage]:
+        """Delete ``deletes`` in the transaction of the first claim (see :meth:`receive`): one write, not two."""
+        return self._receive(queue, max_messages, wait_s, visibility_timeout_s, deletes)
+
+    def _receive(self, queue: str, max_messages: int, wait_s: float, visibility_timeout_s: float,
+                 deletes: Sequence[str]) -> list[ReceivedMessage]:
         self.ensure_queue(queue)
         deadline = time.monotonic() + wait_s
         count = max(1, min(max_messages, defaults.MAX_BATCH))
-        claimed = self._claim(queue, count, visibility_timeout_s)  # a busy queue: no watching needed
+        claimed = self._claim(queue, count, visibility_timeout_s, deletes)  # a busy queue: no watching needed
         while not claimed:
             if time.monotonic() >= deadline or self.wakeup.is_set():
                 return claimed
