@@ -234,7 +234,9 @@ class _Host:
     def serve_alone(self) -> None:
         """Concurrency 1: the main thread reads what comes and runs it, one job after the other."""
         while True:
-            if not self._read(block=not self.pending):
+            # What the worker sent is read once everything read before ran (a withdrawal needs no reading:
+            # it is in the token table); so a busy job process makes no read per job.
+            if not self.pending and not self._read(block=True):
                 return
             if not self.pending:
                 continue

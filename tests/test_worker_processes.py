@@ -33,8 +33,10 @@ def setup(tmp_path: Path) -> tuple[Path, SQLiteBroker, Path]:
 
 def test_a_thousand_jobs_through_two_workers_each_run_exactly_once(setup: tuple) -> None:
     config, broker, record = setup
-    send_many(broker, jobs.record_job.job_class, (((str(record), f"t{i}"), {}) for i in range(1000)))
     workers = [start_worker(config, ["default"]) for _ in range(2)]
+    # Both consume before the jobs come: a worker that starts late on a busy machine could find them all run.
+    wait_until(lambda: all(" consuming default" in worker_log(w) for w in workers), what="both workers to start")
+    send_many(broker, jobs.record_job.job_class, (((str(record), f"t{i}"), {}) for i in range(1000)))
     try:
         wait_until(lambda: len(read_lines(record)) >= 1000, timeout_s=120, what="1,000 jobs to run")
         wait_until(lambda: broker.stats("default").in_flight == 0, what="the last deletes")
