@@ -28,7 +28,7 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from .. import defaults
 from ..backoff import Backoff
@@ -46,6 +46,8 @@ from .base import (
 )
 
 logger = logging.getLogger("sqjobs.brokers.sqlite")
+
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sqjobs_queues (
@@ -126,34 +128,30 @@ def _read_body(raw: object) -> tuple[str, str | None]:
                     f"{len(raw)})")
 
 
-def _begin_immediate(conn: sqlite3.Connection) -> None:
-    """``BEGIN IMMEDIATE``, waiting for another process's write transaction in short steps.
+def when_free(statement: Callable[[], T]) -> T:
+    """Run ``statement``; while another process holds the file locked, try again in short steps.
 
-    SQLite's own busy handler sleeps 1 ms, then 2, 5, 10 ms...; another
-    worker's claim or delete holds the lock for about 0.1 ms, so two busy
-    workers would lose most of that sleep on every collision. The handler is
-    off only for this statement; every other keeps the busy timeout.
+    The broker's connections have no SQLite busy handler: it sleeps 1 ms,
+    then 2, 5, 10 ms..., while another worker's claim or delete holds the
+    write lock for about 0.1 ms, so two busy workers would lose most of that
+    sleep on every collision. Gives up (raises SQLite's "database is
+    locked") after BUSY_TIMEOUT_S.
     """
-    conn.execute("PRAGMA busy_timeout = 0")
-    try:
-        waited = 0
-        deadline = 0.0
-        while True:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                if getattr(exc, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_BUSY:
-                    raise
-                now = time.monotonic()
-                if not deadline:
-                    deadline = now + BUSY_TIMEOUT_S
-                elif now >= deadline:
-                    raise
-            time.sleep(LOCK_WAIT_STEPS_S[min(waited, len(LOCK_WAIT_STEPS_S) - 1)])
-            waited += 1
-    finally:
-        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+    waited = 0
+    deadline = 0.0
+    while True:
+        try:
+            return statement()
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_BUSY:
+                raise
+            now = time.monotonic()
+            if not deadline:
+                deadline = now + BUSY_TIMEOUT_S
+            elif now >= deadline:
+                raise
+        time.sleep(LOCK_WAIT_STEPS_S[min(waited, len(LOCK_WAIT_STEPS_S) - 1)])
+        waited += 1
 
 
 def _switch_to_wal(conn: sqlite3.Connection) -> None:
@@ -200,7 +198,8 @@ class SQLiteBroker(Broker):
                    else exc.strerror or str(exc))
             raise BrokerError(f"embedded broker {path}: cannot create its directory {directory}: {why}") from None
         with self._errors("create its tables"):
-            self._connection().executescript(_SCHEMA)
+            conn = self._connection()
+            when_free(lambda: conn.executescript(_SCHEMA))  # each statement is IF NOT EXISTS: safe to repeat
         self._add_claimer_column()
         #: When this broker last looked for messages held by processes that are gone.
         self._reclaimed_at = 0.0
@@ -223,11 +222,17 @@ class SQLiteBroker(Broker):
                                        check_same_thread=False)
                 _switch_to_wal(conn)
                 conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA busy_timeout = 0")  # waits are made by when_free, in short steps
             except sqlite3.Error as exc:
                 raise self._error(exc, "open it") from exc
             self._local.conn = conn
             self._local.pid = os.getpid()
         return conn
+
+    def _read(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[Any]:
+        """The rows of a read outside a write transaction (waiting, as writes do, while the file is busy)."""
+        conn = self._connection()
+        return when_free(lambda: conn.execute(sql, parameters).fetchall())
 
     def _error(self, exc: sqlite3.Error, what: str) -> BrokerError:
         """Return the one-line BrokerError for an SQLite error met while trying to ``what``."""
@@ -261,7 +266,7 @@ class SQLiteBroker(Broker):
         """
         with self._errors(what):
             conn = self._connection()
-            _begin_immediate(conn)
+            when_free(lambda: conn.execute("BEGIN IMMEDIATE"))
             try:
                 yield conn
                 conn.execute("COMMIT")
@@ -348,7 +353,7 @@ class SQLiteBroker(Broker):
     def _add_claimer_column(self) -> None:
         """Give a queue file made by an older sqjobs the ``claimed_by`` column."""
         with self._errors("read its columns"):
-            columns = {row[1] for row in self._connection().execute("PRAGMA table_info(sqjobs_messages)")}
+            columns = {row[1] for row in self._read("PRAGMA table_info(sqjobs_messages)")}
         if "claimed_by" in columns:
             return
         try:
@@ -366,9 +371,9 @@ class SQLiteBroker(Broker):
         """
         now = self.clock()
         with self._errors(f"look for messages of workers gone on {queue!r}"):
-            rows = self._connection().execute(
+            rows = self._read(
                 "SELECT DISTINCT claimed_by FROM sqjobs_messages WHERE queue = ? AND receipt IS NOT NULL"
-                " AND visible_at > ? AND claimed_by IS NOT NULL", (queue, now)).fetchall()
+                " AND visible_at > ? AND claimed_by IS NOT NULL", (queue, now))
         freed = 0
         for (claimer,) in rows:
             if not claimers.is_gone(claimer):
@@ -420,15 +425,14 @@ class SQLiteBroker(Broker):
         """Seconds until the next hidden message of ``queue`` becomes visible (None: none is hidden)."""
         now = self.clock()
         with self._errors(f"look into {queue!r}"):
-            (soonest,) = self._connection().execute(
-                "SELECT MIN(visible_at) FROM sqjobs_messages WHERE queue = ? AND visible_at > ?",
-                (queue, now)).fetchone()
+            [(soonest,)] = self._read(
+                "SELECT MIN(visible_at) FROM sqjobs_messages WHERE queue = ? AND visible_at > ?", (queue, now))
         return None if soonest is None else max(float(soonest) - now, 0.0)
 
     def _data_version(self) -> int:
         """A number that changes when another connection commits to the file (``PRAGMA data_version``)."""
         with self._errors("watch it"):
-            return int(self._connection().execute("PRAGMA data_version").fetchone()[0])
+            return int(self._read("PRAGMA data_version")[0][0])
 
     def receive(self, queue: str, max_messages: int = 1, wait_s: float = 0,
                 visibility_timeout_s: float = defaults.VISIBILITY_TIMEOUT_S) -> list[ReceivedMessage]:
@@ -531,9 +535,7 @@ class SQLiteBroker(Broker):
 
     def _count(self, queue: str, condition: str, now: float) -> int:
         with self._errors(f"count the messages of {queue!r}"):
-            row = self._connection().execute(
-                f"SELECT COUNT(*) FROM sqjobs_messages WHERE queue = ? AND {condition}", (queue, now)
-            ).fetchone()
+            [row] = self._read(f"SELECT COUNT(*) FROM sqjobs_messages WHERE queue = ? AND {condition}", (queue, now))
         return int(row[0])
 
     def stats(self, queue: str) -> QueueStats:
@@ -552,14 +554,12 @@ class SQLiteBroker(Broker):
 
     def queues(self) -> list[str]:
         with self._errors("list the queues"):
-            rows = self._connection().execute("SELECT name FROM sqjobs_queues ORDER BY name").fetchall()
+            rows = self._read("SELECT name FROM sqjobs_queues ORDER BY name")
         return [name for (name,) in rows if not is_dead_letter_name(name)]
 
     def peek(self, queue: str, max_messages: int = 10) -> list[ReceivedMessage]:
         with self._errors(f"read the messages of {queue!r}"):
-            rows = self._connection().execute(
-                f"SELECT {_COLUMNS} FROM sqjobs_messages WHERE queue = ? AND visible_at <= ?"
-                " ORDER BY visible_at, id LIMIT ?",
-                (queue, self.clock(), max_messages),
-            ).fetchall()
+            rows = self._read(
+                f"SELECT {_COLUMNS} FROM sqjobs_messages WHERE queue = ? AND visible_at <= ? ORDER BY visible_at, id"
+                " LIMIT ?", (queue, self.clock(), max_messages))
         return [self._message(queue, row, "") for row in rows]
