@@ -215,6 +215,25 @@ def test_stop_hands_back_prefetched_messages_at_once(broker: MemoryBroker) -> No
     assert [m.receive_count for m in broker.receive("steps", 10)] == [1, 1, 1, 1]  # no attempt spent
 
 
+def test_a_worker_holds_two_receives_ahead_once_its_jobs_prove_quick_and_fewer_when_they_are_slow(
+        broker: MemoryBroker) -> None:
+    for value in range(3):
+        send(broker, ok_job.job_class, (value,))
+    worker = Worker(broker, ["steps"], wait_s=0, prefetch=10, isolation="process", hold_s=1.0)
+    try:
+        assert worker._capacity() == 1 + 10, "one receive ahead while no job duration is known"
+        assert worker.run_once() == 3
+        assert worker._capacity() == 1 + 2 * 10, "quick jobs: the next receive waits while one runs down"
+        worker._average_s = 0.25  # the running average of job durations: 4 start within hold_s
+        assert worker._capacity() == 1 + 4
+    finally:
+        worker.close()
+    inline = make_worker(broker, prefetch=10)
+    send(broker, ok_job.job_class, (3,))
+    assert inline.run_once() == 1
+    assert inline._capacity() == 1 + 10, "without a job process, nothing runs while the worker receives"
+
+
 def test_max_jobs_stops_the_worker(broker: MemoryBroker) -> None:
     for value in range(5):
         send(broker, ok_job.job_class, (value,))

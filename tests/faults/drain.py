@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psutil
 
-from sqjobs import defaults
+from sqjobs.worker import CARRIED_DELETES_MAX, RECEIVES_AHEAD
 from tests.support import read_lines
 
 
@@ -21,12 +21,14 @@ def runs(record: Path) -> Counter:
 def most_held_and_run(threads: int, prefetch: int) -> int:
     """The most messages a killed worker can have run without deleting them: its duplicates per kill.
 
-    It hands over up to ``threads + prefetch`` messages to its job process
-    (those running, and a receive ahead whose jobs may have finished before
-    their answers came back), and deletes finished ones ten at a time
-    (``defaults.MAX_BATCH``): a kill -9 can catch all of them run and none deleted.
+    It hands over up to ``threads + RECEIVES_AHEAD * prefetch`` messages to
+    its job process (those running, and the receives ahead whose jobs may
+    have finished before their answers came back), and deletes finished ones
+    in batches (on the embedded broker up to ``CARRIED_DELETES_MAX`` wait for
+    the next receive to delete them): a kill -9 can catch all of them run
+    and none deleted.
     """
-    return threads + prefetch + defaults.MAX_BATCH
+    return threads + RECEIVES_AHEAD * prefetch + CARRIED_DELETES_MAX
 
 
 def kill_9_tree(process: subprocess.Popen) -> None:

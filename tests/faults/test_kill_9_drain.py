@@ -25,7 +25,8 @@ from sqjobs.brokers.sqs import SQSBroker
 from tests import jobs_for_tests as jobs
 from tests.faults.drain import kill_9_tree, most_held_and_run, runs
 from tests.sqs_server import MotoServer
-from tests.support import TESTS_DIR, send_many, sqlite_config, start_worker, stop_process, wait_until, write_config
+from tests.support import (TESTS_DIR, send_many, sqlite_config, start_worker, stop_process, wait_until, worker_log,
+                           write_config)
 
 pytestmark = pytest.mark.faults
 
@@ -93,6 +94,9 @@ def _drain_with_kills(config: Path, broker: Broker, record: Path, processes: lis
         return (stats.visible, stats.in_flight, stats.delayed) == (0, 0, 0)
 
     wait_until(drained, timeout_s=60, what="the queue to drain")
+    # The last kill may come after the last job ran: then the queue is empty before the new worker is up,
+    # and a SIGTERM while it still imports would end it before it could take it gracefully.
+    wait_until(lambda: " consuming default" in worker_log(worker), what="the last worker to start")
     assert stop_process(worker) == 0
     counts = runs(record)
     assert sorted(counts) == sorted(f"job{i}" for i in range(JOBS)), "none lost"
