@@ -25,8 +25,16 @@ from sqjobs.brokers.sqs import SQSBroker
 from tests import jobs_for_tests as jobs
 from tests.faults.drain import kill_9_tree, most_held_and_run, runs
 from tests.sqs_server import MotoServer
-from tests.support import (TESTS_DIR, send_many, sqlite_config, start_worker, stop_process, wait_until, worker_log,
-                           write_config)
+from tests.support import (
+    TESTS_DIR,
+    send_many,
+    sqlite_config,
+    start_worker,
+    stop_process,
+    wait_until,
+    worker_log,
+    write_config,
+)
 
 pytestmark = pytest.mark.faults
 
