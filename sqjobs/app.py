@@ -198,6 +198,9 @@ class App:
         the cancellation check and the release of unique keys (not in eager mode); last of all the
         metrics middleware, when this process records metrics (:attr:`metrics_dir`).
         """
+        chain = self._chain
+        if chain is not None:  # asked once per job: no lock once it is built
+            return chain
         with self._lock:
             if self._chain is None:
                 builtin: list[Middleware] = []

@@ -253,6 +253,9 @@ class CancellationCheck(Middleware):
     def __init__(self, app: App) -> None:
         self.app = app
         self._rows: Cancellations | None = None
+        #: Per job class: can every job of it be cancelled (``cancellable``, or tracked)? The app's middleware
+        #: are made again when its settings change, so this holds for this instance's life.
+        self._by_class: dict[type[Job], bool] = {}
 
     def _cancellations(self) -> Cancellations:
         rows = self._rows
@@ -262,7 +265,11 @@ class CancellationCheck(Middleware):
 
     def before_run(self, job: Job, message: JobMessage) -> None:
         """Raise SkipMessage for a cancelled job; StatusStoreError (keep the message) if the database is down."""
-        if not (message.headers.get(CANCELLABLE_HEADER) or type(job).cancellable or self.app.is_tracked(type(job))):
+        job_class = type(job)
+        by_class = self._by_class.get(job_class)
+        if by_class is None:
+            by_class = self._by_class[job_class] = bool(job_class.cancellable or self.app.is_tracked(job_class))
+        if not (by_class or message.headers.get(CANCELLABLE_HEADER)):
             return  # nothing can cancel it: no read, so it runs while the database is down
         rows = self._cancellations()
         if not rows.is_cancelled(message.id):

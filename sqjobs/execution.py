@@ -64,23 +64,26 @@ def backoff_delay(job_class: type[Job], attempt: int, rng: random.Random | None 
                        rng)
 
 
-#: The Job base class's no-op hooks, by name (filled on first use: sqjobs.job imports this module's users).
-_BASE_HOOKS: dict[str, Any] = {}
+#: The hooks a job class may override; the base class's are no-ops, not called.
+HOOKS = ("set_up", "tear_down", "on_success", "on_retry", "on_failure")
+#: The hooks each job class overrides, worked out on its first attempt (a class gets its hooks when it is made).
+_OVERRIDDEN: dict[type[Job], frozenset[str]] = {}
 
 
-def overrides(job: Job, hook: str) -> bool:
-    """True when ``job``'s class has its own ``hook`` (set_up, on_success...), not the base class's no-op."""
-    base = _BASE_HOOKS.get(hook)
-    if base is None:
+def overridden_hooks(job_class: type[Job]) -> frozenset[str]:
+    """The names of the HOOKS ``job_class`` has its own of (set_up, on_success...), not the base class's no-op."""
+    known = _OVERRIDDEN.get(job_class)
+    if known is None:
         from .job import Job
 
-        base = _BASE_HOOKS[hook] = getattr(Job, hook)
-    return getattr(type(job), hook) is not base
+        known = _OVERRIDDEN[job_class] = frozenset(
+            hook for hook in HOOKS if getattr(job_class, hook) is not getattr(Job, hook))
+    return known
 
 
 def call_hook(job: Job, hook: str, *args: Any) -> None:
     """Call a success/failure/retry hook (awaited if async); its own errors are logged, never raised."""
-    if not overrides(job, hook):
+    if hook not in overridden_hooks(type(job)):
         return  # the base class's no-op: nothing to call
     try:
         awaiting.call(getattr(job, hook), *args)
@@ -88,23 +91,27 @@ def call_hook(job: Job, hook: str, *args: Any) -> None:
         logger.exception("job %s %s: %s hook raised", job.id, job.name, hook)
 
 
-def _call(function: Any, args: list[Any], kwargs: dict[str, Any], limit: TimeLimit) -> Any:
-    """Call ``function``; if it returns an awaitable, await it within what is left of ``limit``."""
+def _call(function: Any, args: list[Any], kwargs: dict[str, Any], limit: TimeLimit | None) -> Any:
+    """Call ``function``; if it returns an awaitable, await it within what is left of ``limit`` (None: none)."""
     value = function(*args, **kwargs)
     if value is not None and inspect.isawaitable(value):
-        value = awaiting.run_awaitable(value, limit.remaining_s(), limit.message)
+        if limit is None:
+            value = awaiting.run_awaitable(value)
+        else:
+            value = awaiting.run_awaitable(value, limit.remaining_s(), limit.message)
     return value
 
 
-def _attempt(job: Job, message: JobMessage, limit: TimeLimit) -> Any:
+def _attempt(job: Job, message: JobMessage, limit: TimeLimit | None) -> Any:
     """set_up, run and tear_down (each awaited if it returns an awaitable); return run's value."""
     args, kwargs = message.args, message.kwargs
-    if overrides(job, "set_up"):
+    hooks = overridden_hooks(type(job))
+    if "set_up" in hooks:
         _call(job.set_up, args, kwargs, limit)
     try:
         return _call(job.run, args, kwargs, limit)
     finally:
-        if overrides(job, "tear_down"):
+        if "tear_down" in hooks:
             _call(job.tear_down, args, kwargs, limit)
 
 
@@ -138,17 +145,22 @@ def run_attempt(job_class: type[Job], message: JobMessage, queue: str, attempt: 
 
 def _run_attempt(job: Job, job_class: type[Job], message: JobMessage, last_attempt: bool) -> AttemptResult:
     started = time.monotonic()
-    limit = TimeLimit(job_class.timeout, f"job {message.id} {job_class.name}")
+    timeout = job_class.timeout
+    # No limit to keep: no TimeLimit at all (most jobs; an attempt's every step counts, see sqjobs.runner).
+    limit = TimeLimit(timeout, f"job {message.id} {job_class.name}") if timeout and timeout > 0 else None
     error: BaseException | None = None
     trace: str | None = None
     result: Any = None
     try:
-        with limit:
-            result = _attempt(job, message, limit)
+        if limit is None:
+            result = _attempt(job, message, None)
+        else:
+            with limit:
+                result = _attempt(job, message, limit)
     except BaseException as exc:  # the job's failure, whatever it raised
         error, trace = exc, traceback.format_exc()
     duration_s = time.monotonic() - started
-    if limit.expired:
+    if limit is not None and limit.expired:
         timeout_error = JobTimeoutError(limit.message)
         call_hook(job, "on_failure" if last_attempt else "on_retry", timeout_error)
         return AttemptResult(Outcome.FAILURE, job, error=timeout_error,

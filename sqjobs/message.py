@@ -288,6 +288,17 @@ def _plainly_strict(text: str) -> bool:
 _STRICT_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
 
 
+def _decoded(text: str) -> Any:
+    """``_STRICT_DECODER.decode(text)``, without its two whitespace scans for a text that has none around it."""
+    try:
+        value, end = _STRICT_DECODER.raw_decode(text)
+    except json.JSONDecodeError:
+        return _STRICT_DECODER.decode(text)  # whitespace first, or not JSON: decode() says which, as json.loads
+    if end == len(text):
+        return value
+    return _STRICT_DECODER.decode(text)  # something after the value: the same
+
+
 def loads_strict(text: str) -> Any:
     """Parse JSON ``text`` the way sqjobs reads messages: NaN, Infinity, -Infinity and 1e400 are refused.
 
@@ -296,7 +307,7 @@ def loads_strict(text: str) -> Any:
     RecursionError.
     """
     try:
-        return _STRICT_DECODER.decode(text)
+        return _decoded(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"is not valid JSON: {exc}") from None
     except _RefusedConstant:

@@ -179,7 +179,12 @@ class MiddlewareChain:
         except passed_through:
             raise
         except Exception:
-            logger.exception("middleware %s: %s failed; going on without it", item.name, hook)
+            MiddlewareChain.failed(item, hook)
+
+    @staticmethod
+    def failed(item: Middleware, hook: str) -> None:
+        """Log that ``item.hook`` raised (from an ``except`` block: the line carries the traceback)."""
+        logger.exception("middleware %s: %s failed; going on without it", item.name, hook)
 
 
 def load_middleware(paths: Sequence[str], where: str = "[sqjobs] middleware") -> list[Middleware]:

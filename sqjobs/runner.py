@@ -42,8 +42,7 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, TypeVar
 
 from . import defaults, logs
 from .brokers.base import ReceivedMessage, cut_reason
@@ -59,7 +58,7 @@ from .errors import (
 )
 from .execution import AttemptResult, Outcome, backoff_delay, call_hook, new_job, run_attempt
 from .message import JobMessage, decode
-from .middleware import Middleware, MiddlewareChain
+from .middleware import PASSED_THROUGH, Middleware, MiddlewareChain
 from .settings import default
 from .status import Status, retry_while_unavailable
 
@@ -96,9 +95,12 @@ class Action(enum.Enum):
     HAND_BACK = "hand_back"
 
 
-@dataclass(frozen=True)
-class Settlement:
-    """The fate of one message, decided by the runner and applied to the broker by the worker."""
+class Settlement(NamedTuple):
+    """The fate of one message, decided by the runner and applied to the broker by the worker.
+
+    A named tuple: one is made per job and crosses the pipe from the job
+    process, and a tuple is the cheapest immutable record to make and to pickle.
+    """
 
     action: Action
     delay_s: float = 0.0
@@ -149,12 +151,17 @@ def _call_guarded(guard: Guard, item: Middleware, hook: str, *args: Any) -> None
     """``item.hook(*args)`` as the chain calls it; after a status-database error, again through ``guard``.
 
     ``guard`` retries while the database is unavailable; the first try goes
-    without it, as nearly every call works at once.
+    without it, as nearly every call works at once. Other failures are
+    logged as :meth:`MiddlewareChain.call` logs them.
     """
     try:
-        MiddlewareChain.call(item, hook, *args)
+        getattr(item, hook)(*args)
     except StatusStoreError:
         guard(lambda: MiddlewareChain.call(item, hook, *args))
+    except PASSED_THROUGH:
+        raise
+    except Exception:
+        MiddlewareChain.failed(item, hook)
 
 
 def attempt_with_middleware(app: App, job_class: type[Job], message: JobMessage, queue: str, attempt_no: int,

@@ -152,7 +152,7 @@ class UniqueKeyRelease(Middleware):
 
     def after_run(self, job: Job, message: JobMessage, result: Any = None, error: BaseException | None = None) -> None:
         """Free the key when the attempt succeeded or was the last; StatusStoreError keeps the message."""
-        if error is None or job.last_attempt:
+        if (error is None or job.last_attempt) and KEY_FIELD in message.extra:
             self._free(message, "finished")
 
     def after_dead_letter(self, message: JobMessage | str, reason: str) -> None:
