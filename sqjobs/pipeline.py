@@ -26,33 +26,32 @@ from __future__ import annotations
 
 import collections
 import itertools
-from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from .brokers.base import ReceivedMessage
 
 
-@dataclass(eq=False)
 class Item:
-    """One held message and what to do with it."""
+    """One held message and what to do with it (one per message a worker receives: slots, no dataclass)."""
 
-    message: ReceivedMessage
-    #: When the worker received it (monotonic seconds): how long it has waited unstarted.
-    received_at: float
-    #: A suspect: it runs with nothing else handed over.
-    alone: bool = False
-    #: Set: do not run it, record a failed attempt with this error (its job process died running it).
-    error: BaseException | None = None
-    #: The token it is handed over under (0 while parked).
-    token: int = 0
-    #: When it was handed over (monotonic seconds).
-    handed_at: float = field(default=0.0)
+    __slots__ = ("message", "received_at", "alone", "error", "token", "handed_at", "group")
 
-    @property
-    def group(self) -> tuple[str, str] | None:
-        """Its FIFO group, as (queue, group id), or None."""
-        message = self.message
-        return (message.queue, message.group_id) if message.group_id is not None else None
+    def __init__(self, message: ReceivedMessage, received_at: float, alone: bool = False,
+                 error: BaseException | None = None) -> None:
+        self.message = message
+        #: When the worker received it (monotonic seconds): how long it has waited unstarted.
+        self.received_at = received_at
+        #: A suspect: it runs with nothing else handed over.
+        self.alone = alone
+        #: Set: do not run it, record a failed attempt with this error (its job process died running it).
+        self.error = error
+        #: The token it is handed over under (0 while parked).
+        self.token = 0
+        #: When it was handed over (monotonic seconds).
+        self.handed_at = 0.0
+        #: Its FIFO group, as (queue, group id), or None.
+        self.group: tuple[str, str] | None = (
+            (message.queue, message.group_id) if message.group_id is not None else None)
 
     def request(self) -> tuple[Any, ...]:
         """What the job process is sent for it: run it, or record its failed attempt."""

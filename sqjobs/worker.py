@@ -67,6 +67,8 @@ UNDEAD_MEMORY = 10_000
 CRASH_MEMORY_S = 600.0
 #: Longest wait for the job process's answers before the worker looks at its timers again.
 TICK_S = 0.1
+#: How often a busy worker looks for messages held back too long and jobs past their hard deadline.
+TIMERS_S = 0.05
 #: Longest time a succeeded message waits for its delete (they are deleted ten at a time).
 DELETE_DELAY_S = 0.2
 #: Weight of the newest job duration in the running average that sizes how far ahead the worker receives.
@@ -167,6 +169,8 @@ class Worker:
         self._average_s: float | None = None
         #: A busy worker asks the broker again no sooner than this (monotonic) after finding nothing.
         self._next_receive_at = 0.0
+        #: When (monotonic) the worker next looks at its hold-back and deadline timers.
+        self._timers_at = 0.0
         self._jobs: Jobs | None = None
         #: Broker failures in a row: one line per backoff step, one when a receive works again.
         self.broker_outage = Outage(logger, "broker", "receiving", ERROR_PAUSE_S, ERROR_PAUSE_MAX_S)
@@ -720,9 +724,11 @@ class Worker:
         now = time.monotonic()
         if self.pipeline.parked and not self.pipeline.handed:
             self._hand_over(now)
-        if hold_back and not self.stopping:
-            self._hold_back(now)
-        self._check_deadlines()
+        if now >= self._timers_at:  # a look at every handed message: not on every turn of a busy worker
+            self._timers_at = now + TIMERS_S
+            if hold_back and not self.stopping:
+                self._hold_back(now)
+            self._check_deadlines()
         if self._succeeded and (now - self._first_succeeded_at >= DELETE_DELAY_S or
                                 (not self.pipeline.handed and not self.broker.deletes_while_receiving)):
             self._flush_deletes()  # else the loop's next receive deletes them
