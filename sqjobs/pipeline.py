@@ -68,6 +68,8 @@ class Pipeline:
         self.handed: dict[int, Item] = {}
         self._tokens = itertools.count(1)
         self._busy_groups: set[tuple[str, str]] = set()
+        #: Suspects among the handed-over items (asked before every hand-over: counted, not looked for).
+        self._alone_handed = 0
 
     def __len__(self) -> int:
         """Messages held: parked and handed over."""
@@ -81,7 +83,7 @@ class Pipeline:
     @property
     def running_alone(self) -> bool:
         """True while a suspect is handed over (nothing else may be)."""
-        return any(item.alone for item in self.handed.values())
+        return self._alone_handed > 0
 
     @property
     def has_suspect(self) -> bool:
@@ -134,14 +136,19 @@ class Pipeline:
         item.token = next(self._tokens)
         item.handed_at = now
         self.handed[item.token] = item
+        if item.alone:
+            self._alone_handed += 1
         if item.group is not None:
             self._busy_groups.add(item.group)
 
     def settled(self, token: int) -> Item | None:
         """Forget the item handed over under ``token`` (its outcome is known); None if unknown."""
         item = self.handed.pop(token, None)
-        if item is not None and item.group is not None:
-            self._busy_groups.discard(item.group)
+        if item is not None:
+            if item.alone:
+                self._alone_handed -= 1
+            if item.group is not None:
+                self._busy_groups.discard(item.group)
         return item
 
     def take_back(self, tokens: list[int]) -> list[Item]:

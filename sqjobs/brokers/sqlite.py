@@ -333,11 +333,15 @@ class SQLiteBroker(Broker):
         A row that cannot be read gets a body saying why.
         """
         row_id, raw_id, raw_body, raw_attributes, raw_group, sent_at, receive_count, unsettled = row
-        if type(raw_body) is str and type(raw_id) is str and raw_attributes == "{}" and raw_group is None and \
-                type(receive_count) is int and type(sent_at) is float:
-            # As sqjobs writes them (text, no attributes, no group): nothing to check; a row per message.
-            return ReceivedMessage(queue, raw_id, receipt, raw_body, receive_count + (1 if received else 0), {},
-                                   float(sent_at), None, bool(unsettled) and received)
+        if raw_attributes == b"{}" and raw_group is None and type(receive_count) is int and type(sent_at) is float:
+            # As sqjobs writes them (UTF-8 text, no attributes, no group): only the text to decode.
+            try:
+                body, message_id = raw_body.decode("utf-8"), raw_id.decode("utf-8")
+            except (AttributeError, UnicodeDecodeError):
+                pass  # the checks below say what is wrong with it
+            else:
+                return ReceivedMessage(queue, message_id, receipt, body, receive_count + (1 if received else 0), {},
+                                       sent_at, None, bool(unsettled) and received)
         try:
             body, body_problem = _read_body(raw_body)
             attributes, attributes_problem = _read_attributes(raw_attributes)
