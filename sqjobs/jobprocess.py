@@ -177,9 +177,13 @@ class _Host:
         self.table = table
         self.concurrency = max(1, concurrency)
         self.pending: collections.deque[tuple[Any, ...]] = collections.deque()
+        #: Settlements kept to be sent together (one at a time: serve_alone), since first_unsent (monotonic).
         self.outbox: list[tuple[Any, ...]] = []
         self.first_unsent = 0.0
+        #: Held while sending, and while the outbox changes.
         self.send_lock = threading.Lock()
+        #: Set while the outbox holds something: the late sender watches it.
+        self.unsent = threading.Event()
         #: Tokens running in threads, with their message and deadline (monotonic ns; 0: none).
         self.running: dict[int, tuple[ReceivedMessage, int]] = {}
         self.running_lock = threading.Lock()
@@ -192,12 +196,49 @@ class _Host:
 
     def send(self, events: list[tuple[Any, ...]]) -> None:
         with self.send_lock:
-            self.conn.send(events)
+            self._send(events)
+
+    def _send(self, events: list[tuple[Any, ...]]) -> None:
+        """Send ``events`` (the send lock held)."""
+        self.conn.send(events)
+
+    def keep(self, event: tuple[Any, ...]) -> None:
+        """Keep ``event`` to send it with the next ones (see :meth:`flush` and :meth:`send_late`)."""
+        with self.send_lock:
+            if not self.outbox:
+                self.first_unsent = time.monotonic()
+                self.unsent.set()
+            self.outbox.append(event)
 
     def flush(self) -> None:
-        if self.outbox:
-            events, self.outbox = self.outbox, []
-            self.send(events)
+        """Send the kept settlements now."""
+        with self.send_lock:
+            if self.outbox:
+                events, self.outbox = self.outbox, []
+                self._send(events)
+
+    def send_late(self) -> None:
+        """A thread: send what was kept SETTLEMENT_DELAY_S ago and is still there (the job after it runs long).
+
+        So a finished job's message is deleted while the one after it runs
+        for minutes. Ends when the worker is gone.
+        """
+        while True:
+            self.unsent.wait()
+            with self.send_lock:
+                if not self.outbox:
+                    self.unsent.clear()
+                    continue
+                due_in = self.first_unsent + SETTLEMENT_DELAY_S - time.monotonic()
+                if due_in <= 0:
+                    events, self.outbox = self.outbox, []
+                    self.unsent.clear()
+                    try:
+                        self._send(events)
+                    except OSError:
+                        return
+                    continue
+            time.sleep(due_in)
 
     # -- running one ---------------------------------------------------------------------
 
@@ -232,7 +273,13 @@ class _Host:
     # -- one at a time -------------------------------------------------------------------
 
     def serve_alone(self) -> None:
-        """Concurrency 1: the main thread reads what comes and runs it, one job after the other."""
+        """Concurrency 1: the main thread reads what comes and runs it, one job after the other.
+
+        Settlements are sent together: when nothing is left to run, every
+        BATCH_SETTLEMENTS, and (by the late sender) SETTLEMENT_DELAY_S after
+        the first was kept, whatever runs then.
+        """
+        threading.Thread(target=self.send_late, name="sqjobs-late-sender", daemon=True).start()
         while True:
             # What the worker sent is read once everything read before ran (a withdrawal needs no reading:
             # it is in the token table); so a busy job process makes no read per job.
@@ -243,9 +290,7 @@ class _Host:
             item = self.pending.popleft()
             event = self.execute(item)
             if event is not None:
-                if not self.outbox:
-                    self.first_unsent = time.monotonic()
-                self.outbox.append(event)
+                self.keep(event)
             # A recorded failure is sent at once: the next job may kill this process, and the
             # worker must not lose the settlement of an attempt that is recorded already.
             if item[0] == "fail" or not self.pending or len(self.outbox) >= BATCH_SETTLEMENTS or \

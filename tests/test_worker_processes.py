@@ -74,6 +74,28 @@ def test_kill_9_mid_job_the_message_comes_back_and_another_worker_completes_it(s
 
 
 @pytest.mark.faults
+def test_jobs_finished_before_a_long_one_are_settled_while_it_runs(setup: tuple) -> None:
+    config, broker, record = setup
+    release = record.parent / "release"
+    for i in range(3):
+        jobs.record_job.delay(str(record), f"quick{i}")
+    jobs.wait_for_file_job.delay(str(record), "long", str(release))
+    worker = start_worker(config, ["default"])
+    try:
+        wait_until(lambda: any(line.startswith("start long") for line in read_lines(record)), what="the long job")
+        # Received together, run by one job process: the three before it are deleted while it runs, not when
+        # it ends (a kill -9 of the long one would run them again).
+        wait_until(lambda: broker.stats("default").in_flight == 1, what="the finished jobs' deletes")
+        assert worker_log(worker).count(" succeeded in ") == 3
+        assert not any(line.startswith("end long") for line in read_lines(record))
+    finally:
+        release.touch()
+        wait_until(lambda: worker_log(worker).count(" succeeded in ") == 4, what="the long job's line")
+        assert stop_process(worker) == 0
+    stats = broker.stats("default")
+    assert (stats.visible, stats.in_flight, stats.dead) == (0, 0, 0)
+
+
 def test_sigterm_mid_job_finishes_the_job_exits_0_and_hands_back_prefetched_messages(setup: tuple) -> None:
     config, broker, record = setup
     release = record.parent / "release"
