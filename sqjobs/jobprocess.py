@@ -252,12 +252,19 @@ class _Host:
             return None  # the worker stops (it takes back what did not start), or withdrew this one
 
         def started(decoded: Any, job_class: Any) -> None:
-            self.table.set_deadline(token, job_class.timeout)
-            if self.concurrency > 1 and job_class.timeout:
-                deadline_ns = time.monotonic_ns() + int(job_class.timeout * 1e9)
+            timeout = job_class.timeout
+            if not timeout:
+                return
+            self.table.set_deadline(token, timeout)
+            if self.concurrency > 1:
+                deadline_ns = time.monotonic_ns() + int(timeout * 1e9)
                 with self.running_lock:
                     self.running[token] = (message, deadline_ns)
 
+        if self.concurrency == 1:  # no monitor: nothing to take back from it
+            settlement = self.runner.run(message, on_start=started)
+            self.table.finish(token)
+            return ("done", token, settlement)
         try:
             settlement = self.runner.run(message, on_start=started)
         finally:

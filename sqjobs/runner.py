@@ -302,7 +302,8 @@ class MessageRunner:
             logger.error("job %s %s on %s: %s", decoded.id, decoded.name, message.queue, _error_text(error))
             return Settlement(Action.DEAD_LETTER, reason=cut_reason(_error_text(error)), job_id=decoded.id)
         attempt_no, last_attempt = self._attempt_number(message, job_class)
-        logger.debug("job %s %s on %s: attempt %d started", decoded.id, decoded.name, message.queue, attempt_no)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("job %s %s on %s: attempt %d started", decoded.id, decoded.name, message.queue, attempt_no)
         self._attempt_ran = False
 
         def started(started_message: JobMessage, started_class: type[Job]) -> None:
@@ -334,6 +335,10 @@ class MessageRunner:
 
     def _settle_attempt(self, message: ReceivedMessage, decoded: JobMessage, attempt: AttemptResult,
                         attempt_no: int, last_attempt: bool) -> Settlement:
+        if attempt.outcome is Outcome.SUCCESS:  # first: nearly every attempt
+            logs.info_line(logger, f"job {decoded.id} {decoded.name} on {message.queue}: attempt {attempt_no} "
+                                   f"succeeded in {attempt.duration_s:.3f} s")
+            return Settlement(Action.DELETE, job_id=decoded.id, ran=True, duration_s=attempt.duration_s)
         where = f"job {decoded.id} {decoded.name} on {message.queue}: attempt {attempt_no}"
         if attempt.outcome is Outcome.SKIPPED:
             logger.info("%s", attempt.reason)
@@ -341,9 +346,6 @@ class MessageRunner:
         if attempt.outcome is Outcome.REJECTED:
             logger.error("job %s %s on %s: refused unrun: %s", decoded.id, decoded.name, message.queue, attempt.reason)
             return Settlement(Action.DEAD_LETTER, reason=cut_reason(attempt.reason), job_id=decoded.id)
-        if attempt.outcome is Outcome.SUCCESS:
-            logs.info_line(logger, f"{where} succeeded in {attempt.duration_s:.3f} s")
-            return Settlement(Action.DELETE, job_id=decoded.id, ran=True, duration_s=attempt.duration_s)
         error = _error_text(attempt.error)
         if last_attempt:
             reason = cut_reason(f"failed after {attempt_no} attempt(s): {error}")
