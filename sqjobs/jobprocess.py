@@ -221,24 +221,31 @@ class _Host:
         """A thread: send what was kept SETTLEMENT_DELAY_S ago and is still there (the job after it runs long).
 
         So a finished job's message is deleted while the one after it runs
-        for minutes. Ends when the worker is gone.
+        for minutes. Ends when the worker is gone. Any other failure ends the
+        job process: the worker then runs again what it did not hear of,
+        rather than wait for settlements that would never come.
         """
-        while True:
-            self.unsent.wait()
-            with self.send_lock:
-                if not self.outbox:
-                    self.unsent.clear()
-                    continue
-                due_in = self.first_unsent + SETTLEMENT_DELAY_S - time.monotonic()
-                if due_in <= 0:
-                    events, self.outbox = self.outbox, []
-                    self.unsent.clear()
-                    try:
+        # Signals meant for the job's thread (its time limit, the worker's stop) never land here.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGUSR1})
+        try:
+            while True:
+                self.unsent.wait()
+                with self.send_lock:
+                    if not self.outbox:
+                        self.unsent.clear()
+                        continue
+                    due_in = self.first_unsent + SETTLEMENT_DELAY_S - time.monotonic()
+                    if due_in <= 0:
+                        events, self.outbox = self.outbox, []
+                        self.unsent.clear()
                         self._send(events)
-                    except OSError:
-                        return
-                    continue
-            time.sleep(due_in)
+                        continue
+                time.sleep(due_in)
+        except OSError:
+            return  # the worker is gone
+        except BaseException:  # noqa: B036 - settlements taken and not sent: the worker must see a death
+            logger.exception("job process %d: its late sender failed; the job process ends", os.getpid())
+            os._exit(70)
 
     # -- running one ---------------------------------------------------------------------
 
@@ -286,7 +293,11 @@ class _Host:
         BATCH_SETTLEMENTS, and (by the late sender) SETTLEMENT_DELAY_S after
         the first was kept, whatever runs then.
         """
-        threading.Thread(target=self.send_late, name="sqjobs-late-sender", daemon=True).start()
+        try:
+            threading.Thread(target=self.send_late, name="sqjobs-late-sender", daemon=True).start()
+        except RuntimeError as exc:  # no thread to be had (a limit): settlements go between jobs only
+            logger.warning("job process %d: no late sender (%s); a finished job's settlement waits for the job "
+                           "after it", os.getpid(), exc)
         while True:
             # What the worker sent is read once everything read before ran (a withdrawal needs no reading:
             # it is in the token table); so a busy job process makes no read per job.
@@ -385,11 +396,14 @@ def _child_main(conn: Connection, make_runner: Callable[[threading.Event], Messa
     channel = Channel(conn)
     host = _Host(channel, make_runner(stopping), table, concurrency)
     channel.send([("ready", os.getpid())])
-    if host.concurrency == 1:
-        host.serve_alone()
-    else:
-        host.serve_threads()
-    host.flush()
+    try:
+        if host.concurrency == 1:
+            host.serve_alone()
+        else:
+            host.serve_threads()
+    finally:
+        with contextlib.suppress(OSError):
+            host.flush()  # the settlements of attempts that ran, even when this process ends on an error
 
 
 class JobProcess:

@@ -73,7 +73,6 @@ def test_kill_9_mid_job_the_message_comes_back_and_another_worker_completes_it(s
     assert broker.stats("default").in_flight == 0 and broker.stats("default").visible == 0
 
 
-@pytest.mark.faults
 def test_jobs_finished_before_a_long_one_are_settled_while_it_runs(setup: tuple) -> None:
     config, broker, record = setup
     release = record.parent / "release"
@@ -96,6 +95,7 @@ def test_jobs_finished_before_a_long_one_are_settled_while_it_runs(setup: tuple)
     assert (stats.visible, stats.in_flight, stats.dead) == (0, 0, 0)
 
 
+@pytest.mark.faults
 def test_sigterm_mid_job_finishes_the_job_exits_0_and_hands_back_prefetched_messages(setup: tuple) -> None:
     config, broker, record = setup
     release = record.parent / "release"
