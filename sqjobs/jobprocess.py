@@ -67,8 +67,10 @@ logger = logging.getLogger("sqjobs.jobprocess")
 _PR_SET_PDEATHSIG = 1
 #: Settlements the job process keeps before it sends them (it sends at once when it has nothing queued).
 BATCH_SETTLEMENTS = 32
-#: Longest time a settlement waits in the job process before it is sent.
+#: Longest time a settlement waits in the job process before it is sent, between two jobs.
 SETTLEMENT_DELAY_S = 0.01
+#: How often the late sender looks for settlements kept while a long job runs (it sleeps while none are kept).
+LATE_CHECK_S = 0.05
 #: How often a job process with threads looks for a thread stuck past its deadline.
 MONITOR_INTERVAL_S = 0.2
 
@@ -207,8 +209,9 @@ class _Host:
         with self.send_lock:
             if not self.outbox:
                 self.first_unsent = time.monotonic()
-                self.unsent.set()
             self.outbox.append(event)
+        if not self.unsent.is_set():  # a busy job process wakes its late sender only when it went to sleep
+            self.unsent.set()
 
     def flush(self) -> None:
         """Send the kept settlements now."""
@@ -218,29 +221,27 @@ class _Host:
                 self._send(events)
 
     def send_late(self) -> None:
-        """A thread: send what was kept SETTLEMENT_DELAY_S ago and is still there (the job after it runs long).
+        """A thread: every LATE_CHECK_S, send what was kept over SETTLEMENT_DELAY_S ago and is still there.
 
         So a finished job's message is deleted while the one after it runs
-        for minutes. Ends when the worker is gone. Any other failure ends the
-        job process: the worker then runs again what it did not hear of,
-        rather than wait for settlements that would never come.
+        for minutes. It sleeps while nothing is kept. Ends when the worker is
+        gone. Any other failure ends the job process: the worker then runs
+        again what it did not hear of, rather than wait for settlements that
+        would never come.
         """
         # Signals meant for the job's thread (its time limit, the worker's stop) never land here.
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGUSR1})
         try:
             while True:
                 self.unsent.wait()
+                time.sleep(LATE_CHECK_S)
                 with self.send_lock:
                     if not self.outbox:
                         self.unsent.clear()
-                        continue
-                    due_in = self.first_unsent + SETTLEMENT_DELAY_S - time.monotonic()
-                    if due_in <= 0:
+                    elif time.monotonic() - self.first_unsent >= SETTLEMENT_DELAY_S:
                         events, self.outbox = self.outbox, []
                         self.unsent.clear()
                         self._send(events)
-                        continue
-                time.sleep(due_in)
         except OSError:
             return  # the worker is gone
         except BaseException:  # noqa: B036 - settlements taken and not sent: the worker must see a death
