@@ -36,7 +36,7 @@ import threading
 import time
 from typing import Any, Callable, Sequence
 
-from . import defaults
+from . import defaults, logs
 from .app import App, current_app
 from .brokers.base import Broker, ReceivedMessage, cut_reason
 from .config import WorkerGroup
@@ -50,7 +50,7 @@ from .middleware import Middleware, MiddlewareChain
 from .outage import Outage, traceback_for
 from .pipeline import Item, Pipeline
 from .registry import Registry
-from .runner import REFUSALS_ATTRIBUTE, Action, MessageRunner, Settlement, known_jobs_text
+from .runner import REFUSALS_ATTRIBUTE, Action, MessageRunner, Settlement, known_jobs_text, success_line
 from .settings import ISOLATIONS, default
 from .tokens import QUEUED, STARTED
 
@@ -584,6 +584,8 @@ class Worker:
             self._stopping.set()
         action = settlement.action
         if action is Action.DELETE:
+            if settlement.ran:
+                logs.info_line(logger, success_line(message, settlement))
             if not self._succeeded:
                 self._first_succeeded_at = time.monotonic()
             self._succeeded.append(message)

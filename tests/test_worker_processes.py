@@ -209,8 +209,9 @@ def test_worker_logs_one_info_line_per_attempt_and_the_job_id_on_the_lines_a_job
     assert worker.wait(30) == 0
     log = worker_log(worker)
     [done] = [line for line in log.splitlines() if f"job {handle.id} record on default: attempt 1 succeeded" in line]
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO sqjobs\.runner\[\d+\]: job \w+ record on default: "
-                        r"attempt 1 succeeded in \d+\.\d{3} s", done), done
+    # Written by the worker, once the job process's settlement reached it.
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO sqjobs\.worker\[" + str(worker.pid) +
+                        r"\]: job \w+ record on default: attempt 1 succeeded in \d+\.\d{3} s", done), done
     assert "started" not in log, "the started line is DEBUG"
     [line] = [line for line in log.splitlines() if "chatty says hello" in line]
     assert " WARNING tests.chatty[" in line and f"] job {chatty.id}: chatty says hello" in line
