@@ -7,10 +7,12 @@ which job, so ``grep JOB_ID`` tells one job's story::
     2026-11-28 10:00:00,123 INFO app.mail[4242] job 9f1c...: sent to 42
 
 A worker logs one INFO line per finished attempt (id, name, queue, attempt,
-duration; the "started" line is DEBUG). Lines cost little: the caller's
-file and line, and thread names, are not looked up (the format shows none),
-and the per-attempt line goes straight to sqjobs' own handler while logging
-is as sqjobs set it up (:func:`info_line`).
+duration; the "started" line is DEBUG); the worker itself writes the line
+of an attempt that succeeded, once its job process's settlement reached it.
+Lines cost little: the caller's file and line, and thread names, are not
+looked up (the format shows none), and the per-attempt line goes straight
+to sqjobs' own handler while logging is as sqjobs set it up
+(:func:`info_line`).
 """
 
 from __future__ import annotations
