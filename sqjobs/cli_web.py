@@ -69,10 +69,14 @@ def metrics(config: str | None, host: str | None, port: int | None) -> None:
 @click.option("--host", default=None, help="Address to listen on (default: [dashboard] host, 127.0.0.1).")
 @click.option("--port", type=click.IntRange(0, 65535), default=None,
               help=f"Port (default: [dashboard] port, else {defaults.DASHBOARD_PORT}).")
-def dashboard(config: str | None, host: str | None, port: int | None) -> None:
+@click.option("--public-host", "public_hosts", multiple=True, metavar="NAME",
+              help="A host name people reach the dashboard by, besides the address it listens on "
+                   "(repeatable; default: [dashboard] public_hosts). Requests naming any other are refused.")
+def dashboard(config: str | None, host: str | None, port: int | None, public_hosts: tuple[str, ...]) -> None:
     """Serve the web dashboard: queues, dead letters, jobs by id, workers, periodic jobs, /metrics."""
     settings = configure_app(config)
     host = host or str(settings.get("dashboard", "host"))
+    public_hosts = public_hosts or tuple(settings.get("dashboard", "public_hosts"))
     port = port if port is not None else (settings.get("dashboard", "port") or defaults.DASHBOARD_PORT)
     password = str(settings.get("dashboard", "password"))
     where = f"{settings.source}: [dashboard]" if settings.source else "[dashboard]"
@@ -81,6 +85,7 @@ def dashboard(config: str | None, host: str | None, port: int | None) -> None:
         from .dashboard.server import create_app, serve
     except ImportError as exc:
         raise ConfigError(f"the dashboard needs Flask: pip install 'sqjobs[dashboard]' ({exc})") from None
-    web = create_app(current_app(), password=password, read_only=bool(settings.get("dashboard", "read_only")))
+    web = create_app(current_app(), password=password, read_only=bool(settings.get("dashboard", "read_only")),
+                     host=host, public_hosts=public_hosts)
     click.echo(f"dashboard on http://{host}:{port}/", err=True)
     serve(web, host, int(port))

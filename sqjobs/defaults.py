@@ -175,3 +175,18 @@ DASHBOARD_REFRESH_S = 5
 DASHBOARD_ARGS_CHARS = 200
 #: Dead letters one dashboard page lists.
 DASHBOARD_DEAD_LIMIT = 100
+#: Wrong dashboard passwords one client address may give before it must wait: room for a
+#: person's typos, too few to matter to a guesser.
+DASHBOARD_LOGIN_FREE_FAILURES = 5
+#: Seconds such an address then waits after its last wrong password before the next is looked
+#: at, doubled at each further wrong one...
+DASHBOARD_LOGIN_DELAY_S = 1.0
+#: ...up to this: a guesser gets a try a minute instead of a thousand a second, and a person
+#: who finally remembers the password waits a minute at worst.
+DASHBOARD_LOGIN_MAX_DELAY_S = 60.0
+#: Seconds without a wrong password after which an address starts from zero again (its next
+#: burst of wrong passwords is logged again).
+DASHBOARD_LOGIN_FORGET_S = 15 * 60.0
+#: Addresses whose wrong passwords the dashboard remembers at most (the oldest go first), so
+#: that guesses from many addresses cannot fill its memory.
+DASHBOARD_LOGIN_CLIENTS = 10_000

@@ -34,6 +34,15 @@ def as_list(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.replace("\n", ",").split(",") if part.strip())
 
 
+def as_host_names(text: str) -> tuple[str, ...]:
+    """Comma-separated host names or addresses (no scheme, path or port)."""
+    names = as_list(text)
+    for name in names:
+        if any(char in name for char in "/@?# ") or name.count(":") == 1:
+            raise ValueError(f"must be host names such as dashboard.example.com, not {name!r}")
+    return names
+
+
 def as_count(text: str) -> int:
     """A whole number, 0 or more."""
     value = int(text)
@@ -284,6 +293,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dashboard", "host", as_text, defaults.DASHBOARD_HOST,
             "Address the dashboard listens on. Any other than 127.0.0.1, ::1 or localhost\n"
             "needs a password: the dashboard refuses to start without one."),
+    Setting("dashboard", "public_hosts", as_host_names, (),
+            "Host names people reach the dashboard by, besides the address it listens on\n"
+            "(comma-separated): its DNS name, the name a reverse proxy passes on. A request\n"
+            "naming another host is refused (DNS rebinding). Listening on 127.0.0.1, ::1\n"
+            "or localhost, it answers to those three; on 0.0.0.0 or ::, to those three and\n"
+            "any IP address. --public-host on the command line wins."),
     Setting("dashboard", "password", as_text, "",
             "Password of HTTP basic authentication (any user name); empty: none."),
     Setting("dashboard", "read_only", as_bool, False,

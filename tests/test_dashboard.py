@@ -60,15 +60,17 @@ def csrf_token(page: str) -> str:
 def test_a_forged_post_without_the_token_changes_nothing(dead_letters: tuple[sqjobs.App, list[str]]) -> None:
     app, _ = dead_letters
     client = client_of(app)
+    origin = {"Origin": "http://localhost"}  # the test client's host: only the token is missing
     for path in ("/queues/default/dead/purge", "/queues/default/dead/requeue_all"):
-        response = client.post(path, data={"confirmed": "yes"})
+        response = client.post(path, data={"confirmed": "yes"}, headers=origin)
         assert response.status_code == 403
-        response = client.post(path, data={"confirmed": "yes", "csrf_token": "guessed"})
+        response = client.post(path, data={"confirmed": "yes", "csrf_token": "guessed"}, headers=origin)
         assert response.status_code == 403
     assert app.broker.stats("default").dead == 3
     # With the token of the confirmation page, the same request works.
     page = client.get("/queues/default/dead/confirm?action=purge").get_data(as_text=True)
-    response = client.post("/queues/default/dead/purge", data={"confirmed": "yes", "csrf_token": csrf_token(page)})
+    response = client.post("/queues/default/dead/purge", data={"confirmed": "yes", "csrf_token": csrf_token(page)},
+                           headers=origin)
     assert response.status_code == 303
     assert app.broker.stats("default").dead == 0
 

@@ -4,10 +4,15 @@ Guards:
 
 - it listens on 127.0.0.1 unless told otherwise, and :func:`check_bind`
   refuses any other address without ``[dashboard] password``;
+- a request whose ``Host`` is not one the dashboard answers to
+  (:class:`~sqjobs.dashboard.binding.AllowedHosts`: DNS rebinding) is
+  answered 400;
 - with a password every request needs HTTP basic authentication (any user
-  name, that password);
-- every action is a POST carrying the session's CSRF token, refused with
-  403 without it, and reached through a confirmation page;
+  name, that password); wrong passwords slow their sender down
+  (:mod:`sqjobs.dashboard.login`: 429 with ``Retry-After``);
+- every action is a POST whose ``Origin`` (else ``Referer``) names an
+  accepted host and which carries the session's CSRF token, refused with
+  403 otherwise, and reached through a confirmation page;
 - ``[dashboard] read_only = true`` shows no action and refuses every POST (403);
 - pages are Jinja templates with autoescaping: job arguments, reasons and
   tracebacks are always shown as text.
@@ -17,8 +22,9 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import secrets
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 from flask import Flask, Response, abort, jsonify, redirect, render_template, request, session, url_for
 
@@ -26,7 +32,8 @@ from .. import defaults
 from ..errors import SQJobsError, UnknownQueueError
 from ..metrics_export import CONTENT_TYPE, scrape
 from . import data
-from .binding import LOCAL_HOSTS, check_bind
+from .binding import LOCAL_HOSTS, AllowedHosts, check_bind, host_of, host_of_url
+from .login import LoginThrottle
 
 if TYPE_CHECKING:
     from ..app import App
@@ -43,23 +50,42 @@ ACTIONS = {
 }
 
 
-def create_app(app: App, *, password: str = "", read_only: bool = False) -> Flask:
-    """The dashboard of ``app`` as a Flask application."""
+#: Where :func:`create_app` keeps the hosts the dashboard answers to, for :func:`serve`'s first line.
+HOSTS_KEY = "sqjobs_allowed_hosts"
+
+
+def create_app(app: App, *, password: str = "", read_only: bool = False, host: str = defaults.DASHBOARD_HOST,
+               public_hosts: Iterable[str] = ()) -> Flask:
+    """The dashboard of ``app`` as a Flask application, answering to ``host`` (its address) and ``public_hosts``."""
     web = Flask(__name__)
     web.config.update(SECRET_KEY=secrets.token_bytes(32), SESSION_COOKIE_HTTPONLY=True,
                       SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_NAME="sqjobs_dashboard")
     web.jinja_env.globals.update(read_only=read_only, refresh_s=defaults.DASHBOARD_REFRESH_S, when=data.when)
+    allowed = web.extensions[HOSTS_KEY] = AllowedHosts.for_bind(host, public_hosts)
+    throttle = LoginThrottle()
+
+    @web.before_request
+    def check_host() -> Response | None:
+        given = request.headers.get("Host", "")
+        if allowed.accepts(host_of(given)):
+            return None
+        return Response(f"sqjobs dashboard: Host {given!r} is not a name this dashboard answers to "
+                        f"({allowed.describe()}; more with [dashboard] public_hosts)\n", 400,
+                        {"Content-Type": "text/plain; charset=utf-8"})
 
     @web.before_request
     def authenticate() -> Response | None:
         if not password:
             return None
         given = request.authorization
-        if given is not None and given.password is not None and \
-                hmac.compare_digest(given.password.encode(), password.encode()):
-            return None
-        return Response("sqjobs dashboard: a password is needed\n", 401,
-                        {"WWW-Authenticate": 'Basic realm="sqjobs dashboard", charset="UTF-8"'})
+        if given is None or given.password is None:
+            return ask_password()
+        correct = hmac.compare_digest(given.password.encode(), password.encode())
+        wait_s = throttle.attempt(request.remote_addr or "", correct)
+        if wait_s > 0:
+            return Response(f"sqjobs dashboard: too many wrong passwords from this address: try again in "
+                            f"{math.ceil(wait_s)} s\n", 429, {"Retry-After": str(math.ceil(wait_s))})
+        return None if correct else ask_password()
 
     @web.before_request
     def check_csrf() -> None:
@@ -67,6 +93,11 @@ def create_app(app: App, *, password: str = "", read_only: bool = False) -> Flas
             return
         if read_only:
             abort(403, "the dashboard is read-only ([dashboard] read_only = true)")
+        origin = request.headers.get("Origin") or request.headers.get("Referer") or ""
+        if not allowed.accepts(host_of_url(origin)):
+            logger.warning("dashboard: refused a POST to %s from %s", request.path, origin or "no Origin or Referer")
+            abort(403, "a POST must come from one of the dashboard's own pages (Origin or Referer naming "
+                       f"{allowed.describe()})")
         expected = session.get("csrf_token")
         given = request.form.get("csrf_token", "")
         if not expected or not hmac.compare_digest(str(expected), given):
@@ -160,12 +191,19 @@ def create_app(app: App, *, password: str = "", read_only: bool = False) -> Flas
     return web
 
 
+def ask_password() -> Response:
+    """401 with the challenge that makes a browser ask for the password."""
+    return Response("sqjobs dashboard: a password is needed\n", 401,
+                    {"WWW-Authenticate": 'Basic realm="sqjobs dashboard", charset="UTF-8"'})
+
+
 def serve(web: Flask, host: str, port: int) -> None:
     """Serve ``web`` on ``host:port`` (threads, one per request) until interrupted."""
     from werkzeug.serving import make_server
 
     server = make_server(host, port, web, threaded=True)
     logger.info("dashboard on http://%s:%d/", host, server.server_port)
+    logger.info("dashboard: answers to Host %s; any other is refused (400)", web.extensions[HOSTS_KEY].describe())
     try:
         server.serve_forever()
     except KeyboardInterrupt:
