@@ -16,9 +16,11 @@ import pytest
 from flask import Flask
 
 import sqjobs
+from sqjobs.config import load
 from sqjobs.dashboard.binding import AllowedHosts, host_of, host_of_url
 from sqjobs.dashboard.login import LoginThrottle
 from sqjobs.dashboard.server import create_app
+from sqjobs.errors import ConfigError
 from tests.support import DEADLINE_S, Clock, sqlite_config, stop_process, wait_until
 from tests.test_dashboard import csrf_token, dead_letters  # noqa: F401  (a fixture)
 
@@ -175,6 +177,16 @@ def test_allowed_hosts() -> None:
     assert everywhere.accepts("192.0.2.7") and everywhere.accepts("2001:db8::1") and everywhere.accepts("localhost")
     assert everywhere.accepts("dash.example.com") and not everywhere.accepts("evil.example")
     assert AllowedHosts.for_bind("::").any_address
+
+
+@pytest.mark.parametrize("value", ["https://dash.example.com", "dash.example.com:443", "dash example"])
+def test_public_hosts_are_names_not_urls(tmp_path: Path, value: str) -> None:
+    config = tmp_path / "sqjobs.conf"
+    config.write_text(f"[dashboard]\npublic_hosts = {value}\n")
+    with pytest.raises(ConfigError, match=r"\[dashboard\] public_hosts = .*must be host names such as"):
+        load(str(config))
+    config.write_text("[dashboard]\npublic_hosts = dash.example.com, 192.0.2.7, 2001:db8::1\n")
+    assert load(str(config)).get("dashboard", "public_hosts") == ("dash.example.com", "192.0.2.7", "2001:db8::1")
 
 
 def test_the_command_says_which_hosts_it_answers_to(tmp_path: Path) -> None:
