@@ -30,7 +30,6 @@ from .signing import KEYS_ENV, Signer, signer_from
 from .status import JobHandle
 from .store import StatusStore, get_store
 from .tracking import DuplicateGuard, StatusTracking
-from .unique import UniqueKeyRelease
 
 if TYPE_CHECKING:
     from .job import Job
@@ -195,7 +194,7 @@ class App:
         """The middleware in the order they run: sqjobs' own, those of ``[sqjobs] middleware``, then given ones.
 
         sqjobs' own: the duplicate guard and status tracking (unless ``[sqjobs] track = none``), then
-        the cancellation check and the release of unique keys (not in eager mode); last of all the
+        the cancellation check (not in eager mode); last of all the
         metrics middleware, when this process records metrics (:attr:`metrics_dir`).
         """
         chain = self._chain
@@ -206,8 +205,8 @@ class App:
                 builtin: list[Middleware] = []
                 if self.tracking != "none":
                     builtin += [DuplicateGuard(self), StatusTracking(self)]
-                if not self.eager:  # eager jobs run inside .delay(): nothing to cancel, no key taken
-                    builtin += [CancellationCheck(self), UniqueKeyRelease(self.settings.database_url)]
+                if not self.eager:  # eager jobs run inside .delay(): nothing to cancel
+                    builtin.append(CancellationCheck(self))
                 configured = load_middleware(self.settings.get("sqjobs", "middleware"),
                                              f"{self.settings.source or 'configuration'}: [sqjobs] middleware")
                 recording: list[Middleware] = []

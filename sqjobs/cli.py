@@ -38,8 +38,9 @@ from .config import WorkerGroup
 from .errors import StatusStoreError, StatusStorePermanentError, UnknownQueueError
 from .held import HeldJobs
 from .logs import LEVELS
-from .message import UNDECODABLE_PREFIX, MalformedMessageError, decode
+from .message import MalformedMessageError, decode
 from .registry import registry
+from .unique import requeue_dead
 from .worker import Worker
 
 __all__ = ["SQJobsGroup", "config_option", "main"]
@@ -175,16 +176,21 @@ def _check_known_queue(broker: Broker, queue: str) -> None:
 @config_option
 @click.argument("queue")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.option("--requeue", is_flag=True, help="Move every dead message back to QUEUE.")
+@click.option("--requeue", is_flag=True, help="Move every dead message back to QUEUE; a unique job takes its key "
+              "again, and stays dead if another job holds it.")
+@click.option("--force", is_flag=True, help="With --requeue: send a unique job even while another job holds its key "
+              "(both then run, side by side).")
 @click.option("--purge", is_flag=True, help="Delete every dead message.")
 @click.option("--limit", type=click.IntRange(min=1), default=100, help="Most messages listed.")
-def dead(config: str | None, queue: str, as_json: bool, requeue: bool, purge: bool, limit: int) -> None:
+def dead(config: str | None, queue: str, as_json: bool, requeue: bool, force: bool, purge: bool, limit: int) -> None:
     """List the dead-letter queue of QUEUE with reasons; or requeue or purge it.
 
     A QUEUE the broker has never seen is an error naming the known queues.
     """
     if requeue and purge:
         raise click.UsageError("--requeue and --purge exclude each other")
+    if force and not requeue:
+        raise click.UsageError("--force goes with --requeue")
     settings, broker = setup_app(config, import_jobs=False)
     _check_known_queue(broker, queue)
     dead_queue = dead_letter_name(queue)
@@ -194,9 +200,14 @@ def dead(config: str | None, queue: str, as_json: bool, requeue: bool, purge: bo
         click.echo(f"purged {count} message(s) from {dead_queue}")
         return
     if requeue:
-        moved, left = broker.requeue_dead(queue, keep=lambda message: message.body.startswith(UNDECODABLE_PREFIX))
-        kept = f"; {left} unreadable message(s) left in {dead_queue}" if left else ""
-        click.echo(f"requeued {moved} message(s) from {dead_queue} to {queue}{kept}")
+        done = requeue_dead(broker, settings.database_url, queue, force=force)
+        for line in done.held:
+            click.echo(f"{line} (--force sends it anyway)")
+        for line in done.forced:
+            click.echo(line)
+        kept = f"; {done.unreadable} unreadable message(s) left in {dead_queue}" if done.unreadable else ""
+        held = f"; {len(done.held)} left for their unique keys" if done.held else ""
+        click.echo(f"requeued {done.moved} message(s) from {dead_queue} to {queue}{kept}{held}")
         return
     rows = []
     for message in broker.peek(dead_queue, limit):

@@ -61,6 +61,7 @@ from .message import JobMessage, decode
 from .middleware import PASSED_THROUGH, Middleware, MiddlewareChain
 from .settings import default
 from .status import Status, retry_while_unavailable
+from .unique import KEY_FIELD
 
 if TYPE_CHECKING:
     from .app import App
@@ -121,6 +122,8 @@ class Settlement(NamedTuple):
     #: The job's name and the attempt's number, when one ran (for the worker's line about it).
     name: str = ""
     attempt: int = 0
+    #: With DELETE: the message's unique key, which the worker frees once the delete went through ("": none).
+    unique_key: str = ""
 
 
 def success_line(message: ReceivedMessage, settlement: Settlement) -> str:
@@ -352,11 +355,11 @@ class MessageRunner:
                         attempt_no: int, last_attempt: bool) -> Settlement:
         if attempt.outcome is Outcome.SUCCESS:  # first: nearly every attempt; the worker logs it (success_line)
             return Settlement(Action.DELETE, job_id=decoded.id, ran=True, duration_s=attempt.duration_s,
-                              name=decoded.name, attempt=attempt_no)
+                              name=decoded.name, attempt=attempt_no, unique_key=_key_of(decoded))
         where = f"job {decoded.id} {decoded.name} on {message.queue}: attempt {attempt_no}"
         if attempt.outcome is Outcome.SKIPPED:
             logger.info("%s", attempt.reason)
-            return Settlement(Action.DELETE, job_id=decoded.id)
+            return Settlement(Action.DELETE, job_id=decoded.id, unique_key=_key_of(decoded))
         if attempt.outcome is Outcome.REJECTED:
             logger.error("job %s %s on %s: refused unrun: %s", decoded.id, decoded.name, message.queue, attempt.reason)
             return Settlement(Action.DEAD_LETTER, reason=cut_reason(attempt.reason), job_id=decoded.id)
@@ -432,6 +435,12 @@ class MessageRunner:
         logger.error("job %s %s on %s: %s; its message goes to the dead-letter queue", decoded.id, decoded.name,
                      decoded.queue, reason)
         return Settlement(Action.DEAD_LETTER, reason=cut_reason(reason), job_id=decoded.id, ran=self._attempt_ran)
+
+
+def _key_of(message: JobMessage) -> str:
+    """The unique key ``message`` carries ("" if none: nearly every message, one dict look-up)."""
+    key = message.extra.get(KEY_FIELD) if message.extra else None
+    return key if isinstance(key, str) else ""
 
 
 def _error_text(error: BaseException | None) -> str:

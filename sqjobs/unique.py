@@ -9,21 +9,37 @@ handle of the job that holds it. Being an index in the ``[sqjobs]
 database``, it holds across processes and machines.
 
 The key travels in the message (the optional wire field ``unique_key``) and
-is freed, by :class:`UniqueKeys` (middleware sqjobs installs), when the job
-finished: it succeeded, its last attempt failed, or its message went to the
-dead-letter queue unrun; a cancelled job frees it when it is cancelled. A
-failed attempt with attempts left keeps it (the job still waits).
+is freed by the worker (:class:`KeyReleases`) once the job finished and the
+broker confirmed it: after the delete of a message whose job succeeded (or
+was skipped: cancelled, already done) went through, and after the move of a
+message to the dead-letter queue (its last attempt failed, or it could not
+run) went through; a cancelled job frees it when it is cancelled. A failed
+attempt with attempts left keeps it (the job still waits). Freeing it
+earlier would let a worker that dies between the attempt and the delete
+run the job twice side by side: its message comes back while a producer
+was already given a new job for the key. Only messages that carry a key
+cost the worker anything.
+
+While the status database is down, a worker keeps the keys it has to free
+and tries again with backoff (one log line per try); a worker stopped
+meanwhile, or killed between a delete and the release, leaves those keys
+taken (its stop says which, ``sqjobs unique KEY --free`` frees one).
+
+Requeueing a dead letter (``sqjobs dead --requeue``, the dashboard) takes its
+key again (:func:`requeue_dead`): if another job holds it meanwhile, that
+message stays dead and the requeue says so; ``--force`` sends it anyway
+(it then runs beside the holder, which keeps the key).
 
 The window: a worker that dies mid-job settles nothing, so the key stays
 taken while the message is invisible (its visibility timeout) and until the
 attempt that follows finishes; the key is never freed while the job may
-still run. A message removed by hand (``sqjobs dead --purge`` of a job whose
-dead-lettering could not free its key, a purged queue) leaves its key taken:
-``sqjobs unique KEY --free`` frees it; so does a producer killed between
-taking the key and sending (a send that fails frees it). A periodic job
-with ``unique = True`` skips a fire time while its previous run still waits
-or runs (the beater's send returns the holder's handle). In eager mode the job runs
-inside the call, so nothing waits and no key is taken.
+still run. A message removed by hand (``sqjobs dead --purge``, a purged
+queue) leaves its key taken: ``sqjobs unique KEY --free`` frees it; so does
+a producer killed between taking the key and sending (a send that fails
+frees it). A periodic job with ``unique = True`` skips a fire time while its
+previous run still waits or runs (the beater's send returns the holder's
+handle). In eager mode the job runs inside the call, so nothing waits and no
+key is taken.
 """
 
 from __future__ import annotations
@@ -31,19 +47,23 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import peewee
 
-from .errors import StatusStoreError
-from .message import ID_MAX_CHARS
-from .middleware import Middleware
+from .brokers.base import ReceivedMessage, dead_letter_name
+from .errors import MalformedMessageError
+from .message import ID_MAX_CHARS, UNDECODABLE_PREFIX, decode
+from .outage import Outage
 from .rows import Rows
+from .status import STORE_RETRY_PAUSE_MAX_S, STORE_RETRY_PAUSE_S
 from .store import PreciseDateTimeField, naive_utc_now
 
 if TYPE_CHECKING:
-    from .job import Job
+    from .brokers.base import Broker
     from .message import JobMessage
 
 logger = logging.getLogger("sqjobs.unique")
@@ -122,6 +142,14 @@ class UniqueKeys(Rows):
         with self.guard(f"free unique key {key!r}"):
             return bool(model.delete().where(condition).execute())
 
+    def free_all(self, pairs: Sequence[tuple[str, str]]) -> int:
+        """Free each ``(key, job id)`` of ``pairs`` whose job still holds the key, in one transaction; how many."""
+        model = self.model
+        self.ready()
+        with self.guard(f"free {len(pairs)} unique key(s)"), self.database.atomic():
+            return sum(int(model.delete().where((model.key == key) & (model.job_id == job_id)).execute())
+                       for key, job_id in pairs)
+
     def free_job(self, job_id: str) -> int:
         """Free every key ``job_id`` holds (a cancelled job); return how many."""
         if not self.exists():
@@ -138,29 +166,137 @@ class UniqueKeys(Rows):
         return (row.job_id, row.taken_at) if row is not None else None
 
 
-class UniqueKeyRelease(Middleware):
-    """Frees a job's unique key once the job finished (installed by sqjobs; a no-op for jobs without a key)."""
+class KeyReleases:
+    """The unique keys one worker frees, each once the broker confirmed that its message is settled.
 
-    def __init__(self, database_url: str) -> None:
+    :meth:`expect` the key of a message to be deleted, then :meth:`deleted`
+    once its delete went through (the key is freed then) or :meth:`forget` if
+    the worker gave up on the delete (the message comes back, and its next
+    settlement frees the key); :meth:`dead_lettered` once a message is in the
+    dead-letter queue. A free that fails (the status database is down) is
+    kept and tried again by :meth:`retry` after a pause that doubles, one
+    log line a try. Each key is freed only if its job still holds it, so a
+    second free of the same one changes nothing.
+    """
+
+    def __init__(self, database_url: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.database_url = database_url
+        self.clock = clock
+        #: Receipt -> (key, job id) of the messages whose delete is awaited.
+        self.expected: dict[str, tuple[str, str]] = {}
+        #: (key, job id) of settled messages whose keys are not freed yet.
+        self.due: list[tuple[str, str]] = []
+        self._retry_at = 0.0
+        self.outage = Outage(logger, "status database", "freeing the unique keys of finished jobs (they stay taken "
+                             "until then)", STORE_RETRY_PAUSE_S, STORE_RETRY_PAUSE_MAX_S)
 
-    def _free(self, message: JobMessage, why: str) -> None:
+    def expect(self, receipt: str, key: str, job_id: str) -> None:
+        """The message of ``receipt`` is to be deleted: free ``key`` of ``job_id`` once it is."""
+        self.expected[receipt] = (key, job_id)
+
+    def deleted(self, messages: Iterable[ReceivedMessage]) -> None:
+        """``messages`` were deleted: free the keys expected for them."""
+        expected = self.expected
+        if not expected:
+            return
+        for message in messages:
+            pair = expected.pop(message.receipt, None)
+            if pair is not None:
+                self.due.append(pair)
+        self.retry()
+
+    def forget(self, messages: Iterable[ReceivedMessage]) -> None:
+        """``messages`` were not deleted and will be delivered again: their keys stay taken."""
+        for message in messages:
+            self.expected.pop(message.receipt, None)
+
+    def dead_lettered(self, message: JobMessage) -> None:
+        """``message`` is in the dead-letter queue: free its key, if it carries one."""
         key = message.extra.get(KEY_FIELD)
         if isinstance(key, str) and key:
-            UniqueKeys.for_url(self.database_url).free(key, message.id)
-            logger.debug("job %s %s on %s: unique key %r freed (%s)", message.id, message.name, message.queue, key, why)
+            self.due.append((key, message.id))
+            self.retry()
 
-    def after_run(self, job: Job, message: JobMessage, result: Any = None, error: BaseException | None = None) -> None:
-        """Free the key when the attempt succeeded or was the last; StatusStoreError keeps the message."""
-        if (error is None or job.last_attempt) and KEY_FIELD in message.extra:
-            self._free(message, "finished")
+    def retry(self, last: bool = False) -> None:
+        """Free the keys due, unless a failed try's pause is not over (``last``: try anyway, once).
 
-    def after_dead_letter(self, message: JobMessage | str, reason: str) -> None:
-        """Free the key of a message dead-lettered unrun (best effort: logged if the database is down)."""
-        if isinstance(message, str):
+        A failure keeps them for the next try; on the ``last`` try (the
+        worker stops) each key left taken is logged with the command that
+        frees it.
+        """
+        if not self.due or (not last and self.clock() < self._retry_at):
             return
+        due, self.due = self.due, []
         try:
-            self._free(message, "dead-lettered")
-        except StatusStoreError as exc:
-            logger.warning("job %s %s on %s: its unique key %r stays taken: %s (sqjobs unique --free frees it)",
-                           message.id, message.name, message.queue, message.extra.get(KEY_FIELD), exc)
+            UniqueKeys.for_url(self.database_url).free_all(due)
+        except Exception as exc:  # noqa: BLE001 - the database down (or a bug): kept and tried again, logged
+            if last:
+                for key, job_id in due:
+                    logger.warning("job %s: its unique key %r stays taken, the database could not be reached before "
+                                   "the worker stopped (sqjobs unique KEY --free frees it): %s", job_id, key, exc)
+                return
+            self.due = due + self.due
+            self._retry_at = self.clock() + self.outage.failed(exc)
+            return
+        self.outage.recovered()
+        if logger.isEnabledFor(logging.DEBUG):
+            for key, job_id in due:
+                logger.debug("job %s: unique key %r freed", job_id, key)
+
+
+@dataclass
+class Requeued:
+    """What a requeue of dead letters did (:func:`requeue_dead`)."""
+
+    #: Messages moved back to their queue.
+    moved: int = 0
+    #: Unreadable messages left in the dead-letter queue (their stored bytes are not copied).
+    unreadable: int = 0
+    #: One line per message left dead because another job holds its unique key.
+    held: list[str] = field(default_factory=list)
+    #: One line per message sent anyway (``force``) while another job holds its key.
+    forced: list[str] = field(default_factory=list)
+
+
+def requeue_dead(broker: Broker, database_url: str, queue: str, *, message_id: str | None = None,
+                 force: bool = False) -> Requeued:
+    """Move the dead letters of ``queue`` (only ``message_id``, when given) back to it, taking their keys again.
+
+    A message with a unique key takes it (as a send does) before it moves:
+    one whose key another job holds stays dead, with a line in ``held``,
+    unless ``force`` sends it anyway (a line in ``forced``: it runs beside
+    that job, which keeps the key). A message whose job still holds its own
+    key goes. If a move fails after its key was taken, the key stays with
+    its job, and a requeue tried again finds it its own. Raises
+    StatusStoreError while the database cannot be reached (messages not
+    moved yet are visible in the dead-letter queue again after a minute).
+    """
+    done = Requeued()
+    keys = UniqueKeys.for_url(database_url)
+
+    def keep(message: ReceivedMessage) -> bool:
+        if message_id is not None and message.message_id != message_id:
+            return True
+        if message.body.startswith(UNDECODABLE_PREFIX):
+            done.unreadable += 1
+            return True
+        try:
+            decoded = decode(message.body, message.message_id)
+        except MalformedMessageError:
+            return False  # moved as before: it comes back to the dead-letter queue with its reason
+        key = decoded.extra.get(KEY_FIELD)
+        if not (isinstance(key, str) and key):
+            return False
+        holder = keys.take(key, decoded.id, decoded.name, queue)
+        if holder is None or holder[0] == decoded.id:
+            return False
+        line = (f"message {message.message_id} (job {decoded.id} {decoded.name}): its unique key {key!r} is held "
+                f"by job {holder[0]}")
+        if force:
+            done.forced.append(f"{line}; sent anyway: it runs beside that job, which keeps the key")
+            return False
+        done.held.append(f"{line}; left in {dead_letter_name(queue)}")
+        return True
+
+    done.moved, _ = broker.requeue_dead(queue, keep=keep)
+    return done

@@ -53,6 +53,7 @@ from .registry import Registry
 from .runner import REFUSALS_ATTRIBUTE, Action, MessageRunner, Settlement, known_jobs_text, success_line
 from .settings import ISOLATIONS, default
 from .tokens import QUEUED, STARTED
+from .unique import KeyReleases
 
 logger = logging.getLogger("sqjobs.worker")
 
@@ -178,6 +179,8 @@ class Worker:
         self.delete_outage = Outage(logger, "broker", "deleting finished messages (they stay held)", ERROR_PAUSE_S,
                                     ERROR_PAUSE_MAX_S, announce_recovery=False)
         self._delete_retry_at = 0.0
+        #: Unique keys of finished jobs, freed once the broker confirmed their delete or dead-letter move.
+        self.key_releases = KeyReleases(self.app.settings.database_url)
         #: Messages whose move to the dead-letter queue failed, with their settlement: never run again, only moved.
         self._undead: dict[str, Settlement] = {}
         #: Messages dead-lettered because their signature did not verify (unsigned, forged, unknown key).
@@ -589,6 +592,8 @@ class Worker:
             if not self._succeeded:
                 self._first_succeeded_at = time.monotonic()
             self._succeeded.append(message)
+            if settlement.unique_key:
+                self.key_releases.expect(message.receipt, settlement.unique_key, settlement.job_id or "")
             # Deleted ten at a time; where the next receive deletes them, by it (unless more wait).
             if len(self._succeeded) >= (CARRIED_DELETES_MAX if self.broker.deletes_while_receiving
                                         else defaults.MAX_BATCH):
@@ -629,11 +634,13 @@ class Worker:
                 if last:
                     logger.error("could not delete %d finished message(s) on %s; they will be delivered again: %s",
                                  len(messages), queue, exc, exc_info=traceback_for(logger, exc))
+                    self.key_releases.forget(messages)
                 else:
                     kept.extend(messages)
                     self._delete_retry_at = time.monotonic() + self.delete_outage.failed(exc)
                     continue
             self.held.release_all(messages)
+            self.key_releases.deleted(messages)
         if kept:
             self._succeeded = kept + self._succeeded
         else:
@@ -643,6 +650,7 @@ class Worker:
         """``messages``, the first of the succeeded ones, were deleted (by a receive): stop holding them."""
         self._succeeded = self._succeeded[len(messages):]
         self.held.release_all(messages)
+        self.key_releases.deleted(messages)
         self._deletes_worked(len(messages))
 
     def _deletes_worked(self, count: int) -> None:
@@ -672,7 +680,10 @@ class Worker:
                 return
             logger.error("message %s on %s moved to the dead-letter queue: %s", message.message_id, message.queue,
                          cut_reason(reason))
-            self.middleware.after_dead_letter(self._readable(message), reason)
+            readable = self._readable(message)
+            if not isinstance(readable, str):
+                self.key_releases.dead_lettered(readable)
+            self.middleware.after_dead_letter(readable, reason)
             return
         self._undead[message.message_id] = Settlement(Action.DEAD_LETTER, reason=reason,
                                                       unverified=settlement.unverified)
@@ -747,6 +758,7 @@ class Worker:
                     break
             settled += self._work_on(time.monotonic(), hold_back=False)
         self._flush_deletes(last=True)
+        self.key_releases.retry()
         return settled
 
     def run(self) -> int:
@@ -772,6 +784,7 @@ class Worker:
             try:
                 self._give_back_unstarted()
                 self._flush_deletes(last=True)
+                self.key_releases.retry(last=True)
             finally:
                 self.held.stop()
                 self.close()
@@ -789,6 +802,8 @@ class Worker:
                 if not self.pipeline:
                     return
             wanted = self._wanted(now)
+            if self.key_releases.due:
+                self.key_releases.retry()  # keys whose free failed, after its pause
             if self._succeeded and not self.pipeline.handed and not (wanted and self.broker.deletes_while_receiving):
                 self._flush_deletes()  # no receive deletes them now (or their delete failed: tried after its pause)
             if not self.pipeline and self.broker_outage.ongoing and now < self._next_receive_at:

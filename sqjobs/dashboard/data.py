@@ -21,9 +21,15 @@ from ..errors import SQJobsError, UnknownQueueError
 from ..message import UNDECODABLE_PREFIX, MalformedMessageError, decode
 from ..metrics_export import periodic_schedules
 from ..store import StatusRecord
+from ..unique import requeue_dead
 
 if TYPE_CHECKING:
     from ..app import App
+
+#: Dead letters left for their unique keys that a requeue's result line names (it counts the others).
+HELD_SHOWN = 5
+#: What the result of a requeue says when a message stayed dead for its unique key.
+FORCE_HINT = " (`sqjobs dead {queue} --requeue --force` sends it anyway, beside the holder)"
 
 #: Seconds without a rewrite after which a health file is taken for a process that is gone.
 HEALTH_FILE_STALE_S = 10.0
@@ -94,14 +100,32 @@ def dead_letters(app: App, queue: str, limit: int = defaults.DASHBOARD_DEAD_LIMI
     return found
 
 
-def requeue_one(app: App, queue: str, message_id: str) -> bool:
-    """Move dead letter ``message_id`` back to ``queue``; False if it is not there (any more)."""
-    return app.broker.requeue_dead_message(queue, message_id)
+def requeue_one(app: App, queue: str, message_id: str) -> str:
+    """Move dead letter ``message_id`` back to ``queue``, taking its unique key again; what happened, in a line.
+
+    It stays dead when another job holds its key (:func:`sqjobs.unique.requeue_dead`).
+    """
+    done = requeue_dead(app.broker, app.settings.database_url, queue, message_id=message_id)
+    if done.moved:
+        return f"requeued message {message_id}"
+    if done.held:
+        return done.held[0] + FORCE_HINT.format(queue=queue)
+    if done.unreadable:
+        return f"message {message_id} is unreadable: left where it is"
+    return f"message {message_id} is no longer there"
 
 
-def requeue_all(app: App, queue: str) -> tuple[int, int]:
-    """Move every readable dead letter of ``queue`` back; return (moved, left unreadable)."""
-    return app.broker.requeue_dead(queue, keep=lambda message: message.body.startswith(UNDECODABLE_PREFIX))
+def requeue_all(app: App, queue: str) -> str:
+    """Move every readable dead letter of ``queue`` back, taking their unique keys again; what happened, in a line."""
+    done = requeue_dead(app.broker, app.settings.database_url, queue)
+    text = f"requeued {done.moved} message(s)" + (f"; {done.unreadable} unreadable one(s) left" if done.unreadable
+                                                   else "")
+    if done.held:
+        shown = done.held[:HELD_SHOWN]
+        more = f"; and {len(done.held) - len(shown)} more" if len(done.held) > len(shown) else ""
+        text += f"; {len(done.held)} left for their unique keys: " + "; ".join(shown) + more
+        text += FORCE_HINT.format(queue=queue)
+    return text
 
 
 def purge_dead(app: App, queue: str) -> int:

@@ -149,13 +149,10 @@ def create_app(app: App, *, password: str = "", read_only: bool = False, host: s
         data.check_queue(app, queue)
         if request.form.get("confirmed") != "yes":
             abort(400)
-        if action == "requeue":
-            message_id = request.form.get("message_id", "")
-            found = data.requeue_one(app, queue, message_id)
-            done = f"requeued message {message_id}" if found else f"message {message_id} is no longer there"
+        if action == "requeue":  # a unique job takes its key again, or stays dead: the line says which
+            done = data.requeue_one(app, queue, request.form.get("message_id", ""))
         elif action == "requeue_all":
-            moved, left = data.requeue_all(app, queue)
-            done = f"requeued {moved} message(s)" + (f"; {left} unreadable one(s) left" if left else "")
+            done = data.requeue_all(app, queue)
         elif action == "purge":
             done = f"purged {data.purge_dead(app, queue)} message(s)"
         else:
