@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -396,7 +395,7 @@ def test_an_sqs_outage_logs_one_warning_per_backoff_step_and_one_line_when_it_en
     assert "Traceback" not in worker_log(worker)
 
 
-@pytest.mark.skipif(shutil.which("php") is None, reason="PHP is not installed")
+@pytest.mark.tools("php")
 def test_the_body_of_the_php_producer_example_runs(sqs_server: MotoServer, sqs_prefix: str, broker: SQSBroker,
                                                    tmp_path: Path, processes: list) -> None:
     out = tmp_path / "out.txt"
