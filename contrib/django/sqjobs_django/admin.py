@@ -1,4 +1,4 @@
-"""The admin: job status rows, read-only, and an action requeuing the dead letters of their queues."""
+"""The admin: job status rows, read-only, and an action requeuing the selected jobs' dead letters."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from sqjobs.app import current_app
-from sqjobs.message import UNDECODABLE_PREFIX
+from sqjobs.brokers.base import ReceivedMessage
+from sqjobs.errors import MalformedMessageError
+from sqjobs.message import UNDECODABLE_PREFIX, decode
 
 from .models import JobStatus
 
@@ -52,16 +54,32 @@ class JobStatusAdmin(admin.ModelAdmin):
         """The traceback of the last failed attempt, preformatted."""
         return format_html("<pre>{}</pre>", obj.traceback) if obj.traceback else "-"
 
-    @admin.action(description="Requeue the dead letters of the selected jobs' queues", permissions=["requeue_dead"])
+    @admin.action(description="Requeue the selected jobs' dead letters", permissions=["requeue_dead"])
     def requeue_dead_letters(self, request: HttpRequest, queryset: QuerySet[JobStatus]) -> None:
-        """Move the messages of each selected row's ``<queue>-dead`` back to its queue (``sqjobs dead --requeue``)."""
+        """Move the dead letters of exactly the selected jobs back to their queues; the others stay dead."""
         broker = current_app().broker
         known = set(broker.queues())
-        for queue in sorted(set(queryset.values_list("queue", flat=True))):
+        selected: dict[str, set[str]] = {}
+        for job_id, queue in queryset.values_list("job_id", "queue"):
+            selected.setdefault(queue, set()).add(job_id)
+        moved_total = 0
+        for queue, job_ids in sorted(selected.items()):
             if queue not in known:
                 self.message_user(request, f"the broker has no queue {queue!r}", messages.WARNING)
                 continue
-            moved, left = broker.requeue_dead(queue, keep=lambda message: message.body.startswith(UNDECODABLE_PREFIX))
-            kept = f"; {left} unreadable message(s) left" if left else ""
-            self.message_user(request, f"requeued {moved} message(s) from the dead letters of {queue}{kept}",
-                              messages.SUCCESS)
+            moved, _ = broker.requeue_dead(queue, keep=lambda message, ids=job_ids: dead_job_id(message) not in ids)
+            moved_total += moved
+        chosen = sum(len(ids) for ids in selected.values())
+        missing = f"; {chosen - moved_total} of them had no dead letter" if moved_total < chosen else ""
+        self.message_user(request, f"requeued {moved_total} of {chosen} selected job(s){missing}",
+                          messages.SUCCESS if moved_total else messages.WARNING)
+
+
+def dead_job_id(message: ReceivedMessage) -> str | None:
+    """The job id a dead letter carries (None for a body that cannot be read: it never moves)."""
+    if message.body.startswith(UNDECODABLE_PREFIX):
+        return None
+    try:
+        return decode(message.body, message.message_id).id
+    except MalformedMessageError:
+        return None
