@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import os
 import signal
 import subprocess
@@ -290,6 +291,9 @@ def test_the_aws_cli_producer_example_sends_a_job_a_worker_runs(
     processes.append(worker)
     assert worker.wait(60) == 0, worker_log(worker)
     assert tokens(out) == ["from-cli"]
+    job_id = sent.stdout.strip()
+    assert re.fullmatch(r"[0-9a-f]{32}", job_id), f"it prints the job id, not SQS's message id: {sent.stdout!r}"
+    assert f"job {job_id} record on cli: attempt 1 succeeded" in worker_log(worker)
 
 
 @pytest.mark.faults
