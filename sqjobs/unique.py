@@ -50,7 +50,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, AbstractSet, Any, Callable, Iterable, Mapping, Sequence
 
 import peewee
 
@@ -259,8 +259,11 @@ class Requeued:
 
 
 def requeue_dead(broker: Broker, database_url: str, queue: str, *, message_id: str | None = None,
-                 force: bool = False) -> Requeued:
-    """Move the dead letters of ``queue`` (only ``message_id``, when given) back to it, taking their keys again.
+                 job_ids: AbstractSet[str] | None = None, force: bool = False) -> Requeued:
+    """Move the dead letters of ``queue`` back to it, taking their keys again.
+
+    Only the message ``message_id`` moves when it is given, and only the
+    messages of the jobs ``job_ids`` when those are given (the others stay).
 
     A message with a unique key takes it (as a send does) before it moves:
     one whose key another job holds stays dead, with a line in ``held``,
@@ -283,7 +286,9 @@ def requeue_dead(broker: Broker, database_url: str, queue: str, *, message_id: s
         try:
             decoded = decode(message.body, message.message_id)
         except MalformedMessageError:
-            return False  # moved as before: it comes back to the dead-letter queue with its reason
+            return job_ids is not None  # moved as before (unless jobs are chosen): it comes back with its reason
+        if job_ids is not None and decoded.id not in job_ids:
+            return True
         key = decoded.extra.get(KEY_FIELD)
         if not (isinstance(key, str) and key):
             return False

@@ -13,6 +13,7 @@ from sqjobs.brokers.memory import MemoryBroker
 from sqjobs.brokers.sqlite import SQLiteBroker
 from tests.sqs_server import sqs_auth_server, sqs_prefix, sqs_server  # noqa: F401  (SQS fixtures)
 from tests.support import Clock
+from tests.tools import PACKAGES, REQUIRE_TOOLS_ENV, missing, required
 
 
 @pytest.fixture()
@@ -59,3 +60,29 @@ def any_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broke
     broker = BROKER_FACTORIES[request.param](tmp_path, request)
     yield broker
     broker.close()
+
+
+# -- outside programs (tests/tools.py) ------------------------------------------------------------------
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "tools(*names): the test runs these outside programs (tests/tools.py)")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip a test whose outside program is missing, or fail it where .ci/run asked for every program."""
+    for mark in item.iter_markers("tools"):
+        for tool in mark.args:
+            why = missing(tool)
+            if not why:
+                continue
+            if required():
+                pytest.fail(f"{why}; {REQUIRE_TOOLS_ENV} is set, so nothing may skip", pytrace=False)
+            pytest.skip(why)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Name, once at the end, the outside programs this machine lacks (their tests were skipped)."""
+    reasons = [why for why in map(missing, PACKAGES) if why]
+    if reasons:
+        outcome = "failed" if required() else "skipped"
+        terminalreporter.write_line(f"outside programs missing, their tests {outcome}: " + "; ".join(reasons))

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -20,11 +18,10 @@ from sqjobs.errors import ConfigError
 from sqjobs.worker import Worker
 from tests import jobs_for_tests as jobs
 from tests.support import DEADLINE_S, send, sqlite_config, wait_until
+from tests.tools import chromium_path
 
-#: Debian's chromium, driven by Playwright (no browser is downloaded).
-CHROMIUM = "/usr/bin/chromium"
 #: Where the browser test leaves its screenshot for a person (and the README) to look at.
-SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "dashboard-overview.png"
+SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "_static" / "dashboard-overview.png"
 
 
 @pytest.fixture()
@@ -123,18 +120,7 @@ def test_metrics_are_served_by_the_dashboard(dead_letters: tuple[sqjobs.App, lis
     assert 'sqjobs_queue_messages{queue="default",state="dead"} 3.0' in text
 
 
-def _browser_available() -> str:
-    """Why the browser test cannot run here ('' when it can)."""
-    if not os.path.exists(CHROMIUM) and not shutil.which("chromium"):
-        return f"no chromium at {CHROMIUM} (apt-get install -y chromium; .ci/run does)"
-    try:
-        import playwright  # noqa: F401
-    except ImportError:
-        return "the playwright package is missing (it is in the test extra)"
-    return ""
-
-
-@pytest.mark.skipif(bool(_browser_available()), reason=_browser_available())
+@pytest.mark.tools("chromium")
 def test_in_a_browser_requeue_a_dead_letter(dead_letters: tuple[sqjobs.App, list[str]]) -> None:
     from playwright.sync_api import sync_playwright
     from werkzeug.serving import make_server
@@ -146,8 +132,7 @@ def test_in_a_browser_requeue_a_dead_letter(dead_letters: tuple[sqjobs.App, list
     base = f"http://127.0.0.1:{server.server_port}"
     try:
         with sync_playwright() as driver:
-            browser = driver.chromium.launch(executable_path=CHROMIUM if os.path.exists(CHROMIUM)
-                                             else shutil.which("chromium"), args=["--no-sandbox"])
+            browser = driver.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1100, "height": 330})
             page.goto(base + "/")
             dead_cell = page.locator('tr[data-queue="default"] [data-state="dead"]')

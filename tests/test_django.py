@@ -269,10 +269,10 @@ def test_admin_lists_filters_searches_shows_the_traceback_and_checks_the_requeue
     ids = project.shell("""
         import json
         from shop.jobs import add, explode
-        print(json.dumps([add.delay(1, 1).id, explode.delay("kaboom").id]))
+        print(json.dumps([add.delay(1, 1).id, explode.delay("kaboom").id, explode.delay("left dead").id]))
     """)
     project.manage("sqjobs", "worker", "default", "--burst")
-    assert project.queue_stats("default").dead == 1
+    assert project.queue_stats("default").dead == 2
     pages = project.shell(f"""
         import json
         from django.contrib.auth.models import User
@@ -306,16 +306,23 @@ def test_admin_lists_filters_searches_shows_the_traceback_and_checks_the_requeue
             "clerk_sees_action": "requeue_dead_letters" in clerk_page,
             "root_sees_action": "requeue_dead_letters" in listing,
             "refused": refused.status_code, "dead_after_refusal": dead_after_refusal,
-            "done": "requeued 1 message(s)" in done.content.decode().lower(),
+            "done": "requeued 1 of 1 selected job(s)" in done.content.decode().lower(),
         }}))
     """)
-    assert pages["listing"] == [True, True]
-    assert pages["failed"] == [False, True] and pages["named"] == [True, False] and pages["found"] == [False, True]
+    assert pages["listing"] == [True, True, True]
+    assert pages["failed"] == [False, True, True] and pages["named"] == [True, False, False]
+    assert pages["found"] == [False, True, False]
     assert pages["detail"] == [200, True, True, False]
     assert not pages["clerk_sees_action"] and pages["root_sees_action"]
-    assert pages["dead_after_refusal"] == 1 and pages["done"]
+    assert pages["dead_after_refusal"] == 2 and pages["done"]
     stats = project.queue_stats("default")
-    assert (stats.dead, stats.visible) == (0, 1)
+    assert (stats.dead, stats.visible) == (1, 1), "only the selected job's dead letter moved"
+    assert project.shell("""
+        import json
+        from sqjobs.app import current_app
+        from sqjobs.message import decode
+        print(json.dumps([decode(m.body, m.message_id).id for m in current_app().broker.peek("default-dead", 10)]))
+    """) == [ids[2]]
 
 
 def test_delay_on_commit_sends_on_commit_and_nothing_on_rollback(project: Project) -> None:

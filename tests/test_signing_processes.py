@@ -156,7 +156,9 @@ def foreign_body(producer: str, key: str, name: str, args: list, kwargs: dict) -
     return made.stdout.strip()
 
 
-@pytest.mark.parametrize("producer", ["php", "node", "shell"])
+@pytest.mark.parametrize("producer", [pytest.param("php", marks=pytest.mark.tools("php")),
+                                      pytest.param("node", marks=pytest.mark.tools("node")),
+                                      pytest.param("shell", marks=pytest.mark.tools("jq", "openssl"))])
 def test_a_foreign_producer_signs_as_the_worker_checks_and_a_wrong_key_is_dead_lettered(
         producer: str, tmp_path: Path, processes: list, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(KEYS_ENV, raising=False)
@@ -175,6 +177,7 @@ def test_a_foreign_producer_signs_as_the_worker_checks_and_a_wrong_key_is_dead_l
     assert reason.startswith(f'unknown key id "{key_id(WRONG_KEY.encode())}"')
 
 
+@pytest.mark.tools("jq", "openssl")
 def test_on_sqs_the_aws_cli_example_signs_and_a_forged_message_is_dead_lettered(
         sqs_server: MotoServer, sqs_prefix: str, tmp_path: Path, processes: list,
         monkeypatch: pytest.MonkeyPatch) -> None:

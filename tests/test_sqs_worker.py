@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
+import re
 import signal
 import subprocess
 import sys
@@ -291,6 +291,9 @@ def test_the_aws_cli_producer_example_sends_a_job_a_worker_runs(
     processes.append(worker)
     assert worker.wait(60) == 0, worker_log(worker)
     assert tokens(out) == ["from-cli"]
+    job_id = sent.stdout.strip()
+    assert re.fullmatch(r"[0-9a-f]{32}", job_id), f"it prints the job id, not SQS's message id: {sent.stdout!r}"
+    assert f"job {job_id} record on cli: attempt 1 succeeded" in worker_log(worker)
 
 
 @pytest.mark.faults
@@ -396,7 +399,7 @@ def test_an_sqs_outage_logs_one_warning_per_backoff_step_and_one_line_when_it_en
     assert "Traceback" not in worker_log(worker)
 
 
-@pytest.mark.skipif(shutil.which("php") is None, reason="PHP is not installed")
+@pytest.mark.tools("php")
 def test_the_body_of_the_php_producer_example_runs(sqs_server: MotoServer, sqs_prefix: str, broker: SQSBroker,
                                                    tmp_path: Path, processes: list) -> None:
     out = tmp_path / "out.txt"

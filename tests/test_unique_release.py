@@ -139,7 +139,8 @@ def post_action(client: Any, action: str, **form: str) -> str:
     """Confirm and post a dead-letter action of the dashboard; return the result page."""
     page = client.get(f"/queues/later/dead/confirm?action={action}").get_data(as_text=True)
     response = client.post(f"/queues/later/dead/{action}", data={"confirmed": "yes", "csrf_token": csrf_token(page),
-                                                                 **form}, follow_redirects=True)
+                                                                 **form}, follow_redirects=True,
+                           headers={"Origin": "http://localhost"})  # the test client's host
     assert response.status_code == 200
     return str(response.get_data(as_text=True))
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -248,7 +247,7 @@ echo base64_encode($json_payload);
 """
 
 
-@pytest.mark.skipif(shutil.which("php") is None, reason="PHP is not installed (CI installs php-cli)")
+@pytest.mark.tools("php")
 def test_the_seed_talks_php_producer_with_empty_kwargs_runs(setup: tuple) -> None:
     config, broker, record = setup
     made = subprocess.run(["php", "-r", SEED_PHP, str(record)], capture_output=True, text=True, timeout=60)

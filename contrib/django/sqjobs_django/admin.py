@@ -1,4 +1,4 @@
-"""The admin: job status rows, read-only, and an action requeuing the dead letters of their queues."""
+"""The admin: job status rows, read-only, and an action requeuing the selected jobs' dead letters."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from sqjobs.app import current_app
-from sqjobs.message import UNDECODABLE_PREFIX
+from sqjobs.unique import requeue_dead
 
 from .models import JobStatus
 
@@ -52,16 +52,29 @@ class JobStatusAdmin(admin.ModelAdmin):
         """The traceback of the last failed attempt, preformatted."""
         return format_html("<pre>{}</pre>", obj.traceback) if obj.traceback else "-"
 
-    @admin.action(description="Requeue the dead letters of the selected jobs' queues", permissions=["requeue_dead"])
+    @admin.action(description="Requeue the selected jobs' dead letters", permissions=["requeue_dead"])
     def requeue_dead_letters(self, request: HttpRequest, queryset: QuerySet[JobStatus]) -> None:
-        """Move the messages of each selected row's ``<queue>-dead`` back to its queue (``sqjobs dead --requeue``)."""
-        broker = current_app().broker
-        known = set(broker.queues())
-        for queue in sorted(set(queryset.values_list("queue", flat=True))):
+        """Move the dead letters of exactly the selected jobs back to their queues; the others stay dead.
+
+        A unique job takes its key again as it moves (``sqjobs dead --requeue``
+        does the same); one whose key another job holds stays dead, and the
+        message says so.
+        """
+        app = current_app()
+        known = set(app.broker.queues())
+        selected: dict[str, set[str]] = {}
+        for job_id, queue in queryset.values_list("job_id", "queue"):
+            selected.setdefault(queue, set()).add(job_id)
+        moved = 0
+        for queue, job_ids in sorted(selected.items()):
             if queue not in known:
                 self.message_user(request, f"the broker has no queue {queue!r}", messages.WARNING)
                 continue
-            moved, left = broker.requeue_dead(queue, keep=lambda message: message.body.startswith(UNDECODABLE_PREFIX))
-            kept = f"; {left} unreadable message(s) left" if left else ""
-            self.message_user(request, f"requeued {moved} message(s) from the dead letters of {queue}{kept}",
-                              messages.SUCCESS)
+            done = requeue_dead(app.broker, app.settings.database_url, queue, job_ids=job_ids)
+            moved += done.moved
+            for line in done.held:
+                self.message_user(request, line, messages.WARNING)
+        chosen = sum(len(ids) for ids in selected.values())
+        missing = f"; {chosen - moved} of them had no dead letter to move" if moved < chosen else ""
+        self.message_user(request, f"requeued {moved} of {chosen} selected job(s){missing}",
+                          messages.SUCCESS if moved else messages.WARNING)

@@ -3,7 +3,8 @@
 #
 #   SQJOBS_SIGNING_KEY=... contrib/producers/aws-cli/job_body.sh NAME [ARGS_JSON] [KWARGS_JSON]
 #
-# The key is the first of the workers' [sqjobs] signing_keys (at least 32 bytes).
+# The key is the first of the workers' [sqjobs] signing_keys (at least 32 bytes);
+# SQJOBS_JOB_ID, when set, is the job id (otherwise a new one is made).
 # The signature is the hex HMAC-SHA256 of the canonical form, the JSON of
 # {id, name, args, kwargs} with sorted keys, no spaces and every character past
 # "~" escaped (jq -cSa); the key id is the first 8 hex digits of the key's SHA-256.
@@ -20,7 +21,7 @@ if [ "$(printf '%s' "$key" | wc -c)" -lt 32 ]; then
     echo "$0: a signing key must be at least 32 bytes" >&2
     exit 2
 fi
-id=$(openssl rand -hex 16)
+id=${SQJOBS_JOB_ID:-$(openssl rand -hex 16)}
 message=$(jq -cn --arg id "$id" --arg name "$1" --argjson args "${2:-[]}" --argjson kwargs "${3:-{\}}" \
     '{id: $id, name: $name, args: $args, kwargs: $kwargs}')
 canonical=$(printf '%s' "$message" | jq -cSa .)

@@ -5,6 +5,8 @@
 //   php send_job.php QUEUE NAME [ARGS_JSON] [KWARGS_JSON]
 //   php send_job.php prod-emails send_welcome '[42]' '{"lang": "es"}'
 //
+// It prints the job id (not SQS's message id): the id `sqjobs status`, the
+// worker's log lines and the dashboard know the job by.
 // QUEUE is the SQS queue name as SQS knows it (your [sqs] queue_prefix in front).
 // Credentials come from the usual AWS chain (environment, profile, role);
 // AWS_REGION (default us-east-1) and AWS_ENDPOINT_URL (an SQS-compatible
@@ -47,6 +49,12 @@ function sqjobs_canonical_json($value): string
     return str_replace("\x7f", '\u007f', $json);
 }
 
+/** A new job id: 32 hex digits, as sqjobs makes them. */
+function sqjobs_new_id(): string
+{
+    return bin2hex(random_bytes(16));
+}
+
 /** The id sqjobs gives $key: the first 8 hex digits of its SHA-256. */
 function sqjobs_key_id(string $key): string
 {
@@ -59,10 +67,11 @@ function sqjobs_key_id(string $key): string
  * With $key (the first of the workers' [sqjobs] signing_keys) the message is signed: HMAC-SHA256 of
  * the canonical form of everything in it but the signature headers (sqjobs/signing.py says how).
  */
-function sqjobs_body(string $name, array $args = [], array $kwargs = [], ?string $key = null): string
+function sqjobs_body(string $name, array $args = [], array $kwargs = [], ?string $key = null,
+                     ?string $id = null): string
 {
     $payload = [
-        'id' => bin2hex(random_bytes(16)),
+        'id' => $id ?? sqjobs_new_id(),
         'name' => $name,
         'args' => array_values($args),
         // An empty PHP array would encode as [], but kwargs must be a JSON object.
@@ -79,16 +88,18 @@ function sqjobs_body(string $name, array $args = [], array $kwargs = [], ?string
         | JSON_UNESCAPED_SLASHES | JSON_PRESERVE_ZERO_FRACTION));
 }
 
-/** Send job $name to $queue and return the SQS message id. */
+/** Send job $name to $queue and return its job id (what `sqjobs status`, logs and the dashboard show). */
 function sqjobs_send(SqsClient $sqs, string $queue, string $name, array $args = [], array $kwargs = [],
                      ?string $key = null): string
 {
     $url = $sqs->getQueueUrl(['QueueName' => $queue])->get('QueueUrl');
-    $message = ['QueueUrl' => $url, 'MessageBody' => sqjobs_body($name, $args, $kwargs, $key)];
+    $id = sqjobs_new_id();
+    $message = ['QueueUrl' => $url, 'MessageBody' => sqjobs_body($name, $args, $kwargs, $key, $id)];
     if (substr($queue, -5) === '.fifo') {
         $message['MessageGroupId'] = $name; // jobs of one name run one at a time, in order
     }
-    return $sqs->sendMessage($message)->get('MessageId');
+    $sqs->sendMessage($message);
+    return $id;
 }
 
 if (PHP_SAPI === 'cli' && realpath($argv[0]) === __FILE__) {
