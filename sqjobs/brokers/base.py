@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from .. import defaults
+from ..clock import duration_text
 from ..errors import BrokerAuthError, BrokerConnectionError, BrokerError, DelayTooLongError, MessageTooLargeError
 from ..message import check_size
 from .sqs_limits import MAX_QUEUE_NAME_LENGTH, entry_bytes
@@ -429,7 +430,7 @@ class Broker(abc.ABC):
             raise ValueError(f"delay must not be negative, got {delay_s}")
         if delay_s > self.max_delay_s:
             raise DelayTooLongError(
-                f"delay of {delay_s:g} s is over this broker's limit of {self.max_delay_s:g} s"
+                f"delay of {duration_text(delay_s)} is over this broker's limit of {duration_text(self.max_delay_s)}"
             )
 
     @property
