@@ -304,6 +304,15 @@ class Broker(abc.ABC):
     def stats(self, queue: str) -> QueueStats:
         """Return the counts for ``queue`` and its dead-letter queue."""
 
+    def next_due(self, queue: str) -> tuple[int, float | None]:
+        """The delayed messages of ``queue``: how many, and seconds until the soonest is due (None: not known).
+
+        This default knows only the count (:meth:`stats`); brokers that
+        store a message's due time say when (``--burst`` waits for one due
+        soon).
+        """
+        return self.stats(queue).delayed, None
+
     @abc.abstractmethod
     def purge(self, queue: str) -> None:
         """Delete every message of ``queue`` (not of its dead-letter queue)."""

@@ -165,6 +165,13 @@ class MemoryBroker(Broker):
                 dead=len(self._messages(dead_letter_name(queue))),
             )
 
+    def next_due(self, queue: str) -> tuple[int, float | None]:
+        """The delayed messages of ``queue``: how many, and seconds until the soonest is due."""
+        now = self.clock()
+        with self._changed:
+            due = [m.visible_at - now for m in self._messages(queue) if m.visible_at > now and m.receipt is None]
+        return len(due), (min(due) if due else None)
+
     def purge(self, queue: str) -> None:
         with self._changed:
             self._messages(queue).clear()

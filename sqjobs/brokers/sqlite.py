@@ -557,6 +557,15 @@ class SQLiteBroker(Broker):
             dead=self._count(dead_letter_name(queue), "? IS NOT NULL", now),
         )
 
+    def next_due(self, queue: str) -> tuple[int, float | None]:
+        """The delayed messages of ``queue`` (hidden, held by no one): how many, and seconds until the soonest."""
+        now = self.clock()
+        with self._errors(f"look into {queue!r}"):
+            [(count, soonest)] = self._read(
+                "SELECT COUNT(*), MIN(visible_at) FROM sqjobs_messages WHERE queue = ? AND visible_at > ?"
+                " AND receipt IS NULL", (queue, now))
+        return int(count), (None if soonest is None else max(float(soonest) - now, 0.0))
+
     def purge(self, queue: str) -> None:
         with self._write(f"purge {queue!r}") as db:
             db.execute("DELETE FROM sqjobs_messages WHERE queue = ?", (queue,))

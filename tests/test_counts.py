@@ -1,0 +1,69 @@
+"""Counts you can trust: attempts in the log and the row, burst runs, cancelled and unknown jobs.
+
+Real worker processes on the embedded broker; the commands through click's runner.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from click.testing import CliRunner
+
+import sqjobs
+from sqjobs.cli import main
+from sqjobs.states import Status
+from tests import counts_jobs_for_tests as counts
+from tests import jobs_for_tests as jobs
+from tests.support import read_lines, sqlite_config, start_worker, stop_process, wait_until, worker_log
+
+#: The job modules the worker processes of these tests import.
+JOBS = "jobs_for_tests, counts_jobs_for_tests"
+
+
+def test_a_burst_worker_runs_a_retry_due_in_a_second_and_its_last_lines_count_right(tmp_path: Path) -> None:
+    config = sqlite_config(tmp_path, jobs=JOBS)
+    sqjobs.configure(str(config))
+    record = tmp_path / "record.txt"
+    counts.retry_in_1s.delay(str(record), "r", 1)
+    jobs.record_job.apply_async(args=(str(record), "later"), delay=3600)  # due long after the burst's bound
+    worker = start_worker(config, ["default"], "--burst")
+    assert worker.wait(60) == 0, worker_log(worker)
+    assert [line.split()[0] for line in read_lines(record)] == ["try", "try", "ok"], worker_log(worker)
+    log = worker_log(worker)
+    assert re.search(r"queues empty; 1 delayed message\(s\) left, the next due in 3\d{3}(\.\d)? s", log), log
+    assert "stopped after 2 attempt(s); 1 job(s) finished" in log  # two attempts of one job
+
+
+def test_a_burst_worker_with_nothing_delayed_leaves_at_once_saying_so(tmp_path: Path) -> None:
+    config = sqlite_config(tmp_path, jobs=JOBS)
+    sqjobs.configure(str(config))
+    jobs.record_job.delay(str(tmp_path / "record.txt"), "now")
+    worker = start_worker(config, ["default"], "--burst")
+    assert worker.wait(60) == 0, worker_log(worker)
+    log = worker_log(worker)
+    assert "queues empty, leaving (--burst)" in log and "stopped after 1 attempt(s); 1 job(s) finished" in log
+
+
+def test_a_requeued_job_s_log_line_and_status_row_say_the_same_attempt(tmp_path: Path) -> None:
+    config = sqlite_config(tmp_path, jobs=JOBS)
+    sqjobs.configure(str(config))
+    record = tmp_path / "record.txt"
+    handle = jobs.tracked_flaky_one_retry.delay(str(record), "t", 2)  # fails both its attempts: dead
+    worker = start_worker(config, ["default"])
+    try:
+        wait_until(lambda: sqjobs.get_broker().stats("default").dead == 1, what="the job to be dead-lettered")
+    finally:
+        assert stop_process(worker) == 0, worker_log(worker)
+    row = sqjobs.get_job(handle.id).record
+    assert row is not None and (row.status, row.attempts) == (Status.FAILURE, 2)
+    requeued = CliRunner().invoke(main, ["dead", "-c", str(config), "default", "--requeue"], catch_exceptions=False)
+    assert "requeued 1 message(s)" in requeued.output
+    worker = start_worker(config, ["default"], "--burst")
+    assert worker.wait(60) == 0, worker_log(worker)
+    assert f"job {handle.id} tracked_flaky1 on default: attempt 1 succeeded" in worker_log(worker)
+    row = sqjobs.get_job(handle.id).record
+    assert row is not None and (row.status, row.attempts) == (Status.SUCCESS, 1)
+    shown = CliRunner().invoke(main, ["status", "-c", str(config), handle.id, "--json"], catch_exceptions=False)
+    assert json.loads(shown.output)["attempts"] == 1
