@@ -12,7 +12,10 @@ from pathlib import Path
 from click.testing import CliRunner
 
 import sqjobs
+from sqjobs.cancellation import Cancellations
 from sqjobs.cli import main
+from sqjobs.dashboard.data import queue_stats
+from sqjobs.metrics_export import _NowCollector
 from sqjobs.states import Status
 from tests import counts_jobs_for_tests as counts
 from tests import jobs_for_tests as jobs
@@ -67,3 +70,40 @@ def test_a_requeued_job_s_log_line_and_status_row_say_the_same_attempt(tmp_path:
     assert row is not None and (row.status, row.attempts) == (Status.SUCCESS, 1)
     shown = CliRunner().invoke(main, ["status", "-c", str(config), handle.id, "--json"], catch_exceptions=False)
     assert json.loads(shown.output)["attempts"] == 1
+
+
+def test_cancelling_an_id_that_never_existed_stores_nothing_and_exits_1(tmp_path: Path) -> None:
+    config = sqlite_config(tmp_path, jobs=JOBS)
+    sqjobs.configure(str(config))
+    jobs.record_job.delay(str(tmp_path / "record.txt"), "other")  # the broker and database exist, with a job
+    result = CliRunner().invoke(main, ["cancel", "-c", str(config), "deadbeef", "--json"])
+    shown = json.loads(result.output)
+    assert result.exit_code == 1, result.output
+    assert (shown["cancelled"], shown["recorded"]) == (False, False) and "unknown" in shown["message"]
+    assert Cancellations.for_url(f"sqlite:///{tmp_path / 'status.db'}").cancelled_at("deadbeef") is None
+    status = CliRunner().invoke(main, ["status", "-c", str(config), "deadbeef"])
+    assert status.exit_code == 1 and "no status row for job deadbeef" in status.output
+
+
+def test_a_cancelled_delayed_job_is_not_counted_as_delayed(tmp_path: Path) -> None:
+    config = sqlite_config(tmp_path, jobs=JOBS)
+    sqjobs.configure(str(config))
+    record = str(tmp_path / "record.txt")
+    kept = jobs.record_job.apply_async(args=(record, "kept"), delay=3600)
+    dropped = jobs.record_job.apply_async(args=(record, "dropped"), delay=3600, cancellable=True)
+    tracked = jobs.tracked_add.apply_async(args=(1, 2), delay=3600)
+
+    def delayed() -> int:
+        shown = CliRunner().invoke(main, ["queues", "-c", str(config), "--json"], catch_exceptions=False)
+        return sum(row["delayed"] for row in json.loads(shown.output) if row["queue"] == "default")
+
+    assert delayed() == 3
+    for job_id in (dropped.id, tracked.id):
+        result = CliRunner().invoke(main, ["cancel", "-c", str(config), job_id])
+        assert result.exit_code == 0 and "its message was removed from default" in result.output, result.output
+    assert delayed() == 1
+    assert [stats.delayed for stats in queue_stats(sqjobs.current_app()) if stats.queue == "default"] == [1]
+    metrics = "\n".join(str(sample) for family in _NowCollector(sqjobs.current_app()).collect()
+                        for sample in family.samples if family.name == "sqjobs_queue_messages")
+    assert "'queue': 'default', 'state': 'delayed'}, value=1" in metrics
+    assert kept.id  # still delayed: cancelling another job removes only that job's message

@@ -121,6 +121,17 @@ class OutgoingMessage:
     dedup_id: str | None = None
 
 
+@dataclass(frozen=True)
+class StoredMessage:
+    """A message :meth:`Broker.find` found: its queue, its broker id, its body, and whether a worker holds it."""
+
+    queue: str
+    message_id: str
+    body: str
+    #: True while a worker holds it (received, not yet deleted, handed back or postponed): not withdrawn.
+    received: bool
+
+
 @dataclass(slots=True)
 class ReceivedMessage:
     """A message handed to a consumer; ``receipt`` is what delete and change_visibility take.
@@ -303,6 +314,26 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     def stats(self, queue: str) -> QueueStats:
         """Return the counts for ``queue`` and its dead-letter queue."""
+
+    #: True when the broker can look at every message it stores (:meth:`find`, :meth:`withdraw`): SQS
+    #: cannot, it shows a message only to a receive, and a delayed one to none.
+    can_find = False
+
+    def find(self, body_prefix: str) -> list[StoredMessage]:
+        """Every stored message whose body starts with ``body_prefix``, in any queue (dead-letter queues too).
+
+        Raises NotImplementedError where :attr:`can_find` is False.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot look at the messages it stores")
+
+    def withdraw(self, queue: str, message_id: str) -> bool:
+        """Delete message ``message_id`` of ``queue`` unless a worker holds it; True if it was deleted.
+
+        For a job cancelled before any worker received it (the caller
+        recorded the cancellation first), so that no count shows it.
+        Raises NotImplementedError where :attr:`can_find` is False.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot look at the messages it stores")
 
     def next_due(self, queue: str) -> tuple[int, float | None]:
         """The delayed messages of ``queue``: how many, and seconds until the soonest is due (None: not known).
