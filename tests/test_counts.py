@@ -9,12 +9,17 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 import sqjobs
+from sqjobs.brokers.base import Broker
+from sqjobs.brokers.memory import MemoryBroker
+from sqjobs.brokers.sqlite import SQLiteBroker
 from sqjobs.cancellation import Cancellations
 from sqjobs.cli import main
 from sqjobs.dashboard.data import queue_stats
+from sqjobs.message import JobMessage, body_prefix, decode, encode
 from sqjobs.metrics_export import _NowCollector
 from sqjobs.states import Status
 from tests import counts_jobs_for_tests as counts
@@ -107,3 +112,20 @@ def test_a_cancelled_delayed_job_is_not_counted_as_delayed(tmp_path: Path) -> No
                         for sample in family.samples if family.name == "sqjobs_queue_messages")
     assert "'queue': 'default', 'state': 'delayed'}, value=1" in metrics
     assert kept.id  # still delayed: cancelling another job removes only that job's message
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+def test_a_broker_that_can_look_finds_a_message_and_withdraws_it_only_while_no_worker_holds_it(
+        tmp_path: Path, kind: str) -> None:
+    broker: Broker = SQLiteBroker(str(tmp_path / "queue.db")) if kind == "sqlite" else MemoryBroker()
+    body = encode(JobMessage(name="record", args=[], kwargs={}, id="ab"))
+    broker.send("q", body, 60)
+    broker.send("q", encode(JobMessage(name="record", args=[], kwargs={}, id="abc")))  # a longer id, same start
+    found = broker.find(body_prefix("ab"))
+    assert sorted(decode(m.body, m.message_id).id for m in found) == ["ab", "abc"]  # callers decode to be sure
+    [mine] = [m for m in found if m.body == body]
+    [other] = broker.receive("q", 10, 0, 30)  # the delayed one is not received; the other is held
+    assert [m.received for m in broker.find(body_prefix("abc"))] == [True]
+    assert not broker.withdraw("q", other.message_id)  # a worker holds it: it stays
+    assert broker.next_due("q")[0] == 1 and broker.withdraw("q", mine.message_id)
+    assert broker.next_due("q") == (0, None) and broker.stats("q").in_flight == 1
