@@ -27,6 +27,7 @@ from typing import Callable, Sequence
 from . import defaults
 from .brokers.base import Broker
 from .clock import duration_text
+from .errors import BrokerError
 
 logger = logging.getLogger("sqjobs.worker")
 
@@ -61,7 +62,11 @@ class BurstEnd:
         self._retries_due = [due for due in self._retries_due if due > now]
         count, soonest = 0, None
         for queue in self.queues:
-            delayed, due_in_s = self.broker.next_due(queue)
+            try:
+                delayed, due_in_s = self.broker.next_due(queue)
+            except BrokerError as exc:  # leaving is safe: what is delayed stays where it is
+                logger.warning("worker %d: cannot count the delayed messages of %s: %s", os.getpid(), queue, exc)
+                continue
             count += delayed
             if due_in_s is not None:
                 soonest = due_in_s if soonest is None else min(soonest, due_in_s)
