@@ -22,7 +22,20 @@ database`` and return a :class:`Cancellation` saying what happened:
   is freed;
 - a tracked job that is running (STARTED) or finished is not cancelled: the
   result says so (``bool(result)`` is False) and nothing changes;
-- a job with no status row cannot be told apart from one that already ran:
+- on a broker that can look at the messages it stores (the embedded and
+  memory brokers, :attr:`~sqjobs.brokers.base.Broker.can_find`), the
+  cancelled job's message is removed at once if no worker holds it
+  (:meth:`~sqjobs.brokers.base.Broker.withdraw`, after the record): no
+  count (``sqjobs queues``, the dashboard, ``sqjobs_queue_messages``) shows
+  it, and it will not run, whatever the job. A job with no status row, not
+  held and with no message there is *unknown*: nothing is recorded,
+  ``bool(result)`` and ``result.recorded`` are False (``sqjobs cancel``
+  exits 1); one only in a dead-letter queue is not cancelled either. SQS
+  cannot be searched: there a cancelled job's message (a delay up to 15
+  minutes, or a retry's backoff) stays, and is counted, until it is due and
+  a worker deletes it unrun;
+- otherwise (a worker holds its message, or SQS), a job with no status row
+  cannot be told apart from one that already ran:
   the cancellation is recorded (``result.recorded``). From a handle of a job
   sent cancellable, that is a cancellation (``bool(result)`` is True): if it
   has not started, it never will (its unique key is freed by the worker
@@ -64,9 +77,10 @@ from typing import TYPE_CHECKING, Any
 
 import peewee
 
-from .errors import SkipMessage
+from .brokers.base import StoredMessage, is_dead_letter_name
+from .errors import BrokerError, MalformedMessageError, SkipMessage
 from .held import HeldJobs
-from .message import CANCELLABLE_HEADER, ID_MAX_CHARS
+from .message import CANCELLABLE_HEADER, ID_MAX_CHARS, body_prefix, decode
 from .middleware import Middleware
 from .rows import Rows
 from .states import FINISHED, WAITING, Status
@@ -199,36 +213,111 @@ def cancel(job_id: str, app: App | None = None, *, sent_cancellable: bool = Fals
                        .where((model.id == job_id) & model.status.in_([s.value for s in WAITING])).execute())
             if not changed:  # a worker started it in between
                 return _refused(job_id, Status(model.select(model.status).where(model.id == job_id).scalar()))
-        first = cancellations.record(job_id)
-    unheld = HeldJobs.for_url(url).forget(job_id)
-    if status is not None or unheld:  # it will not run: its key goes now (else the worker that deletes it frees it)
-        UniqueKeys.for_url(url).free_job(job_id)
+            cancellations.record(job_id)
     if status is not None:
-        text = f"job {job_id}: cancelled (was {status.value}){_HELD_TEXT if unheld else ''}; it will not run"
+        unheld = HeldJobs.for_url(url).forget(job_id)
+        UniqueKeys.for_url(url).free_job(job_id)  # it will not run: its key goes now
+        withdrawn = _withdraw(chosen, job_id, _find(chosen, job_id) or [])
+        text = (f"job {job_id}: cancelled (was {status.value}){_HELD_TEXT if unheld else ''}"
+                f"{_removed_text(withdrawn)}; it will not run")
         outcome = Cancellation(job_id, True, Status.CANCELLED, text, recorded=True)
-    elif unheld:
-        text = f"job {job_id}: cancelled{_HELD_TEXT}; it will never be sent"
-        outcome = Cancellation(job_id, True, None, text, recorded=True)
     else:
-        outcome = _without_row(job_id, first, sent_cancellable)
-    (logger.info if outcome.cancelled else logger.warning)("%s", outcome.message)
+        outcome = _cancel_without_row(chosen, job_id, cancellations, sent_cancellable)
+    if outcome.cancelled or outcome.recorded:
+        (logger.info if outcome.cancelled else logger.warning)("%s", outcome.message)
     return outcome
 
 
 _HELD_TEXT = " (it was held for later; removed)"
 
 
-def _without_row(job_id: str, first: bool, sent_cancellable: bool) -> Cancellation:
-    """What cancelling a job without a status row (and not held) did: recorded; confirmed if sent cancellable."""
+def _removed_text(withdrawn: list[str]) -> str:
+    return f" (its message was removed from {', '.join(sorted(set(withdrawn)))})" if withdrawn else ""
+
+
+def _find(app: App, job_id: str) -> list[StoredMessage] | None:
+    """The messages of ``job_id`` the broker stores; None when it cannot tell (SQS, or it failed: logged)."""
+    try:
+        broker = app.broker
+        if not broker.can_find:
+            return None
+        found = broker.find(body_prefix(job_id))
+    except BrokerError as exc:
+        logger.warning("job %s: cannot look for its message on the broker: %s", job_id, exc)
+        return None
+    return [message for message in found if _job_id_of(message) == job_id]
+
+
+def _job_id_of(message: StoredMessage) -> str | None:
+    try:
+        return decode(message.body, message.message_id).id
+    except MalformedMessageError:
+        return None
+
+
+def _withdraw(app: App, job_id: str, found: list[StoredMessage]) -> list[str]:
+    """Delete the messages of a cancelled job that no worker holds (so no count shows them); their queues."""
+    withdrawn = []
+    for message in found:
+        if message.received or is_dead_letter_name(message.queue):
+            continue
+        try:
+            if app.broker.withdraw(message.queue, message.message_id):
+                withdrawn.append(message.queue)
+        except BrokerError as exc:  # a worker deletes it unrun when it receives it
+            logger.warning("job %s: cancelled, but its message on %s stays until a worker deletes it unrun: %s",
+                           job_id, message.queue, exc)
+    return withdrawn
+
+
+def _cancel_without_row(app: App, job_id: str, cancellations: Cancellations,
+                        sent_cancellable: bool) -> Cancellation:
+    """Cancel a job without a status row: held, on a broker that can look, or recorded unconfirmed."""
+    url = app.settings.database_url
+    if HeldJobs.for_url(url).forget(job_id):
+        cancellations.record(job_id)
+        UniqueKeys.for_url(url).free_job(job_id)
+        return Cancellation(job_id, True, None, f"job {job_id}: cancelled{_HELD_TEXT}; it will never be sent",
+                            recorded=True)
+    found = _find(app, job_id)
+    if found is None:  # the broker cannot tell: recorded, for a worker to check
+        with cancellations.guard(f"cancel job {job_id}"):
+            return _without_row(job_id, cancellations.record(job_id), sent_cancellable)
+    live = [message for message in found if not is_dead_letter_name(message.queue)]
+    if not found:
+        if cancellations.is_cancelled(job_id):
+            return _without_row(job_id, False, sent_cancellable)
+        return Cancellation(job_id, False, None, f"job {job_id}: unknown: it has no status row, is not held and "
+                            "has no message on the broker (it never existed, or it ran and left no row); nothing "
+                            "recorded")
+    if not live:
+        return Cancellation(job_id, False, None, f"job {job_id}: not cancelled, its message is in {found[0].queue} "
+                            "(it runs again only if requeued); nothing changed")
+    with cancellations.guard(f"cancel job {job_id}"):
+        first = cancellations.record(job_id)
+    withdrawn = _withdraw(app, job_id, live)
+    if withdrawn and len(withdrawn) == len(live):
+        UniqueKeys.for_url(url).free_job(job_id)
+        return Cancellation(job_id, True, None, f"job {job_id}: cancelled{_removed_text(withdrawn)}; it will "
+                            "not run", recorded=True)
+    return _without_row(job_id, first, sent_cancellable, held=True)
+
+
+def _without_row(job_id: str, first: bool, sent_cancellable: bool, held: bool = False) -> Cancellation:
+    """What cancelling a job without a status row (and not held) did: recorded; confirmed if sent cancellable.
+
+    ``held``: a worker holds its message (the broker says so), else the broker cannot tell.
+    """
     done = "cancellation recorded" if first else "cancellation was already recorded"
+    why = ("a worker holds its message (it may be running)" if held else
+           "it has no status row, so sqjobs cannot tell whether it already ran")
     if sent_cancellable:
         text = (f"job {job_id}: {done}; it was sent cancellable, so if it has not started it will not run "
-                "(it has no status row: whether it already ran cannot be told)")
+                f"({why})")
         return Cancellation(job_id, True, None, text, recorded=True)
-    text = (f"job {job_id}: {done}, NOT confirmed: it has no status row, so sqjobs cannot tell whether it "
-            "already ran nor whether it was sent cancellable; it takes effect only for an untracked job sent "
-            "cancellable (@job(cancellable=True), apply_async(cancellable=True), sqjobs enqueue --cancellable) "
-            "that has not started: any other runs anyway")
+    text = (f"job {job_id}: {done}, NOT confirmed: {why}, nor whether it was sent cancellable; it takes effect "
+            "only for an untracked job sent cancellable (@job(cancellable=True), apply_async(cancellable=True), "
+            "sqjobs enqueue --cancellable) that has not started: any other runs anyway")
     return Cancellation(job_id, False, None, text, recorded=True)
 
 

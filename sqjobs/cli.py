@@ -59,8 +59,10 @@ def main(verbose: int, log_level: str | None) -> None:
 @config_option
 @click.argument("queues", nargs=-1)
 @click.option("--group", "group_name", default=None, help="Take options from [worker:GROUP].")
-@click.option("--burst", is_flag=True, help="Exit 0 once the queues are empty.")
-@click.option("--max-jobs", type=click.IntRange(min=0), default=None, help="Exit 0 after N jobs.")
+@click.option("--burst", is_flag=True,
+              help="Exit 0 once the queues are empty and nothing delayed is due within a few seconds.")
+@click.option("--max-jobs", type=click.IntRange(min=0), default=None,
+              help="Exit 0 after N attempts (a retry counts again).")
 @click.option("--prefetch", type=click.IntRange(1, 10), default=None, help="Messages received at once.")
 @click.option("--visibility-timeout", type=click.FloatRange(min=0.1), default=None,
               help="Seconds a received message stays hidden (kept up by the heartbeat).")

@@ -27,10 +27,13 @@ UNCONFIRMED_EXIT = 3
 def cancel(config: str | None, job_id: str, as_json: bool) -> None:
     """Cancel job JOB_ID if it has not started.
 
-    Exit 0: cancelled. Exit 1: it is running or finished, nothing changed.
-    Exit 3: it has no status row, so the cancellation is recorded but not
-    confirmed: it takes effect only if the job was sent cancellable
-    (``--cancellable``, ``@job(cancellable=True)``) and has not started.
+    Exit 0: cancelled. Exit 1: it is running or finished, or unknown (no
+    status row, not held, and no message on a broker that can look: the
+    embedded one), nothing changed and nothing recorded. Exit 3: it has no
+    status row and the broker cannot tell (SQS) or a worker holds its
+    message, so the cancellation is recorded but not confirmed: it takes
+    effect only if the job was sent cancellable (``--cancellable``,
+    ``@job(cancellable=True)``) and has not started.
     """
     configure_app(config, import_jobs=False)
     outcome = cancel_job(job_id, current_app())

@@ -28,6 +28,12 @@ MAX_DELAY_S = 15 * 60
 #: an error at once, not a job that runs in thirty years.
 MAX_LATER_S = 366 * 24 * 60 * 60
 
+#: How long ``sqjobs worker --burst`` keeps waiting, once its queues are empty, for delayed
+#: messages due within it (a retry's backoff, a short delay): a burst run then ends with the
+#: jobs it started done, retries included, while a job due later is left and counted in its
+#: last line. A few seconds: longer, and a burst run in CI waits for what it should not.
+BURST_WAIT_S = 5.0
+
 #: How long a beater's claim on a held job may stay unsent before another beater
 #: takes it over (its beater died between claiming and sending): a minute, like
 #: periodic ticks.

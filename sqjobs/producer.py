@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from . import defaults
 from .brokers.base import OutgoingMessage
-from .clock import utc_now
+from .clock import duration_text, utc_now
 from .errors import DelayTooLongError, SigningError, StatusStoreError, UnknownJobError
 from .execution import Outcome
 from .held import HeldJob, HeldJobs
@@ -87,8 +87,8 @@ def later_delay_s(delay_s: float | timedelta = 0, eta: datetime | None = None, n
     if delay_s < 0:
         raise ValueError(f"delay must not be negative, got {delay_s:g}")
     if delay_s > defaults.MAX_LATER_S:
-        raise DelayTooLongError(f"delay of {delay_s:g} s is over the longest sqjobs accepts, "
-                                f"{defaults.MAX_LATER_S} s ({defaults.MAX_LATER_S // 86400} days)")
+        raise DelayTooLongError(f"delay of {duration_text(delay_s)} is over the longest sqjobs accepts, "
+                                f"{duration_text(defaults.MAX_LATER_S)}")
     return float(delay_s)
 
 

@@ -296,16 +296,22 @@ class StatusStore:
                 (model.update(values)
                  .where((model.id == job_id) & (model.status != Status.SUCCESS.value)).execute())
 
-    def started(self, job_id: str, name: str, queue: str) -> None:
-        """Record that an attempt of ``job_id`` started here: STARTED, attempts + 1, host and pid."""
+    def started(self, job_id: str, name: str, queue: str, attempt: int | None = None) -> None:
+        """Record that attempt ``attempt`` of ``job_id`` started here: STARTED, its number, host and pid.
+
+        ``attempts`` becomes the attempt's number, the one its log lines
+        show (the message's receive count, which also decides the retries
+        left): after ``sqjobs dead --requeue`` both start again at 1. None:
+        attempts + 1.
+        """
         self._ready()
         model = self.model
         now = naive_utc_now()
         common = dict(status=Status.STARTED.value, started_at=now, finished_at=None,
                       worker_host=HOST_NAME[:NAME_MAX_CHARS], worker_pid=worker_pid())
         with self._guard(f"record job {job_id} as STARTED"):
-            self._upsert(job_id, dict(common, attempts=model.attempts + 1),
-                         dict(common, name=_name(name), queue=_name(queue), attempts=1))
+            self._upsert(job_id, dict(common, attempts=model.attempts + 1 if attempt is None else attempt),
+                         dict(common, name=_name(name), queue=_name(queue), attempts=attempt or 1))
 
     def ended(self, job_id: str, name: str, queue: str, status: Status, result_json: str | None = None,
               error: str | None = None, traceback: str | None = None) -> None:

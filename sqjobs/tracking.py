@@ -14,8 +14,10 @@ A tracked job's row (see :mod:`sqjobs.store`) moves through these states:
 
 - ``PENDING``: written by the producer's ``before_enqueue``, before the
   message is sent (a send that fails removes it again);
-- ``STARTED``: an attempt began (``attempts`` counts them, with the worker's
-  host and pid);
+- ``STARTED``: an attempt began (``attempts`` is its number, the one the
+  worker's lines about it show: the message's receive count, which decides
+  the retries left, so after ``sqjobs dead --requeue`` it starts again at 1;
+  with the worker's host and pid);
 - ``RETRY``: an attempt failed and another follows (``error``,
   ``traceback``);
 - ``SUCCESS``: the job returned; ``result`` holds the return value as JSON;
@@ -87,9 +89,9 @@ class StatusTracking(Middleware):
         return self.app.is_tracked(job_class)
 
     def before_run(self, job: Job, message: JobMessage) -> None:
-        """Record that an attempt started: STARTED, one more attempt, the worker's host and pid."""
+        """Record that an attempt started: STARTED, the attempt's number (as its log lines say), host and pid."""
         if self.app.is_tracked(type(job)):
-            self.app.store.started(message.id, job.name, job.queue_name or message.queue)
+            self.app.store.started(message.id, job.name, job.queue_name or message.queue, job.attempt or None)
 
     def after_run(self, job: Job, message: JobMessage, result: Any = None, error: BaseException | None = None) -> None:
         """Record how the attempt ended: SUCCESS with the result, RETRY, or FAILURE on the last attempt."""

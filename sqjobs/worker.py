@@ -39,6 +39,7 @@ from typing import Any, Callable, Sequence
 from . import defaults, logs
 from .app import App, current_app
 from .brokers.base import Broker, ReceivedMessage, cut_reason
+from .burst import BurstEnd
 from .config import WorkerGroup
 from .errors import BrokerAuthError, JobTimeoutError, MalformedMessageError, StatusStorePermanentError
 from .healthfile import HealthFile
@@ -149,7 +150,11 @@ class Worker:
         self.held = HeldMessages(self.broker, self.visibility_timeout_s)
         #: Middleware of this worker only (its health file), after the app's.
         self.own_middleware: list[Middleware] = [HealthFile(status_file)] if status_file else []
+        #: Attempts that ran (``--max-jobs`` counts them), and jobs whose last attempt ran (not retried).
         self.jobs_done = 0
+        self.jobs_finished = 0
+        #: With --burst: when the queues are empty, whether to wait for a message due soon or leave.
+        self._burst_end = BurstEnd(self.broker, self.queues) if burst else None
         self.last_job: str | None = None
         self._stopping = threading.Event()
         #: When a receive last returned messages (start time until then): the daemon
@@ -579,6 +584,7 @@ class Worker:
         """Apply ``settlement`` to ``message`` on the broker."""
         if settlement.ran:
             self.jobs_done += 1
+            self.jobs_finished += settlement.action is not Action.POSTPONE
             self.last_job = settlement.job_id
         if settlement.fatal:
             logger.error("message %s on %s: handed back; the worker stops: %s", message.message_id, message.queue,
@@ -599,6 +605,8 @@ class Worker:
                                         else defaults.MAX_BATCH):
                 self._flush_deletes()
         elif action is Action.POSTPONE:
+            if self._burst_end is not None:
+                self._burst_end.postponed(settlement.delay_s)
             self._settle(message, lambda: self.broker.postpone(message.queue, message.receipt, settlement.delay_s))
         elif action is Action.REFUSE:
             attributes = {REFUSALS_ATTRIBUTE: str(settlement.refusals)}
@@ -789,12 +797,14 @@ class Worker:
                 self.held.stop()
                 self.close()
                 middleware.worker_stopped(self)
-        logger.info("worker %d stopped after %d job(s)", os.getpid(), self.jobs_done)
+        logger.info("worker %d stopped after %d attempt(s); %d job(s) finished", os.getpid(), self.jobs_done,
+                    self.jobs_finished)
         if self.fatal_error is not None:
             raise self.fatal_error
         return 0
 
     def _loop(self) -> None:
+        burst_wait_s = 0.0  # --burst: how long the next receive waits for a message due soon
         while True:
             now = time.monotonic()
             if self.stopping:
@@ -812,7 +822,7 @@ class Worker:
             if wanted:
                 idle = not self.pipeline
                 try:
-                    got = self._take_in(self.wait_s if idle and not self.burst else 0, wanted)
+                    got = self._take_in(self.wait_s if idle and not self.burst else burst_wait_s, wanted)
                 except BrokerAuthError:
                     raise
                 except Exception as exc:
@@ -823,10 +833,15 @@ class Worker:
                         self._next_receive_at = time.monotonic() + pause
                     continue
                 if got:
+                    burst_wait_s = 0.0
+                    if self._burst_end is not None:
+                        self._burst_end.received()
                     self._hand_over(time.monotonic())
-                elif idle and self.burst:
-                    logger.info("worker %d: queues empty, leaving (--burst)", os.getpid())
-                    return
+                elif idle and self._burst_end is not None:
+                    wait_s = self._burst_end.wait_s()
+                    if wait_s is None:
+                        return
+                    burst_wait_s = wait_s
                 elif not idle:
                     self._next_receive_at = time.monotonic() + self.broker.busy_poll_s
                 continue

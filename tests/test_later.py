@@ -366,28 +366,34 @@ def test_jobs_cancelled_before_delivery_never_run_and_show_cancelled(tmp_path: P
     tracked = later.tracked_stamp.delay(str(record), "tracked")
     untracked = later.stamp.apply_async(args=(str(record), "untracked"), cancellable=True)
     by_class = later.cancellable_stamp.delay(str(record), "by-class")
+    held = later.cancellable_stamp.delay(str(record), "held")
     later.stamp.delay(str(record), "kept")
+    broker = SQLiteBroker(str(tmp_path / "queue.db"))
+    received = broker.receive("later", 10, 0, 0.5)  # a worker that holds the message of `held`, then dies
+    broker.release("later", [m.receipt for m in received if decode(m.body, m.message_id).id != held.id])
     assert tracked.status is Status.PENDING
     outcome = tracked.cancel()
     assert outcome and outcome.status is Status.CANCELLED and "cancelled (was PENDING)" in outcome.message
+    assert "its message was removed from later" in outcome.message  # none of them is counted any more
     assert tracked.status is Status.CANCELLED and tracked.finished
-    outcome = untracked.cancel()  # no status row: recorded, and being sent cancellable it will not run
-    assert outcome and outcome.recorded and "it was sent cancellable" in outcome.message
-    by_id = sqjobs.cancel(by_class.id)  # from the id alone: recorded, not confirmed
-    assert not by_id and by_id.recorded and "NOT confirmed" in by_id.message
-    result = CliRunner().invoke(main, ["cancel", "-c", str(config), untracked.id, "--json"])
+    outcome = untracked.cancel()  # no status row, but the embedded broker shows its message: removed
+    assert outcome and outcome.recorded and "(its message was removed from later); it will not run" in outcome.message
+    by_id = sqjobs.cancel(by_class.id)  # from the id alone, the same
+    assert by_id and by_id.recorded and "removed" in by_id.message
+    assert broker.stats("later").visible == 1  # only "kept": "held" is held
+    held_outcome = sqjobs.cancel(held.id)  # a worker holds its message: recorded, not confirmed
+    assert not held_outcome and held_outcome.recorded and "a worker holds its message" in held_outcome.message
+    result = CliRunner().invoke(main, ["cancel", "-c", str(config), held.id, "--json"])
     shown = json.loads(result.output)
     assert result.exit_code == 3 and (shown["cancelled"], shown["recorded"]) == (False, True)
     assert "cancellation was already recorded, NOT confirmed" in shown["message"]
     worker = start_worker(config, ["later"], "--burst")
     assert worker.wait(60) == 0, worker_log(worker)
     assert [line.split()[0] for line in read_lines(record)] == ["kept"]
-    assert SQLiteBroker(str(tmp_path / "queue.db")).stats("later").visible == 0  # deleted, not dead-lettered
-    assert SQLiteBroker(str(tmp_path / "queue.db")).stats("later").dead == 0
+    assert broker.stats("later").visible == 0  # deleted, not dead-lettered
+    assert broker.stats("later").dead == 0
     log = worker_log(worker)
-    assert f"job {tracked.id} later.tracked_stamp on later: cancelled; deleted unrun" in log
-    assert f"job {untracked.id} later.stamp on later: cancelled; deleted unrun" in log
-    assert f"job {by_class.id} later.cancellable_stamp on later: cancelled; deleted unrun" in log
+    assert f"job {held.id} later.cancellable_stamp on later: cancelled; deleted unrun" in log
     row = sqjobs.get_job(tracked.id).record
     assert row is not None and (row.status, row.attempts) == (Status.CANCELLED, 0)
     for job_id in (tracked.id, untracked.id):
@@ -421,8 +427,6 @@ def test_an_untracked_job_not_sent_cancellable_is_refused_at_once_and_runs_anywa
         plain.cancel()
     assert "\n" not in str(refused.value) and "was not sent cancellable" in str(refused.value)
     assert Cancellations.for_url(database_url).cancelled_at(plain.id) is None  # nothing recorded
-    result = CliRunner().invoke(main, ["cancel", "-c", str(config), plain.id])
-    assert result.exit_code == 3 and "NOT confirmed" in result.output and "runs anyway" in result.output
     worker = start_worker(config, ["later"], "--burst")
     assert worker.wait(60) == 0, worker_log(worker)
     assert sorted(line.split()[0] for line in read_lines(record)) == ["by-class", "by-cli", "marked", "plain"]
@@ -479,8 +483,11 @@ def test_while_the_database_is_down_untracked_jobs_run_and_cancellable_ones_wait
         later.stamp.delay(str(record), "free")  # untracked, not cancellable: needs no database
         later.stamp.apply_async(args=(str(record), "waits"), cancellable=True)
         dropped = later.cancellable_stamp.delay(str(record), "dropped")
-        # cancelled straight in the database (not through the proxy), before any worker looks
-        use(SQLiteBroker(str(tmp_path / "queue.db")), POSTGRESQL_URL)
+        # cancelled straight in the database (not through the proxy), while a worker that died held its message
+        broker = SQLiteBroker(str(tmp_path / "queue.db"))
+        received = broker.receive("later", 10, 0, 0.5)
+        broker.release("later", [m.receipt for m in received if decode(m.body, m.message_id).id != dropped.id])
+        use(broker, POSTGRESQL_URL)
         assert dropped.cancel()
         worker = start_worker(config, ["later"])
         try:

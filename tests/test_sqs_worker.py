@@ -259,7 +259,7 @@ def test_an_idle_worker_leaves_at_once_on_sigterm(sqs_server: MotoServer, sqs_pr
     wait_until(status.exists, what="the worker to poll")
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(IDLE_EXIT_DEADLINE_S) == 0, worker_log(worker)
-    assert "stopped after 0 job(s)" in worker_log(worker)
+    assert "stopped after 0 attempt(s); 0 job(s) finished" in worker_log(worker)
 
 
 def test_refused_credentials_stop_the_worker_with_one_line_and_exit_2(

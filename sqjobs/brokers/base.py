@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from .. import defaults
+from ..clock import duration_text
 from ..errors import BrokerAuthError, BrokerConnectionError, BrokerError, DelayTooLongError, MessageTooLargeError
 from ..message import check_size
 from .sqs_limits import MAX_QUEUE_NAME_LENGTH, entry_bytes
@@ -118,6 +119,17 @@ class OutgoingMessage:
     group_id: str | None = None
     #: FIFO queues only: a second send with the same id within 5 minutes is dropped.
     dedup_id: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """A message :meth:`Broker.find` found: its queue, its broker id, its body, and whether a worker holds it."""
+
+    queue: str
+    message_id: str
+    body: str
+    #: True while a worker holds it (received, not yet deleted, handed back or postponed): not withdrawn.
+    received: bool
 
 
 @dataclass(slots=True)
@@ -303,6 +315,35 @@ class Broker(abc.ABC):
     def stats(self, queue: str) -> QueueStats:
         """Return the counts for ``queue`` and its dead-letter queue."""
 
+    #: True when the broker can look at every message it stores (:meth:`find`, :meth:`withdraw`): SQS
+    #: cannot, it shows a message only to a receive, and a delayed one to none.
+    can_find = False
+
+    def find(self, body_prefix: str) -> list[StoredMessage]:
+        """Every stored message whose body starts with ``body_prefix``, in any queue (dead-letter queues too).
+
+        Raises NotImplementedError where :attr:`can_find` is False.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot look at the messages it stores")
+
+    def withdraw(self, queue: str, message_id: str) -> bool:
+        """Delete message ``message_id`` of ``queue`` unless a worker holds it; True if it was deleted.
+
+        For a job cancelled before any worker received it (the caller
+        recorded the cancellation first), so that no count shows it.
+        Raises NotImplementedError where :attr:`can_find` is False.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot look at the messages it stores")
+
+    def next_due(self, queue: str) -> tuple[int, float | None]:
+        """The delayed messages of ``queue``: how many, and seconds until the soonest is due (None: not known).
+
+        This default knows only the count (:meth:`stats`); brokers that
+        store a message's due time say when (``--burst`` waits for one due
+        soon).
+        """
+        return self.stats(queue).delayed, None
+
     @abc.abstractmethod
     def purge(self, queue: str) -> None:
         """Delete every message of ``queue`` (not of its dead-letter queue)."""
@@ -429,7 +470,7 @@ class Broker(abc.ABC):
             raise ValueError(f"delay must not be negative, got {delay_s}")
         if delay_s > self.max_delay_s:
             raise DelayTooLongError(
-                f"delay of {delay_s:g} s is over this broker's limit of {self.max_delay_s:g} s"
+                f"delay of {duration_text(delay_s)} is over this broker's limit of {duration_text(self.max_delay_s)}"
             )
 
     @property

@@ -16,6 +16,7 @@ from .base import (
     OutgoingMessage,
     QueueStats,
     ReceivedMessage,
+    StoredMessage,
     dead_letter_name,
     is_dead_letter_name,
 )
@@ -164,6 +165,31 @@ class MemoryBroker(Broker):
                 delayed=sum(1 for m in stored if m.visible_at > now and m.receipt is None),
                 dead=len(self._messages(dead_letter_name(queue))),
             )
+
+    can_find = True
+
+    def find(self, body_prefix: str) -> list[StoredMessage]:
+        """Every stored message whose body starts with ``body_prefix``."""
+        with self._changed:
+            return [StoredMessage(queue, m.message_id, m.body, m.receipt is not None)
+                    for queue, stored in sorted(self._queues.items()) for m in stored if m.body.startswith(body_prefix)]
+
+    def withdraw(self, queue: str, message_id: str) -> bool:
+        """Delete the message unless a worker holds it; True if it was deleted."""
+        with self._changed:
+            stored = self._messages(queue)
+            for index, item in enumerate(stored):
+                if item.message_id == message_id and item.receipt is None:
+                    del stored[index]
+                    return True
+        return False
+
+    def next_due(self, queue: str) -> tuple[int, float | None]:
+        """The delayed messages of ``queue``: how many, and seconds until the soonest is due."""
+        now = self.clock()
+        with self._changed:
+            due = [m.visible_at - now for m in self._messages(queue) if m.visible_at > now and m.receipt is None]
+        return len(due), (min(due) if due else None)
 
     def purge(self, queue: str) -> None:
         with self._changed:

@@ -41,6 +41,7 @@ from .base import (
     OutgoingMessage,
     QueueStats,
     ReceivedMessage,
+    StoredMessage,
     dead_letter_name,
     is_dead_letter_name,
 )
@@ -556,6 +557,33 @@ class SQLiteBroker(Broker):
             delayed=self._count(queue, "visible_at > ? AND receipt IS NULL", now),
             dead=self._count(dead_letter_name(queue), "? IS NOT NULL", now),
         )
+
+    can_find = True
+
+    def find(self, body_prefix: str) -> list[StoredMessage]:
+        """Every stored message whose body starts with ``body_prefix`` (one scan of the file's messages)."""
+        with self._errors("look for a message"):
+            rows = self._read(
+                "SELECT queue, CAST(message_id AS BLOB), CAST(body AS BLOB), receipt IS NOT NULL FROM sqjobs_messages"
+                " WHERE substr(body, 1, ?) = ?", (len(body_prefix), body_prefix))
+        return [StoredMessage(queue, _lenient_text(raw_id), _read_body(raw_body)[0], bool(held))
+                for queue, raw_id, raw_body, held in rows]
+
+    def withdraw(self, queue: str, message_id: str) -> bool:
+        """Delete the message unless a worker holds it (its receipt is set); True if it was deleted."""
+        with self._write(f"withdraw message {message_id} from {queue!r}") as db:
+            deleted = db.execute("DELETE FROM sqjobs_messages WHERE queue = ? AND message_id = ? AND receipt IS NULL",
+                                 (queue, message_id)).rowcount
+        return bool(deleted)
+
+    def next_due(self, queue: str) -> tuple[int, float | None]:
+        """The delayed messages of ``queue`` (hidden, held by no one): how many, and seconds until the soonest."""
+        now = self.clock()
+        with self._errors(f"look into {queue!r}"):
+            [(count, soonest)] = self._read(
+                "SELECT COUNT(*), MIN(visible_at) FROM sqjobs_messages WHERE queue = ? AND visible_at > ?"
+                " AND receipt IS NULL", (queue, now))
+        return int(count), (None if soonest is None else max(float(soonest) - now, 0.0))
 
     def purge(self, queue: str) -> None:
         with self._write(f"purge {queue!r}") as db:
