@@ -387,6 +387,8 @@ def test_jobs_cancelled_before_delivery_never_run_and_show_cancelled(tmp_path: P
     shown = json.loads(result.output)
     assert result.exit_code == 3 and (shown["cancelled"], shown["recorded"]) == (False, True)
     assert "cancellation was already recorded, NOT confirmed" in shown["message"]
+    # The dead worker's hold runs out: a burst worker started before then could leave without seeing it.
+    wait_until(lambda: broker.stats("later").visible == 2, what="the held message to be visible again")
     worker = start_worker(config, ["later"], "--burst")
     assert worker.wait(60) == 0, worker_log(worker)
     assert [line.split()[0] for line in read_lines(record)] == ["kept"]
