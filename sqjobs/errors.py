@@ -48,6 +48,15 @@ class InvalidJobIdError(MessageError, ValueError):
     """A job id a producer chose cannot be used: too long for the status row, or holding control characters."""
 
 
+class InvalidQueueNameError(SQJobsError, ValueError):
+    """A queue name breaks the one rule of every broker (``sqjobs.brokers.sqs_limits.QUEUE_NAME_RULE``).
+
+    Raised at ``.delay()``, by ``@job(queue=...)`` and the commands, before anything is sent or consumed.
+    """
+
+    exit_code = 2
+
+
 class MalformedMessageError(MessageError):
     """A received body is not a job message; ``reason`` says why (it goes to the dead-letter queue)."""
 
