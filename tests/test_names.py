@@ -28,6 +28,7 @@ from sqjobs.brokers.sqs_limits import (
     QUEUE_NAME_RULE,
 )
 from sqjobs.config import load, settings_from_mapping
+from sqjobs.dashboard.server import create_app
 from sqjobs.errors import ConfigError, InvalidJobIdError, InvalidQueueNameError
 from sqjobs.message import ID_RULE
 from sqjobs.registry import registry
@@ -184,3 +185,13 @@ def test_a_received_id_with_a_slash_goes_dead_unrun_with_the_rule_and_nothing_is
     assert dead.attributes[REASON_ATTRIBUTE] == f"malformed message: 'id' holds '/' at position 6; {ID_RULE}"
     assert [line.split()[0] for line in record.read_text().splitlines()] == ["good"]  # only the good one ran
     assert broker.stats("default").visible == broker.stats("default").in_flight == 0
+
+
+def test_the_dashboard_search_says_the_rule_for_an_id_no_job_can_have(tmp_path: Path) -> None:
+    sqjobs.configure(str(sqlite_config(tmp_path)))
+    client = create_app(sqjobs.current_app()).test_client()
+    found = client.get("/jobs", query_string={"id": "orders/42"})
+    page = found.get_data(as_text=True)
+    assert found.status_code == 404 and "holds &#39;/&#39; at position 6; " + ID_RULE in page, page
+    handle = jobs.record_job.apply_async(args=("-", "t"), job_id="orders-42")
+    assert client.get("/jobs", query_string={"id": handle.id}).headers["Location"] == "/jobs/orders-42"
