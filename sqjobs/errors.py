@@ -45,7 +45,7 @@ class DelayTooLongError(MessageError, ValueError):
 
 
 class InvalidJobIdError(MessageError, ValueError):
-    """A job id a producer chose cannot be used: too long for the status row, or holding control characters."""
+    """A job id a producer chose breaks the rule of job ids (``sqjobs.message.ID_RULE``): too long, a '/'..."""
 
 
 class InvalidQueueNameError(SQJobsError, ValueError):

@@ -165,6 +165,9 @@ def test_a_unique_job_with_a_bad_id_is_refused_before_its_key_is_taken(
         with pytest.raises(InvalidJobIdError, match=re.escape(ID_RULE)):
             job_class.apply_async(args=("-", "t"), job_id=job_id, unique_key=key)
         assert UniqueKeys.for_url(database_url).holder(key) is None
+        with pytest.raises(InvalidQueueNameError):  # a bad queue, too, before the key is taken
+            job_class.apply_async(args=("-", "t"), queue="a b", unique_key=key)
+        assert UniqueKeys.for_url(database_url).holder(key) is None
     assert broker.queues() == []
 
 
