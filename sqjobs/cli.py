@@ -21,6 +21,7 @@ from .brokers.base import (
     dead_letter_name,
     is_dead_letter_name,
 )
+from .brokers.sqs_limits import check_queue_name
 from .cli_beat import InstantType, beater, schedule
 from .cli_common import (
     SQJobsGroup,
@@ -81,6 +82,8 @@ def worker(config: str | None, queues: tuple[str, ...], group_name: str | None, 
            status_file: str | None, import_modules: tuple[str, ...], isolation: str | None,
            threads: int | None, hold_s: float | None, metrics_dir: str | None) -> None:
     """Consume QUEUES (default: the group's queues) and run their jobs."""
+    for queue in queues:
+        check_queue_name(queue)
     settings = configure_app(config, extra_modules=import_modules)
     if metrics_dir:
         current_app().record_metrics(metrics_dir)
@@ -193,6 +196,7 @@ def dead(config: str | None, queue: str, as_json: bool, requeue: bool, force: bo
         raise click.UsageError("--requeue and --purge exclude each other")
     if force and not requeue:
         raise click.UsageError("--force goes with --requeue")
+    check_queue_name(queue)
     settings, broker = setup_app(config, import_jobs=False)
     _check_known_queue(broker, queue)
     dead_queue = dead_letter_name(queue)

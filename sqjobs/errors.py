@@ -45,7 +45,16 @@ class DelayTooLongError(MessageError, ValueError):
 
 
 class InvalidJobIdError(MessageError, ValueError):
-    """A job id a producer chose cannot be used: too long for the status row, or holding control characters."""
+    """A job id a producer chose breaks the rule of job ids (``sqjobs.message.ID_RULE``): too long, a '/'..."""
+
+
+class InvalidQueueNameError(SQJobsError, ValueError):
+    """A queue name breaks the one rule of every broker (``sqjobs.brokers.sqs_limits.QUEUE_NAME_RULE``).
+
+    Raised at ``.delay()``, by ``@job(queue=...)`` and the commands, before anything is sent or consumed.
+    """
+
+    exit_code = 2
 
 
 class MalformedMessageError(MessageError):

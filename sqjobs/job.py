@@ -25,6 +25,7 @@ from typing import (
 
 from . import defaults
 from .app import current_app
+from .brokers.sqs_limits import check_queue_name
 from .errors import ConfigError, JobDefinitionError
 from .message import check_arguments, new_job_id
 from .registry import Registry, registry
@@ -84,6 +85,7 @@ class Job:
             return
         if not cls.__dict__.get("name"):
             cls.name = f"{cls.__module__}.{cls.__qualname__}"
+        check_queue_name(cls.queue, f"job {cls.name}: ")
         _check_schedule(cls)
         registry.register(cls)
 

@@ -7,11 +7,14 @@ list for ``kwargs`` (what PHP's ``json_encode`` makes of an empty array) means
 no keyword arguments. Fields a decoder does not know are ignored. A body
 that is plain JSON (not base64) is accepted too.
 
-A job id is at most :data:`ID_MAX_CHARS` characters (the status row's key)
-and holds no control character (NUL, line breaks, ...) nor lone surrogate:
-a received message whose ``id`` breaks this is malformed (it goes to the
-dead-letter queue unrun, whether or not its job is tracked), and a producer
-here cannot send one (:class:`~sqjobs.errors.InvalidJobIdError`).
+A job id keeps :data:`ID_RULE`: at most :data:`ID_MAX_CHARS` characters (the
+status row's key), letters and digits of any alphabet and ``- _ . : @``,
+starting with a letter or digit, so that it can key a row, end a URL path
+(``/jobs/ID`` on the dashboard) and be typed as a command's argument as it
+is. A received message whose ``id`` breaks the rule is malformed (it goes to
+the dead-letter queue unrun, with the reason, whether or not its job is
+tracked), and a producer here cannot send one
+(:class:`~sqjobs.errors.InvalidJobIdError`).
 
 An optional ``headers`` object (string keys, JSON values) travels with a
 message; middleware reads and writes it, and a producer in any language may
@@ -43,6 +46,14 @@ FORMAT_VERSION = 1
 #: Longest job id, in characters: the key of a status row (sqjobs' own ids are 32 hex characters,
 #: SQS message ids 36), so that a tracked job's row can always be written.
 ID_MAX_CHARS = 128
+#: What a job id may hold besides letters and digits: none of the characters a URL path, a shell or
+#: a command line reads (``/``, ``?``, ``#``, ``%``, spaces...), and ``.`` or ``-`` never first.
+ID_PUNCTUATION = "-_.:@"
+#: The one rule for job ids, as errors state it.
+ID_RULE = (f"a job id is 1 to {ID_MAX_CHARS} characters: letters and digits (any alphabet) and "
+           f"{' '.join(ID_PUNCTUATION)}, starting with a letter or digit")
+#: Ids that keep the rule in ASCII: the usual case, checked at once.
+_PLAIN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]*\Z")
 
 #: Header marking a message that may be cancelled (its value ``true``): see :mod:`sqjobs.cancellation`.
 CANCELLABLE_HEADER = "sqjobs-cancellable"
@@ -154,18 +165,31 @@ def check_json_value(value: Any, where: str) -> None:
 
 
 def job_id_problem(job_id: str) -> str | None:
-    """Say what makes ``job_id`` unusable (too long, a control character), or None when it is fine."""
+    """Say how ``job_id`` breaks :data:`ID_RULE` (too long, a control character, a '/'...), or None when it keeps it."""
     if len(job_id) > ID_MAX_CHARS:
         return f"is {len(job_id)} characters, over {ID_MAX_CHARS}"
-    if job_id.isascii() and job_id.isprintable():
-        return None  # the usual case, checked at once
+    if _PLAIN_ID.match(job_id):
+        return None
+    if not job_id:
+        return "is empty"
     for position, char in enumerate(job_id):
         category = unicodedata.category(char)
         if category == "Cc":
             return f"holds control character U+{ord(char):04X} at position {position}"
         if category == "Cs":
             return f"holds a lone surrogate U+{ord(char):04X} at position {position}"
+        if category[0] in "LN" or (position and (category[0] == "M" or char in ID_PUNCTUATION)):
+            continue
+        return f"starts with {char!r}" if position == 0 else f"holds {char!r} at position {position}"
     return None
+
+
+def check_job_id(job_id: str) -> str:
+    """Return ``job_id`` if it keeps :data:`ID_RULE`; raise InvalidJobIdError saying why if not."""
+    problem = job_id_problem(job_id)
+    if problem is not None:
+        raise InvalidJobIdError(f"job id {job_id[:40]!r}{'...' if len(job_id) > 40 else ''} {problem}; {ID_RULE}")
+    return job_id
 
 
 def check_arguments(args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
@@ -188,12 +212,9 @@ def encode(message: JobMessage, extra: Mapping[str, Any] | None = None, argument
 
     Raises TypeError when an argument is not strict JSON (not checked again
     when ``arguments_checked``: the caller just did), InvalidJobIdError when
-    the job id is too long or holds a control character.
+    the job id breaks :data:`ID_RULE`.
     """
-    problem = job_id_problem(message.id)
-    if problem is not None:
-        raise InvalidJobIdError(f"job id {message.id[:40]!r}{'...' if len(message.id) > 40 else ''} {problem}; "
-                                f"use at most {ID_MAX_CHARS} characters, none of them control characters")
+    check_job_id(message.id)
     if not arguments_checked:
         check_arguments(message.args, message.kwargs)
     payload: dict[str, Any] = {
@@ -424,7 +445,7 @@ def _decode(body: str, fallback_id: str) -> JobMessage:
     else:
         problem = job_id_problem(job_id)
         if problem is not None:
-            raise MalformedMessageError(f"'id' {problem}")
+            raise MalformedMessageError(f"'id' {problem}; {ID_RULE}")
     headers = data.get("headers")
     if headers is None:
         headers = {}

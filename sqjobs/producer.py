@@ -45,11 +45,12 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from . import defaults
 from .brokers.base import OutgoingMessage
+from .brokers.sqs_limits import check_queue_name
 from .clock import duration_text, utc_now
 from .errors import DelayTooLongError, SigningError, StatusStoreError, UnknownJobError
 from .execution import Outcome
 from .held import HeldJob, HeldJobs
-from .message import CANCELLABLE_HEADER, JobMessage, check_arguments, decode_own, encode, new_job_id
+from .message import CANCELLABLE_HEADER, JobMessage, check_arguments, check_job_id, decode_own, encode, new_job_id
 from .runner import attempt_with_middleware
 from .status import JobHandle, Status
 from .unique import KEY_FIELD, UniqueKeys, check_key, derived_key
@@ -123,7 +124,8 @@ class Producer:
         ``extra`` adds optional wire fields (``scheduled_for``), ``headers``
         envelope headers. ``delay_s``/``eta``, ``unique_key`` and
         ``cancellable``: see the module docstring. Raises TypeError for
-        arguments JSON cannot carry, ValueError for a naive ``eta``, MessageTooLargeError and
+        arguments JSON cannot carry, InvalidQueueNameError and InvalidJobIdError
+        for a queue name or job id that breaks its rule, ValueError for a naive ``eta``, MessageTooLargeError and
         DelayTooLongError for what cannot be held, StatusStoreError when a
         key or a held job cannot be written, and whatever a middleware's
         ``before_enqueue`` raises (then nothing is sent).
@@ -149,7 +151,7 @@ class Producer:
         key = check_key(unique_key)
         if not derive:
             check_arguments(args, dict(kwargs or {}))  # before the key is taken
-        job_id = job_id or new_job_id()
+        job_id = check_job_id(job_id) if job_id else new_job_id()  # before the key row is written with it
         target = self._queue(job_class, queue)
         keys = UniqueKeys.for_url(self.app.settings.database_url)
         holder = keys.take(key, job_id, job_name, target)
@@ -195,8 +197,15 @@ class Producer:
 
     @staticmethod
     def _queue(job_class: type[Job] | None, queue: str | None) -> str:
-        """The queue a job goes to: the call's, else the job's, else the default."""
-        return queue or (job_class.queue if job_class is not None else defaults.QUEUE)
+        """The queue a job goes to: the call's, else (None) the job's, else the default.
+
+        Raises InvalidQueueNameError for a name that breaks the one rule of
+        every broker (``sqjobs.brokers.sqs_limits.QUEUE_NAME_RULE``), before
+        anything is written or sent.
+        """
+        if queue is None:
+            queue = job_class.queue if job_class is not None else defaults.QUEUE
+        return check_queue_name(queue)
 
     def prepare(self, job_class: type[Job] | None, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
                 *, name: str | None = None, queue: str | None = None, delay_s: float = 0, job_id: str | None = None,

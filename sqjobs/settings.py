@@ -16,6 +16,12 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from . import defaults
+from .brokers.sqs_limits import (
+    MAX_QUEUE_BASE_LENGTH,
+    MAX_QUEUE_PREFIX_LENGTH,
+    check_queue_name,
+    queue_prefix_problem,
+)
 from .signing import as_signing_keys
 
 #: Values a ``[worker] isolation`` may take.
@@ -41,6 +47,20 @@ def as_host_names(text: str) -> tuple[str, ...]:
         if any(char in name for char in "/@?# ") or name.count(":") == 1:
             raise ValueError(f"must be host names such as dashboard.example.com, not {name!r}")
     return names
+
+
+def as_queue_names(text: str) -> tuple[str, ...]:
+    """Comma- or line-separated queue names, each keeping the one rule of queue names."""
+    return tuple(check_queue_name(name) for name in as_list(text))
+
+
+def as_queue_prefix(text: str) -> str:
+    """A prefix for SQS queue names (ASCII letters, digits, '-' and '_'), or nothing."""
+    prefix = text.strip()
+    problem = queue_prefix_problem(prefix)
+    if problem:
+        raise ValueError(problem)
+    return prefix
 
 
 def as_count(text: str) -> int:
@@ -217,8 +237,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sqs", "access_key", as_text, "",
             "Credentials; empty means the standard AWS chain (environment, profile, instance role)."),
     Setting("sqs", "secret_key", as_text, "", ""),
-    Setting("sqs", "queue_prefix", as_text, "",
-            "Prepended to every queue name, e.g. prod- (dead-letter queues get it too)."),
+    Setting("sqs", "queue_prefix", as_queue_prefix, "",
+            "Prepended to every queue name, e.g. prod- (dead-letter queues get it too);\n"
+            f"at most {MAX_QUEUE_PREFIX_LENGTH} ASCII letters, digits, '-' and '_'."),
     Setting("sqs", "wait_time_s", as_seconds, float(defaults.MAX_WAIT_S),
             "Long-poll wait of one receive, in seconds (SQS allows 0 to 20)."),
     Setting("sqs", "visibility_timeout_s", as_seconds, 60.0,
@@ -226,8 +247,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sqs", "max_delay_s", as_sqs_delay_s, float(defaults.MAX_DELAY_S),
             "Longest delay SQS holds itself (DelaySeconds, 0 to 900); a longer delay or ETA is held\n"
             "in [sqjobs] database and sent by a beater when due (see the README, Jobs for later)."),
-    Setting("worker", "queues", as_list, (defaults.QUEUE,),
-            "Queues in priority order: the first queue is always served first."),
+    Setting("worker", "queues", as_queue_names, (defaults.QUEUE,),
+            "Queues in priority order: the first queue is always served first. A queue name\n"
+            f"is 1 to {MAX_QUEUE_BASE_LENGTH} ASCII letters, digits, '-' and '_', and ends in .fifo for a FIFO queue."),
     Setting("worker", "processes", as_count, 1, "Worker processes the daemon starts for this group.", "2"),
     Setting("worker", "prefetch", as_count, 10,
             "Messages received at once (1 to 10). Use 1 for long jobs, so others take the rest."),

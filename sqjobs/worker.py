@@ -39,6 +39,7 @@ from typing import Any, Callable, Sequence
 from . import defaults, logs
 from .app import App, current_app
 from .brokers.base import Broker, ReceivedMessage, cut_reason
+from .brokers.sqs_limits import check_queue_name
 from .burst import BurstEnd
 from .config import WorkerGroup
 from .errors import BrokerAuthError, JobTimeoutError, MalformedMessageError, StatusStorePermanentError
@@ -133,7 +134,7 @@ class Worker:
                              "a time, in the worker itself")
         self.broker = self.app.broker
         self.registry = self.app.registry
-        self.queues = list(queues)
+        self.queues = [check_queue_name(queue) for queue in queues]
         self.prefetch = max(1, min(prefetch or default("worker", "prefetch"), defaults.MAX_BATCH))
         self.hold_s = default("worker", "hold_s") if hold_s is None else hold_s
         self.visibility_timeout_s = visibility_timeout_s or default("worker", "visibility_timeout_s")

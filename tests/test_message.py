@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 
 import pytest
 
 from sqjobs.errors import InvalidJobIdError, MalformedMessageError, MessageTooLargeError
 from sqjobs.message import (
     ID_MAX_CHARS,
+    ID_RULE,
     MAX_JSON_DEPTH,
     JobMessage,
     check_json_value,
@@ -190,6 +192,10 @@ def test_loads_strict_refuses_what_json_does_not_have() -> None:
         ("abc\u0000def", "'id' holds control character U+0000 at position 3"),
         ("line\nbreak", "'id' holds control character U+000A at position 4"),
         ("\ud800", "field 'id' holds a lone surrogate '\\ud800' at position 0"),
+        ("orders/42", f"'id' holds '/' at position 6; {ID_RULE}"),  # the dashboard's /jobs/ID could not show it
+        ("a b", f"'id' holds ' ' at position 1; {ID_RULE}"),
+        ("../x", f"'id' starts with '.'; {ID_RULE}"),
+        ("-x", f"'id' starts with '-'; {ID_RULE}"),  # a command would read it as an option
     ],
 )
 def test_a_foreign_id_the_status_row_cannot_key_is_malformed(job_id: str, reason: str) -> None:
@@ -200,7 +206,8 @@ def test_a_foreign_id_the_status_row_cannot_key_is_malformed(job_id: str, reason
 
 
 def test_ids_up_to_the_limit_and_beyond_ascii_are_kept() -> None:
-    for job_id in ("x" * ID_MAX_CHARS, "pedido-ñandú-注文-1", "a b"):
+    uuid = "9f1c0a2e-5b7d-4c1e-8f00-123456789abc"  # the shape of an SQS message id, the fallback
+    for job_id in ("x" * ID_MAX_CHARS, "pedido-ñandú-注文-1", uuid, "order:42@shop.v2"):
         assert decode(b64(json.dumps({"id": job_id, "name": "n"})), "m").id == job_id
 
 
@@ -209,3 +216,5 @@ def test_a_producer_cannot_send_an_id_a_worker_would_refuse() -> None:
         encode(JobMessage(name="n", id="y" * 129))
     with pytest.raises(InvalidJobIdError, match="control character U\\+0009"):
         encode(JobMessage(name="n", id="tab\there"))
+    with pytest.raises(InvalidJobIdError, match=f"job id 'a/b' holds '/' at position 1; {re.escape(ID_RULE)}"):
+        encode(JobMessage(name="n", id="a/b"))

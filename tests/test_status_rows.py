@@ -25,7 +25,7 @@ from sqjobs import app as runtime
 from sqjobs.brokers.base import REASON_ATTRIBUTE
 from sqjobs.brokers.sqlite import SQLiteBroker
 from sqjobs.errors import StatusRowError, StatusStorePermanentError
-from sqjobs.message import new_job_id
+from sqjobs.message import ID_RULE, new_job_id
 from sqjobs.store import MAX_RESULT_BYTES, StatusRecord, StatusStore, forget_stores, get_store, open_database
 from tests import jobs_for_tests as jobs
 from tests.status_fixtures import (  # noqa: F401  (fixtures)
@@ -85,7 +85,7 @@ def test_a_tracked_message_with_a_200_character_id_is_dead_lettered_as_malformed
     good = jobs.tracked_add.delay(20, 22)
     log = _run_burst(config)
     [dead] = broker.peek("default-dead")
-    assert dead.attributes[REASON_ATTRIBUTE] == "malformed message: 'id' is 200 characters, over 128"
+    assert dead.attributes[REASON_ATTRIBUTE] == f"malformed message: 'id' is 200 characters, over 128; {ID_RULE}"
     assert "status database unavailable" not in log
     assert (_row(POSTGRESQL_URL, good.id).status, good.result) == (Status.SUCCESS, 42)
 
@@ -226,7 +226,7 @@ def test_rows_a_database_refuses_are_failures_and_their_messages_dead_lettered(t
 
 def test_a_row_error_from_delay_sends_nothing(tmp_path: Path, utf8mb3_url: str) -> None:
     config, broker = _burst(tmp_path, utf8mb3_url)
-    with pytest.raises(StatusRowError, match="Incorrect string value"):  # an id the table cannot hold
-        jobs.tracked_add.apply_async(args=(1, 2), job_id="\N{GRINNING FACE}")
+    with pytest.raises(StatusRowError, match="Incorrect string value"):  # an id (a letter) the table cannot hold
+        jobs.tracked_add.apply_async(args=(1, 2), job_id="\N{CJK UNIFIED IDEOGRAPH-20000}")
     assert broker.stats("default").visible == 0
 

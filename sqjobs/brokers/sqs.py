@@ -84,6 +84,7 @@ from .sqs_limits import (
     entry_bytes,
     error_code,
     error_details,
+    queue_prefix_problem,
 )
 
 logger = logging.getLogger("sqjobs.brokers.sqs")
@@ -154,6 +155,9 @@ class SQSBroker(Broker):
                 check_endpoint_url(endpoint_url)
             except ValueError as exc:
                 raise ConfigError(f"[sqs] endpoint_url = {endpoint_url!r}: {exc}") from None
+        prefix_problem = queue_prefix_problem(queue_prefix or "")
+        if prefix_problem:
+            raise ConfigError(f"[sqs] queue_prefix = {queue_prefix!r}: {prefix_problem}")
         self.access_key = access_key or None
         self.secret_key = secret_key or None
         self.region = region or None

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any, Iterable
 from flask import Flask, Response, abort, jsonify, redirect, render_template, request, session, url_for
 
 from .. import defaults
-from ..errors import SQJobsError, UnknownQueueError
+from ..errors import InvalidJobIdError, SQJobsError, UnknownQueueError
+from ..message import check_job_id
 from ..metrics_export import CONTENT_TYPE, scrape
 from . import data
 from .binding import LOCAL_HOSTS, AllowedHosts, check_bind, host_of, host_of_url
@@ -161,10 +162,14 @@ def create_app(app: App, *, password: str = "", read_only: bool = False, host: s
         return redirect(url_for("dead", queue=queue, done=done), 303)  # type: ignore[return-value]
 
     @web.get("/jobs")
-    def search() -> Response:
+    def search() -> Response | tuple[str, int]:
         job_id = request.args.get("id", "").strip()
         if not job_id:
             return redirect(url_for("overview"))  # type: ignore[return-value]
+        try:
+            check_job_id(job_id)  # no job has such an id (a '/' would not even reach its page): say the rule
+        except InvalidJobIdError as exc:
+            return render_template("error.html", title="No such job", message=str(exc)), 404
         return redirect(url_for("job", job_id=job_id))  # type: ignore[return-value]
 
     @web.get("/jobs/<job_id>")
