@@ -36,6 +36,7 @@ from .cli_status import initdb, prune, status
 from .cli_web import dashboard, metrics
 from .config import WorkerGroup
 from .errors import StatusStoreError, StatusStorePermanentError, UnknownQueueError
+from .healthfile import record_start
 from .held import HeldJobs
 from .logs import LEVELS
 from .message import UNDECODABLE_PREFIX, MalformedMessageError, decode
@@ -78,6 +79,8 @@ def worker(config: str | None, queues: tuple[str, ...], group_name: str | None, 
            status_file: str | None, import_modules: tuple[str, ...], isolation: str | None,
            threads: int | None, hold_s: float | None, metrics_dir: str | None) -> None:
     """Consume QUEUES (default: the group's queues) and run their jobs."""
+    if status_file:
+        record_start(status_file)  # before the job modules: a worker that fails to import them counts as dying
     settings = configure_app(config, extra_modules=import_modules)
     if metrics_dir:
         current_app().record_metrics(metrics_dir)
