@@ -1,7 +1,10 @@
 """The ``sqjobsd`` command: start, stop, status, restart and reload the supervised daemon.
 
 Exit codes: 0 success; 1 an error (one line on stderr); 3 from ``status``
-when the daemon is not running or a process is not RUNNING (or stalled).
+when the daemon is not running, or a process is not RUNNING, or a worker is
+STALLED, STARVED or CRASHING (dying now, again and again: see
+:mod:`sqjobsd.health`). Workers stopped and started by ``stop``, ``start``,
+``restart`` or ``reload``, or killed once and running again, are not CRASHING.
 """
 
 from __future__ import annotations

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import glob
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from sqjobs import metrics_files
 from sqjobs.config import Settings
 from sqjobs.errors import DaemonError, DaemonNotRunningError
 from sqjobs.files import atomic_write
@@ -182,11 +182,8 @@ def _clear_metrics(settings: Settings) -> None:
     (Prometheus reads a counter that went back to zero as a restart.)
     """
     directory = supervisor_conf.recorded_metrics_dir(settings)
-    if directory is None:
-        return
-    for path in glob.glob(os.path.join(directory, "*.db")):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+    if directory is not None and os.path.isdir(directory):
+        metrics_files.clear(directory)
 
 
 def _supervisord_command(layout: Layout, foreground: bool) -> list[str]:

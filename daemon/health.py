@@ -14,7 +14,18 @@ replaced under it, a dead endpoint answering empty); it is treated like a
 stalled one. FIFO queues are left out of that count: a locked message group
 holds visible messages nobody may take.
 
-``sqjobsd status`` reports stalled and starved workers. The watchdog, a program run by
+A process is *crashing* when it is dying now, again and again: supervisord
+has it in BACKOFF (it died within ``startsecs`` of its start and waits to be
+started again), or its worker process, or the worker's job process, died
+``CRASH_THRESHOLD`` times within ``CRASH_WINDOW_S`` and the last of those
+deaths is less than ``CRASH_RECOVERED_S`` old. Deaths are those the worker's
+health file tells of (:mod:`sqjobs.healthfile`): a kill, a crash, an exit on
+an error; a stop that was asked for (``sqjobsd stop``, ``reload``,
+``--max-jobs``) is none. So a worker killed once and running again, or one
+stopped and started, is not crashing; one that failed three times and then
+ran for ``CRASH_RECOVERED_S`` is not crashing any more.
+
+``sqjobsd status`` reports stalled, starved and crashing workers. The watchdog, a program run by
 supervisord itself (``sqjobsd watchdog``), looks every
 ``[daemon] watchdog_interval_s`` and restarts a stalled worker: SIGTERM (a
 graceful stop, in case it can still finish), then SIGKILL to its process group
@@ -38,6 +49,7 @@ from typing import Any, Callable, Mapping, Sequence
 from sqjobs.brokers import Broker, create_broker
 from sqjobs.config import Settings
 from sqjobs.errors import DaemonError
+from sqjobs.healthfile import earlier_deaths
 from sqjobs.logs import Formatter
 
 from .layout import Layout
@@ -47,9 +59,11 @@ from .supervisor_conf import WORKER_PREFIX
 
 logger = logging.getLogger("sqjobs.daemon")
 
-#: The window in which crashes are counted, and how many make a worker "crashing".
+#: The window in which deaths are counted, and how many make a worker "crashing".
 CRASH_WINDOW_S = 300.0
 CRASH_THRESHOLD = 3
+#: A process whose last death is older than this has recovered: it is no longer crashing.
+CRASH_RECOVERED_S = 60.0
 
 #: Counts the messages waiting (visible) on some queues.
 Backlog = Callable[[Sequence[str]], int]
@@ -100,15 +114,17 @@ class ProcessHealth:
     starved: bool = False
     #: Seconds since the worker last received a message (None: not a worker, or not known).
     last_received_age_s: float | None = None
-    #: Deaths of the worker's job process, and starts of the worker itself, within CRASH_WINDOW_S.
+    #: Deaths of the worker's job process, and of the worker processes before this one, within CRASH_WINDOW_S.
     job_process_deaths: int = 0
-    restarts: int = 0
+    worker_deaths: int = 0
     last_death: str | None = None
+    #: Either of them died CRASH_THRESHOLD times in the window, the last time within CRASH_RECOVERED_S.
+    dying_again: bool = False
 
     @property
     def crashing(self) -> bool:
-        """True when the worker's job process or the worker itself keeps dying (a crash loop)."""
-        return self.job_process_deaths >= CRASH_THRESHOLD or self.restarts >= CRASH_THRESHOLD
+        """True when the process is crashing now: in BACKOFF, or running (or starting) and dying again and again."""
+        return self.state == "BACKOFF" or (self.state in ("RUNNING", "STARTING") and self.dying_again)
 
     @property
     def healthy(self) -> bool:
@@ -132,11 +148,16 @@ def _starved(own: Mapping[str, Any] | None, now: float, stall_timeout_s: float, 
     return bool(queues) and backlog(queues) > 0
 
 
-def _recent(times: Any, now: float) -> int:
-    """How many of ``times`` (Unix times) fall within CRASH_WINDOW_S before ``now``."""
+def _recent(times: Any, now: float) -> list[float]:
+    """Those of ``times`` (Unix times) that fall within CRASH_WINDOW_S before ``now``."""
     if not isinstance(times, list):
-        return 0
-    return sum(1 for t in times if isinstance(t, (int, float)) and now - float(t) <= CRASH_WINDOW_S)
+        return []
+    return [float(t) for t in times if isinstance(t, (int, float)) and now - float(t) <= CRASH_WINDOW_S]
+
+
+def _dying_again(deaths: list[float], now: float) -> bool:
+    """True when ``deaths`` (recent ones) are CRASH_THRESHOLD or more and the last is within CRASH_RECOVERED_S."""
+    return len(deaths) >= CRASH_THRESHOLD and now - max(deaths) <= CRASH_RECOVERED_S
 
 
 def assess(info: Mapping[str, Any], status: Mapping[str, Any] | None, now: float,
@@ -156,11 +177,10 @@ def assess(info: Mapping[str, Any], status: Mapping[str, Any] | None, now: float
         last_poll_age_s = max(0.0, now - float(own["last_poll"]))
     if own is not None and isinstance(own.get("last_received"), (int, float)):
         last_received_age_s = max(0.0, now - float(own["last_received"]))
-    deaths = restarts = 0
-    if own is not None:
-        deaths = _recent(own.get("job_process_deaths"), now)
-        # The worker's own start is in the list: restarts are the starts before it.
-        restarts = max(_recent(own.get("recent_starts"), now) - 1, 0)
+    # The job process deaths of this worker; the deaths of the worker processes before it, also
+    # while this one has not written its file yet (then the file is its predecessor's).
+    deaths = _recent(own.get("job_process_deaths"), now) if own is not None else []
+    worker_deaths = _recent(earlier_deaths(dict(status), pid, now), now) if status is not None else []
     stalled = starved = False
     if running and is_worker(info) and stall_timeout_s > 0:
         silence_s = last_poll_age_s if last_poll_age_s is not None else uptime_s
@@ -178,9 +198,10 @@ def assess(info: Mapping[str, Any], status: Mapping[str, Any] | None, now: float
         stalled=stalled,
         starved=starved,
         last_received_age_s=last_received_age_s,
-        job_process_deaths=deaths,
-        restarts=restarts,
+        job_process_deaths=len(deaths),
+        worker_deaths=len(worker_deaths),
         last_death=str(own.get("last_death")) if own and own.get("last_death") else None,
+        dying_again=_dying_again(deaths, now) or _dying_again(worker_deaths, now),
     )
 
 
@@ -219,13 +240,13 @@ def describe(health: ProcessHealth) -> str:
             parts.append(f"last job {health.last_job} ({health.jobs_done} done)")
     elif health.name.startswith(WORKER_PREFIX) and health.state == "RUNNING":
         parts.append("no poll yet")
-    if health.job_process_deaths or health.restarts:
+    if health.job_process_deaths or health.worker_deaths:
         window = f"{CRASH_WINDOW_S / 60:.0f} min"
         counts = []
         if health.job_process_deaths:
             counts.append(f"{health.job_process_deaths} job process death(s)")
-        if health.restarts:
-            counts.append(f"{health.restarts} restart(s)")
+        if health.worker_deaths:
+            counts.append(f"{health.worker_deaths} worker death(s)")
         parts.append(f"{' and '.join(counts)} in the last {window}")
         if health.last_death:
             parts.append(f"last: {health.last_death}")

@@ -37,6 +37,7 @@ from .cli_status import initdb, prune, status
 from .cli_web import dashboard, metrics
 from .config import WorkerGroup
 from .errors import StatusStoreError, StatusStorePermanentError, UnknownQueueError
+from .healthfile import record_start
 from .held import HeldJobs
 from .logs import LEVELS
 from .message import MalformedMessageError, decode
@@ -84,6 +85,8 @@ def worker(config: str | None, queues: tuple[str, ...], group_name: str | None, 
     """Consume QUEUES (default: the group's queues) and run their jobs."""
     for queue in queues:
         check_queue_name(queue)
+    if status_file:
+        record_start(status_file)  # before the job modules: a worker that fails to import them counts as dying
     settings = configure_app(config, extra_modules=import_modules)
     if metrics_dir:
         current_app().record_metrics(metrics_dir)

@@ -173,6 +173,9 @@ METRICS_PORT = 9186
 #: Folder under the daemon's run_dir where its workers and beaters record metrics when
 #: ``[metrics] dir`` names none.
 METRICS_SUBDIR = "metrics"
+#: Seconds a scrape waits for the metrics folder's lock (held by a merge of the files of stopped
+#: processes, a few milliseconds) before it leaves the recorded series out of its answer.
+METRICS_LOCK_WAIT_S = 5.0
 #: Upper bounds of the job-duration histogram buckets, in seconds: from a quick job to a long one.
 DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
 #: Seconds between two refreshes of an open dashboard page.

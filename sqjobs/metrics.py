@@ -23,8 +23,10 @@ each process writes its own files in one folder, and a scrape
 (:mod:`sqjobs.metrics_export`) adds them up. The folder is ``[metrics] dir``,
 or ``<run_dir>/metrics`` under sqjobsd (which passes ``--metrics-dir``); a
 worker started by hand without either records nothing, so that a process
-nobody scrapes pays nothing. The gauges of processes that died are dropped
-at the next scrape (``mark_process_dead``).
+nobody scrapes pays nothing. The counters and histograms of processes that
+stopped are merged into one file per kind, and their live gauges dropped,
+when a process starts recording and at every scrape
+(:mod:`sqjobs.metrics_files`): the folder stays bounded.
 
 prometheus_client chooses multiprocess mode from an environment variable
 read when it is first imported; sqjobs chooses it from its configuration,
@@ -41,6 +43,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import defaults
+from .metrics_files import merge_gone_if_free
 from .middleware import Middleware
 
 if TYPE_CHECKING:
@@ -65,6 +68,7 @@ class Recorder:
 
         self.directory = directory
         os.makedirs(directory, exist_ok=True)
+        merge_gone_if_free(directory)  # what the processes before this one left (a restarted worker's predecessor)
         os.environ[MULTIPROC_ENV] = directory
         if not getattr(values.ValueClass, "_multiprocess", False):
             values.ValueClass = values.MultiProcessValue()
@@ -110,13 +114,6 @@ def schedule_sent(job_name: str) -> None:
     """Count one periodic run of ``job_name`` sent (nothing when this process records no metrics)."""
     if _recorder is not None:
         _recorder.schedule_sent.labels(job_name).inc()
-
-
-def mark_dead(pid: int, directory: str) -> None:
-    """Drop the live gauges of process ``pid`` from ``directory`` (it stopped or died)."""
-    from prometheus_client import multiprocess
-
-    multiprocess.mark_process_dead(pid, directory)
 
 
 class MetricsMiddleware(Middleware):
@@ -171,7 +168,7 @@ class MetricsMiddleware(Middleware):
         recorded.worker_starts.labels(queues).inc()
 
     def worker_stopped(self, worker: Any) -> None:
-        """Count the worker as stopped (its files stay; the next scrape drops the gauges of dead processes)."""
+        """Count the worker as stopped (its files stay until the next scrape or start merges them)."""
         queues = ",".join(worker.queues)
         recorded = self._recorder()
         recorded.workers.labels(queues).dec()

@@ -1,8 +1,9 @@
 """One scrape of ``/metrics``: what the processes recorded, plus the queues and schedules as they are now.
 
 A scrape adds up the files every process wrote in the metrics folder
-(:mod:`sqjobs.metrics`), after dropping the live gauges of processes that
-are gone, and asks, at that moment:
+(:mod:`sqjobs.metrics`), holding the folder's lock, after merging the files
+of processes that are gone (:mod:`sqjobs.metrics_files`), and asks, at that
+moment:
 
 - the broker: ``sqjobs_queue_messages{queue, state}`` with ``state`` one of
   ``visible``, ``in_flight``, ``delayed``, ``dead``;
@@ -17,17 +18,15 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Iterator
 
-import psutil
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from . import defaults
-from .metrics import mark_dead
+from .metrics_files import locked, merge_gone
 from .schedule import Schedule
 
 if TYPE_CHECKING:
@@ -38,8 +37,6 @@ logger = logging.getLogger("sqjobs.metrics_export")
 
 #: The content type of the text format a scrape returns.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-#: Files of live gauges, whose process id ends their name.
-_LIVE_FILE = re.compile(r"^gauge_live\w*_(\d+)\.db$")
 
 
 def metrics_dir(settings: Settings) -> str:
@@ -51,16 +48,33 @@ def metrics_dir(settings: Settings) -> str:
 
 
 def sweep_dead(directory: str) -> list[int]:
-    """Drop the live gauges of the processes that recorded in ``directory`` and are gone; return their pids."""
-    try:
-        names = os.listdir(directory)
-    except OSError:
+    """Merge the files of the processes that recorded in ``directory`` and are gone; return their pids."""
+    if not os.path.isdir(directory):
         return []
-    gone = sorted({int(match.group(1)) for name in names if (match := _LIVE_FILE.match(name))
-                   and not psutil.pid_exists(int(match.group(1)))})
-    for pid in gone:
-        mark_dead(pid, directory)
-    return gone
+    with locked(directory, defaults.METRICS_LOCK_WAIT_S) as held:
+        return merge_gone(directory) if held else []
+
+
+def recorded(directory: str) -> list[Metric]:
+    """The metrics the processes recorded in ``directory``, added up (empty when the lock stays busy)."""
+    with locked(directory, defaults.METRICS_LOCK_WAIT_S) as held:
+        if not held:
+            logger.warning("metrics: the lock of %s stayed busy for %.0f s: the recorded series are left out",
+                           directory, defaults.METRICS_LOCK_WAIT_S)
+            return []
+        merge_gone(directory)
+        return list(MultiProcessCollector(None, path=directory).collect())
+
+
+class _RecordedCollector:
+    """Series already read (under the folder's lock), handed to a registry."""
+
+    def __init__(self, metrics: list[Metric]) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the series read."""
+        return iter(self.metrics)
 
 
 class _NowCollector:
@@ -111,7 +125,6 @@ def scrape(app: App, directory: str | None = None) -> bytes:
     directory = directory or metrics_dir(app.settings)
     registry = CollectorRegistry(auto_describe=False)
     if os.path.isdir(directory):
-        sweep_dead(directory)
-        MultiProcessCollector(registry, path=directory)
+        registry.register(_RecordedCollector(recorded(directory)))
     registry.register(_NowCollector(app))
     return generate_latest(registry)

@@ -260,7 +260,7 @@ def test_a_worker_whose_job_process_keeps_dying_is_crashing() -> None:
     worker = {"group": "worker-default", "name": "worker-default-0", "statename": "RUNNING", "pid": 42,
               "start": 1000.0}
     status = {"pid": 42, "last_poll": 1099.0, "job_process_deaths": [1010.0, 1050.0],
-              "last_death": "the job process killed by signal 11 (SIGSEGV)", "recent_starts": [1000.0]}
+              "last_death": "the job process killed by signal 11 (SIGSEGV)", "recent_deaths": []}
     assert not assess(worker, status, 1100.0, 300).crashing  # two deaths: not yet a loop
     health = assess(worker, dict(status, job_process_deaths=[1010.0, 1050.0, 1090.0]), 1100.0, 300)
     assert health.crashing and not health.healthy
@@ -268,9 +268,29 @@ def test_a_worker_whose_job_process_keeps_dying_is_crashing() -> None:
     assert line.split()[:2] == ["worker-default-0", "CRASHING"]
     assert "3 job process death(s) in the last 5 min" in line and "SIGSEGV" in line
     assert not assess(worker, dict(status, job_process_deaths=[500.0, 600.0, 700.0]), 1100.0, 300).crashing
-    restarted = dict(status, recent_starts=[900.0, 950.0, 990.0, 1000.0])  # supervisord restarted it 3 times
-    assert assess(worker, restarted, 1100.0, 300).crashing
-    assert "3 restart(s)" in describe(assess(worker, restarted, 1100.0, 300))
+    # Three deaths in the window, but the last one over a minute ago: it recovered.
+    assert not assess(worker, dict(status, job_process_deaths=[1010.0, 1020.0, 1030.0]), 1100.0, 300).crashing
+    died = dict(status, job_process_deaths=[], recent_deaths=[950.0, 990.0, 1000.0])  # the worker itself died 3 times
+    assert assess(worker, died, 1010.0, 300).crashing
+    assert "3 worker death(s)" in describe(assess(worker, died, 1010.0, 300))
+    assert not assess(worker, died, 1100.0, 300).crashing  # up for 100 s since: recovered
+
+
+def test_only_deaths_count_not_asked_for_stops_and_backoff_is_crashing() -> None:
+    starting = {"group": "worker-default", "name": "worker-default-0", "statename": "RUNNING", "pid": 43,
+                "start": 1000.0}
+    # The file of the process before this one (pid 42): it died without stopping, after two earlier deaths.
+    before = {"pid": 42, "alive_at": 999.0, "recent_deaths": [900.0, 950.0]}
+    assert assess(starting, before, 1001.0, 300).crashing
+    assert assess(starting, dict(before, recent_deaths=[900.0]), 1001.0, 300).worker_deaths == 2
+    # Stopped as asked (sqjobsd stop, reload, --max-jobs): no death.
+    stopped = dict(before, stopped_at=999.0)
+    assert not assess(starting, stopped, 1001.0, 300).crashing
+    assert assess(starting, stopped, 1001.0, 300).worker_deaths == 2
+    backoff = dict(starting, statename="BACKOFF", pid=0)
+    assert assess(backoff, None, 1001.0, 300).crashing
+    assert describe(assess(backoff, None, 1001.0, 300)).split()[:2] == ["worker-default-0", "CRASHING"]
+    assert not assess(dict(backoff, statename="FATAL"), before, 1001.0, 300).crashing  # supervisord gave up
 
 
 def test_socket_path_over_the_unix_limit_is_a_clear_error(daemon: Daemon) -> None:
@@ -460,6 +480,71 @@ def test_status_reports_a_worker_whose_jobs_keep_crashing_it(daemon: Daemon) -> 
     line = next(line for line in result.stdout.splitlines() if line.startswith("worker-default-0"))
     assert "3 job process death(s) in the last 5 min" in line and "SIGSEGV" in line
     assert daemon.running_pids()["worker-default-0"] == pid, "the worker itself never died"
+
+
+def _polling(daemon: Daemon, name: str) -> int:
+    """Wait until process ``name`` runs and its worker has polled (its health file says so); return its pid."""
+    def check() -> int:
+        pid = daemon.running_pids().get(name, 0)
+        own = read_worker_status(daemon.layout.status_file(name)) or {}
+        return pid if pid and own.get("pid") == pid and own.get("last_poll") else 0
+    return wait_until(check, SLOW_S, interval_s=0.2, what=f"{name} to run and poll")
+
+
+@pytest.mark.faults
+def test_status_is_ok_after_a_kill_9_a_stop_and_start_and_a_reload(daemon: Daemon) -> None:
+    daemon.configure({"default": {"processes": 1}})
+    daemon.start()
+    first = _polling(daemon, "worker-default-0")
+    os.kill(first, signal.SIGKILL)
+    daemon.wait_new_pid("worker-default-0", first, "supervisord to restart the killed worker")
+    _polling(daemon, "worker-default-0")
+    assert daemon.run("stop").returncode == 0
+    daemon.start()
+    started = _polling(daemon, "worker-default-0")
+    daemon.configure({"default": {"processes": 1, "prefetch": 2}})
+    result = daemon.run("reload")
+    assert "changed: worker-default" in result.stdout, result.stdout + result.stderr
+    daemon.wait_new_pid("worker-default-0", started, "the reload to restart the worker")
+    _polling(daemon, "worker-default-0")
+
+    result = daemon.run("status")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "CRASHING" not in result.stdout
+    line = next(line for line in result.stdout.splitlines() if line.startswith("worker-default-0"))
+    assert line.split()[1] == "RUNNING" and "1 worker death(s)" in line  # the kill -9, and only it
+
+
+FAILS_TO_IMPORT_LATER = """import os
+
+from sqjobs import job
+
+if os.path.exists(os.path.join(os.path.dirname(os.path.abspath(__file__)), "break-the-import")):
+    raise ImportError("this module fails to import on purpose")
+
+
+@job(name="fine_until_broken")
+def fine_until_broken():
+    pass
+"""
+
+
+@pytest.mark.faults
+def test_status_says_crashing_for_a_worker_that_fails_again_and_again(daemon: Daemon) -> None:
+    daemon.add_job_module("breakable_jobs", FAILS_TO_IMPORT_LATER)
+    daemon.configure({"default": {"processes": 1}})
+    daemon.start()
+    pid = _polling(daemon, "worker-default-0")
+    (daemon.tmp_path / "break-the-import").touch()
+    os.kill(pid, signal.SIGKILL)  # its successors fail to import their job module
+
+    def crashing() -> subprocess.CompletedProcess | None:
+        result = daemon.run("status")
+        line = next((line for line in result.stdout.splitlines() if line.startswith("worker-default-0")), "")
+        return result if line.split()[1:2] == ["CRASHING"] else None
+
+    result = wait_until(crashing, SLOW_S, interval_s=0.2, what="status to report the worker crashing")
+    assert result.returncode == 3
 
 
 def test_reload_adds_and_removes_sections_without_touching_the_others(daemon: Daemon) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import sqjobs
 from sqjobs.brokers.sqlite import SQLiteBroker
-from sqjobs.metrics_export import scrape, sweep_dead
+from sqjobs.metrics_export import recorded, scrape, sweep_dead
 from tests import jobs_for_tests as jobs
 from tests.support import DEADLINE_S, send, sqlite_config, start_worker, stop_process, wait_until, write_config
 
@@ -170,3 +172,118 @@ def test_sqjobsd_refuses_a_dashboard_open_to_all_without_a_password(tmp_path: Pa
         daemon.assert_nothing_runs()
     finally:
         daemon.cleanup()
+
+
+def _recorded_files(directory: Path) -> list[str]:
+    """The files of recorded values in the metrics folder (the lock file left out; none before it exists)."""
+    names = os.listdir(directory) if directory.is_dir() else []
+    return sorted(name for name in names if name.endswith((".db", ".new")))
+
+
+def test_fifty_worker_restarts_leave_a_bounded_folder_and_exact_totals(tmp_path: Path) -> None:
+    """sqjobsd restarts workers with max_jobs = 1 fifty times, as a user's daemon does; /metrics is scraped
+    all along: every scrape's totals only grow and never pass the jobs run, and the folder stays small."""
+    from tests.test_daemon import SLOW_S, Daemon
+
+    daemon = Daemon(tmp_path)
+    jobs_count = 50
+    try:
+        port = _free_port()
+        daemon.configure({"default": {"processes": 2, "max_jobs": 1, "prefetch": 1}})
+        daemon.config.write_text(daemon.config.read_text() + f"\n[metrics]\nport = {port}\n")
+        daemon.record("default", [f"r{n}" for n in range(jobs_count)])
+        daemon.start()
+        directory = Path(daemon.layout.run_dir) / "metrics"
+        seen: list[float] = []
+        most_files = 0
+
+        def drained() -> dict:
+            nonlocal most_files
+            most_files = max(most_files, len(_recorded_files(directory)))
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+                    found = samples(response.read())
+            except OSError:
+                return {}
+            done = value(found, "sqjobs_jobs_total", job="record", queue="default", outcome="success")
+            assert done <= jobs_count and (not seen or done >= seen[-1]), (seen[-5:], done)
+            seen.append(done)
+            return found if done == jobs_count and value(found, "sqjobs_workers", queues="default") == 2 else {}
+
+        found = wait_until(drained, 2 * SLOW_S, interval_s=0.3, what=f"{jobs_count} jobs run by restarted workers")
+        runners = {line.split()[1] for line in daemon.recorded()}
+        assert len(daemon.recorded()) == jobs_count and len(runners) == jobs_count  # a worker a job
+        assert value(found, "sqjobs_job_duration_seconds_count", job="record", queue="default") == jobs_count
+        assert value(found, "sqjobs_worker_stops_total", queues="default") == jobs_count
+        assert value(found, "sqjobs_worker_starts_total", queues="default") == jobs_count + 2
+        # Left: the files of the 2 live workers and their job processes, and one merged file per kind.
+        files = _recorded_files(directory)
+        assert len(files) <= 12, files
+        assert most_files <= 30, most_files
+        assert {"counter_merged.db", "histogram_merged.db"} <= set(files)
+    finally:
+        daemon.cleanup()
+
+
+RECORD_AND_EXIT = """import sys
+from sqjobs.metrics import start_recording
+recorder = start_recording(sys.argv[1])
+recorder.jobs.labels("j", "q", "success").inc(int(sys.argv[2]))
+recorder.duration.labels("j", "q").observe(0.2)
+if sys.argv[3:] == ["kill"]:
+    import os, signal
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _record_in_a_process(directory: Path, successes: int, kill: bool = False) -> None:
+    """Run a process that counts ``successes`` and one duration in ``directory``, then exits (or is killed -9)."""
+    done = subprocess.run([sys.executable, "-c", RECORD_AND_EXIT, str(directory), str(successes),
+                           *(["kill"] if kill else [])], timeout=DEADLINE_S)
+    assert done.returncode == (-9 if kill else 0)
+
+
+def _totals(directory: Path) -> tuple[float, float]:
+    """sqjobs_jobs_total and the histogram's count, as a scrape of ``directory`` adds them up."""
+    found = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+             for metric in recorded(str(directory)) for sample in metric.samples}
+    return (value(found, "sqjobs_jobs_total", job="j", queue="q", outcome="success"),
+            value(found, "sqjobs_job_duration_seconds_count", job="j", queue="q"))
+
+
+def test_a_merge_killed_before_or_after_its_commit_is_finished_or_undone_without_a_double_count(
+        tmp_path: Path) -> None:
+    original = tmp_path / "original"
+    for successes in (3, 4):  # two processes that recorded and are gone; the second merged the first's files
+        _record_in_a_process(original, successes)
+    dead_files = [name for name in _recorded_files(original) if "merged" not in name]
+    assert len(dead_files) == 2 and len(_recorded_files(original)) == 4, _recorded_files(original)
+    merged = tmp_path / "merged"
+    shutil.copytree(original, merged)
+    assert len(sweep_dead(str(merged))) == 1
+    assert _recorded_files(merged) == ["counter_merged.db", "histogram_merged.db"]
+    assert _totals(merged) == (7, 2)
+
+    # Killed after writing the new merged files, before its commit: they are dropped, nothing counts twice.
+    before_commit = tmp_path / "before-commit"
+    shutil.copytree(original, before_commit)
+    for name in ("counter_merged.db", "histogram_merged.db"):
+        shutil.copy(merged / name, before_commit / (name + ".new"))
+    assert _totals(before_commit) == (7, 2)
+    assert _recorded_files(before_commit) == ["counter_merged.db", "histogram_merged.db"]
+
+    # Killed after its commit (merge.pending written), before the renames and removals: they are carried out.
+    after_commit = tmp_path / "after-commit"
+    shutil.copytree(original, after_commit)
+    shutil.copy(merged / "counter_merged.db", after_commit / "counter_merged.db.new")
+    os.replace(merged / "histogram_merged.db", after_commit / "histogram_merged.db")  # this rename was done
+    (after_commit / "merge.pending").write_text(json.dumps(
+        {"merged": ["counter_merged.db", "histogram_merged.db"], "dead": dead_files}))
+    assert _totals(after_commit) == (7, 2)
+    assert _recorded_files(after_commit) == ["counter_merged.db", "histogram_merged.db"]
+    assert not (after_commit / "merge.pending").exists()
+
+    # A later process, killed -9, is added to the merged files as well.
+    _record_in_a_process(after_commit, 5, kill=True)
+    assert _totals(after_commit) == (12, 3)
+    assert _recorded_files(after_commit) == ["counter_merged.db", "histogram_merged.db"]

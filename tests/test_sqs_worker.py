@@ -64,6 +64,14 @@ def processes() -> Iterator[list[subprocess.Popen]]:
             process.wait()
 
 
+def _polled(status: Path) -> bool:
+    """True once the worker's status file tells of a poll (it is written at start-up, before the first one)."""
+    try:
+        return "last_poll" in json.loads(status.read_text())
+    except (OSError, ValueError):
+        return False
+
+
 def sqs_config(tmp_path: Path, server: MotoServer, prefix: str, **sqs: object) -> Path:
     """A config file with ``broker = sqs`` on the test server, importing the test jobs."""
     return write_config(tmp_path / "sqjobs.conf", {
@@ -256,7 +264,7 @@ def test_an_idle_worker_leaves_at_once_on_sigterm(sqs_server: MotoServer, sqs_pr
     worker = start_worker(sqs_config(tmp_path, sqs_server, sqs_prefix, wait_time_s=20), ["idle"],
                           "--status-file", str(status))
     processes.append(worker)
-    wait_until(status.exists, what="the worker to poll")
+    wait_until(lambda: _polled(status), what="the worker to poll")
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(IDLE_EXIT_DEADLINE_S) == 0, worker_log(worker)
     assert "stopped after 0 attempt(s); 0 job(s) finished" in worker_log(worker)
@@ -328,7 +336,7 @@ def test_the_worker_keeps_going_through_an_sqs_outage(tmp_path: Path, processes:
         worker = start_worker(sqs_config(tmp_path, server, "outage-", wait_time_s=1), ["jobs"],
                               "--status-file", str(status))
         processes.append(worker)
-        wait_until(status.exists, what="the worker to poll")
+        wait_until(lambda: _polled(status), what="the worker to poll")
         first_poll = json.loads(status.read_text())["last_poll"]
         # A later poll means a receive went through: the worker knows its queue.
         wait_until(lambda: json.loads(status.read_text())["last_poll"] != first_poll, what="a second poll")
@@ -366,7 +374,7 @@ def test_an_sqs_outage_logs_one_warning_per_backoff_step_and_one_line_when_it_en
                             endpoint_url=f"http://127.0.0.1:{proxy.port}")
         worker = start_worker(config, ["jobs"], "--status-file", str(status))
         processes.append(worker)
-        wait_until(status.exists, what="the worker to poll")
+        wait_until(lambda: _polled(status), what="the worker to poll")
         first_poll = json.loads(status.read_text())["last_poll"]
         wait_until(lambda: json.loads(status.read_text())["last_poll"] != first_poll, what="a second poll")
         before = len(worker_log(worker))
