@@ -11,14 +11,17 @@ killed 10 s after it).
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import sqjobs
+from sqjobs.brokers.base import REASON_ATTRIBUTE
 from sqjobs.metrics_export import scrape
 from sqjobs.status import JobHandle
+from sqjobs.tokens import STARTED, TIMED_OUT, TokenTable
 from tests import timeout_jobs_for_tests as jobs
 from tests.support import read_lines, sqlite_config, start_worker, stop_process, wait_until, worker_log
 
@@ -85,6 +88,8 @@ def test_a_thread_blocked_in_sleep_is_settled_once_as_timed_out_within_3_s_and_i
         assert stuck.refresh().error == error, "the row was written again after wait() returned"  # type: ignore
         assert counted("sqjobs_jobs_total", job="sleeps_past_timeout", queue="default", outcome="failure") == 1
         assert counted("sqjobs_job_duration_seconds_count", job="sleeps_past_timeout", queue="default") == 1
+        [dead] = sqjobs.get_broker().peek("default-dead")  # the dashboard's "why it died" beside the row's error
+        assert dead.attributes[REASON_ATTRIBUTE] == f"failed after 1 attempt(s): {error}"
         # Later jobs run, in a new job process.
         after = jobs.record_process.delay(str(record), "after")
         assert after.wait(timeout_s=30) == "after"
@@ -131,3 +136,23 @@ def test_c_code_holding_the_gil_past_its_timeout_is_killed_and_settled_once_with
         assert stop_process(worker) == 0
     assert len(reports(worker_log(worker), stuck)) == 1
     assert counted("sqjobs_jobs_total", job="holds_the_gil_past_timeout", queue="default", outcome="failure") == 1
+
+
+def test_the_token_table_lets_either_the_thread_or_the_deadline_owner_settle_an_attempt_never_both() -> None:
+    table = TokenTable()
+    for token in (1, 2):
+        table.queued(token)
+        assert table.start(token)
+        table.set_deadline(token, 0.001)
+    # Its deadline's owner first: the thread, ending later, is told its attempt was settled already.
+    taken = wait_until(lambda: table.time_out(1, 0.0), what="token 1 past its deadline")
+    assert taken.state == STARTED and taken.deadline_ns
+    assert table.time_out(1, 0.0) is None, "taken once"
+    assert not table.end_attempt(1)
+    assert table.get(1).state == TIMED_OUT  # type: ignore[union-attr]
+    # The thread first: its deadline is dropped, so no owner times it out, however late.
+    entry = table.get(2)
+    assert entry is not None and entry.deadline_ns
+    assert table.end_attempt(2)
+    wait_until(lambda: time.monotonic_ns() > entry.deadline_ns, what="token 2's deadline")
+    assert table.time_out(2, 0.0) is None
