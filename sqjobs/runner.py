@@ -24,7 +24,9 @@ Rules it applies, in order:
   middleware may skip the message (deleted unrun) or reject it
   (dead-lettered unrun); success deletes the message, a failure with
   attempts left postpones it for the backoff, the last failure
-  dead-letters it.
+  dead-letters it; an attempt settled as timed out from outside while its
+  job still ran (:mod:`sqjobs.tokens`) is not settled again when the job
+  ends (no hook, no middleware: :meth:`MessageRunner.run` returns None).
 
 Status writes are never skipped: while the status database is unreachable
 the runner retries them with backoff and keeps the message; a configuration

@@ -106,15 +106,24 @@ class TokenTable:
         it with :meth:`end_attempt`), was taken already, or the lock could not
         be had. Both the worker and the job process's monitor call it.
         """
+        limit_ns = time.monotonic_ns() - int(grace_s * 1e9)
+
+        def overdue() -> tuple[int, int] | None:
+            stored, state, started_ns, deadline_ns = self._read(token)
+            if stored != token or state != STARTED or not deadline_ns or deadline_ns >= limit_ns:
+                return None
+            return started_ns, deadline_ns
+
+        if overdue() is None:  # a look without the lock first: nearly always the answer
+            return None
         if not self._lock.acquire(timeout=LOCK_WAIT_S):
             return None
         try:
-            stored, state, started_ns, deadline_ns = self._read(token)
-            if stored != token or state != STARTED or not deadline_ns or \
-                    time.monotonic_ns() <= deadline_ns + int(grace_s * 1e9):
+            found = overdue()
+            if found is None:
                 return None
-            self._write(token, TIMED_OUT, started_ns, deadline_ns)
-            return Entry(STARTED, started_ns, deadline_ns)
+            self._write(token, TIMED_OUT, *found)
+            return Entry(STARTED, *found)
         finally:
             self._lock.release()
 

@@ -510,13 +510,10 @@ class Worker:
         if process is None or process.table is None:
             return
         grace_s = defaults.TIMEOUT_GRACE_S + (defaults.TIMEOUT_MONITOR_SLACK_S if self.threads > 1 else 0.0)
-        limit_ns = time.monotonic_ns() - int(grace_s * 1e9)
         for item in list(self.pipeline.handed.values()):
-            entry = process.state(item.token)
-            if entry is None or entry.state != STARTED or not entry.deadline_ns or entry.deadline_ns >= limit_ns:
-                continue
-            if process.table.time_out(item.token, grace_s) is None:
-                continue  # it ended, or the job process's monitor took it, just now
+            entry = process.table.time_out(item.token, grace_s)
+            if entry is None:
+                continue  # within its deadline and grace, ended, or settled by the job process's monitor
             timeout_s = self._timeout_of(item.message) or (entry.deadline_ns - entry.started_ns) / 1e9
             error = timed_out_error(item.message, timeout_s, f"; its job process was killed {grace_s:g} s after "
                                   "the timeout")
