@@ -117,10 +117,17 @@ MIN_CATCH_UP_GRACE_S = 5.0
 #: unstarted at a stop, which SQS counts as received.
 CRASH_ALLOWANCE = 2
 
-#: How long after a job's ``timeout`` the worker waits for the attempt to end
-#: by itself (the job is interrupted at the timeout) before it kills the job
-#: process: a job stuck in C code cannot be interrupted from inside.
-TIMEOUT_KILL_GRACE_S = 5.0
+#: How long after a job's ``timeout`` an attempt that did not end by itself
+#: (it is interrupted at the timeout, and again every second) is settled as
+#: timed out from outside: a thread blocked in ``time.sleep`` or C code cannot
+#: be interrupted. With threads the job process's monitor settles it and
+#: leaves the thread; with one job at a time the worker kills the job process.
+TIMEOUT_GRACE_S = 2.0
+
+#: With threads, how much longer than TIMEOUT_GRACE_S the worker leaves the job
+#: process's monitor before it kills the job process itself: C code holding
+#: the GIL stops the monitor too. Longer than the monitor's look interval.
+TIMEOUT_MONITOR_SLACK_S = 0.5
 
 #: How long a new job process may take to say it is ready.
 JOB_PROCESS_START_S = 30.0

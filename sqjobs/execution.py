@@ -14,7 +14,7 @@ import random
 import time
 import traceback
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import awaiting, defaults, logs
 from .backoff import exponential
@@ -36,6 +36,7 @@ class Outcome(enum.Enum):
     RETRY = "retry"  # the job raised Retry
     SKIPPED = "skipped"  # a middleware settled it without running it (SkipMessage)
     REJECTED = "rejected"  # a middleware refused it (RejectMessage): to the dead-letter queue, never run
+    ABANDONED = "abandoned"  # it ended after its deadline's owner settled it as timed out: nothing more is done
 
 
 @dataclass
@@ -124,7 +125,8 @@ def new_job(job_class: type[Job], message: JobMessage, queue: str, attempt: int,
 
 
 def run_attempt(job_class: type[Job], message: JobMessage, queue: str, attempt: int,
-                last_attempt: bool, job: Job | None = None) -> AttemptResult:
+                last_attempt: bool, job: Job | None = None,
+                claim_end: Callable[[], bool] | None = None) -> AttemptResult:
     """Run one attempt of ``message`` as ``job_class``: set_up, run, tear_down, then a hook.
 
     ``tear_down`` runs even when ``run`` raised. The job's ``timeout`` covers
@@ -134,16 +136,22 @@ def run_attempt(job_class: type[Job], message: JobMessage, queue: str, attempt: 
     awaited. Anything the job raises is the attempt's failure, ``SystemExit``
     and ``KeyboardInterrupt`` included. ``on_success`` follows success; after
     a failure ``on_retry`` if attempts are left, else ``on_failure``.
+
+    ``claim_end`` (a job with a timeout, in a job process) is called once the
+    job ended, before any hook: False means the attempt was settled as timed
+    out already (it ran past its deadline and a grace, see
+    :mod:`sqjobs.tokens`); its outcome is then ABANDONED and no hook runs.
     """
     token = logs.current_job.set(message.id)
     try:
         return _run_attempt(job or new_job(job_class, message, queue, attempt, last_attempt), job_class, message,
-                            last_attempt)
+                            last_attempt, claim_end)
     finally:
         logs.current_job.reset(token)
 
 
-def _run_attempt(job: Job, job_class: type[Job], message: JobMessage, last_attempt: bool) -> AttemptResult:
+def _run_attempt(job: Job, job_class: type[Job], message: JobMessage, last_attempt: bool,
+                 claim_end: Callable[[], bool] | None) -> AttemptResult:
     started = time.monotonic()
     timeout = job_class.timeout
     # No limit to keep: no TimeLimit at all (most jobs; an attempt's every step counts, see sqjobs.runner).
@@ -160,6 +168,8 @@ def _run_attempt(job: Job, job_class: type[Job], message: JobMessage, last_attem
     except BaseException as exc:  # the job's failure, whatever it raised
         error, trace = exc, traceback.format_exc()
     duration_s = time.monotonic() - started
+    if limit is not None and claim_end is not None and not claim_end():
+        return AttemptResult(Outcome.ABANDONED, job, error=error, duration_s=duration_s)
     if limit is not None and limit.expired:
         timeout_error = JobTimeoutError(limit.message)
         call_hook(job, "on_failure" if last_attempt else "on_retry", timeout_error)

@@ -49,7 +49,7 @@ class InlineJobs:
         request = self._queued.popleft()
         token, message = request[1], request[2]
         if request[0] == "fail":
-            return [("done", token, self.runner.fail(message, request[3]))]
+            return [("done", token, self.runner.fail(message, request[3], request[4]))]
         self._running = (token, time.monotonic_ns())
         try:
             settlement = self.runner.run(message)

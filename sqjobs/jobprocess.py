@@ -21,13 +21,17 @@ Concurrency: the job process runs up to ``concurrency`` jobs at once. With
 that many threads take them, and ``async def`` jobs run on one event loop
 the job process keeps (each occupies one of the threads while it awaits), so
 threads and coroutines share the one limit. A thread stuck past its job's
-deadline cannot be stopped: the job process records that attempt as failed
-(a timeout), takes no more work, and asks the worker to replace it once its
-other jobs finished.
+deadline (in ``time.sleep`` or C code, where no interrupt reaches it) cannot
+be stopped: TIMEOUT_GRACE_S after the deadline the job process records that
+attempt as failed (a timeout), takes no more work, and asks the worker to
+replace it once its other jobs finished; should the thread end later, what
+it did is dropped (the token table lets one of the two settle it, see
+:mod:`sqjobs.tokens`). When the job process cannot do even that (C code
+holding the GIL), the worker kills it a little later.
 
 Protocol: lists of tuples over a duplex pipe, batched both ways::
 
-    worker -> job process:  ("run", token, message) | ("fail", token, message, error) | ("exit",)
+    worker -> job process:  ("run", token, message) | ("fail", token, message, error, duration_s) | ("exit",)
     job process -> worker:  ("ready", pid) | ("done", token, settlement) | ("recycle", reason)
 
 which token runs, and since when, is in a :class:`~sqjobs.tokens.TokenTable`
@@ -56,8 +60,9 @@ from typing import Any, Callable
 
 from . import awaiting, defaults
 from .brokers.base import ReceivedMessage
-from .errors import JobCrashedError, JobTimeoutError, SQJobsError
+from .errors import JobCrashedError, JobTimeoutError, MalformedMessageError, SQJobsError
 from .identity import WORKER_PID_ENV
+from .message import decode
 from .runner import MessageRunner, Settlement
 from .tokens import Entry, TokenTable
 
@@ -72,7 +77,7 @@ SETTLEMENT_DELAY_S = 0.01
 #: How often the late sender looks for settlements kept while a long job runs (it sleeps while none are kept).
 LATE_CHECK_S = 0.05
 #: How often a job process with threads looks for a thread stuck past its deadline.
-MONITOR_INTERVAL_S = 0.2
+MONITOR_INTERVAL_S = 0.1
 
 
 class JobProcessDied(SQJobsError):
@@ -186,12 +191,10 @@ class _Host:
         self.send_lock = threading.Lock()
         #: Set while the outbox holds something: the late sender watches it.
         self.unsent = threading.Event()
-        #: Tokens running in threads, with their message and deadline (monotonic ns; 0: none).
-        self.running: dict[int, tuple[ReceivedMessage, int]] = {}
+        #: Tokens running in threads with a deadline (in the token table), their message and timeout: the monitor's.
+        self.running: dict[int, tuple[ReceivedMessage, float]] = {}
         self.running_lock = threading.Lock()
         self.recycling = False
-        #: Tokens the monitor settled as timed out while their thread still ran them.
-        self.monitor_settled: set[int] = set()
         self.work: queue_module.SimpleQueue[tuple[Any, ...] | None] = queue_module.SimpleQueue()
 
     # -- sending -------------------------------------------------------------------------
@@ -253,8 +256,8 @@ class _Host:
     def execute(self, item: tuple[Any, ...]) -> tuple[Any, ...] | None:
         """Run one handed-over item; return its ``done`` event (None when the worker withdrew it)."""
         if item[0] == "fail":
-            _, token, message, error = item
-            return ("done", token, self.runner.fail(message, error))
+            _, token, message, error, duration_s = item
+            return ("done", token, self.runner.fail(message, error, duration_s))
         _, token, message = item
         if self.runner.stop.is_set() or not self.table.start(token):
             return None  # the worker stops (it takes back what did not start), or withdrew this one
@@ -265,23 +268,22 @@ class _Host:
                 return
             self.table.set_deadline(token, timeout)
             if self.concurrency > 1:
-                deadline_ns = time.monotonic_ns() + int(timeout * 1e9)
                 with self.running_lock:
-                    self.running[token] = (message, deadline_ns)
+                    self.running[token] = (message, timeout)
 
-        if self.concurrency == 1:  # no monitor: nothing to take back from it
-            settlement = self.runner.run(message, on_start=started)
-            self.table.finish(token)
-            return ("done", token, settlement)
-        try:
-            settlement = self.runner.run(message, on_start=started)
-        finally:
-            with self.running_lock:
-                self.running.pop(token, None)
-                abandoned = token in self.monitor_settled
-                self.monitor_settled.discard(token)
-        if abandoned:
-            return None  # the monitor settled it as timed out already
+        def claim_end() -> bool:
+            return self.table.end_attempt(token)
+
+        if self.concurrency == 1:  # no monitor to tell
+            settlement = self.runner.run(message, on_start=started, claim_end=claim_end)
+        else:
+            try:
+                settlement = self.runner.run(message, on_start=started, claim_end=claim_end)
+            finally:
+                with self.running_lock:
+                    self.running.pop(token, None)
+        if settlement is None:
+            return None  # settled as timed out already (by the monitor, or by the worker that kills this process)
         self.table.finish(token)
         return ("done", token, settlement)
 
@@ -360,28 +362,36 @@ class _Host:
                 self.send([event])
 
     def _monitor(self) -> None:
-        """Settle, as timed out, a job whose thread is stuck past its deadline; then ask to be replaced."""
-        grace_ns = int(defaults.TIMEOUT_KILL_GRACE_S * 1e9)
+        """Settle, as timed out, a job whose thread is stuck past its deadline; then ask to be replaced.
+
+        It looks every MONITOR_INTERVAL_S; a job that did not end
+        TIMEOUT_GRACE_S after its deadline (its interrupts did not reach it)
+        is taken from its thread in the token table, so that only this
+        settlement counts, whatever the thread does later.
+        """
         while True:
             time.sleep(MONITOR_INTERVAL_S)
-            now = time.monotonic_ns()
             with self.running_lock:
-                stuck = [(token, message) for token, (message, deadline) in self.running.items()
-                         if deadline and now > deadline + grace_ns]
-                for token, _ in stuck:
-                    del self.running[token]
-                    self.monitor_settled.add(token)
-            for token, message in stuck:
-                error = JobTimeoutError(f"job of message {message.message_id} ran longer than its timeout and "
-                                       "could not be interrupted (its thread cannot be stopped); the job process "
-                                       "is replaced")
-                settlement = self.runner.fail(message, error)
-                self.table.finish(token)
-                if not self.recycling:
-                    self.recycling = True
-                    self.send([("done", token, settlement), ("recycle", str(error))])
-                else:
-                    self.send([("done", token, settlement)])
+                watched = list(self.running.items())
+            for token, (message, timeout_s) in watched:
+                entry = self.table.time_out(token, defaults.TIMEOUT_GRACE_S)
+                if entry is None:
+                    continue
+                with self.running_lock:
+                    self.running.pop(token, None)
+                self._settle_stuck(token, message, timeout_s, entry)
+
+    def _settle_stuck(self, token: int, message: ReceivedMessage, timeout_s: float, entry: Entry) -> None:
+        """Record the attempt of ``token`` (taken by :meth:`_monitor`) as timed out; send it with a recycle."""
+        error = timed_out_error(message, timeout_s, f" (its thread cannot be stopped): settled "
+                              f"{defaults.TIMEOUT_GRACE_S:g} s after it; the job process is replaced")
+        settlement = self.runner.fail(message, error, (time.monotonic_ns() - entry.started_ns) / 1e9)
+        self.table.finish(token)
+        if not self.recycling:
+            self.recycling = True
+            self.send([("done", token, settlement), ("recycle", str(error))])
+        else:
+            self.send([("done", token, settlement)])
 
 
 def _child_main(conn: Connection, make_runner: Callable[[threading.Event], MessageRunner], parent_pid: int,
@@ -556,9 +566,21 @@ class JobProcess:
         self.kill()
 
 
+def timed_out_error(message: ReceivedMessage, timeout_s: float, then: str) -> JobTimeoutError:
+    """The error of an attempt settled as timed out from outside its thread: job id, timeout, what ``then`` happens."""
+    try:
+        decoded = decode(message.body, message.message_id)
+        what = f"job {decoded.id} {decoded.name} on {message.queue}"
+    except MalformedMessageError:
+        what = f"job of message {message.message_id} on {message.queue}"
+    return JobTimeoutError(f"{what} ran longer than its timeout of {timeout_s:g} s and could not be interrupted"
+                           f"{then}")
+
+
 def crash_error(description: str) -> JobCrashedError:
     """The error an attempt fails with when its job process died under it."""
     return JobCrashedError(f"{description} while running it")
 
 
-__all__ = ["JobProcess", "JobProcessDied", "Settlement", "crash_error", "describe_exit", "fork_quietly"]
+__all__ = ["JobProcess", "JobProcessDied", "Settlement", "crash_error", "describe_exit", "fork_quietly",
+           "timed_out_error"]

@@ -34,7 +34,7 @@ from .brokers.base import ReceivedMessage
 class Item:
     """One held message and what to do with it (one per message a worker receives: slots, no dataclass)."""
 
-    __slots__ = ("message", "received_at", "alone", "error", "token", "handed_at", "group")
+    __slots__ = ("message", "received_at", "alone", "error", "duration_s", "token", "handed_at", "group")
 
     def __init__(self, message: ReceivedMessage, received_at: float, alone: bool = False,
                  error: BaseException | None = None) -> None:
@@ -45,6 +45,8 @@ class Item:
         self.alone = alone
         #: Set: do not run it, record a failed attempt with this error (its job process died running it).
         self.error = error
+        #: With ``error``: how long the attempt ran before it ended so (seconds).
+        self.duration_s = 0.0
         #: The token it is handed over under (0 while parked).
         self.token = 0
         #: When it was handed over (monotonic seconds).
@@ -56,7 +58,7 @@ class Item:
     def request(self) -> tuple[Any, ...]:
         """What the job process is sent for it: run it, or record its failed attempt."""
         if self.error is not None:
-            return ("fail", self.token, self.message, self.error)
+            return ("fail", self.token, self.message, self.error, self.duration_s)
         return ("run", self.token, self.message)
 
 

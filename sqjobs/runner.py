@@ -24,7 +24,9 @@ Rules it applies, in order:
   middleware may skip the message (deleted unrun) or reject it
   (dead-lettered unrun); success deletes the message, a failure with
   attempts left postpones it for the backoff, the last failure
-  dead-letters it.
+  dead-letters it; an attempt settled as timed out from outside while its
+  job still ran (:mod:`sqjobs.tokens`) is not settled again when the job
+  ends (no hook, no middleware: :meth:`MessageRunner.run` returns None).
 
 Status writes are never skipped: while the status database is unreachable
 the runner retries them with backoff and keeps the message; a configuration
@@ -184,13 +186,16 @@ def _call_guarded(guard: Guard, item: Middleware, hook: str, *args: Any) -> None
 
 def attempt_with_middleware(app: App, job_class: type[Job], message: JobMessage, queue: str, attempt_no: int,
                             last_attempt: bool, guard: Guard = _direct,
-                            on_start: Callable[[JobMessage, type[Job]], None] | None = None) -> AttemptResult:
+                            on_start: Callable[[JobMessage, type[Job]], None] | None = None,
+                            claim_end: Callable[[], bool] | None = None) -> AttemptResult:
     """One attempt between the middleware's ``before_run`` and ``after_run`` (the worker's way and eager mode's).
 
     Each middleware call goes through ``guard`` on its own (status writes are
     retried one by one, never re-calling the others). A SkipMessage or
     RejectMessage from ``before_run`` ends it before the job is made to run:
-    the result's outcome is SKIPPED or REJECTED.
+    the result's outcome is SKIPPED or REJECTED. An attempt settled as timed
+    out while it ran (``claim_end``, see :func:`~sqjobs.execution.run_attempt`)
+    comes back ABANDONED, without ``after_run``: its settlement recorded it.
     """
     job = new_job(job_class, message, queue, attempt_no, last_attempt)
     before, after = app.middleware.around(job_class)
@@ -203,7 +208,9 @@ def attempt_with_middleware(app: App, job_class: type[Job], message: JobMessage,
             return AttemptResult(Outcome.REJECTED, job, error=exc, reason=exc.reason)
     if on_start is not None:
         on_start(message, job_class)
-    attempt = run_attempt(job_class, message, queue, attempt_no, last_attempt, job=job)
+    attempt = run_attempt(job_class, message, queue, attempt_no, last_attempt, job=job, claim_end=claim_end)
+    if attempt.outcome is Outcome.ABANDONED:
+        return attempt
     for item in after:
         _call_guarded(guard, item, "after_run", job, message, attempt.result, attempt.error)
     return attempt
@@ -245,13 +252,17 @@ class MessageRunner:
     # -- entry points ------------------------------------------------------------------
 
     def run(self, message: ReceivedMessage,
-            on_start: Callable[[JobMessage, type[Job]], None] | None = None) -> Settlement:
+            on_start: Callable[[JobMessage, type[Job]], None] | None = None,
+            claim_end: Callable[[], bool] | None = None) -> Settlement | None:
         """Handle ``message`` and return its settlement; never raises for a bad message or a failed job.
 
-        ``on_start`` is called just before the job's attempt runs.
+        ``on_start`` is called just before the job's attempt runs;
+        ``claim_end`` once it ended (see :func:`~sqjobs.execution.run_attempt`).
+        None only when ``claim_end`` said the attempt was settled as timed out
+        already: nothing is recorded or settled for it again.
         """
         try:
-            return self._run(message, on_start)
+            return self._run(message, on_start, claim_end)
         except _NotRecorded as exc:
             return Settlement(Action.HAND_BACK, fatal=exc.fatal)
         except _RowRefused as exc:
@@ -262,11 +273,12 @@ class MessageRunner:
             return Settlement(Action.DEAD_LETTER,
                               reason=cut_reason(f"sqjobs could not handle it: {type(exc).__name__}: {exc}"))
 
-    def fail(self, message: ReceivedMessage, error: BaseException) -> Settlement:
-        """Settle an attempt that ended without an answer (its process died, or was killed at its timeout).
+    def fail(self, message: ReceivedMessage, error: BaseException, duration_s: float = 0.0) -> Settlement:
+        """Settle an attempt that ended without an answer (its process died, or it was settled at its timeout).
 
         The attempt counts as failed with ``error``, exactly as if the job had
-        raised it: hooks, middleware (status), and a retry or the dead-letter queue.
+        raised it: hooks, middleware (status), and a retry or the dead-letter
+        queue. ``duration_s``: how long it ran until then.
         """
         try:
             decoded, job_class, early = self._identify(message)
@@ -274,7 +286,8 @@ class MessageRunner:
                 return early
             assert decoded is not None and job_class is not None
             attempt_no, last_attempt = self._attempt_number(message, job_class)
-            return self._record_failure(message, job_class, decoded, error, attempt_no, last_attempt)
+            return self._record_failure(message, job_class, decoded, error, attempt_no, last_attempt,
+                                        duration_s=duration_s)
         except _NotRecorded as exc:
             return Settlement(Action.HAND_BACK, fatal=exc.fatal)
         except _RowRefused as exc:
@@ -305,7 +318,8 @@ class MessageRunner:
             return decoded, None, self._refuse_unknown(message, decoded)
         return decoded, job_class, None
 
-    def _run(self, message: ReceivedMessage, on_start: Callable[[JobMessage, type[Job]], None] | None) -> Settlement:
+    def _run(self, message: ReceivedMessage, on_start: Callable[[JobMessage, type[Job]], None] | None,
+             claim_end: Callable[[], bool] | None) -> Settlement | None:
         decoded, job_class, early = self._identify(message)
         if early is not None:
             return early
@@ -330,7 +344,13 @@ class MessageRunner:
                 on_start(started_message, started_class)
 
         attempt = attempt_with_middleware(self.app, job_class, decoded, message.queue, attempt_no, last_attempt,
-                                          guard=self._guard_for(message, decoded), on_start=started)
+                                          guard=self._guard_for(message, decoded), on_start=started,
+                                          claim_end=claim_end)
+        if attempt.outcome is Outcome.ABANDONED:
+            logger.warning("job %s %s on %s: attempt %d ended after %.3f s, once it had been settled as timed out: "
+                           "what it did is not recorded", decoded.id, decoded.name, message.queue, attempt_no,
+                           attempt.duration_s)
+            return None
         return self._settle_attempt(message, decoded, attempt, attempt_no, last_attempt)
 
     @staticmethod
@@ -340,7 +360,7 @@ class MessageRunner:
 
     def _record_failure(self, message: ReceivedMessage, job_class: type[Job], decoded: JobMessage,
                         error: BaseException, attempt_no: int, last_attempt: bool,
-                        call_hooks: bool = True) -> Settlement:
+                        call_hooks: bool = True, duration_s: float = 0.0) -> Settlement:
         """An attempt that failed with ``error`` without running here: hooks, middleware, then its settlement."""
         job = new_job(job_class, decoded, message.queue, attempt_no, last_attempt)
         if call_hooks:
@@ -348,7 +368,7 @@ class MessageRunner:
         guard = self._guard_for(message, decoded)
         for item in self.app.middleware.around(job_class)[1]:
             _call_guarded(guard, item, "after_run", job, decoded, None, error)
-        attempt = AttemptResult(Outcome.FAILURE, job, error=error)
+        attempt = AttemptResult(Outcome.FAILURE, job, error=error, duration_s=duration_s)
         return self._settle_attempt(message, decoded, attempt, attempt_no, last_attempt)
 
     def _settle_attempt(self, message: ReceivedMessage, decoded: JobMessage, attempt: AttemptResult,

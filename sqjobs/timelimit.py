@@ -18,8 +18,8 @@ How it is raised:
   when the call returns.
 
 A job blocked in C code that never returns cannot be interrupted from inside
-its process; the worker's job process is then killed from outside (see
-:mod:`sqjobs.worker`).
+its process; its attempt is then settled as timed out from outside, once
+(see :mod:`sqjobs.jobprocess` and :mod:`sqjobs.tokens`).
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ from .errors import BrokerAuthError, JobTimeoutError, MalformedMessageError, Sta
 from .healthfile import HealthFile
 from .heartbeat import HeldMessages
 from .inline import InlineJobs
-from .jobprocess import JobProcess, JobProcessDied, crash_error
+from .jobprocess import JobProcess, JobProcessDied, crash_error, timed_out_error
 from .message import JobMessage, decode
 from .middleware import Middleware, MiddlewareChain
 from .outage import Outage, traceback_for
@@ -54,7 +54,7 @@ from .pipeline import Item, Pipeline
 from .registry import Registry
 from .runner import REFUSALS_ATTRIBUTE, Action, MessageRunner, Settlement, known_jobs_text, success_line
 from .settings import ISOLATIONS, default
-from .tokens import QUEUED, STARTED
+from .tokens import QUEUED, STARTED, TIMED_OUT
 from .unique import KeyReleases
 
 logger = logging.getLogger("sqjobs.worker")
@@ -433,7 +433,7 @@ class Worker:
         self.pipeline.park(self.pipeline.take_back(withdrawn), front=True)
         if not self.pipeline.handed:
             logger.warning("job process %d replaced: a job's thread is stuck past its timeout", jobs.pid)
-            jobs.close(timeout_s=defaults.TIMEOUT_KILL_GRACE_S)
+            jobs.close(timeout_s=defaults.TIMEOUT_GRACE_S)
             self._jobs = None
 
     def _give_back_unstarted(self) -> None:
@@ -507,24 +507,28 @@ class Worker:
             self._stopping.set()
 
     def _check_deadlines(self) -> None:
-        """Kill the job process when a job ran past its hard deadline (its timeout and a grace)."""
+        """Kill the job process when a job ran past its hard deadline (its timeout and a grace) and none settled it.
+
+        The deadline is the one in the token table. With threads the job
+        process's monitor settles such a job first (TIMEOUT_GRACE_S), without
+        its neighbours; the worker kills the job process only when it did not
+        within TIMEOUT_MONITOR_SLACK_S more (C code holding the GIL). Either
+        takes the token in the table first, so the attempt is settled once.
+        """
         process = self.job_process
         if process is None or process.table is None:
             return
-        grace_ns = int(defaults.TIMEOUT_KILL_GRACE_S * 1e9) * (2 if self.threads > 1 else 1)
-        now_ns = time.monotonic_ns()
+        grace_s = defaults.TIMEOUT_GRACE_S + (defaults.TIMEOUT_MONITOR_SLACK_S if self.threads > 1 else 0.0)
         for item in list(self.pipeline.handed.values()):
-            entry = process.state(item.token)
-            if entry is None or entry.state != STARTED or not entry.deadline_ns:
-                continue
-            if now_ns > entry.deadline_ns + grace_ns:
-                timeout_s = self._timeout_of(item.message) or (entry.deadline_ns - entry.started_ns) / 1e9
-                error = JobTimeoutError(
-                    f"job {self._describe(item.message)} ran longer than its timeout of {timeout_s:g} s and could "
-                    f"not be interrupted; its job process was killed {grace_ns / 1e9:g} s after the timeout")
-                process.kill()
-                self._after_death(JobProcessDied(str(error), timed_out=item.token), timeout_error=error)
-                return
+            entry = process.table.time_out(item.token, grace_s)
+            if entry is None:
+                continue  # within its deadline and grace, ended, or settled by the job process's monitor
+            timeout_s = self._timeout_of(item.message) or (entry.deadline_ns - entry.started_ns) / 1e9
+            error = timed_out_error(item.message, timeout_s, f"; its job process was killed {grace_s:g} s after "
+                                  "the timeout")
+            process.kill()
+            self._after_death(JobProcessDied(str(error), timed_out=item.token), timeout_error=error)
+            return
 
     def _timeout_of(self, message: ReceivedMessage) -> float | None:
         """The ``timeout`` of the job ``message`` names (None when unknown here)."""
@@ -539,15 +543,21 @@ class Worker:
         The attempt of the one job that was running when it died is
         recorded as failed (by a new job process); jobs queued behind it run
         again. When several were running (threads) and none passed its
-        deadline, which one killed it is unknown: each runs again alone.
+        deadline, which one killed it is unknown: each runs again alone. One
+        settled as timed out already (its token TIMED_OUT) is recorded as
+        timed out, never run again.
         """
         jobs = self._jobs
         self._jobs = None
         handed = list(self.pipeline.handed.values())
         states = {item.token: (jobs.state(item.token) if jobs is not None else None) for item in handed}
         running = [item for item in handed
-                   if item.error is None and (entry := states[item.token]) is not None and entry.state == STARTED]
+                   if item.error is None and (entry := states[item.token]) is not None
+                   and entry.state in (STARTED, TIMED_OUT)]
         recording = [item for item in handed if item.error is not None]
+        now_ns = time.monotonic_ns()
+        ran_s = {item: (now_ns - entry.started_ns) / 1e9 for item in running if (entry := states[item.token])}
+        timed_out = [item for item in running if (entry := states[item.token]) and entry.state == TIMED_OUT]
         now = self.clock()
         self.crashes = [t for t in self.crashes if now - t < CRASH_MEMORY_S] + [now]
         culprit: Item | None = None
@@ -568,8 +578,16 @@ class Worker:
                              "message is hidden for its visibility timeout and counted by the crash ceiling",
                              item.message.message_id, item.message.queue)
                 self.apply(item.message, Settlement(Action.POSTPONE, delay_s=self.visibility_timeout_s))
-            elif item is culprit:
-                item.error = timeout_error or crash_error(death.description)
+            elif item is culprit or item in timed_out:
+                item.duration_s = ran_s.get(item, 0.0)
+                if item is culprit and timeout_error is not None:
+                    item.error = timeout_error
+                elif item in timed_out:  # its job process settled it as timed out, and died before it told
+                    item.error = timed_out_error(item.message, self._timeout_of(item.message) or 0.0,
+                                                 " (its thread cannot be stopped); then its job process "
+                                                 f"{death.description.removeprefix('the job process ')}")
+                else:
+                    item.error = crash_error(death.description)
                 again.append(item)
             elif item in running and death.timed_out is None:
                 item.alone = True  # one of several that ran when it died: each runs again alone
