@@ -340,6 +340,9 @@ class Beater:
         except StatusStorePermanentError:
             raise  # [sqjobs] database must change: the command exits 2
         except StatusStoreError as exc:
+            # Its other connection (held jobs) may have idled through the outage: the next try opens both anew.
+            self.store.close()
+            self.held.store.close()
             return self.database_outage.failed(exc)
         except BrokerError as exc:
             self.database_outage.recovered()  # the claims were read and written
