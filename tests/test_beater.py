@@ -289,3 +289,18 @@ def test_deployments_sharing_a_database_each_send_every_tick(beat_store: BeatSto
     claims = beat_store.claims(job.name)
     assert Counter(c["broker"] for c in claims) == {broker.identity: 6 for broker in brokers}
     assert all(c["sent_at"] is not None for c in claims)
+
+
+def test_one_broker_file_reached_by_two_paths_is_one_deployment(tmp_path: Path) -> None:
+    (tmp_path / "releases" / "1").mkdir(parents=True)
+    (tmp_path / "current").symlink_to(tmp_path / "releases" / "1")
+    job = periodic("* * * * * */10")
+    store = f"sqlite:///{tmp_path / 'status.db'}"
+    brokers = [SQLiteBroker(str(tmp_path / "releases" / "1" / "queue.db")),
+               SQLiteBroker(str(tmp_path / "current" / "queue.db"))]
+    beaters = [Beater(broker, [job], BeatStore(store)) for broker in brokers]
+    start = utc(2026, 5, 1, 3, 19, 0)
+    for second in range(0, 31):
+        for beater in beaters:
+            beater.tick(start + timedelta(seconds=second))
+    assert brokers[0].stats("beats").visible == 3, "each tick sent once"
