@@ -304,3 +304,29 @@ def test_one_broker_file_reached_by_two_paths_is_one_deployment(tmp_path: Path) 
         for beater in beaters:
             beater.tick(start + timedelta(seconds=second))
     assert brokers[0].stats("beats").visible == 3, "each tick sent once"
+
+
+def test_a_broker_that_refuses_logs_one_line_per_try_and_one_when_back(tmp_path: Path,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    from sqjobs.brokers.sqs import SQSBroker
+    from tests.sqs_server import free_port
+
+    # An SQS endpoint where nothing listens: every send is refused.
+    broker = SQSBroker(access_key="k", secret_key="s", region="eu-west-1",
+                       endpoint_url=f"http://127.0.0.1:{free_port()}", max_attempts=1)
+    job = periodic("* * * * * *")
+    now = datetime.now(timezone.utc)
+    beater = Beater(broker, [job], BeatStore(f"sqlite:///{tmp_path / 'status.db'}"), clock=lambda: now)
+    beater.tick(now - timedelta(seconds=2))
+    caplog.set_level("INFO", logger="sqjobs.beater")
+    beater.run(once=True)
+    beater.run(once=True)
+    lines = [r for r in caplog.records if r.name == "sqjobs.beater" and "broker error" in r.getMessage()]
+    assert [r.getMessage().split(";")[0] for r in lines] == [
+        "broker error while sending periodic jobs (failure 1)",
+        "broker error while sending periodic jobs (failure 2, failing for 0 s)"]
+    assert all(r.exc_info is None for r in lines), "no traceback"
+    beater.app = beater.app.with_broker(MemoryBroker())  # the broker answers again (the claims are taken over)
+    beater.run(once=True)
+    assert [r.getMessage() for r in caplog.records if "reachable again" in r.getMessage()] == [
+        "broker reachable again after 0 s (2 failed tries)"]
