@@ -10,11 +10,9 @@ that upgrade it at the same moment all succeed.
 from __future__ import annotations
 
 import threading
-import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
-from urllib.parse import urlsplit
 
 import peewee
 import pytest
@@ -25,7 +23,7 @@ from sqjobs.brokers.sqlite import SQLiteBroker
 from sqjobs.database import PreciseDateTimeField, open_database
 from sqjobs.message import decode
 from sqjobs.migrations import key_columns
-from sqjobs.store import forget_stores
+from tests.scratch_databases import scratch_database
 from tests.status_fixtures import DATABASE_KINDS, MYSQL_URL, POSTGRESQL_URL
 
 #: The shape of the claims table before claims named their broker.
@@ -65,16 +63,8 @@ def scratch_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tupl
         yield kind, f"sqlite:///{tmp_path / 'status.db'}"
         return
     server_url = {"postgresql": POSTGRESQL_URL, "mysql": MYSQL_URL}[kind]
-    name = f"sqjobs_upgrade_{uuid.uuid4().hex[:12]}"
-    server = open_database(server_url)
-    server.execute_sql(f"CREATE DATABASE {name}")
-    try:
-        yield kind, urlsplit(server_url)._replace(path=f"/{name}").geturl()
-    finally:
-        forget_stores()
-        # Connections other threads opened stay open (one per thread): PostgreSQL drops the database anyway.
-        server.execute_sql(f"DROP DATABASE {name}" + (" WITH (FORCE)" if kind == "postgresql" else ""))
-        server.close()
+    with scratch_database(server_url) as url:
+        yield kind, url
 
 
 def old_table(kind: str, url: str) -> peewee.Database:

@@ -20,6 +20,7 @@ import pytest
 
 from sqjobs.brokers.sqlite import SQLiteBroker
 from sqjobs.message import decode
+from tests.scratch_databases import scratch_database
 from tests.status_fixtures import POSTGRESQL_URL
 from tests.support import TESTS_DIR, stop_process, wait_until, write_config
 from tests.tcp_proxy import TcpProxy
@@ -34,8 +35,8 @@ FAILURES = 7
 FAILED = re.compile(r"status database error while ticking \(failure (\d+)[^)]*\); trying again in ([\d.]+) s")
 
 
-def _proxied(proxy: TcpProxy) -> str:
-    parts = urlsplit(POSTGRESQL_URL)
+def _proxied(proxy: TcpProxy, url: str) -> str:
+    parts = urlsplit(url)
     return parts._replace(netloc=f"{parts.netloc.rsplit(':', 1)[0]}:{proxy.port}").geturl()
 
 
@@ -56,9 +57,10 @@ def _gaps(times: list[datetime]) -> list[tuple[datetime, datetime]]:
 
 def test_a_beater_through_a_status_database_outage(tmp_path: Path) -> None:
     log_path = tmp_path / "beater.log"
-    with TcpProxy(urlsplit(POSTGRESQL_URL).port or 5432).start() as proxy:
+    # A database of its own: no claim of another run (nor of an earlier version) for these jobs.
+    with scratch_database(POSTGRESQL_URL) as url, TcpProxy(urlsplit(url).port or 5432).start() as proxy:
         config = write_config(tmp_path / "sqjobs.conf", {
-            "sqjobs": {"broker": f"sqlite:///{tmp_path / 'queue.db'}", "database": _proxied(proxy),
+            "sqjobs": {"broker": f"sqlite:///{tmp_path / 'queue.db'}", "database": _proxied(proxy, url),
                        "jobs": "periodic_jobs_for_tests", "path": str(TESTS_DIR)},
             "beater": {"catch_up_grace_s": GRACE_S},
         })
