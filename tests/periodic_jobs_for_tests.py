@@ -20,3 +20,36 @@ class EverySecond(PeriodicJob):
 
     def run(self) -> None:
         record(os.environ["SQJOBS_TEST_RECORD"], f"{self.scheduled_for} {worker_pid()}")
+
+
+class _OutageTick(PeriodicJob):
+    """Every second, on the queue the status-database outage test reads (no worker runs them)."""
+
+    abstract = True
+    queue = "periodic-outage"
+    schedule = "* * * * * *"
+    timezone = "UTC"
+
+    def run(self) -> None:
+        pass
+
+
+class OutageAll(_OutageTick):
+    """Sends every fire time missed during an outage."""
+
+    name = "test.outage_all"
+    catch_up = "all"
+
+
+class OutageLatest(_OutageTick):
+    """Sends only the latest fire time missed during an outage."""
+
+    name = "test.outage_latest"
+    catch_up = "latest"
+
+
+class OutageNone(_OutageTick):
+    """Sends none of the fire times missed during an outage."""
+
+    name = "test.outage_none"
+    catch_up = "none"

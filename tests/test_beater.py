@@ -98,7 +98,7 @@ def test_a_claim_whose_beater_died_before_sending_is_taken_over(beat_store: Beat
     job = periodic("0 * * * *")
     broker = MemoryBroker()
     fire = utc(2026, 5, 1, 13)
-    assert beat_store.claim(job.name, fire, "dead-beater", fire)  # claimed, never sent
+    assert beat_store.claim(broker.identity, job.name, fire, "dead-beater", fire)  # claimed, never sent
     survivor = Beater(broker, [job], BeatStore(beat_store.url))
     survivor.started_at = utc(2026, 5, 1, 12)
     assert survivor.tick(fire + timedelta(seconds=5)) == []  # the claim is fresh: not ours to send
@@ -187,9 +187,10 @@ def test_the_beater_command_reads_the_grace_from_the_config(tmp_path: Path) -> N
         "beater": {"catch_up_grace_s": 20},
     })
     store = BeatStore(f"sqlite:///{tmp_path / 'beats.db'}")
+    broker = SQLiteBroker(str(tmp_path / "queue.db")).identity
     ten_minutes_ago = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=10)
-    assert store.claim("test.every_second", ten_minutes_ago, "earlier-beater", ten_minutes_ago)
-    store.mark_sent("test.every_second", ten_minutes_ago, ten_minutes_ago)
+    assert store.claim(broker, "test.every_second", ten_minutes_ago, "earlier-beater", ten_minutes_ago)
+    store.mark_sent(broker, "test.every_second", ten_minutes_ago, ten_minutes_ago)
     once = subprocess.run([sys.executable, "-m", "sqjobs", "beater", "-c", str(config), "--once"],
                           capture_output=True, text=True, timeout=60)
     assert once.returncode == 0, once.stderr
@@ -270,3 +271,62 @@ def test_two_beater_processes_send_each_second_once_even_when_one_is_killed(tmp_
     gaps = [(b - a).total_seconds() for a, b in zip(ordered, ordered[1:], strict=False)]
     assert all(gap == 1.0 for gap in gaps), f"no second was skipped: {gaps}"
 
+
+
+def test_deployments_sharing_a_database_each_send_every_tick(beat_store: BeatStore, tmp_path: Path) -> None:
+    # Two deployments (two broker files), two beaters each, one status database, the same ticks.
+    job = periodic("* * * * * */10")
+    brokers = [SQLiteBroker(str(tmp_path / f"{name}-queue.db")) for name in ("staging", "production")]
+    beaters = [Beater(broker, [job], BeatStore(beat_store.url)) for broker in brokers for _ in range(2)]
+    start = utc(2026, 5, 1, 3, 19, 0)
+    for second in range(0, 61):
+        for beater in beaters:
+            beater.tick(start + timedelta(seconds=second))
+    expected = [(start + timedelta(seconds=s)).isoformat() for s in range(10, 61, 10)]  # 03:19:10 .. 03:20:00
+    for broker in brokers:
+        times = [decode(m.body, m.message_id).extra["scheduled_for"] for m in broker.receive("beats", 10, 0)]
+        assert sorted(times) == expected, f"each tick once on {broker.identity}"
+    claims = beat_store.claims(job.name)
+    assert Counter(c["broker"] for c in claims) == {broker.identity: 6 for broker in brokers}
+    assert all(c["sent_at"] is not None for c in claims)
+
+
+def test_one_broker_file_reached_by_two_paths_is_one_deployment(tmp_path: Path) -> None:
+    (tmp_path / "releases" / "1").mkdir(parents=True)
+    (tmp_path / "current").symlink_to(tmp_path / "releases" / "1")
+    job = periodic("* * * * * */10")
+    store = f"sqlite:///{tmp_path / 'status.db'}"
+    brokers = [SQLiteBroker(str(tmp_path / "releases" / "1" / "queue.db")),
+               SQLiteBroker(str(tmp_path / "current" / "queue.db"))]
+    beaters = [Beater(broker, [job], BeatStore(store)) for broker in brokers]
+    start = utc(2026, 5, 1, 3, 19, 0)
+    for second in range(0, 31):
+        for beater in beaters:
+            beater.tick(start + timedelta(seconds=second))
+    assert brokers[0].stats("beats").visible == 3, "each tick sent once"
+
+
+def test_a_broker_that_refuses_logs_one_line_per_try_and_one_when_back(tmp_path: Path,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    from sqjobs.brokers.sqs import SQSBroker
+    from tests.sqs_server import free_port
+
+    # An SQS endpoint where nothing listens: every send is refused.
+    broker = SQSBroker(access_key="k", secret_key="s", region="eu-west-1",
+                       endpoint_url=f"http://127.0.0.1:{free_port()}", max_attempts=1)
+    job = periodic("* * * * * *")
+    now = datetime.now(timezone.utc)
+    beater = Beater(broker, [job], BeatStore(f"sqlite:///{tmp_path / 'status.db'}"), clock=lambda: now)
+    beater.tick(now - timedelta(seconds=2))
+    caplog.set_level("INFO", logger="sqjobs.beater")
+    beater.run(once=True)
+    beater.run(once=True)
+    lines = [r for r in caplog.records if r.name == "sqjobs.beater" and "broker error" in r.getMessage()]
+    assert [r.getMessage().split(";")[0] for r in lines] == [
+        "broker error while sending periodic jobs (failure 1)",
+        "broker error while sending periodic jobs (failure 2, failing for 0 s)"]
+    assert all(r.exc_info is None for r in lines), "no traceback"
+    beater.app = beater.app.with_broker(MemoryBroker())  # the broker answers again (the claims are taken over)
+    beater.run(once=True)
+    assert [r.getMessage() for r in caplog.records if "reachable again" in r.getMessage()] == [
+        "broker reachable again after 0 s (2 failed tries)"]

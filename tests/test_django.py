@@ -390,11 +390,13 @@ def test_beater_once_sends_a_due_periodic_job(project: Project) -> None:
     project.shell("""
         import json
         from datetime import datetime, timedelta, timezone
+        import sqjobs
         from sqjobs.beater import BeatStore
         store = BeatStore("django://default")
+        broker = sqjobs.get_broker().identity
         earlier = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=10)
-        store.claim("shop.every_second", earlier, "earlier-beater", earlier)
-        store.mark_sent("shop.every_second", earlier, earlier)
+        store.claim(broker, "shop.every_second", earlier, "earlier-beater", earlier)
+        store.mark_sent(broker, "shop.every_second", earlier, earlier)
         print(json.dumps(len(store.claims("shop.every_second"))))
     """)
     once = project.manage("sqjobs", "beater", "--once")

@@ -210,8 +210,8 @@ class SQLiteBroker(Broker):
 
     @property
     def identity(self) -> str:
-        """The broker's file."""
-        return f"sqlite://{os.path.abspath(self.path)}"
+        """The broker's file, its path resolved (a file reached through a symbolic link is the same broker)."""
+        return f"sqlite://{os.path.realpath(self.path)}"
 
     # -- connections -----------------------------------------------------------------
 

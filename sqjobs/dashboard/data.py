@@ -278,7 +278,7 @@ def periodic(app: App, now: datetime | None = None) -> tuple[list[PeriodicView],
         last: dict[str, Any] = {}
         if store is not None and not problem:
             try:
-                last = store.last_claim(name) or {}
+                last = store.last_claim(app.broker.identity, name) or {}
             except SQJobsError as exc:
                 problem = str(exc)
         views.append(PeriodicView(name, schedule.expression, schedule.timezone_name, schedule.next_after(now, 5),
