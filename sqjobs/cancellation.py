@@ -80,7 +80,7 @@ import peewee
 from .brokers.base import StoredMessage, is_dead_letter_name
 from .errors import BrokerError, MalformedMessageError, SkipMessage
 from .held import HeldJobs
-from .message import CANCELLABLE_HEADER, ID_MAX_CHARS, body_prefix, decode
+from .message import CANCELLABLE_HEADER, ID_MAX_CHARS, body_prefix, check_job_id, decode
 from .middleware import Middleware
 from .rows import Rows
 from .states import FINISHED, WAITING, Status
@@ -190,10 +190,13 @@ def cancel(job_id: str, app: App | None = None, *, sent_cancellable: bool = Fals
 
     ``sent_cancellable`` says the caller knows the job was sent cancellable
     (a handle does): then a job without a status row counts as cancelled.
-    Raises StatusStoreError when the database cannot be reached (then
-    nothing was recorded).
+    Raises InvalidJobIdError for an id no job can have (nothing is looked
+    up or stored), StatusStoreError when the database cannot be reached
+    (then nothing was recorded).
     """
     from .app import current_app
+
+    check_job_id(job_id)
 
     chosen = app or current_app()
     url = chosen.settings.database_url

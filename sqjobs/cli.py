@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +15,6 @@ from .brokers.base import (
     ORIGIN_ATTRIBUTE,
     REASON_ATTRIBUTE,
     Broker,
-    QueueStats,
     dead_letter_name,
     is_dead_letter_name,
 )
@@ -36,9 +33,9 @@ from .cli_later import cancel, unique
 from .cli_status import initdb, prune, status
 from .cli_web import dashboard, metrics
 from .config import WorkerGroup
-from .errors import StatusStoreError, StatusStorePermanentError, UnknownQueueError
+from .errors import UnknownQueueError
 from .healthfile import record_start
-from .held import HeldJobs
+from .held import queue_counts
 from .logs import LEVELS
 from .message import MalformedMessageError, decode
 from .registry import registry
@@ -136,16 +133,7 @@ def enqueue(config: str | None, name: str, args_json: str, kwargs_json: str, que
 def queues(config: str | None, as_json: bool) -> None:
     """Show each queue: visible, in flight, delayed (held in the database too) and dead messages."""
     settings, broker = setup_app(config, import_jobs=False)
-    held: dict[str, int] = {}
-    try:
-        held = HeldJobs.for_url(settings.database_url).counts(broker.identity)
-    except StatusStorePermanentError:
-        raise
-    except StatusStoreError as exc:
-        logging.getLogger("sqjobs.cli").warning("held jobs not counted in 'delayed': %s", exc)
-    rows = [broker.stats(name) for name in broker.queues()]
-    rows += [QueueStats(name, 0, 0, 0, 0) for name in sorted(set(held) - {row.queue for row in rows})]
-    rows = [replace(row, delayed=row.delayed + held.get(row.queue, 0)) for row in rows]
+    rows = queue_counts(broker, settings.database_url)
     if as_json:
         click.echo(json.dumps([row.__dict__ for row in rows], indent=2))
         return

@@ -34,15 +34,15 @@ update and one delete per held job, plus one indexed read per beater tick.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, cast
 
 import peewee
 
 from . import defaults
-from .brokers.base import Broker
-from .errors import BrokerError, StatusStoreError
+from .brokers.base import Broker, QueueStats
+from .errors import BrokerError, StatusStoreError, StatusStorePermanentError
 from .message import ID_MAX_CHARS
 from .rows import Rows
 from .store import LongTextField, PreciseDateTimeField
@@ -212,3 +212,23 @@ class HeldJobs(Rows):
                 logger.error("job %s on %s: sent, but its held row stays; another beater sends it again in %.0f s "
                              "(same job id): %s", job.job_id, job.queue, timeout_s, exc)
         return sent
+
+
+def queue_counts(broker: Broker, database_url: str) -> list[QueueStats]:
+    """Every queue's counts with its held jobs added to ``delayed``: what ``sqjobs queues``, the dashboard and
+    ``sqjobs_queue_messages`` all show.
+
+    Held rows live in the status database; while it cannot be reached they
+    are left out, with one warning line (the broker's own counts are still
+    shown). A permanent error (a wrong password, say) is raised.
+    """
+    held: dict[str, int] = {}
+    try:
+        held = HeldJobs.for_url(database_url).counts(broker.identity)
+    except StatusStorePermanentError:
+        raise
+    except StatusStoreError as exc:
+        logger.warning("held jobs not counted in 'delayed': %s", exc)
+    rows = [broker.stats(name) for name in broker.queues()]
+    rows += [QueueStats(name, 0, 0, 0, 0) for name in sorted(set(held) - {row.queue for row in rows})]
+    return [replace(row, delayed=row.delayed + held.get(row.queue, 0)) for row in rows]

@@ -26,6 +26,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from . import defaults
+from .held import queue_counts
 from .metrics_files import locked, merge_gone
 from .schedule import Schedule
 
@@ -89,11 +90,9 @@ class _NowCollector:
                                      labels=["queue", "state"])
         up = GaugeMetricFamily("sqjobs_broker_up", "1 when the broker answered this scrape, else 0.")
         try:
-            broker = self.app.broker
-            for queue in broker.queues():
-                stats = broker.stats(queue)
+            for stats in queue_counts(self.app.broker, self.app.settings.database_url):
                 for state in ("visible", "in_flight", "delayed", "dead"):
-                    messages.add_metric([queue, state], getattr(stats, state))
+                    messages.add_metric([stats.queue, state], getattr(stats, state))
             up.add_metric([], 1)
         except Exception as exc:  # a scrape reports what it can
             logger.warning("metrics: cannot read the queues from the broker: %s", exc)

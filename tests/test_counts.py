@@ -19,6 +19,7 @@ from sqjobs.brokers.sqlite import SQLiteBroker
 from sqjobs.cancellation import Cancellations
 from sqjobs.cli import main
 from sqjobs.dashboard.data import queue_stats
+from sqjobs.errors import InvalidJobIdError
 from sqjobs.message import JobMessage, body_prefix, decode, encode
 from sqjobs.metrics_export import _NowCollector
 from sqjobs.states import Status
@@ -129,3 +130,16 @@ def test_a_broker_that_can_look_finds_a_message_and_withdraws_it_only_while_no_w
     assert not broker.withdraw("q", other.message_id)  # a worker holds it: it stays
     assert broker.next_due("q")[0] == 1 and broker.withdraw("q", mine.message_id)
     assert broker.next_due("q") == (0, None) and broker.stats("q").in_flight == 1
+
+
+@pytest.mark.parametrize("job_id", ["a/b", "x" * 129, "nul\x00here"])
+def test_cancelling_an_id_no_job_can_have_is_one_line_and_stores_nothing(tmp_path: Path, job_id: str) -> None:
+    config = sqlite_config(tmp_path, jobs=JOBS)
+    sqjobs.configure(str(config))
+    with pytest.raises(InvalidJobIdError, match="a job id is 1 to 128 characters"):
+        sqjobs.cancel(job_id)
+    result = CliRunner().invoke(main, ["cancel", "-c", str(config), job_id])
+    assert result.exit_code != 0 and "a job id is 1 to 128 characters" in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert not (tmp_path / "status.db").exists() or Cancellations.for_url(
+        f"sqlite:///{tmp_path / 'status.db'}").cancelled_at(job_id[:128]) is None

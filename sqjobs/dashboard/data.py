@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .. import defaults
 from ..brokers.base import ORIGIN_ATTRIBUTE, REASON_ATTRIBUTE, QueueStats, dead_letter_name
 from ..errors import SQJobsError, UnknownQueueError
+from ..held import queue_counts
 from ..message import UNDECODABLE_PREFIX, MalformedMessageError, decode
 from ..metrics_export import periodic_schedules
 from ..store import StatusRecord
@@ -54,9 +55,8 @@ def when(timestamp: float | datetime | None) -> str:
 
 
 def queue_stats(app: App) -> list[QueueStats]:
-    """Every queue's counts, sorted by name."""
-    broker = app.broker
-    return [broker.stats(name) for name in broker.queues()]
+    """Every queue's counts, sorted by name, held jobs counted as delayed (as ``sqjobs queues`` counts them)."""
+    return queue_counts(app.broker, app.settings.database_url)
 
 
 def check_queue(app: App, queue: str) -> None:
