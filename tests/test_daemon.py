@@ -694,8 +694,8 @@ def test_a_worker_that_polls_but_gets_nothing_while_messages_wait_is_restarted(d
     daemon.configure({"default": {"processes": 1}}, stall_timeout_s=4, watchdog_interval_s=0.2, stop_timeout_s=2)
     daemon.start()
     old_pid = daemon.wait_running(2, "the worker and the watchdog")["worker-default-0"]
-    wait_until(lambda: os.path.exists(daemon.layout.status_file("worker-default-0")), SLOW_S,
-               what="the worker's first poll")
+    wait_until(lambda: "last_poll" in (read_worker_status(daemon.layout.status_file("worker-default-0")) or {}),
+               SLOW_S, what="the worker's first poll")  # its status file is written at start, before it polls
     # Replace the queue file under the running worker: it keeps polling the old one, where nothing comes.
     for suffix in ("", "-wal", "-shm"):
         path = daemon.tmp_path / f"queue.db{suffix}"
