@@ -690,18 +690,20 @@ class Worker:
         job id is not to be believed: no status row is changed on its word).
         """
         reason = settlement.reason
-        if self._settle(message, lambda: self.broker.dead_letter(message.queue, message, reason)):
+        copies: list[str | None] = []  # the dead-letter copy's message id, where it is a new message (SQS)
+        if self._settle(message, lambda: copies.append(self.broker.dead_letter(message.queue, message, reason))):
+            copy = f" (as message {copies[0]})" if copies and copies[0] not in (None, message.message_id) else ""
             self._undead.pop(message.message_id, None)
             if settlement.unverified:
                 self.refused_unverified += 1
                 claims = glimpse(message.body, message.message_id)  # its id unverified: the message comes first
-                logger.error("message %s on %s (claiming job %s %s, unverified) moved to the dead-letter queue "
+                logger.error("message %s on %s (claiming job %s %s, unverified) moved to the dead-letter queue%s "
                              "unrun: %s (%d message(s) refused for their signature since the worker started)",
-                             message.message_id, message.queue, claims.id or "?", claims.name or "?",
+                             message.message_id, message.queue, claims.id or "?", claims.name or "?", copy,
                              cut_reason(reason), self.refused_unverified)
                 self.middleware.after_dead_letter(message.body, reason)
                 return
-            logger.error("%s moved to the dead-letter queue: %s", about(message), cut_reason(reason))
+            logger.error("%s moved to the dead-letter queue%s: %s", about(message), copy, cut_reason(reason))
             readable = self._readable(message)
             if not isinstance(readable, str):
                 self.key_releases.dead_lettered(readable)

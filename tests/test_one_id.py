@@ -28,7 +28,8 @@ from tests.support import DEADLINE_S, send, sqlite_config, start_worker, worker_
 from tests.test_sqs_worker import sqs_config
 
 #: The worker's line about a message it moved to the dead-letter queue, the job id right after "job ".
-DEAD_LINE = re.compile(r"job (\S+)(?: (\S+))? on default(?: \(message (\S+)\))? moved to the dead-letter queue")
+DEAD_LINE = re.compile(r"job (\S+)(?: (\S+))? on default(?: \(message (\S+)\))? moved to the dead-letter queue"
+                       r"(?: \(as message (\S+)\))?:")
 
 
 def b64(data: object) -> str:
@@ -110,15 +111,21 @@ def test_on_sqs_the_worker_line_and_the_listing_share_the_job_id(
     try:
         failed = send(broker, jobs.tracked_fails, ("y",))
         broker.send("default", BAD_ARGS)
+        no_id = broker.send("default", b64({"name": "billing.refund", "kwargs": 5}))  # its job id: the message id
     finally:
         broker.close()
     log = run_worker_to_the_end(config, processes)
     listing = dead_listing(config)
-    assert len(listing) == 2, listing
+    assert len(listing) == 3, listing
     check_lines_match(log, listing, [failed.id, "bad-args-1"])
     assert any(line.startswith("bad-args-1  billing.charge  malformed message: ") for line in listing), listing
-    # The dead copy is a new message: the listing names its own message id, the log the original's.
-    logged = {match.group(1): match.group(3) for match in DEAD_LINE.finditer(log)}
+    # The dead copy is a new message: the worker's line names it too, as the listing does.
+    logged = {match.group(1): match for match in DEAD_LINE.finditer(log)}
     line = next(line for line in listing if line.startswith(failed.id))
-    assert f"(message {logged[failed.id]})" not in line
+    assert line.endswith(f"(message {logged[failed.id].group(4)})"), (line, log)
+    assert logged[failed.id].group(3) != logged[failed.id].group(4)
+    # A body without an id: its job id was the original's message id; the listing shows the copy's,
+    # which the worker's line names.
+    copy_id = logged[no_id].group(4)
+    assert any(line.startswith(f"{copy_id}  billing.refund  malformed message: ") for line in listing), listing
 
