@@ -251,7 +251,8 @@ class Worker:
     @staticmethod
     def _describe(message: ReceivedMessage) -> str:
         """``<job id> <name> on <queue>`` for a log line (the message id when no job id can be read)."""
-        return about(message).removeprefix("job ")
+        text = about(message, message_id=False)
+        return text.removeprefix("job ") if text.startswith("job ") else f"of {text}"
 
     def install_signal_handlers(self) -> None:
         """Make SIGTERM and SIGINT graceful stops."""

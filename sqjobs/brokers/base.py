@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 from .. import defaults
 from ..clock import duration_text
 from ..errors import BrokerAuthError, BrokerConnectionError, BrokerError, DelayTooLongError, MessageTooLargeError
-from ..message import check_size
+from ..message import about, check_size
 from .sqs_limits import MAX_QUEUE_NAME_LENGTH, entry_bytes
 
 logger = logging.getLogger("sqjobs.brokers.base")
@@ -388,8 +388,8 @@ class Broker(abc.ABC):
                 problems.append(str(exc))
                 continue
             if attempt is not kept:
-                logger.warning("message %s on %s: its %d attribute(s) were left out of the dead-letter copy so "
-                               "that it fits (%s)", message.message_id, queue, len(kept), problems[-1])
+                logger.warning("%s: its %d attribute(s) were left out of the dead-letter copy so that it fits (%s)",
+                               about(message), len(kept), problems[-1])
             return copy_id
         raise BrokerError(f"cannot move message {message.message_id} on {queue!r} to {dead!r}: "
                           + "; without its attributes: ".join(problems))
