@@ -464,7 +464,7 @@ class Glimpse:
 
     #: Its job id (the broker's message id when the body has none); None when none can be read.
     id: str | None
-    #: Its job name; None when none can be read.
+    #: Its job name as a line can show it (JSON-quoted if it holds control characters); None when none can be read.
     name: str | None
     #: Why :func:`decode` refuses it; None when it decodes.
     problem: str | None = None
@@ -478,12 +478,12 @@ def glimpse(body: str, fallback_id: str) -> Glimpse:
     A body that decodes gives its id and name. A malformed one gives what a
     lenient read of its JSON finds, its arguments unchecked: an ``id`` that
     keeps :data:`ID_RULE` (``fallback_id`` when it has none), a ``name`` that
-    is printable text; with the reason :func:`decode` refuses it. What cannot
+    is a non-empty string; with the reason :func:`decode` refuses it. What cannot
     be read is None.
     """
     try:
         decoded = decode(body, fallback_id)
-        return Glimpse(decoded.id, decoded.name, message=decoded)
+        return Glimpse(decoded.id, _shown(decoded.name), message=decoded)
     except MalformedMessageError as exc:
         problem = str(exc)
     try:
@@ -497,9 +497,13 @@ def glimpse(body: str, fallback_id: str) -> Glimpse:
         job_id = fallback_id
     elif job_id_problem(job_id) is not None:
         job_id = None
-    if not isinstance(name, str) or not name or not name.isprintable() or _string_problem(name):
-        name = None
-    return Glimpse(job_id, name, problem)
+    return Glimpse(job_id, _shown(name) if isinstance(name, str) and name else None, problem)
+
+
+def _shown(text: str) -> str:
+    """``text`` as a log line or a listing can show it: JSON-quoted if it holds control characters or lone
+    surrogates (so that it can neither break a line nor fail to print)."""
+    return text if text.isprintable() and _string_problem(text) is None else json.dumps(text)
 
 
 def about(message: ReceivedMessage, message_id: bool = True) -> str:
