@@ -478,8 +478,8 @@ def glimpse(body: str, fallback_id: str) -> Glimpse:
     A body that decodes gives its id and name. A malformed one gives what a
     lenient read of its JSON finds, its arguments unchecked: an ``id`` that
     keeps :data:`ID_RULE` (``fallback_id`` when it has none), a ``name`` that
-    is a non-empty string; with the reason :func:`decode` refuses it. What cannot
-    be read is None.
+    is a non-empty string; with the reason :func:`decode` refuses it. What
+    cannot be read is None.
     """
     try:
         decoded = decode(body, fallback_id)
@@ -511,9 +511,8 @@ def about(message: ReceivedMessage, message_id: bool = True) -> str:
 
     ``job ID NAME on QUEUE (message MID)``: the message id comes second,
     left out where it is the job id (a body without an id) or ``message_id``
-    is False; a malformed body
-    gives what :func:`glimpse` reads of it; ``message MID on QUEUE`` when no
-    job id can be read.
+    is False. A malformed body gives what :func:`glimpse` reads of it;
+    ``message MID on QUEUE`` when no job id can be read.
     """
     seen = glimpse(message.body, message.message_id)
     if seen.id is None:
