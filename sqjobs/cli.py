@@ -37,7 +37,7 @@ from .errors import UnknownQueueError
 from .healthfile import record_start
 from .held import queue_counts
 from .logs import LEVELS
-from .message import MalformedMessageError, decode
+from .message import glimpse
 from .registry import registry
 from .unique import requeue_dead
 from .worker import Worker
@@ -143,11 +143,17 @@ def queues(config: str | None, as_json: bool) -> None:
 
 
 def _describe_dead(body: str, message_id: str) -> dict[str, Any]:
-    try:
-        decoded = decode(body, message_id)
-        return {"job_id": decoded.id, "name": decoded.name, "args": decoded.args, "kwargs": decoded.kwargs}
-    except MalformedMessageError:
-        return {"job_id": None, "name": None, "body": body[:200]}
+    """A dead letter's job: id, name and arguments; of a malformed body, what can be read and why it is malformed."""
+    seen = glimpse(body, message_id)
+    if seen.message is not None:
+        return {"job_id": seen.id, "name": seen.name, "args": seen.message.args, "kwargs": seen.message.kwargs}
+    return {"job_id": seen.id, "name": seen.name, "malformed": seen.problem, "body": body[:200]}
+
+
+def _dead_line(row: dict[str, Any]) -> str:
+    """``JOB_ID  NAME  REASON  (message MID)``: the job id first, as a person searches by it."""
+    message = f"  (message {row['message_id']})" if row["message_id"] != row["job_id"] else ""
+    return f"{row['job_id'] or '?'}  {row['name'] or '?'}  {' '.join(str(row['reason']).split())}{message}"
 
 
 def _check_known_queue(broker: Broker, queue: str) -> None:
@@ -218,7 +224,7 @@ def dead(config: str | None, queue: str, as_json: bool, requeue: bool, force: bo
     if not rows:
         click.echo(f"{dead_queue} is empty")
     for row in rows:
-        click.echo(f"{row['message_id']}  {row['name'] or '?'}  {' '.join(str(row['reason']).split())}")
+        click.echo(_dead_line(row))
 
 
 for _command in (beater, schedule, status, initdb, prune, cancel, unique, metrics, dashboard):

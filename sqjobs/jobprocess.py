@@ -60,9 +60,9 @@ from typing import Any, Callable
 
 from . import awaiting, defaults
 from .brokers.base import ReceivedMessage
-from .errors import JobCrashedError, JobTimeoutError, MalformedMessageError, SQJobsError
+from .errors import JobCrashedError, JobTimeoutError, SQJobsError
 from .identity import WORKER_PID_ENV
-from .message import decode
+from .message import about
 from .runner import MessageRunner, Settlement
 from .tokens import Entry, TokenTable
 
@@ -568,13 +568,8 @@ class JobProcess:
 
 def timed_out_error(message: ReceivedMessage, timeout_s: float, then: str) -> JobTimeoutError:
     """The error of an attempt settled as timed out from outside its thread: job id, timeout, what ``then`` happens."""
-    try:
-        decoded = decode(message.body, message.message_id)
-        what = f"job {decoded.id} {decoded.name} on {message.queue}"
-    except MalformedMessageError:
-        what = f"job of message {message.message_id} on {message.queue}"
-    return JobTimeoutError(f"{what} ran longer than its timeout of {timeout_s:g} s and could not be interrupted"
-                           f"{then}")
+    return JobTimeoutError(f"{about(message, message_id=False)} ran longer than its timeout of {timeout_s:g} s and "
+                           f"could not be interrupted{then}")
 
 
 def crash_error(description: str) -> JobCrashedError:

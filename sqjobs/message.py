@@ -36,9 +36,12 @@ import os
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from .errors import InvalidJobIdError, MalformedMessageError, MessageTooLargeError
+
+if TYPE_CHECKING:
+    from .brokers.base import ReceivedMessage
 
 #: Version of the format written by this encoder (readers accept its absence).
 FORMAT_VERSION = 1
@@ -453,3 +456,67 @@ def _decode(body: str, fallback_id: str) -> JobMessage:
         _check_headers(headers, MalformedMessageError)
     extra = {key: value for key, value in data.items() if key not in _KNOWN_FIELDS}
     return JobMessage(name=name, args=args, kwargs=kwargs, id=job_id, extra=extra, headers=headers)
+
+
+@dataclass(frozen=True)
+class Glimpse:
+    """What a person can be shown of a message body, even a malformed one (:func:`glimpse`)."""
+
+    #: Its job id (the broker's message id when the body has none); None when none can be read.
+    id: str | None
+    #: Its job name as a line can show it (JSON-quoted if it holds control characters); None when none can be read.
+    name: str | None
+    #: Why :func:`decode` refuses it; None when it decodes.
+    problem: str | None = None
+    #: The decoded message, when it decodes.
+    message: JobMessage | None = None
+
+
+def glimpse(body: str, fallback_id: str) -> Glimpse:
+    """Read what identifies a message, for a log line or a listing; never raises.
+
+    A body that decodes gives its id and name. A malformed one gives what a
+    lenient read of its JSON finds, its arguments unchecked: an ``id`` that
+    keeps :data:`ID_RULE` (``fallback_id`` when it has none), a ``name`` that
+    is a non-empty string; with the reason :func:`decode` refuses it. What
+    cannot be read is None.
+    """
+    try:
+        decoded = decode(body, fallback_id)
+        return Glimpse(decoded.id, _shown(decoded.name), message=decoded)
+    except MalformedMessageError as exc:
+        problem = str(exc)
+    try:
+        data = json.loads(_body_to_json_text(body))
+    except Exception:  # whatever it is, nothing more can be read of it
+        return Glimpse(None, None, problem)
+    if not isinstance(data, dict):
+        return Glimpse(None, None, problem)
+    job_id, name = data.get("id"), data.get("name")
+    if not isinstance(job_id, str) or not job_id:
+        job_id = fallback_id
+    elif job_id_problem(job_id) is not None:
+        job_id = None
+    return Glimpse(job_id, _shown(name) if isinstance(name, str) and name else None, problem)
+
+
+def _shown(text: str) -> str:
+    """``text`` as a log line or a listing can show it: JSON-quoted if it holds control characters or lone
+    surrogates (so that it can neither break a line nor fail to print)."""
+    return text if text.isprintable() and _string_problem(text) is None else json.dumps(text)
+
+
+def about(message: ReceivedMessage, message_id: bool = True) -> str:
+    """Who a log line is about, the job id first as a person searches by it.
+
+    ``job ID NAME on QUEUE (message MID)``: the message id comes second,
+    left out where it is the job id (a body without an id) or ``message_id``
+    is False. A malformed body gives what :func:`glimpse` reads of it;
+    ``message MID on QUEUE`` when no job id can be read.
+    """
+    seen = glimpse(message.body, message.message_id)
+    if seen.id is None:
+        return f"message {message.message_id} on {message.queue}"
+    name = f" {seen.name}" if seen.name else ""
+    mid = f" (message {message.message_id})" if message_id and message.message_id != seen.id else ""
+    return f"job {seen.id}{name} on {message.queue}{mid}"

@@ -59,7 +59,7 @@ from .errors import (
     UnknownJobError,
 )
 from .execution import AttemptResult, Outcome, backoff_delay, call_hook, new_job, run_attempt
-from .message import JobMessage, decode
+from .message import JobMessage, about, decode
 from .middleware import PASSED_THROUGH, Middleware, MiddlewareChain
 from .settings import default
 from .status import Status, retry_while_unavailable
@@ -268,8 +268,7 @@ class MessageRunner:
         except _RowRefused as exc:
             return exc.settlement
         except Exception as exc:  # anything else about this one message is its own problem
-            logger.exception("message %s on %s: cannot be handled; it goes to the dead-letter queue",
-                             message.message_id, message.queue)
+            logger.exception("%s: cannot be handled; it goes to the dead-letter queue", about(message))
             return Settlement(Action.DEAD_LETTER,
                               reason=cut_reason(f"sqjobs could not handle it: {type(exc).__name__}: {exc}"))
 
@@ -293,7 +292,7 @@ class MessageRunner:
         except _RowRefused as exc:
             return exc.settlement
         except Exception as exc:
-            logger.exception("message %s on %s: cannot record its failed attempt", message.message_id, message.queue)
+            logger.exception("%s: cannot record its failed attempt", about(message))
             return Settlement(Action.DEAD_LETTER, reason=cut_reason(
                 f"{type(error).__name__}: {error}; and sqjobs could not record it: {type(exc).__name__}: {exc}"))
 

@@ -56,7 +56,7 @@ import peewee
 
 from .brokers.base import ReceivedMessage, dead_letter_name
 from .errors import MalformedMessageError
-from .message import ID_MAX_CHARS, UNDECODABLE_PREFIX, decode
+from .message import ID_MAX_CHARS, UNDECODABLE_PREFIX, decode, glimpse
 from .outage import Outage
 from .rows import Rows
 from .status import STORE_RETRY_PAUSE_MAX_S, STORE_RETRY_PAUSE_S
@@ -256,6 +256,8 @@ class Requeued:
     held: list[str] = field(default_factory=list)
     #: One line per message sent anyway (``force``) while another job holds its key.
     forced: list[str] = field(default_factory=list)
+    #: ``job ID NAME`` of the message chosen by its id, where its body names them (``""`` otherwise).
+    job: str = ""
 
 
 def requeue_dead(broker: Broker, database_url: str, queue: str, *, message_id: str | None = None,
@@ -283,6 +285,9 @@ def requeue_dead(broker: Broker, database_url: str, queue: str, *, message_id: s
         if message.body.startswith(UNDECODABLE_PREFIX):
             done.unreadable += 1
             return True
+        if message_id is not None:
+            seen = glimpse(message.body, message.message_id)
+            done.job = f"job {seen.id}{f' {seen.name}' if seen.name else ''}" if seen.id else ""
         try:
             decoded = decode(message.body, message.message_id)
         except MalformedMessageError:
@@ -295,7 +300,7 @@ def requeue_dead(broker: Broker, database_url: str, queue: str, *, message_id: s
         holder = keys.take(key, decoded.id, decoded.name, queue)
         if holder is None or holder[0] == decoded.id:
             return False
-        line = (f"message {message.message_id} (job {decoded.id} {decoded.name}): its unique key {key!r} is held "
+        line = (f"job {decoded.id} {decoded.name} (message {message.message_id}): its unique key {key!r} is held "
                 f"by job {holder[0]}")
         if force:
             done.forced.append(f"{line}; sent anyway: it runs beside that job, which keeps the key")

@@ -47,7 +47,7 @@ from .healthfile import HealthFile
 from .heartbeat import HeldMessages
 from .inline import InlineJobs
 from .jobprocess import JobProcess, JobProcessDied, crash_error, timed_out_error
-from .message import JobMessage, decode
+from .message import JobMessage, about, decode, glimpse
 from .middleware import Middleware, MiddlewareChain
 from .outage import Outage, traceback_for
 from .pipeline import Item, Pipeline
@@ -250,12 +250,9 @@ class Worker:
 
     @staticmethod
     def _describe(message: ReceivedMessage) -> str:
-        """``<job id> <name> on <queue>`` for a log line (the message id when it does not decode)."""
-        try:
-            decoded = decode(message.body, message.message_id)
-        except MalformedMessageError:
-            return f"of message {message.message_id} on {message.queue}"
-        return f"{decoded.id} {decoded.name} on {message.queue}"
+        """``<job id> <name> on <queue>`` for a log line (the message id when no job id can be read)."""
+        text = about(message, message_id=False)
+        return text.removeprefix("job ") if text.startswith("job ") else f"of {text}"
 
     def install_signal_handlers(self) -> None:
         """Make SIGTERM and SIGINT graceful stops."""
@@ -361,9 +358,8 @@ class Worker:
                     spare.append(message)
                     continue
                 suspect_held = True
-                logger.warning("message %s on %s comes back from a worker that died while holding it: it runs "
-                               "alone, once the jobs handed over before it finished", message.message_id,
-                               message.queue)
+                logger.warning("%s comes back from a worker that died while holding it: it runs "
+                               "alone, once the jobs handed over before it finished", about(message))
                 items.append(Item(message, now, alone=True))
             else:
                 items.append(Item(message, now))
@@ -565,7 +561,7 @@ class Worker:
             culprit = next((item for item in running if item.token == death.timed_out), None)
         elif len(running) == 1:
             culprit = running[0]
-        where = (f"message {culprit.message.message_id} on {culprit.message.queue}" if culprit is not None
+        where = (about(culprit.message) if culprit is not None
                  else f"{len(running)} running job(s)")
         self.last_crash = f"{death.description} ({where})"
         logger.error("%s: the job process %s; starting a new job process", where,
@@ -574,9 +570,9 @@ class Worker:
         again: list[Item] = []
         for item in taken:
             if item in recording:
-                logger.error("message %s on %s: the job process died too while recording its failed attempt; the "
+                logger.error("%s: the job process died too while recording its failed attempt; the "
                              "message is hidden for its visibility timeout and counted by the crash ceiling",
-                             item.message.message_id, item.message.queue)
+                             about(item.message))
                 self.apply(item.message, Settlement(Action.POSTPONE, delay_s=self.visibility_timeout_s))
             elif item is culprit or item in timed_out:
                 item.duration_s = ran_s.get(item, 0.0)
@@ -606,8 +602,7 @@ class Worker:
             self.jobs_finished += settlement.action is not Action.POSTPONE
             self.last_job = settlement.job_id
         if settlement.fatal:
-            logger.error("message %s on %s: handed back; the worker stops: %s", message.message_id, message.queue,
-                         settlement.fatal)
+            logger.error("%s: handed back; the worker stops: %s", about(message), settlement.fatal)
             self.fatal_error = StatusStorePermanentError(settlement.fatal)
             self._stopping.set()
         action = settlement.action
@@ -696,17 +691,20 @@ class Worker:
         job id is not to be believed: no status row is changed on its word).
         """
         reason = settlement.reason
-        if self._settle(message, lambda: self.broker.dead_letter(message.queue, message, reason)):
+        copies: list[str | None] = []  # the dead-letter copy's message id, where it is a new message (SQS)
+        if self._settle(message, lambda: copies.append(self.broker.dead_letter(message.queue, message, reason))):
+            copy = f" (as message {copies[0]})" if copies and copies[0] not in (None, message.message_id) else ""
             self._undead.pop(message.message_id, None)
             if settlement.unverified:
                 self.refused_unverified += 1
-                logger.error("message %s on %s moved to the dead-letter queue unrun: %s (%d message(s) refused for "
-                             "their signature since the worker started)", message.message_id, message.queue,
+                claims = glimpse(message.body, message.message_id)  # its id unverified: the message comes first
+                logger.error("message %s on %s (claiming job %s %s, unverified) moved to the dead-letter queue%s "
+                             "unrun: %s (%d message(s) refused for their signature since the worker started)",
+                             message.message_id, message.queue, claims.id or "?", claims.name or "?", copy,
                              cut_reason(reason), self.refused_unverified)
                 self.middleware.after_dead_letter(message.body, reason)
                 return
-            logger.error("message %s on %s moved to the dead-letter queue: %s", message.message_id, message.queue,
-                         cut_reason(reason))
+            logger.error("%s moved to the dead-letter queue%s: %s", about(message), copy, cut_reason(reason))
             readable = self._readable(message)
             if not isinstance(readable, str):
                 self.key_releases.dead_lettered(readable)
@@ -719,8 +717,8 @@ class Worker:
         try:
             self.broker.change_visibility(message.queue, message.receipt, defaults.DEAD_LETTER_RETRY_S)
         except Exception as exc:
-            logger.warning("message %s on %s: cannot hide it until the next try to dead-letter it: %s",
-                           message.message_id, message.queue, exc, exc_info=traceback_for(logger, exc))
+            logger.warning("%s: cannot hide it until the next try to dead-letter it: %s",
+                           about(message), exc, exc_info=traceback_for(logger, exc))
 
     @staticmethod
     def _readable(message: ReceivedMessage) -> JobMessage | str:
@@ -745,8 +743,8 @@ class Worker:
         except BrokerAuthError:
             raise
         except Exception as exc:
-            logger.error("message %s on %s: could not settle it; it will be delivered again: %s",
-                         message.message_id, message.queue, exc, exc_info=traceback_for(logger, exc))
+            logger.error("%s: could not settle it; it will be delivered again: %s",
+                         about(message), exc, exc_info=traceback_for(logger, exc))
             return False
 
     # -- the loop ----------------------------------------------------------------------

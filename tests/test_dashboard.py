@@ -84,6 +84,25 @@ def test_script_in_an_error_renders_as_text(dead_letters: tuple[sqjobs.App, list
     assert "in the dead-letter queue of default" in job_page
 
 
+def test_dead_letters_and_their_requeue_name_the_job_id_first(dead_letters: tuple[sqjobs.App, list[str]]) -> None:
+    app, ids = dead_letters
+    client = client_of(app)
+    rows = re.findall(r'<tr data-message="([^"]+)">(.*?)</tr>', client.get("/queues/default/dead").get_data(
+        as_text=True), re.S)
+    assert len(rows) == 3
+    message_id, row = next((mid, row) for mid, row in rows if ids[1] in row)
+    assert row.index(ids[1]) < row.index("tracked_fails"), row  # the job id column comes first
+    confirm = re.search(r'href="([^"]*action=requeue[^"]*)"', row)
+    assert confirm, row
+    page = client.get(confirm.group(1).replace("&amp;", "&")).get_data(as_text=True)
+    assert f"(job {ids[1]}, message {message_id})?" in page
+    response = client.post("/queues/default/dead/requeue", data={
+        "confirmed": "yes", "csrf_token": csrf_token(page), "message_id": message_id},
+        headers={"Origin": "http://localhost"}, follow_redirects=True)
+    assert f"requeued job {ids[1]} tracked_fails (message {message_id})" in response.get_data(as_text=True)
+    assert app.broker.stats("default").dead == 2
+
+
 def test_read_only_hides_every_action_and_refuses_posts(dead_letters: tuple[sqjobs.App, list[str]]) -> None:
     app, _ = dead_letters
     client = client_of(app, read_only=True)
@@ -147,7 +166,7 @@ def test_in_a_browser_requeue_a_dead_letter(dead_letters: tuple[sqjobs.App, list
             rows.first.get_by_role("link", name="Requeue").click()
             page.get_by_role("button", name="Yes, requeue").click()
             page.wait_for_url(re.compile(r"/queues/default/dead\?done="))
-            assert "requeued message" in page.locator("#done").inner_text()
+            assert re.match(r"requeued job \S+ tracked_fails \(message ", page.locator("#done").inner_text())
             assert page.locator("#dead-count").inner_text() == "2"
             assert page.locator("#dead-letters tbody tr").count() == 2
             page.goto(base + "/")

@@ -19,6 +19,7 @@ from sqjobs.message import (
     check_size,
     decode,
     encode,
+    glimpse,
     loads_strict,
 )
 
@@ -218,3 +219,25 @@ def test_a_producer_cannot_send_an_id_a_worker_would_refuse() -> None:
         encode(JobMessage(name="n", id="tab\there"))
     with pytest.raises(InvalidJobIdError, match=f"job id 'a/b' holds '/' at position 1; {re.escape(ID_RULE)}"):
         encode(JobMessage(name="n", id="a/b"))
+
+
+@pytest.mark.parametrize(("body", "job_id", "name", "problem"), [
+    (b64('{"id": "a1", "name": "add", "args": [1]}'), "a1", "add", None),
+    (b64('{"id": "a1", "name": "add", "args": "x"}'), "a1", "add", "'args' is a JSON str, not a list"),
+    ('{"name": "add", "kwargs": 3}', "mid-1", "add", "'kwargs' is a JSON int, not an object"),
+    ('{"id": "a/1", "name": "add"}', None, "add", "'id' holds '/'"),
+    ('{"id": "a1", "name": "add\\nFAKE LOG LINE"}', "a1", '"add\\nFAKE LOG LINE"', None),
+    ('{"id": "a1", "name": "add\\ud800", "args": 1}', "a1", '"add\\ud800"', "not a list"),
+    ('{"id": "a1", "name": "add", "args": [NaN]}', "a1", "add", "NaN"),
+    (b64('["add"]'), None, None, "body is JSON list, not an object"),
+    ("not base64 at all!", None, None, "neither base64 nor JSON"),
+])
+def test_glimpse_reads_what_it_can_of_a_malformed_body(body: str, job_id: str | None, name: str | None,
+                                                       problem: str | None) -> None:
+    seen = glimpse(body, "mid-1")
+    assert (seen.id, seen.name) == (job_id, name)
+    if problem is None:
+        assert seen.problem is None and seen.message is not None
+    else:
+        assert seen.problem is not None and problem in seen.problem, seen.problem
+        assert seen.message is None

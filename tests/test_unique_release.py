@@ -111,7 +111,8 @@ def test_a_requeued_dead_letter_takes_its_key_again_and_stays_dead_while_another
     assert refused.exit_code == 0, refused.output
     lines = refused.output.splitlines()
     assert len(lines) == 2 and "requeued 0 message(s)" in lines[1], refused.output
-    assert f"(job {failing.id} later.unique_fails): its unique key {key!r} is held by job {newer.id}" in lines[0]
+    assert lines[0].startswith(f"job {failing.id} later.unique_fails (message "), lines[0]  # the job id first
+    assert f"): its unique key {key!r} is held by job {newer.id}" in lines[0]
     assert "left in later-dead (--force sends it anyway)" in lines[0]
     stats = app.broker.stats("later")
     assert (stats.dead, stats.visible) == (1, 1) and holder_of(tmp_path, key) == newer.id
@@ -166,7 +167,7 @@ def test_the_dashboard_requeue_takes_the_key_again_or_says_why_the_message_stays
     run_dry(app)  # the holder fails for good: the key is free, and the requeue takes it
     assert holder_of(tmp_path, key) is None
     page = post_action(client, "requeue", message_id=letter.message_id)
-    assert f"requeued message {letter.message_id}" in page
+    assert f"requeued job {failing.id} later.unique_fails (message {letter.message_id})" in page
     assert holder_of(tmp_path, key) == failing.id
 
 

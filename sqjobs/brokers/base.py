@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 from .. import defaults
 from ..clock import duration_text
 from ..errors import BrokerAuthError, BrokerConnectionError, BrokerError, DelayTooLongError, MessageTooLargeError
-from ..message import check_size
+from ..message import about, check_size
 from .sqs_limits import MAX_QUEUE_NAME_LENGTH, entry_bytes
 
 logger = logging.getLogger("sqjobs.brokers.base")
@@ -356,10 +356,12 @@ class Broker(abc.ABC):
     def peek(self, queue: str, max_messages: int = 10) -> list[ReceivedMessage]:
         """Return up to ``max_messages`` visible messages without claiming them (for inspection)."""
 
-    def dead_letter(self, queue: str, message: ReceivedMessage, reason: str) -> None:
+    def dead_letter(self, queue: str, message: ReceivedMessage, reason: str) -> str | None:
         """Move a received message to the queue's dead-letter queue, recording ``reason``.
 
-        Returns once the move happened; raises BrokerError if it did not (the
+        Returns once the move happened: the message id of the dead-letter copy
+        where it is a new message (SQS), None where the message moved in
+        place and kept its id. Raises BrokerError if it did not (the
         message is then untouched in ``queue``). The reason is cut to
         :data:`MAX_REASON_BYTES`. The copy keeps the original's attributes (up
         to :attr:`max_carried_attributes`) and the reason cut to what fits
@@ -379,16 +381,16 @@ class Broker(abc.ABC):
                                 f"reason under the broker's limit of {self.max_message_bytes} bytes")
                 continue
             try:
-                self._move(queue, message, dead, attributes, 0, 0)
+                copy_id = self._move(queue, message, dead, attributes, 0, 0)
             except (BrokerAuthError, BrokerConnectionError):
                 raise
             except (BrokerError, MessageTooLargeError) as exc:
                 problems.append(str(exc))
                 continue
             if attempt is not kept:
-                logger.warning("message %s on %s: its %d attribute(s) were left out of the dead-letter copy so "
-                               "that it fits (%s)", message.message_id, queue, len(kept), problems[-1])
-            return
+                logger.warning("%s: its %d attribute(s) were left out of the dead-letter copy so that it fits (%s)",
+                               about(message), len(kept), problems[-1])
+            return copy_id
         raise BrokerError(f"cannot move message {message.message_id} on {queue!r} to {dead!r}: "
                           + "; without its attributes: ".join(problems))
 
@@ -426,8 +428,10 @@ class Broker(abc.ABC):
         return moved > 0
 
     def _move(self, source: str, message: ReceivedMessage, target: str, attributes: dict[str, str], delay_s: float,
-              receive_count: int) -> None:
+              receive_count: int) -> str | None:
         """Put ``message`` (received from ``source``) into ``target`` with ``attributes``, visible after ``delay_s``.
+
+        Return the message id of the copy, or None where it moved in place.
 
         Brokers that move in place (:attr:`moves_in_place`) also set its
         receive count to ``receive_count``. This default sends a copy (its
@@ -436,9 +440,10 @@ class Broker(abc.ABC):
         """
         fifo = target.endswith(".fifo")
         group = (message.group_id or self.dead_letter_group) if fifo else None
-        self.send(target, message.body, min(delay_s, self.max_delay_s), attributes, group_id=group,
-                  dedup_id=message.message_id if fifo else None)
+        copy_id = self.send(target, message.body, min(delay_s, self.max_delay_s), attributes, group_id=group,
+                            dedup_id=message.message_id if fifo else None)
         self.delete(source, message.receipt)
+        return copy_id
 
     def close(self) -> None:  # noqa: B027 - optional for brokers that hold nothing
         """Release connections. The broker may not be used afterwards."""

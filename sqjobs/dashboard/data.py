@@ -19,7 +19,7 @@ from .. import defaults
 from ..brokers.base import ORIGIN_ATTRIBUTE, REASON_ATTRIBUTE, QueueStats, dead_letter_name
 from ..errors import SQJobsError, UnknownQueueError
 from ..held import queue_counts
-from ..message import UNDECODABLE_PREFIX, MalformedMessageError, decode
+from ..message import UNDECODABLE_PREFIX, glimpse
 from ..metrics_export import periodic_schedules
 from ..store import StatusRecord
 from ..unique import requeue_dead
@@ -89,14 +89,11 @@ def dead_letters(app: App, queue: str, limit: int = defaults.DASHBOARD_DEAD_LIMI
     found = []
     for message in app.broker.peek(dead_letter_name(queue), limit):
         reason = message.attributes.get(REASON_ATTRIBUTE, "")
-        try:
-            decoded = decode(message.body, message.message_id)
-            found.append(DeadLetter(message.message_id, decoded.id, decoded.name,
-                                    cut(_arguments(decoded.args, decoded.kwargs)), reason, message.sent_at,
-                                    not message.body.startswith(UNDECODABLE_PREFIX)))
-        except MalformedMessageError:
-            found.append(DeadLetter(message.message_id, None, None, cut(message.body), reason, message.sent_at,
-                                    not message.body.startswith(UNDECODABLE_PREFIX)))
+        seen = glimpse(message.body, message.message_id)
+        shown = (_arguments(seen.message.args, seen.message.kwargs) if seen.message is not None
+                 else message.body)
+        found.append(DeadLetter(message.message_id, seen.id, seen.name, cut(shown), reason, message.sent_at,
+                                not message.body.startswith(UNDECODABLE_PREFIX)))
     return found
 
 
@@ -107,7 +104,7 @@ def requeue_one(app: App, queue: str, message_id: str) -> str:
     """
     done = requeue_dead(app.broker, app.settings.database_url, queue, message_id=message_id)
     if done.moved:
-        return f"requeued message {message_id}"
+        return f"requeued {done.job} (message {message_id})" if done.job else f"requeued message {message_id}"
     if done.held:
         return done.held[0] + FORCE_HINT.format(queue=queue)
     if done.unreadable:
@@ -177,10 +174,7 @@ def find_job(app: App, job_id: str) -> JobView:
 
 
 def _job_id_of(body: str, message_id: str) -> str | None:
-    try:
-        return decode(body, message_id).id
-    except MalformedMessageError:
-        return None
+    return glimpse(body, message_id).id
 
 
 def _not_found_text(record: StatusRecord | None) -> str:

@@ -142,7 +142,7 @@ def create_app(app: App, *, password: str = "", read_only: bool = False, host: s
         if action not in ACTIONS:
             abort(404)
         return render_template("confirm.html", title="Confirm", queue=queue, action=action,
-                               message_id=request.args.get("message_id", ""),
+                               message_id=request.args.get("message_id", ""), job_id=request.args.get("job_id", ""),
                                question=ACTIONS[action].format(queue=queue))
 
     @web.post("/queues/<queue>/dead/<action>")
