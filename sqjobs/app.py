@@ -77,6 +77,8 @@ class App:
         current settings, reading them first if none were, and changes only
         what it names. A broker that is replaced is closed.
         """
+        if isinstance(broker, str):
+            _checked_url(broker)  # before anything changes
         with self._lock:
             if settings is None and config is None and (broker is not None or middleware is not None):
                 chosen = self.settings
@@ -96,7 +98,7 @@ class App:
         old = self._broker
         self._broker = broker if isinstance(broker, Broker) else None
         self._broker_given = self._broker is not None
-        self._broker_url = _checked_url(broker) if isinstance(broker, str) else None
+        self._broker_url = broker if isinstance(broker, str) else None
         if old is not None and old is not self._broker:
             old.close()
 
