@@ -95,7 +95,7 @@ def worker(config: str | None, queues: tuple[str, ...], group_name: str | None, 
     if metrics_dir:
         current_app().record_metrics(metrics_dir)
     require_jobs(settings, "worker", import_modules)
-    warn_unknown_queues(settings, queues, "consuming it")
+    warn_unknown_queues(settings, queues, "consuming")
     check_status_database()
     group = settings.worker_group(group_name) if group_name else (
         settings.workers[0] if settings.workers else WorkerGroup("default"))
@@ -144,7 +144,7 @@ def enqueue(config: str | None, name: str, args_json: str, kwargs_json: str, que
     if not foreign:
         check_job_name(settings, name)
     job_class = registry.find(name)
-    warn_unknown_queues(settings, (queue or (job_class.queue if job_class else defaults.QUEUE),), "sending to it")
+    warn_unknown_queues(settings, (queue or (job_class.queue if job_class else defaults.QUEUE),), "sending to")
     handle = current_app().producer.send(job_class, args, kwargs, name=name, queue=queue, delay_s=delay,
                                          eta=eta, unique_key=unique_key, cancellable=cancellable)
     click.echo(handle.id)

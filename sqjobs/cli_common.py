@@ -134,7 +134,7 @@ def warn_unknown_queues(settings: Settings, queues: tuple[str, ...], doing: str)
 
     A typo (``emials``) would otherwise make a queue nobody reads from, or a
     worker that waits on one nobody sends to. ``doing`` says what happens
-    anyway (``sending to it``): a warning, not an error.
+    anyway (``sending to``, ``consuming``): a warning, not an error.
     """
     known = known_queues(settings)
     if known is None:
@@ -143,8 +143,12 @@ def warn_unknown_queues(settings: Settings, queues: tuple[str, ...], doing: str)
     if not unknown:
         return
     names = ", ".join(repr(queue) for queue in unknown)
-    logger.warning("queue %s: no registered job routes to it and no [worker:NAME] queues names it "
-                   "(known queues: %s); %s anyway", names, ", ".join(sorted(known)), doing)
+    if len(unknown) == 1:
+        logger.warning("queue %s: no registered job routes to it and no [worker:NAME] queues names it "
+                       "(known queues: %s); %s it anyway", names, ", ".join(sorted(known)), doing)
+    else:
+        logger.warning("queues %s: no registered job routes to them and no [worker:NAME] queues names them "
+                       "(known queues: %s); %s them anyway", names, ", ".join(sorted(known)), doing)
 
 
 def check_status_database() -> None:

@@ -122,6 +122,13 @@ def test_a_worker_on_a_queue_no_job_or_worker_group_names_warns_once_and_consume
     assert warning.endswith("queue 'emials': no registered job routes to it and no [worker:NAME] queues names it "
                             "(known queues: emails, payments); consuming it anyway"), warning
     assert visible(tmp_path) == {"emails": 0, "emials": 0}, "the job sent there ran"
+    two = sqjobs_command("worker", "-c", str(config), "emials", "paymnts", "--burst")
+    assert two.returncode == 0, two.stderr
+    [warning] = warnings_in(two.stderr)
+    assert warning.endswith("queues 'emials', 'paymnts': no registered job routes to them and no [worker:NAME] "
+                            "queues names them (known queues: emails, payments); consuming them anyway"), warning
+    grouped = sqjobs_command("worker", "-c", str(config), "--group", "mail", "--burst")
+    assert grouped.returncode == 0 and warnings_in(grouped.stderr) == [], grouped.stderr
 
 
 def test_with_job_modules_and_no_worker_section_the_default_queue_is_known(tmp_path: Path) -> None:
