@@ -18,10 +18,10 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from .brokers import Broker, create_broker
+from .brokers import EAGER_URLS, Broker, broker_url_problem, create_broker
 from .cancellation import CancellationCheck
 from .config import Settings, load_settings
-from .errors import JobNotFoundError
+from .errors import ConfigError, JobNotFoundError
 from .middleware import Middleware, MiddlewareChain, load_middleware
 from .producer import Producer
 from .registry import Registry
@@ -34,9 +34,6 @@ from .tracking import DuplicateGuard, StatusTracking
 if TYPE_CHECKING:
     from .job import Job
 
-#: Broker URLs that choose eager mode: each job runs inside ``.delay()``.
-EAGER_URLS = ("eager://", "eager")
-
 
 class App:
     """One sqjobs application. Every argument is optional; what is not given comes from the settings."""
@@ -48,7 +45,7 @@ class App:
         self._broker: Broker | None = broker if isinstance(broker, Broker) else None
         #: True when the broker was given as an instance (not made here from a URL).
         self._broker_given = self._broker is not None
-        self._broker_url: str | None = broker if isinstance(broker, str) else None
+        self._broker_url: str | None = _checked_url(broker) if isinstance(broker, str) else None
         self._user_middleware: list[Middleware] = list(middleware or ())
         self._chain: MiddlewareChain | None = None
         #: Where this process records metrics when told so (``--metrics-dir``); else ``[metrics] dir``.
@@ -80,6 +77,8 @@ class App:
         current settings, reading them first if none were, and changes only
         what it names. A broker that is replaced is closed.
         """
+        if isinstance(broker, str):
+            _checked_url(broker)  # before anything changes
         with self._lock:
             if settings is None and config is None and (broker is not None or middleware is not None):
                 chosen = self.settings
@@ -243,6 +242,14 @@ class App:
         with self._lock:
             self._user_middleware.append(item)
             self._chain = None
+
+
+def _checked_url(url: str) -> str:
+    """Return the broker URL given as ``broker=``; raise ConfigError naming the argument if no broker answers to it."""
+    problem = broker_url_problem(url)
+    if problem:
+        raise ConfigError(f"broker={url!r}: {problem}")
+    return url
 
 
 def _use_paths(settings: Settings) -> None:

@@ -21,13 +21,16 @@ from .brokers.base import (
 from .brokers.sqs_limits import check_queue_name
 from .cli_beat import InstantType, beater, schedule
 from .cli_common import (
+    FOREIGN_FLAG,
     SQJobsGroup,
+    check_job_name,
     check_status_database,
     config_option,
     configure_app,
     parse_json,
     require_jobs,
     setup_app,
+    warn_unknown_queues,
 )
 from .cli_later import cancel, unique
 from .cli_status import initdb, prune, status
@@ -79,7 +82,11 @@ def worker(config: str | None, queues: tuple[str, ...], group_name: str | None, 
            max_jobs: int | None, prefetch: int | None, visibility_timeout: float | None,
            status_file: str | None, import_modules: tuple[str, ...], isolation: str | None,
            threads: int | None, hold_s: float | None, metrics_dir: str | None) -> None:
-    """Consume QUEUES (default: the group's queues) and run their jobs."""
+    """Consume QUEUES (default: the group's queues) and run their jobs.
+
+    A queue no registered job routes to and no [worker:NAME] queues names
+    is consumed all the same, after a warning (a typo?).
+    """
     for queue in queues:
         check_queue_name(queue)
     if status_file:
@@ -88,6 +95,7 @@ def worker(config: str | None, queues: tuple[str, ...], group_name: str | None, 
     if metrics_dir:
         current_app().record_metrics(metrics_dir)
     require_jobs(settings, "worker", import_modules)
+    warn_unknown_queues(settings, queues, "consuming")
     check_status_database()
     group = settings.worker_group(group_name) if group_name else (
         settings.workers[0] if settings.workers else WorkerGroup("default"))
@@ -114,15 +122,30 @@ def worker(config: str | None, queues: tuple[str, ...], group_name: str | None, 
               help="Send nothing if a job with this key waits or runs; print that job's id instead.")
 @click.option("--cancellable", is_flag=True,
               help="Mark the message cancellable: a worker checks `sqjobs cancel` for it even if it is untracked.")
+@click.option(FOREIGN_FLAG, "foreign", is_flag=True,
+              help="Send NAME even though no job module here registers it (a job of another service).")
 def enqueue(config: str | None, name: str, args_json: str, kwargs_json: str, queue: str | None,
-            delay: float, eta: datetime | None, unique_key: str | None, cancellable: bool) -> None:
-    """Send job NAME and print its id. NAME need not be importable here."""
+            delay: float, eta: datetime | None, unique_key: str | None, cancellable: bool, foreign: bool) -> None:
+    """Send job NAME and print its id.
+
+    With job modules configured ([sqjobs] jobs), a NAME they do not
+    register is refused with the closest registered names, unless
+    --foreign is given; without job modules, any NAME is sent (a job this
+    machine cannot import). A queue no registered job routes to and no
+    [worker:NAME] queues names gets a warning.
+    """
     if delay and eta is not None:
         raise click.UsageError("--delay and --eta exclude each other")
+    if queue is not None:
+        check_queue_name(queue)
     args = parse_json("--args", args_json, list)
     kwargs = parse_json("--kwargs", kwargs_json, dict)
-    configure_app(config)
-    handle = current_app().producer.send(registry.find(name), args, kwargs, name=name, queue=queue, delay_s=delay,
+    settings = configure_app(config)
+    if not foreign:
+        check_job_name(settings, name)
+    job_class = registry.find(name)
+    warn_unknown_queues(settings, (queue or (job_class.queue if job_class else defaults.QUEUE),), "sending to")
+    handle = current_app().producer.send(job_class, args, kwargs, name=name, queue=queue, delay_s=delay,
                                          eta=eta, unique_key=unique_key, cancellable=cancellable)
     click.echo(handle.id)
 

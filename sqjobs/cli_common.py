@@ -17,9 +17,10 @@ from . import logs
 from .app import add_import_path, current_app
 from .brokers import Broker
 from .config import Settings
-from .errors import NoJobsError, SQJobsError, StatusStorePermanentError
+from .errors import NoJobsError, SQJobsError, StatusStorePermanentError, UnknownJobError
 from .message import check_arguments, loads_strict
 from .registry import registry
+from .settings import default, schema_section
 from .store import check_database
 
 logger = logging.getLogger("sqjobs.cli")
@@ -33,18 +34,21 @@ def configure_app(config: str | None, import_jobs: bool = True, extra_modules: t
     if extra_modules:
         add_import_path(os.getcwd())
     if import_jobs:
-        for module in (*settings.job_modules, *extra_modules):
+        named_by = f"{settings.source or 'configuration'}: [sqjobs] jobs"
+        sources = [(module, named_by) for module in settings.job_modules]
+        sources += [(module, "--import") for module in extra_modules]
+        for module, origin in sources:
             try:
                 importlib.import_module(module)
             except Exception as exc:  # whatever a job module raises, one line says which and why
                 logger.debug("import of job module %s failed", module, exc_info=True)
-                raise click.ClickException(_import_failure(settings, module, exc)) from None
+                raise click.ClickException(_import_failure(origin, module, exc)) from None
     return settings
 
 
-def _import_failure(settings: Settings, module: str, exc: Exception) -> str:
-    """One line on a job module that could not be imported: the config, the module, where and why."""
-    prefix = f"{settings.source or 'configuration'}: [sqjobs] jobs: cannot import {module!r}"
+def _import_failure(origin: str, module: str, exc: Exception) -> str:
+    """One line on a job module that could not be imported: what named it (``origin``), the module, where and why."""
+    prefix = f"{origin}: cannot import {module!r}"
     if isinstance(exc, ImportError):
         return f"{prefix}: {exc}"
     where = ""
@@ -77,6 +81,74 @@ def require_jobs(settings: Settings, command: str, extra_modules: tuple[str, ...
         why = "no config file (-c or SQJOBS_CONFIG) and no --import"
     raise NoJobsError(f"no job is registered ({why}): list your job modules in [sqjobs] jobs of the config file, "
                       f"or pass --import MODULE to `sqjobs {command}`")
+
+
+#: The flag of ``sqjobs enqueue`` that sends a name no job module here registers.
+FOREIGN_FLAG = "--foreign"
+#: Most registered names an error lists when none is spelt like the name asked for.
+_MOST_NAMES_LISTED = 10
+
+
+def check_job_name(settings: Settings, name: str) -> None:
+    """Raise UnknownJobError when job modules are configured and none registers ``name``.
+
+    The one line names the closest registered names ("did you mean") and the
+    flag that sends the name anyway. With no job modules (nothing imported,
+    nothing registered) any name passes: there is nothing to compare with.
+    """
+    modules = settings.job_modules
+    known = registry.names()
+    if name in registry or not (modules or known):
+        return
+    where = f"by the job modules {', '.join(modules)}" if modules else "here"
+    close = registry.close_names(name)
+    if close:
+        hint = f"did you mean {' or '.join(repr(other) for other in close)}?"
+    elif known:
+        more = f" and {len(known) - _MOST_NAMES_LISTED} more" if len(known) > _MOST_NAMES_LISTED else ""
+        hint = f"registered: {', '.join(known[:_MOST_NAMES_LISTED])}{more}"
+    else:
+        hint = "they register no job"
+    raise UnknownJobError(f"no job is registered as {name!r} {where}; {hint} "
+                          f"({FOREIGN_FLAG} sends a name that only another service defines)")
+
+
+def known_queues(settings: Settings) -> set[str] | None:
+    """The queues something here routes to or consumes: registered jobs' queues and ``[worker:NAME] queues``.
+
+    Without ``[worker:NAME]`` sections, a worker started with no group
+    consumes the default group's queues, which count instead. Returns None
+    when neither job modules nor worker sections are configured (nothing to
+    compare with).
+    """
+    has_groups = any(schema_section(section) == "worker" for section in settings.sections)
+    if not (has_groups or settings.job_modules or registry.names()):
+        return None
+    groups = settings.workers if has_groups else ()
+    consumed = [queue for group in groups for queue in group.queues] or list(default("worker", "queues"))
+    return registry.queues() | set(consumed)
+
+
+def warn_unknown_queues(settings: Settings, queues: tuple[str, ...], doing: str) -> None:
+    """Log one WARNING line when some of ``queues`` no registered job routes to and no worker group names.
+
+    A typo (``emials``) would otherwise make a queue nobody reads from, or a
+    worker that waits on one nobody sends to. ``doing`` says what happens
+    anyway (``sending to``, ``consuming``): a warning, not an error.
+    """
+    known = known_queues(settings)
+    if known is None:
+        return
+    unknown = [queue for queue in dict.fromkeys(queues) if queue not in known]
+    if not unknown:
+        return
+    names = ", ".join(repr(queue) for queue in unknown)
+    if len(unknown) == 1:
+        logger.warning("queue %s: no registered job routes to it and no [worker:NAME] queues names it "
+                       "(known queues: %s); %s it anyway", names, ", ".join(sorted(known)), doing)
+    else:
+        logger.warning("queues %s: no registered job routes to them and no [worker:NAME] queues names them "
+                       "(known queues: %s); %s them anyway", names, ", ".join(sorted(known)), doing)
 
 
 def check_status_database() -> None:

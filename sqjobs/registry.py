@@ -7,6 +7,7 @@ names up there.
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 import threading
@@ -16,6 +17,11 @@ from .errors import JobDefinitionError, UnknownJobError
 
 if TYPE_CHECKING:
     from .job import Job
+
+#: How alike two names must be for one to be suggested for the other (difflib's ratio, 0 to 1; its own default).
+_CLOSE_CUTOFF = 0.6
+#: How much less alike than the closest name another name may be and still be suggested.
+_CLOSE_MARGIN = 0.1
 
 
 class Registry:
@@ -51,8 +57,34 @@ class Registry:
         """Return every registered name, sorted."""
         return sorted(self._jobs)
 
+    def close_names(self, name: str, most: int = 3) -> list[str]:
+        """Return up to ``most`` registered names spelt like ``name`` (a typo's "did you mean"), closest first.
+
+        A name is compared whole and by its last dotted part, so that a name
+        given without its module (``refund``) finds ``tickets.refund``. Names
+        of one module share their prefix, so a weak match is dropped when a
+        much closer one exists (``refnud``: ``refund``, not ``send_ticket``).
+        """
+        with self._lock:
+            known = list(self._jobs)
+        ranked = sorted(((_likeness(name, other), other) for other in known), key=lambda pair: (-pair[0], pair[1]))
+        close = [(score, other) for score, other in ranked[:most] if score >= _CLOSE_CUTOFF]
+        return [other for score, other in close if score >= close[0][0] - _CLOSE_MARGIN]
+
+    def queues(self) -> set[str]:
+        """Return the queues the registered jobs are sent to when no other queue is asked for."""
+        with self._lock:
+            return {job_class.queue for job_class in self._jobs.values()}
+
     def __contains__(self, name: object) -> bool:
         return name in self._jobs
+
+
+def _likeness(name: str, other: str) -> float:
+    """How alike ``name`` and ``other`` are (0 to 1), whole or by their last dotted parts, whichever is more."""
+    whole = difflib.SequenceMatcher(None, name, other).ratio()
+    last = difflib.SequenceMatcher(None, name.rpartition(".")[2], other.rpartition(".")[2]).ratio()
+    return max(whole, last)
 
 
 def _definition_site(job_class: type) -> tuple[str | None, str]:

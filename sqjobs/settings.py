@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from . import defaults
+from .brokers import broker_url_problem
 from .brokers.sqs_limits import (
     MAX_QUEUE_BASE_LENGTH,
     MAX_QUEUE_PREFIX_LENGTH,
@@ -38,6 +39,15 @@ def as_text(text: str) -> str:
 def as_list(text: str) -> tuple[str, ...]:
     """Comma- or line-separated words."""
     return tuple(part.strip() for part in text.replace("\n", ",").split(",") if part.strip())
+
+
+def as_broker_url(text: str) -> str:
+    """A broker URL: sqlite:///PATH, sqs, memory:// or eager://."""
+    url = text.strip()
+    problem = broker_url_problem(url)
+    if problem:
+        raise ValueError(problem)
+    return url
 
 
 def as_host_names(text: str) -> tuple[str, ...]:
@@ -202,7 +212,7 @@ SECTION_DOCS: dict[str, str] = {
 
 #: Every setting, in the order the example file shows them.
 SETTINGS: tuple[Setting, ...] = (
-    Setting("sqjobs", "broker", as_text, "sqlite:///sqjobs-queue.db",
+    Setting("sqjobs", "broker", as_broker_url, "sqlite:///sqjobs-queue.db",
             "Where messages wait:\n"
             "  sqlite:///PATH  the embedded broker (a file; many processes on one machine)\n"
             "  sqs             Amazon SQS, or any SQS-compatible server (see [sqs])\n"

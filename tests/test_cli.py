@@ -60,7 +60,7 @@ def test_enqueue_prints_the_id_and_a_worker_runs_it(config: Path, tmp_path: Path
 
 def test_enqueue_a_name_unknown_here_with_queue_and_delay(config: Path) -> None:
     job_id = run("enqueue", "-c", str(config), "elsewhere.job", "--kwargs", '{"a": 1}', "--queue", "remote",
-                 "--delay", "60").strip()
+                 "--delay", "60", "--foreign").strip()
     stats = sqjobs.get_broker().stats("remote")
     assert stats.delayed == 1 and job_id
 
@@ -77,8 +77,8 @@ def test_enqueue_refuses_bad_json(config: Path, option: str, value: str, error: 
 
 
 def test_queues_shows_visible_in_flight_delayed_and_dead(config: Path) -> None:
-    run("enqueue", "-c", str(config), "a", "--queue", "q1")
-    run("enqueue", "-c", str(config), "a", "--queue", "q1", "--delay", "100")
+    run("enqueue", "-c", str(config), "a", "--queue", "q1", "--foreign")
+    run("enqueue", "-c", str(config), "a", "--queue", "q1", "--delay", "100", "--foreign")
     broker = sqjobs.get_broker()
     broker.send("q2", "poison")
     [message] = broker.receive("q2", 1)

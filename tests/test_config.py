@@ -70,6 +70,10 @@ visibility_timeout_s = 2.5
         ("[worker:]\nqueues = a\n", "a worker section needs a name"),
         ("[worker:x]\nqueues =\n", "[worker:x] queues: names no queue"),
         ("no section header\n", "not a valid INI file"),
+        ("[sqjobs]\nbroker = sqllite:///q.db\n", "[sqjobs] broker = 'sqllite:///q.db': unknown scheme 'sqllite'; "
+                                                  "use sqlite:///PATH, sqs, memory:// or eager://"),
+        ("[sqjobs]\nbroker = sqlite:///\n", "[sqjobs] broker = 'sqlite:///': names no file; use sqlite:///PATH"),
+        ("[sqjobs]\nbroker = /var/q.db\n", "[sqjobs] broker = '/var/q.db': not a broker URL"),
     ],
 )
 def test_bad_lines_name_the_file_section_and_key(tmp_path: Path, text: str, named: str) -> None:
@@ -154,6 +158,7 @@ def test_a_mapping_is_read_like_the_file_and_overrides_it_key_by_key(tmp_path: P
         ({"worker:": {}}, "settings.SQJOBS['worker:']: a worker section needs a name"),
         ({"worker:x": {"queues": []}}, "settings.SQJOBS['worker:x'] queues: names no queue"),
         ({"sqjobs": "broker = sqs"}, "settings.SQJOBS['sqjobs']: must be a dict"),
+        ({"sqjobs": {"broker": "sqs:/"}}, "settings.SQJOBS['sqjobs']['broker'] = 'sqs:/': not a broker URL; use"),
         (["sqjobs"], "settings.SQJOBS: must be a dict of sections"),
     ],
 )
@@ -179,3 +184,21 @@ def test_a_settings_source_decides_what_load_settings_returns(tmp_path: Path) ->
         set_settings_source(None)
     assert seen == [str(path), str(path)]
     assert load_settings(str(path)).get("sqjobs", "track") == "marked"
+
+
+@pytest.mark.parametrize("url", ["sqlite:///q.db", "sqs", "sqs://", "memory://", "memory", "eager://", "eager"])
+def test_every_broker_url_a_broker_answers_to_is_accepted(tmp_path: Path, url: str) -> None:
+    assert load(str(write(tmp_path, f"[sqjobs]\nbroker = {url}\n"))).get("sqjobs", "broker") == url
+
+
+def test_a_broker_url_given_to_configure_is_checked_there_naming_the_argument() -> None:
+    from sqjobs.app import App
+
+    with pytest.raises(ConfigError) as caught:
+        App(broker="sqllite:///q.db")
+    assert str(caught.value) == ("broker='sqllite:///q.db': unknown scheme 'sqllite'; "
+                                 "use sqlite:///PATH, sqs, memory:// or eager://")
+    app = App(default_settings(), broker="memory://")
+    with pytest.raises(ConfigError, match="^broker='memry://': unknown scheme 'memry'"):
+        app.configure(broker="memry://")
+    assert app.broker_url == "memory://", "nothing changed"
