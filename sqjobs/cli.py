@@ -33,11 +33,11 @@ from .cli_later import cancel, unique
 from .cli_status import initdb, prune, status
 from .cli_web import dashboard, metrics
 from .config import WorkerGroup
-from .errors import UnknownQueueError
+from .errors import MalformedMessageError, UnknownQueueError
 from .healthfile import record_start
 from .held import queue_counts
 from .logs import LEVELS
-from .message import MalformedMessageError, decode
+from .message import decode
 from .registry import registry
 from .unique import requeue_dead
 from .worker import Worker

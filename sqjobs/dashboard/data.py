@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from .. import defaults
 from ..brokers.base import ORIGIN_ATTRIBUTE, REASON_ATTRIBUTE, QueueStats, dead_letter_name
-from ..errors import SQJobsError, UnknownQueueError
+from ..errors import MalformedMessageError, SQJobsError, UnknownQueueError
 from ..held import queue_counts
-from ..message import UNDECODABLE_PREFIX, MalformedMessageError, decode
+from ..message import UNDECODABLE_PREFIX, decode
 from ..metrics_export import periodic_schedules
 from ..store import StatusRecord
 from ..unique import requeue_dead
