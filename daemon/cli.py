@@ -21,7 +21,7 @@ from sqjobs.errors import DaemonNotRunningError
 from sqjobs.logs import LEVELS
 
 from . import control
-from .health import Watchdog, backlog_counter, describe
+from .health import ProcessHealth, Watchdog, backlog_counter, describe
 from .layout import layout_for
 
 logger = logging.getLogger("sqjobs.daemon")
@@ -38,7 +38,7 @@ def main(verbose: int, log_level: str | None) -> None:
     logs.setup("DEBUG" if verbose else (log_level.upper() if log_level else None))
 
 
-def _print_health(health: list[control.ProcessHealth]) -> bool:
+def _print_health(health: list[ProcessHealth]) -> bool:
     for item in health:
         click.echo(describe(item))
     return all(item.healthy for item in health)

@@ -23,7 +23,7 @@ __version__ = "0.1.0"
 #: Public name -> the module that defines it.
 _EXPORTS = {
     "App": "app", "configure": "app", "current_app": "app", "get_broker": "app",
-    "Job": "job", "PeriodicJob": "job", "ResultJob": "job", "job": "job", "JobFunction": "job",
+    "Job": "job", "PeriodicJob": "job", "ResultJob": "job", "job": "job", "JobFunction": "job", "SendOptions": "job",
     "registry": "registry", "cancel": "cancellation", "Cancellation": "cancellation",
     "Middleware": "middleware",
     "JobHandle": "status", "Status": "status", "get_job": "app",
@@ -37,8 +37,9 @@ _EXPORTS = {
 __all__ = ["App", "Cancellation", "ConfigError", "Job", "JobFunction", "JobHandle", "JobNotCancellableError",
     "JobTimeoutError",
     "MessageTooLargeError", "Middleware", "PeriodicJob", "RejectMessage", "ResultJob", "Retry", "SQJobsError",
-    "SkipMessage", "Status", "TimeLimitExceeded", "UnknownJobError", "cancel", "configure", "create_eager_broker",
-    "create_sqs_broker", "create_sqs_worker", "current_app", "get_broker", "get_job", "job", "registry"]
+    "SendOptions", "SkipMessage", "Status", "TimeLimitExceeded", "UnknownJobError", "cancel", "configure",
+    "create_eager_broker", "create_sqs_broker", "create_sqs_worker", "current_app", "get_broker", "get_job", "job",
+    "registry"]
 
 if TYPE_CHECKING:
     from .app import App, configure, current_app, get_broker, get_job
@@ -55,7 +56,7 @@ if TYPE_CHECKING:
         TimeLimitExceeded,
         UnknownJobError,
     )
-    from .job import Job, JobFunction, PeriodicJob, ResultJob, job
+    from .job import Job, JobFunction, PeriodicJob, ResultJob, SendOptions, job
     from .middleware import Middleware
     from .registry import registry
     from .seed import create_eager_broker, create_sqs_broker, create_sqs_worker

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .brokers import EAGER_URLS, Broker, broker_url_problem, create_broker
 from .cancellation import CancellationCheck
@@ -302,7 +302,7 @@ def get_settings() -> Settings:
     return current_app().settings
 
 
-def get_job(job_id: str, app: App | None = None) -> JobHandle:
+def get_job(job_id: str, app: App | None = None) -> JobHandle[Any]:
     """Return the handle of the tracked job ``job_id`` from its row (in the default app's database).
 
     Raises JobNotFoundError if no row has that id (untracked, unknown or

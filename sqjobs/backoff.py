@@ -18,7 +18,7 @@ def exponential(first_s: float, step: int, cap_s: float, jitter: float = 0.0,
     so that many clients failing together do not come back in lockstep; each
     pause is still longer than the one before until the cap.
     """
-    pause_s = min(float(first_s) * (2 ** max(step, 0)), cap_s)
+    pause_s: float = min(float(first_s) * (2 ** max(step, 0)), cap_s)
     if jitter:
         pause_s *= 1 + jitter * (rng or random).random()
     return pause_s

@@ -186,7 +186,7 @@ class BeatStore:
         """Take an unsent claim older than ``timeout_s``; True if this beater now holds it."""
         with self._guard("take over a claim"):
             cutoff = _naive(now) - timedelta(seconds=timeout_s)
-            updated = (self.model.update(beater=beater, claimed_at=_naive(now))
+            updated: int = (self.model.update(beater=beater, claimed_at=_naive(now))
                        .where(self._row(broker, job, fire_at) & self.model.sent_at.is_null()
                               & (self.model.claimed_at < cutoff)).execute())
         return updated == 1

@@ -21,7 +21,7 @@ from .schedule import Schedule
 ISO_EXAMPLE = "2027-03-27T12:00:00+01:00"
 
 
-class InstantType(click.ParamType):
+class InstantType(click.ParamType):  # type: ignore[type-arg, unused-ignore]  # generic only in newer click: not subscripted
     """A click parameter: an ISO 8601 date and time with a UTC offset (``Z`` for UTC), as an aware datetime."""
 
     name = "iso8601"

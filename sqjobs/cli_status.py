@@ -43,7 +43,7 @@ def parse_duration_s(text: str) -> float:
     return float(match.group(1)) * DURATION_UNITS_S[match.group(2)]
 
 
-class DurationType(click.ParamType):
+class DurationType(click.ParamType):  # type: ignore[type-arg, unused-ignore]  # generic only in newer click: not subscripted
     """A click parameter read by :func:`parse_duration_s` (value in seconds)."""
 
     name = "duration"

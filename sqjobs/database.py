@@ -299,7 +299,7 @@ def open_database(url: str) -> peewee.Database:
     for key in named:  # what the URL sets wins
         options.pop(key, None)
     try:
-        database = db_url.connect(driver_url, **options)
+        database: peewee.Database = db_url.connect(driver_url, **options)
     except (ValueError, RuntimeError) as exc:
         raise permanent_error(url, one_line(exc)) from None
     if isinstance(database, peewee.PostgresqlDatabase):

@@ -18,6 +18,7 @@ from typing import (
     Iterable,
     Mapping,
     ParamSpec,
+    Protocol,
     Sequence,
     TypeVar,
     overload,
@@ -34,10 +35,30 @@ from .schedule import Schedule
 if TYPE_CHECKING:
     from .status import JobHandle
 
-__all__ = ["Job", "JobFunction", "PeriodicJob", "Registry", "ResultJob", "job", "registry"]
+__all__ = ["Job", "JobFunction", "PeriodicJob", "Registry", "ResultJob", "SendOptions", "job", "registry"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+
+
+class _JobClass(Protocol[P, R_co]):
+    """For type checkers only: what a Job class's sending classmethods need of ``cls``.
+
+    ``Job.delay`` and friends annotate ``cls`` with it, so mypy reads ``P``
+    and ``R`` off the class's ``run``: ``AdderJob.delay(1, 2)`` is checked
+    against ``AdderJob.run`` and returns a ``JobHandle[int]``. A ``run(self,
+    *args, **kwargs)`` without annotations gives ``JobHandle[Any]``, as
+    before. ``apply_async`` mirrors :meth:`Job.apply_async`.
+    """
+
+    def run(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+
+    @classmethod
+    def apply_async(cls, args: Sequence[Any] = ..., kwargs: dict[str, Any] | None = ..., queue: str | None = ...,
+                    delay: float | timedelta = ..., job_id: str | None = ..., group: str | None = ...,
+                    dedup_id: str | None = ..., *, eta: datetime | None = ..., unique_key: str | None = ...,
+                    cancellable: bool = ...) -> JobHandle[Any]: ...
 
 
 class Job:
@@ -126,12 +147,28 @@ class Job:
     # -- sending ----------------------------------------------------------------------
 
     @classmethod
-    def delay(cls, *args: Any, **kwargs: Any) -> JobHandle:
-        """Enqueue this job with these arguments on the configured broker; return a JobHandle."""
+    def delay(cls: type[_JobClass[P, R]], *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
+        """Enqueue this job with these arguments on the configured broker; return a JobHandle.
+
+        Type checkers check the arguments against ``run``'s and type the
+        handle's result as ``run``'s return type.
+        """
         return cls.apply_async(args=args, kwargs=kwargs)
 
     @classmethod
-    def delay_on_commit(cls, *args: Any, **kwargs: Any) -> str:
+    def options(cls: type[_JobClass[P, R]], *, queue: str | None = None, delay: float | timedelta = 0,
+                eta: datetime | None = None, job_id: str | None = None, unique_key: str | None = None,
+                group: str | None = None, dedup_id: str | None = None,
+                cancellable: bool = False) -> SendOptions[P, R]:
+        """The options of :meth:`apply_async`, kept for a typed ``.delay(...)``: ``Job.options(queue="x").delay(1, 2)``.
+
+        Sends nothing itself; see :class:`SendOptions`.
+        """
+        return SendOptions(cls, queue=queue, delay=delay, eta=eta, job_id=job_id, unique_key=unique_key,
+                           group=group, dedup_id=dedup_id, cancellable=cancellable)
+
+    @classmethod
+    def delay_on_commit(cls: type[_JobClass[P, R]], *args: P.args, **kwargs: P.kwargs) -> str:
         """Enqueue this job when the surrounding database transaction commits; return the id it will have.
 
         Nothing is sent if the transaction rolls back. Needs the application's
@@ -150,7 +187,7 @@ class Job:
 
     @classmethod
     def delay_many(cls, calls: Iterable[Sequence[Any] | tuple[Sequence[Any], Mapping[str, Any]]],
-                   queue: str | None = None) -> list[JobHandle]:
+                   queue: str | None = None) -> list[JobHandle[Any]]:
         """Enqueue one job per call, in batches (all or nothing on the embedded broker); return their handles.
 
         Each call is a sequence of positional arguments, or an ``(args,
@@ -172,7 +209,7 @@ class Job:
         eta: datetime | None = None,
         unique_key: str | None = None,
         cancellable: bool = False,
-    ) -> JobHandle:
+    ) -> JobHandle[Any]:
         """Enqueue with options: ``queue``, ``delay`` (seconds or a timedelta) or ``eta`` (an aware datetime),
         ``unique_key``, ``cancellable`` (this message of an untracked job may be cancelled), FIFO
         ``group``/``dedup_id``.
@@ -185,6 +222,40 @@ class Job:
         return current_app().producer.send(cls, args, kwargs, queue=queue, delay_s=delay, eta=eta, job_id=job_id,
                                            group=group, dedup_id=dedup_id, unique_key=unique_key,
                                            cancellable=cancellable)
+
+
+class SendOptions(Generic[P, R]):
+    """A job and the options of one sending, whose ``delay`` is typed like the job's own.
+
+    What ``add.options(queue="other", delay=30)`` returns (for a class job,
+    ``AdderJob.options(...)``): ``.delay(1, 2)`` then sends as
+    ``add.apply_async(args=(1, 2), queue="other", delay=30)`` would, with
+    the arguments checked by type checkers against the job's signature and a
+    ``JobHandle[R]`` back. ``apply_async(args=...)`` takes a plain sequence,
+    which no type checker can hold to the signature.
+    """
+
+    def __init__(self, job_class: type[_JobClass[P, R]], *, queue: str | None = None, delay: float | timedelta = 0,
+                 eta: datetime | None = None, job_id: str | None = None, unique_key: str | None = None,
+                 group: str | None = None, dedup_id: str | None = None, cancellable: bool = False) -> None:
+        self.job_class = job_class
+        self.queue = queue
+        self.delay_s = delay
+        self.eta = eta
+        self.job_id = job_id
+        self.unique_key = unique_key
+        self.group = group
+        self.dedup_id = dedup_id
+        self.cancellable = cancellable
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
+        """Send the job with these arguments and the kept options; return its handle (see :meth:`Job.apply_async`)."""
+        return self.job_class.apply_async(args=args, kwargs=kwargs, queue=self.queue, delay=self.delay_s,
+                                          eta=self.eta, job_id=self.job_id, unique_key=self.unique_key,
+                                          group=self.group, dedup_id=self.dedup_id, cancellable=self.cancellable)
+
+    def __repr__(self) -> str:
+        return f"<SendOptions of {getattr(self.job_class, 'name', self.job_class)!s} queue={self.queue!r}>"
 
 
 class PeriodicJob(Job):
@@ -250,9 +321,16 @@ class JobFunction(Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(*args, **kwargs)
 
-    def delay(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
         """Enqueue ``fn(*args, **kwargs)``; return its JobHandle."""
         return self.job_class.apply_async(args=args, kwargs=kwargs)
+
+    def options(self, *, queue: str | None = None, delay: float | timedelta = 0, eta: datetime | None = None,
+                job_id: str | None = None, unique_key: str | None = None, group: str | None = None,
+                dedup_id: str | None = None, cancellable: bool = False) -> SendOptions[P, R]:
+        """The options of :meth:`apply_async`, kept for a typed ``.delay(...)``: ``fn.options(queue="x").delay(1)``."""
+        return SendOptions(self.job_class, queue=queue, delay=delay, eta=eta, job_id=job_id, unique_key=unique_key,
+                           group=group, dedup_id=dedup_id, cancellable=cancellable)
 
     def delay_on_commit(self, *args: P.args, **kwargs: P.kwargs) -> str:
         """Enqueue ``fn(*args, **kwargs)`` when the surrounding transaction commits (:meth:`Job.delay_on_commit`)."""
@@ -261,15 +339,17 @@ class JobFunction(Generic[P, R]):
     def apply_async(self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, *,
                     queue: str | None = None, delay: float | timedelta = 0, eta: datetime | None = None,
                     job_id: str | None = None, unique_key: str | None = None,
-                    group: str | None = None, dedup_id: str | None = None, cancellable: bool = False) -> JobHandle:
+                    group: str | None = None, dedup_id: str | None = None,
+                    cancellable: bool = False) -> JobHandle[R]:
         """Enqueue with options (``queue``, ``delay`` or ``eta``, ``job_id``, ``unique_key``, ``cancellable``,
-        FIFO ``group``/``dedup_id``); see :meth:`Job.apply_async`."""
+        FIFO ``group``/``dedup_id``); see :meth:`Job.apply_async`. Type checkers do not check ``args`` and
+        ``kwargs`` against the function: :meth:`options` is the typed way."""
         return self.job_class.apply_async(args=args, kwargs=kwargs, queue=queue, delay=delay, eta=eta,
                                           job_id=job_id, unique_key=unique_key, group=group, dedup_id=dedup_id,
                                           cancellable=cancellable)
 
     def delay_many(self, calls: Iterable[Sequence[Any] | tuple[Sequence[Any], Mapping[str, Any]]],
-                   queue: str | None = None) -> list[JobHandle]:
+                   queue: str | None = None) -> list[JobHandle[R]]:
         """Enqueue ``fn`` once per call, in batches; each call is its positional arguments or ``(args, kwargs)``."""
         return self.job_class.delay_many(calls, queue=queue)
 

@@ -168,7 +168,8 @@ class Channel:
 
     def recv(self) -> list[tuple[Any, ...]]:
         """The next list sent; EOFError or OSError when the other end is gone."""
-        return pickle.loads(self.conn.recv_bytes())  # noqa: S301 - our own process, over our own pipe
+        items: list[tuple[Any, ...]] = pickle.loads(self.conn.recv_bytes())  # noqa: S301 - our own process and pipe
+        return items
 
     def close(self) -> None:
         """Close this end."""

@@ -116,7 +116,7 @@ class Producer:
              eta: datetime | None = None, job_id: str | None = None, group: str | None = None,
              dedup_id: str | None = None, extra: Mapping[str, Any] | None = None,
              headers: Mapping[str, Any] | None = None, unique_key: str | None = None,
-             cancellable: bool = False) -> JobHandle:
+             cancellable: bool = False) -> JobHandle[Any]:
         """Send one job; return its handle.
 
         ``job_class`` None sends ``name``, a job this process does not know
@@ -173,7 +173,7 @@ class Producer:
             raise
         return JobHandle(message.id, message.name, message.queue, app=self.app, cancellable=cancellable)
 
-    def send_many(self, job_class: type[Job], calls: Iterable[Call], queue: str | None = None) -> list[JobHandle]:
+    def send_many(self, job_class: type[Job], calls: Iterable[Call], queue: str | None = None) -> list[JobHandle[Any]]:
         """Send one job per call (positional arguments, or ``(args, kwargs)``); return their handles.
 
         Every message is built and checked before any is sent, then they go
@@ -279,7 +279,7 @@ class Producer:
         logger.debug("job %s %s on %s: held until %s (over the broker's %g s delay)", message.id, message.name,
                      message.queue, due_at.isoformat(), self.app.broker.max_delay_s)
 
-    def _run_now(self, job_class: type[Job] | None, message: JobMessage, out: OutgoingMessage) -> JobHandle:
+    def _run_now(self, job_class: type[Job] | None, message: JobMessage, out: OutgoingMessage) -> JobHandle[Any]:
         """Eager mode: decode what would have been sent and run it here; the job's exception reaches the caller."""
         if job_class is None:
             raise UnknownJobError(f"eager mode runs jobs at once, and no job is registered as {message.name!r}")
@@ -292,8 +292,8 @@ class Producer:
         attempt = attempt_with_middleware(self.app, job_class, decoded, message.queue, 1, last_attempt=True)
         if attempt.error is not None and attempt.outcome is not Outcome.SKIPPED:
             raise attempt.error
-        handle = JobHandle(decoded.id, job_class.name, message.queue, app=self.app, job=attempt.job,
-                           cancellable=bool(decoded.headers.get(CANCELLABLE_HEADER)))
+        handle: JobHandle[Any] = JobHandle(decoded.id, job_class.name, message.queue, app=self.app,
+                                           job=attempt.job, cancellable=bool(decoded.headers.get(CANCELLABLE_HEADER)))
         if self.app.is_tracked(job_class):
             handle.refresh()
         else:

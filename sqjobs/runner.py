@@ -44,7 +44,7 @@ import json
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Protocol, TypeVar
 
 from . import defaults
 from .brokers.base import ReceivedMessage, cut_reason
@@ -79,8 +79,10 @@ REFUSALS_ATTRIBUTE = "sqjobs-refusals"
 #: Longest error written for a job whose status row the database refused: short, so that it fits.
 STATUS_ROW_REASON_MAX_CHARS = 500
 
-#: Runs a status-writing call (see :meth:`MessageRunner._guard`); eager mode calls it as it is.
-Guard = Callable[[Callable[[], T]], T]
+class Guard(Protocol):
+    """Runs a status-writing call (see :meth:`MessageRunner._guard`); eager mode calls it as it is."""
+
+    def __call__(self, action: Callable[[], T], /) -> T: ...
 
 
 class Action(enum.Enum):

@@ -72,7 +72,7 @@ class Schedule:
     def _change_instant(self, wall: datetime) -> datetime:
         """For a wall time inside a DST gap, the UTC instant of the change (first local time after it)."""
         zone = self.zone
-        low = zone.localize(wall, is_dst=False).astimezone(timezone.utc) - timedelta(hours=3)
+        low: datetime = zone.localize(wall, is_dst=False).astimezone(timezone.utc) - timedelta(hours=3)
         high = low + timedelta(hours=6)
         while high - low > timedelta(seconds=1):
             middle = low + (high - low) / 2

@@ -16,7 +16,7 @@ import json
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generic, Literal, TypeVar, overload
 
 from .backoff import Backoff
 from .errors import (
@@ -43,6 +43,8 @@ __all__ = ["FINISHED", "JobHandle", "Status", "encode_result", "outcome_error", 
 logger = logging.getLogger("sqjobs.status")
 
 T = TypeVar("T")
+#: A job's result type: what its function (or ``run``) returns.
+R = TypeVar("R")
 
 #: First pause after a failed status write in a worker; doubled up to the cap.
 STORE_RETRY_PAUSE_S = 1.0
@@ -51,8 +53,14 @@ STORE_RETRY_PAUSE_MAX_S = 30.0
 WAIT_POLL_MAX_S = 0.5
 
 
-class JobHandle:
+class JobHandle(Generic[R]):
     """A sent job: ``id``, ``name``, ``queue``, and for tracked jobs ``status``, ``result``, ``error``.
+
+    Generic in the job's result type ``R`` (for type checkers only: the
+    class is never subscripted at run time): ``add.delay(1, 2)`` is a
+    ``JobHandle[int]`` when ``add`` returns an int, so ``result`` is
+    ``int | None`` and ``wait(raise_error=True)`` an ``int``. A tracked job's
+    result comes back through JSON: a tuple returns as a list.
 
     ``status``, ``result`` and ``error`` read the job's row while it is not
     finished (each a small query), and keep it once it is. For an untracked
@@ -75,12 +83,12 @@ class JobHandle:
         #: Whether the message was sent cancellable (None: not known here).
         self.cancellable = cancellable
         self._status = status
-        self._result = result
+        self._result: R | None = result
         self._error = error
         self._record: StatusRecord | None = None
 
     @classmethod
-    def from_record(cls, record: StatusRecord, app: App) -> JobHandle:
+    def from_record(cls, record: StatusRecord, app: App) -> JobHandle[Any]:
         """Return a handle holding ``record`` (what :func:`get_job` returns)."""
         handle = cls(record.id, record.name, record.queue, app=app)
         handle._record = record
@@ -131,12 +139,15 @@ class JobHandle:
         return record.status if record is not None else None
 
     @property
-    def result(self) -> Any:
+    def result(self) -> R | None:
         """The job's return value once it succeeded (None before, and for untracked jobs)."""
         if self._filled():
             return self._result
         record = self.record
-        return record.result if record is not None else None
+        if record is None:
+            return None
+        result: R | None = record.result  # the row's JSON, decoded: what the job returned
+        return result
 
     @property
     def error(self) -> str | None:
@@ -182,9 +193,20 @@ class JobHandle:
 
     # -- waiting -----------------------------------------------------------------------
 
+    @overload
+    def wait(self, timeout_s: float | None = None, *, raise_error: Literal[True],
+             max_poll_s: float = WAIT_POLL_MAX_S) -> R: ...
+
+    @overload
     def wait(self, timeout_s: float | None = None, *, raise_error: bool = False,
-             max_poll_s: float = WAIT_POLL_MAX_S) -> Any:
+             max_poll_s: float = WAIT_POLL_MAX_S) -> R | None: ...
+
+    def wait(self, timeout_s: float | None = None, *, raise_error: bool = False,
+             max_poll_s: float = WAIT_POLL_MAX_S) -> R | None:
         """Poll the job's row until it is finished; return its result (None if it failed).
+
+        Typed ``R | None`` (``R``: what the job returns); with
+        ``raise_error=True`` a failed job raises instead, so it is ``R``.
 
         ``timeout_s`` None waits without a deadline. Raises WaitTimeoutError
         (a TimeoutError) at the deadline, JobNotTrackedError for a job nothing

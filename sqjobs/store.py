@@ -372,7 +372,8 @@ class StatusStore:
         """The rows :meth:`prune` deletes: finished (SUCCESS, FAILURE, DEAD, CANCELLED) before ``older_than``."""
         model = self.model
         cutoff = older_than.astimezone(timezone.utc).replace(tzinfo=None) if older_than.tzinfo else older_than
-        return model.status.in_([s.value for s in FINISHED]) & (model.finished_at < cutoff)
+        finished: peewee.Expression = model.status.in_([s.value for s in FINISHED]) & (model.finished_at < cutoff)
+        return finished
 
     def prune(self, older_than: datetime) -> int:
         """Delete finished rows (SUCCESS, FAILURE, DEAD, CANCELLED) finished before ``older_than``; return how many.

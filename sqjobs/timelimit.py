@@ -39,7 +39,7 @@ REPEAT_S = 1.0
 
 def _raise_in_thread(thread_id: int, exception: type[BaseException]) -> bool:
     """Ask the interpreter to raise ``exception`` in thread ``thread_id``; True if that thread exists."""
-    changed = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exception))
+    changed: int = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exception))
     if changed > 1:  # never expected: undo rather than disturb other threads
         ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), None)
         return False

@@ -238,6 +238,24 @@ def test_apply_async_with_queue_and_delay() -> None:
     assert broker.stats("emails").visible == 0
 
 
+def test_options_then_delay_sends_as_apply_async_does_for_function_and_class_jobs() -> None:
+    broker = MemoryBroker()
+    sqjobs.configure(broker=broker)
+    handle = send_welcome.options(queue="other", delay=30, job_id="typed-1").delay(7)
+    assert (handle.id, handle.queue) == ("typed-1", "other")
+    assert broker.stats("other").delayed == 1
+    handle = AdderJob.options(queue="other").delay(1, 2)
+    [message] = broker.receive("other", 1)
+    decoded = decode(message.body, message.message_id)
+    assert (decoded.id, decoded.name, decoded.args) == (handle.id, "api_adder_job", [1, 2])
+
+
+def test_options_then_delay_in_eager_mode_returns_the_result() -> None:
+    sqjobs.configure(broker="eager://")
+    assert send_welcome.options(queue="other").delay(3).wait() == "welcome 3"
+    assert AdderJob.options(cancellable=True).delay(1, 2).result == 3
+
+
 def test_delay_over_the_longest_sqjobs_accepts_is_refused() -> None:
     broker = MemoryBroker()
     sqjobs.configure(broker=broker)

@@ -52,6 +52,7 @@ def is_gone(claimer: str) -> bool:
     if started and abs(now_started - started) > 1.0:
         return True  # the pid was reused by another process
     try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        zombie: bool = psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        return zombie
     except psutil.Error:
         return True

@@ -328,7 +328,7 @@ class SQLiteBroker(Broker):
                 " VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
         return ids
 
-    def _message(self, queue: str, row: tuple, receipt: str, received: bool = False) -> ReceivedMessage:
+    def _message(self, queue: str, row: tuple[Any, ...], receipt: str, received: bool = False) -> ReceivedMessage:
         """The ReceivedMessage of a row read with :data:`_COLUMNS` (``received``: counted once more).
 
         A row that cannot be read gets a body saying why.
