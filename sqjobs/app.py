@@ -19,8 +19,9 @@ import threading
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .brokers import EAGER_URLS, Broker, broker_url_problem, create_broker
-from .cancellation import CancellationCheck
+from .cancelling import CancellationCheck
 from .config import Settings, load_settings
+from .eager import run_now
 from .errors import ConfigError, JobNotFoundError
 from .middleware import Middleware, MiddlewareChain, load_middleware
 from .producer import Producer
@@ -55,7 +56,7 @@ class App:
         #: The signer (None: signing off) and the settings and keys text it was made from.
         self._signer: tuple[Settings | None, str | None, Signer | None] = (None, None, None)
         self.registry = registry or default_registry
-        self.producer = Producer(self)
+        self.producer = Producer(self, run_now=run_now)
         #: Runs a callback when the current database transaction commits (``delay_on_commit``); None: no hook.
         #: The Django integration sets Django's ``transaction.on_commit``.
         self.on_commit: Callable[[Callable[[], object]], None] | None = None

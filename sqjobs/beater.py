@@ -66,7 +66,6 @@ from .message import decode
 from .migrations import add_key_column
 from .outage import Outage
 from .schedule import Schedule
-from .status import STORE_RETRY_PAUSE_MAX_S, STORE_RETRY_PAUSE_S
 from .store import PreciseDateTimeField, create_tables_racing, database_errors, open_database, safe_url
 
 logger = logging.getLogger("sqjobs.beater")
@@ -268,11 +267,12 @@ class Beater:
         self._stopping = threading.Event()
         # While the database or the broker fails, ticks pause as workers do (one line a try), at most half the
         # grace, so that a fire time due as the service comes back is still sent on time.
-        max_pause_s = min(STORE_RETRY_PAUSE_MAX_S, max(STORE_RETRY_PAUSE_S, catch_up_grace_s / 2))
+        max_pause_s = min(defaults.STORE_RETRY_PAUSE_MAX_S, max(defaults.STORE_RETRY_PAUSE_S, catch_up_grace_s / 2))
         #: The status database's outage, if it is failing: its log lines and its pauses.
-        self.database_outage = Outage(logger, "status database", "ticking", STORE_RETRY_PAUSE_S, max_pause_s)
+        self.database_outage = Outage(logger, "status database", "ticking", defaults.STORE_RETRY_PAUSE_S, max_pause_s)
         #: The broker's outage, if it is failing.
-        self.broker_outage = Outage(logger, "broker", "sending periodic jobs", STORE_RETRY_PAUSE_S, max_pause_s)
+        self.broker_outage = Outage(logger, "broker", "sending periodic jobs", defaults.STORE_RETRY_PAUSE_S,
+                                    max_pause_s)
 
     @classmethod
     def for_registry(cls, source: App | Broker, registry: Registry, store: BeatStore, **options: Any) -> Beater:

@@ -142,6 +142,10 @@ ISOLATION = "process"
 #: copy, or could not be reached) stays in its queue, hidden this long before
 #: the worker tries to move it again; it is never run again.
 DEAD_LETTER_RETRY_S = 60.0
+#: First pause after a failed status-database write in a worker (or beater); doubled at each
+#: failure up to the cap.
+STORE_RETRY_PAUSE_S = 1.0
+STORE_RETRY_PAUSE_MAX_S = 30.0
 
 # -- the SQS client (SQS's own hard limits are in sqjobs.brokers.sqs_limits) ----------------
 

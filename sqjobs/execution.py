@@ -14,7 +14,7 @@ import random
 import time
 import traceback
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from . import awaiting, defaults, logs
 from .backoff import exponential
@@ -67,18 +67,27 @@ def backoff_delay(job_class: type[Job], attempt: int, rng: random.Random | None 
 
 #: The hooks a job class may override; the base class's are no-ops, not called.
 HOOKS = ("set_up", "tear_down", "on_success", "on_retry", "on_failure")
+#: Hook name -> the base class's no-op (:func:`base_hook` marks them; ``sqjobs.job`` imports this module,
+#: never the reverse).
+_BASE_HOOKS: dict[str, Callable[..., Any]] = {}
 #: The hooks each job class overrides, worked out on its first attempt (a class gets its hooks when it is made).
 _OVERRIDDEN: dict[type[Job], frozenset[str]] = {}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def base_hook(function: F) -> F:
+    """Mark ``function`` as the base class's no-op hook of its name: a class that keeps it is not called for it."""
+    _BASE_HOOKS[function.__name__] = function
+    return function
 
 
 def overridden_hooks(job_class: type[Job]) -> frozenset[str]:
     """The names of the HOOKS ``job_class`` has its own of (set_up, on_success...), not the base class's no-op."""
     known = _OVERRIDDEN.get(job_class)
     if known is None:
-        from .job import Job
-
         known = _OVERRIDDEN[job_class] = frozenset(
-            hook for hook in HOOKS if getattr(job_class, hook) is not getattr(Job, hook))
+            hook for hook in HOOKS if getattr(job_class, hook) is not _BASE_HOOKS.get(hook))
     return known
 
 

@@ -28,6 +28,7 @@ from . import defaults
 from .app import current_app
 from .brokers.sqs_limits import check_queue_name
 from .errors import ConfigError, JobDefinitionError
+from .execution import base_hook
 from .message import check_arguments, new_job_id
 from .registry import Registry, registry
 from .schedule import Schedule
@@ -125,6 +126,7 @@ class Job:
 
     # -- hooks ------------------------------------------------------------------------
 
+    @base_hook
     def set_up(self, *args: Any, **kwargs: Any) -> None:
         """Called before :meth:`run` with the same arguments."""
 
@@ -132,15 +134,19 @@ class Job:
         """Do the work; the return value is the job's result (JSON if tracked)."""
         raise NotImplementedError
 
+    @base_hook
     def tear_down(self, *args: Any, **kwargs: Any) -> None:
         """Called after :meth:`run`, also when it raised."""
 
+    @base_hook
     def on_success(self, result: Any) -> None:
         """Called after a successful attempt with its result."""
 
+    @base_hook
     def on_failure(self, exc: BaseException) -> None:
         """Called when the last attempt failed (the message goes to the dead-letter queue)."""
 
+    @base_hook
     def on_retry(self, exc: BaseException) -> None:
         """Called when an attempt failed and another one is scheduled."""
 

@@ -12,10 +12,11 @@ beaters and the seed talk's ``broker.add_job`` all go through
 3. signs it, when signing keys are set (:mod:`sqjobs.signing`): after the
    middleware, so that what they changed is covered too;
 4. encodes it and checks it against the broker's limits (size, delay);
-5. sends it, or, in eager mode, runs it at once on the body read back (the
-   arguments the worker would get: tuples become lists) and through the same
-   middleware as a worker (a signed message is verified first, as a worker
-   would, so eager tests show a message that would not verify).
+5. sends it, or, in eager mode, hands it to the ``run_now`` the app plugged
+   in (:func:`sqjobs.eager.run_now`), which runs it at once on the body read
+   back (the arguments the worker would get: tuples become lists) and through
+   the same middleware as a worker (a signed message is verified first, as a
+   worker would, so eager tests show a message that would not verify).
 
 Jobs for later: ``delay_s`` (seconds or a timedelta) or ``eta`` (an aware
 datetime; a naive one is refused) up to ``MAX_LATER_S``. A delay the broker
@@ -41,18 +42,16 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from . import defaults
 from .brokers.base import OutgoingMessage
 from .brokers.sqs_limits import check_queue_name
 from .clock import duration_text, utc_now
-from .errors import DelayTooLongError, SigningError, StatusStoreError, UnknownJobError
-from .execution import Outcome
+from .errors import DelayTooLongError, StatusStoreError
 from .held import HeldJob, HeldJobs
-from .message import CANCELLABLE_HEADER, JobMessage, check_arguments, check_job_id, decode_own, encode, new_job_id
-from .runner import attempt_with_middleware
-from .status import JobHandle, Status
+from .message import CANCELLABLE_HEADER, JobMessage, check_arguments, check_job_id, encode, new_job_id
+from .status import JobHandle
 from .unique import KEY_FIELD, UniqueKeys, check_key, derived_key
 
 if TYPE_CHECKING:
@@ -65,6 +64,8 @@ logger = logging.getLogger("sqjobs.producer")
 
 #: One call of a bulk send: its positional arguments, or ``(args, kwargs)``.
 Call = Sequence[Any] | tuple[Sequence[Any], Mapping[str, Any]]
+#: Eager mode's send: runs a built and checked message at once and returns its handle (:func:`sqjobs.eager.run_now`).
+RunNow = Callable[["App", "type[Job] | None", JobMessage, OutgoingMessage], "JobHandle[Any]"]
 
 
 def later_delay_s(delay_s: float | timedelta = 0, eta: datetime | None = None, now: datetime | None = None) -> float:
@@ -104,10 +105,12 @@ def split_call(call: Call) -> tuple[Sequence[Any], dict[str, Any]]:
 
 
 class Producer:
-    """Sends jobs for ``app``."""
+    """Sends jobs for ``app``; in eager mode hands each message to ``run_now`` instead (the app plugs it in)."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, *, run_now: RunNow) -> None:
         self.app = app
+        #: Eager mode's send (the producer does not import the worker side: the app gives it).
+        self.run_now = run_now
 
     # -- one job ------------------------------------------------------------------------
 
@@ -137,7 +140,7 @@ class Producer:
         if self.app.eager:
             message, out = self.prepare(job_class, args, kwargs, name=name, queue=queue, delay_s=delay,
                                         job_id=job_id, group=group, dedup_id=dedup_id, extra=extra, headers=headers)
-            return self._run_now(job_class, message, out)
+            return self.run_now(self.app, job_class, message, out)
         job_name = job_class.name if job_class is not None else str(name or "")
         derive = unique_key is None and job_class is not None and job_class.unique
         if derive:
@@ -187,7 +190,7 @@ class Producer:
         prepared = [self.prepare(job_class, *split_call(call), queue=queue, headers=headers, announcing=announcing)
                     for call in calls]
         if self.app.eager:
-            return [self._run_now(job_class, message, out) for message, out in prepared]
+            return [self.run_now(self.app, job_class, message, out) for message, out in prepared]
         if prepared:
             self._send([message for message, _ in prepared], [out for _, out in prepared])
         return [JobHandle(message.id, message.name, message.queue, app=self.app, cancellable=job_class.cancellable)
@@ -278,24 +281,3 @@ class Producer:
                     self.app.broker.identity), now)
         logger.debug("job %s %s on %s: held until %s (over the broker's %g s delay)", message.id, message.name,
                      message.queue, due_at.isoformat(), self.app.broker.max_delay_s)
-
-    def _run_now(self, job_class: type[Job] | None, message: JobMessage, out: OutgoingMessage) -> JobHandle[Any]:
-        """Eager mode: decode what would have been sent and run it here; the job's exception reaches the caller."""
-        if job_class is None:
-            raise UnknownJobError(f"eager mode runs jobs at once, and no job is registered as {message.name!r}")
-        decoded = decode_own(out.body)
-        decoded.queue = message.queue
-        signer = self.app.signer
-        problem = signer.verify(decoded) if signer is not None else None
-        if problem is not None:
-            raise SigningError(f"job {decoded.id} {decoded.name}: its signed message would not verify: {problem}")
-        attempt = attempt_with_middleware(self.app, job_class, decoded, message.queue, 1, last_attempt=True)
-        if attempt.error is not None and attempt.outcome is not Outcome.SKIPPED:
-            raise attempt.error
-        handle: JobHandle[Any] = JobHandle(decoded.id, job_class.name, message.queue, app=self.app,
-                                           job=attempt.job, cancellable=bool(decoded.headers.get(CANCELLABLE_HEADER)))
-        if self.app.is_tracked(job_class):
-            handle.refresh()
-        else:
-            handle.fill(Status.SUCCESS, attempt.result)
-        return handle

@@ -19,6 +19,8 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Generic, Literal, TypeVar, overload
 
 from .backoff import Backoff
+from .cancelling import Cancellation, cancel_job
+from .defaults import STORE_RETRY_PAUSE_MAX_S, STORE_RETRY_PAUSE_S
 from .errors import (
     JobFailedError,
     JobNotCancellableError,
@@ -35,7 +37,6 @@ from .store import MAX_RESULT_BYTES, StatusRecord
 
 if TYPE_CHECKING:
     from .app import App
-    from .cancellation import Cancellation
     from .job import Job
 
 __all__ = ["FINISHED", "JobHandle", "Status", "encode_result", "outcome_error", "retry_while_unavailable"]
@@ -46,9 +47,6 @@ T = TypeVar("T")
 #: A job's result type: what its function (or ``run``) returns.
 R = TypeVar("R")
 
-#: First pause after a failed status write in a worker; doubled up to the cap.
-STORE_RETRY_PAUSE_S = 1.0
-STORE_RETRY_PAUSE_MAX_S = 30.0
 #: Longest pause between two reads of a row in :meth:`JobHandle.wait`.
 WAIT_POLL_MAX_S = 0.5
 
@@ -171,8 +169,6 @@ class JobHandle(Generic[R]):
         cancellable: no worker checks it, so it would run anyway;
         StatusStoreError when the database cannot be reached.
         """
-        from .cancellation import Cancellation, cancel
-
         job_class = self.app.registry.find(self.name)
         sent_cancellable = bool(self.cancellable) or bool(job_class is not None and job_class.cancellable)
         if self.cancellable is False and not sent_cancellable and not self._tracked():
@@ -184,7 +180,7 @@ class JobHandle(Generic[R]):
         if known is not None and known in FINISHED:
             return Cancellation(self.id, False, known,
                                 f"job {self.id}: not cancelled, it already finished ({known.value}); nothing changed")
-        outcome = cancel(self.id, self.app, sent_cancellable=sent_cancellable)
+        outcome = cancel_job(self.app, self.id, sent_cancellable=sent_cancellable)
         if outcome.cancelled and self._record is not None:
             self._record = None  # read again: the row changed
         if outcome.cancelled and self._filled():

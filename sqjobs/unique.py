@@ -55,11 +55,11 @@ from typing import TYPE_CHECKING, AbstractSet, Any, Callable, Iterable, Mapping,
 import peewee
 
 from .brokers.base import ReceivedMessage, dead_letter_name
+from .defaults import STORE_RETRY_PAUSE_MAX_S, STORE_RETRY_PAUSE_S
 from .errors import MalformedMessageError
 from .message import ID_MAX_CHARS, UNDECODABLE_PREFIX, decode, glimpse
 from .outage import Outage
 from .rows import Rows
-from .status import STORE_RETRY_PAUSE_MAX_S, STORE_RETRY_PAUSE_S
 from .store import PreciseDateTimeField, naive_utc_now
 
 if TYPE_CHECKING:
