@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import sys
 import textwrap
-import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -20,6 +19,7 @@ from .brokers import broker_url_problem
 from .brokers.sqs_limits import (
     MAX_QUEUE_BASE_LENGTH,
     MAX_QUEUE_PREFIX_LENGTH,
+    check_endpoint_url,
     check_queue_name,
     queue_prefix_problem,
 )
@@ -137,18 +137,6 @@ def as_catch_up_grace_s(text: str) -> float:
         raise ValueError(f"must be at least {defaults.MIN_CATCH_UP_GRACE_S:g} seconds: a beater ticks once a "
                          "second, so a smaller grace would count fire times sent on time as missed")
     return value
-
-
-def check_endpoint_url(url: str) -> str:
-    """Return ``url`` if it can be an SQS endpoint (``http(s)://host[:port][/path]``); raise ValueError if not."""
-    parts = urllib.parse.urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError:
-        port = -1
-    if parts.scheme not in ("http", "https") or not parts.hostname or port == -1 or any(c.isspace() for c in url):
-        raise ValueError("must be an http:// or https:// URL such as http://localhost:9324, or empty for AWS")
-    return url
 
 
 def as_endpoint_url(text: str) -> str:

@@ -55,7 +55,6 @@ from ..errors import (
     DelayTooLongError,
     MessageTooLargeError,
 )
-from ..settings import check_endpoint_url
 from .base import (
     Broker,
     OutgoingMessage,
@@ -81,6 +80,7 @@ from .sqs_limits import (
     STALE_RECEIPT_CODES,
     SYSTEM_ATTRIBUTES,
     THROTTLE_CODES,
+    check_endpoint_url,
     entry_bytes,
     error_code,
     error_details,

@@ -10,6 +10,7 @@ with a clear error, not in production.
 from __future__ import annotations
 
 import re
+import urllib.parse
 from typing import Any
 
 from .. import defaults
@@ -136,3 +137,15 @@ def queue_prefix_problem(prefix: str) -> str | None:
         if not _QUEUE_CHARACTER.match(char):
             return f"holds {char!r} at position {position}; a prefix uses ASCII letters, digits, '-' and '_'"
     return None
+
+
+def check_endpoint_url(url: str) -> str:
+    """Return ``url`` if it can be an SQS endpoint (``http(s)://host[:port][/path]``); raise ValueError if not."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == -1 or any(c.isspace() for c in url):
+        raise ValueError("must be an http:// or https:// URL such as http://localhost:9324, or empty for AWS")
+    return url
