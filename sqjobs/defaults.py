@@ -143,6 +143,13 @@ ISOLATION = "process"
 #: the worker tries to move it again; it is never run again.
 DEAD_LETTER_RETRY_S = 60.0
 
+#: Longest arguments text a status row keeps, in characters: the JSON of
+#: ``{"args": [...], "kwargs": {...}}``, longer ones cut and marked (see
+#: :data:`sqjobs.store.ARGUMENTS_CUT_MARK`). Enough for a person to read and
+#: search; the message carries the whole (up to 256 KiB), and a row is written
+#: at every ``.delay()`` of a tracked job and read whole by every ``wait()``.
+STATUS_ARGUMENTS_MAX_CHARS = 4000
+
 # -- the SQS client (SQS's own hard limits are in sqjobs.brokers.sqs_limits) ----------------
 
 #: Attempts per SQS request (first one included) before a connection error or

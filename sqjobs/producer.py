@@ -50,7 +50,8 @@ from .clock import duration_text, utc_now
 from .errors import DelayTooLongError, SigningError, StatusStoreError, UnknownJobError
 from .execution import Outcome
 from .held import HeldJob, HeldJobs
-from .message import CANCELLABLE_HEADER, JobMessage, check_arguments, check_job_id, decode_own, encode, new_job_id
+from .message import (CANCELLABLE_HEADER, JobMessage, arguments_json, check_arguments, check_job_id, decode_own, encode,
+                      new_job_id)
 from .runner import attempt_with_middleware
 from .status import JobHandle, Status
 from .unique import KEY_FIELD, UniqueKeys, check_key, derived_key
@@ -225,7 +226,8 @@ class Producer:
         kwargs = dict(kwargs or {})
         check_arguments(args, kwargs)
         message = JobMessage(name=job_name, args=list(args), kwargs=kwargs, id=job_id or new_job_id(),
-                             extra=dict(extra or {}), headers=dict(headers or {}), queue=target)
+                             extra=dict(extra or {}), headers=dict(headers or {}), queue=target,
+                             arguments_text=arguments_json(args, kwargs))
         broker = self.app.broker
         if delay_s <= broker.max_delay_s or self.app.eager:
             broker.check_delay(delay_s)
