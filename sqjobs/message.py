@@ -213,15 +213,19 @@ _JSON_WRITER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow
 def arguments_json(args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
     """The compact JSON of ``{"args": [...], "kwargs": {...}}``, as a message body spells them.
 
-    The producer makes it once per message (``JobMessage.arguments_text``):
-    :func:`encode` splices it into the body, however often the body is
-    encoded again, and status tracking stores it in the job's row.
+    The producer makes it once per message that middleware sees before it is
+    sent (``JobMessage.arguments_text``): :func:`encode` splices it into the
+    body, however often the body is encoded again, and status tracking
+    stores it in the job's row.
     """
     return _JSON_WRITER.encode({"args": list(args), "kwargs": dict(kwargs)})
 
 
 #: The fields :func:`encode` writes itself, in this order; extra fields of other names follow them.
 _OWN_FIELDS = frozenset(("id", "name", "args", "kwargs", "v", "headers"))
+_VERSION_FIELD = ',"v":' + json.dumps(FORMAT_VERSION)
+#: A string as _JSON_WRITER spells it (its own function for strings: ensure_ascii off).
+_json_string = json.encoder.encode_basestring
 
 
 def encode(message: JobMessage, extra: Mapping[str, Any] | None = None, arguments_checked: bool = False) -> str:
@@ -234,19 +238,16 @@ def encode(message: JobMessage, extra: Mapping[str, Any] | None = None, argument
     check_job_id(message.id)
     if not arguments_checked:
         check_arguments(message.args, message.kwargs)
-    more = dict(message.extra)
-    if extra:
-        more.update(extra)
     if message.headers:
         _check_headers(message.headers, TypeError)
-    if not _OWN_FIELDS.isdisjoint(more):
+    if message.arguments_text is None or not _OWN_FIELDS.isdisjoint(message.extra) or (
+            extra and not _OWN_FIELDS.isdisjoint(extra)):
         return _encode_whole(message, extra)
-    # The same text as _encode_whole, the arguments' JSON spliced in (made once by the producer).
-    arguments = message.arguments_text or arguments_json(message.args, message.kwargs)
-    parts = ['{"id":', _JSON_WRITER.encode(message.id), ',"name":', _JSON_WRITER.encode(message.name), ",",
-             arguments[1:-1], ',"v":', _JSON_WRITER.encode(FORMAT_VERSION)]
-    if more:
-        parts += [",", _JSON_WRITER.encode(more)[1:-1]]
+    # The text _encode_whole makes, with the arguments' JSON the producer made once spliced in.
+    parts = ['{"id":', _json_string(message.id), ',"name":', _json_string(message.name), ",",
+             message.arguments_text[1:-1], _VERSION_FIELD]
+    if message.extra or extra:
+        parts += [",", _JSON_WRITER.encode({**message.extra, **(extra or {})})[1:-1]]
     if message.headers:
         parts += [',"headers":', _JSON_WRITER.encode(dict(message.headers))]
     parts.append("}")
@@ -254,7 +255,8 @@ def encode(message: JobMessage, extra: Mapping[str, Any] | None = None, argument
 
 
 def _encode_whole(message: JobMessage, extra: Mapping[str, Any] | None) -> str:
-    """:func:`encode` for a message whose extra fields reuse the names of its own fields (the last one wins)."""
+    """:func:`encode` building the whole payload (no arguments' JSON made before, or extra fields that reuse
+    the names of its own fields: the last one wins)."""
     payload: dict[str, Any] = {
         "id": message.id,
         "name": message.name,

@@ -226,16 +226,17 @@ class Producer:
         kwargs = dict(kwargs or {})
         check_arguments(args, kwargs)
         message = JobMessage(name=job_name, args=list(args), kwargs=kwargs, id=job_id or new_job_id(),
-                             extra=dict(extra or {}), headers=dict(headers or {}), queue=target,
-                             arguments_text=arguments_json(args, kwargs))
+                             extra=dict(extra or {}), headers=dict(headers or {}), queue=target)
         broker = self.app.broker
         if delay_s <= broker.max_delay_s or self.app.eager:
             broker.check_delay(delay_s)
         else:
             later_delay_s(delay_s)  # held in the database until it is due: the longest sqjobs accepts
+        announcers, signer = announcing or self._announcing(job_class)
+        if announcers:  # the body and what middleware records (status tracking: the row) share the JSON
+            message.arguments_text = arguments_json(args, kwargs)
         body = encode(message, arguments_checked=True)
         broker.check_body(body)  # before any middleware acts on a message that cannot be sent
-        announcers, signer = announcing or self._announcing(job_class)
         if announcers or signer is not None:
             headers_before = dict(message.headers)
             for item in announcers:

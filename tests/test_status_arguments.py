@@ -25,7 +25,7 @@ from sqjobs import Status, defaults
 from sqjobs import app as runtime
 from sqjobs.brokers.sqlite import SQLiteBroker
 from sqjobs.database import open_database
-from sqjobs.message import JobMessage, _encode_whole, decode, encode, new_job_id
+from sqjobs.message import JobMessage, _encode_whole, arguments_json, decode, encode, new_job_id
 from sqjobs.store import (
     ARGUMENTS_CUT_MARK,
     ARGUMENTS_NOT_RECORDED,
@@ -177,8 +177,8 @@ def test_the_spliced_body_is_the_body_encoded_whole_whatever_the_message() -> No
         extra = rng.choice([{}, {"scheduled_for": "2026-05-01T00:00:00+00:00"}, {"unique_key": "k", "eta": 1}])
         headers = rng.choice([{}, {"trace": "t"}, {"sqjobs-cancellable": True, "sig": "abc"}])
         message = JobMessage(name=rng.choice(["add", "shop.jobs.é"]), args=args, kwargs=kwargs,
-                             extra=dict(extra), headers=dict(headers))
-        call_extra = rng.choice([None, {}, {"scheduled_for": "later"}])
+                             extra=dict(extra), headers=dict(headers), arguments_text=arguments_json(args, kwargs))
+        call_extra = rng.choice([None, {}, {"scheduled_for": "later"}, {"v": 2}])
         whole = _encode_whole(message, call_extra)
         assert encode(message, call_extra) == whole
         assert decode(whole, "m") == decode(encode(message, call_extra), "m")
