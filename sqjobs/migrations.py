@@ -55,6 +55,12 @@ def column_sql(database: peewee.Database, model: Any, column: str) -> str:
     return str(context.sql(model._meta.fields[column].ddl(context)).query()[0])
 
 
+def add_column_statement(database: peewee.Database, model: Any, column: str) -> str:
+    """The ``ALTER TABLE`` adding ``model``'s field ``column`` to its table (for :func:`add_column`, and for
+    programs that run their own migrations: the Django integration's)."""
+    return f"ALTER TABLE {_quote(database, model._meta.table_name)} ADD COLUMN {column_sql(database, model, column)}"
+
+
 def add_column(database: peewee.Database, model: Any, column: str) -> bool:
     """Add ``model``'s nullable field ``column`` to its table if the table lacks it; True if it was added.
 
@@ -66,7 +72,7 @@ def add_column(database: peewee.Database, model: Any, column: str) -> bool:
         return False
     if not model._meta.fields[column].null:
         raise ValueError(f"column {column} of {table} must be nullable to be added in place")
-    statement = f"ALTER TABLE {_quote(database, table)} ADD COLUMN {column_sql(database, model, column)}"
+    statement = add_column_statement(database, model, column)
     if isinstance(database, peewee.MySQLDatabase):
         try:
             database.execute_sql(statement)

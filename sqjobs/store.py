@@ -71,7 +71,7 @@ from .database import (
 from .errors import StatusStoreError, StatusStorePermanentError
 from .identity import HOST_NAME, worker_pid
 from .message import ID_MAX_CHARS
-from .migrations import add_column
+from .migrations import add_column, add_column_statement
 from .states import FINISHED, Status
 
 __all__ = [
@@ -79,7 +79,7 @@ __all__ = [
     "ARGUMENTS_CUT_MARK", "ARGUMENTS_NOT_RECORDED", "ERROR_MAX_CHARS", "MAX_RESULT_BYTES", "NAME_MAX_CHARS", "PRUNE_BATCH_ROWS", "STATUS_TABLE", "TABLE_PREFIX",
     "TRACEBACK_MAX_CHARS", "StatusRecord", "StatusStore", "arguments_text", "check_database", "fit_text",
     "forget_stores",
-    "get_store", "naive_utc_now", "status_table_statements",
+    "get_store", "naive_utc_now", "status_table_statements", "status_table_upgrades", "UPGRADE_COLUMNS",
     # kept importable from here: the id limit of sqjobs.message, the database helpers of sqjobs.database
     "ID_MAX_CHARS", "LongTextField", "PreciseDateTimeField", "create_tables_racing", "database_errors",
     "is_permanent", "is_row_error", "one_line", "open_database", "permanent_error", "safe_url",
@@ -149,6 +149,24 @@ def status_table_statements(database_class: type[peewee.Database]) -> list[tuple
     model = _make_model(database)
     statements = [model._schema._create_table(safe=True), *model._schema._create_indexes(safe=True)]
     return [database.get_sql_context().sql(statement).query() for statement in statements]
+
+
+#: Columns the status table gained after its first version, in order: tables of earlier versions gain them
+#: in place (:meth:`StatusStore.create_tables`, and the Django integration's migrations).
+UPGRADE_COLUMNS = ("arguments",)
+
+
+def status_table_upgrades(database_class: type[peewee.Database], columns: Iterable[str]) -> list[str]:
+    """The SQL bringing a status table that has ``columns`` to the current shape (``[]``: it has it).
+
+    For programs that change tables their own way (the Django integration's
+    migration), without connecting; :meth:`StatusStore.create_tables` does
+    the same, safe to race.
+    """
+    database = database_class(None, field_types=_field_types(database_class))
+    model = _make_model(database)
+    present = set(columns)
+    return [add_column_statement(database, model, column) for column in UPGRADE_COLUMNS if column not in present]
 
 
 def naive_utc_now() -> datetime:
@@ -285,7 +303,8 @@ class StatusStore:
         (idempotent; safe to race with other processes)."""
         with self._lock, self._guard("create the status table"):
             create_tables_racing(self.database, [self.model])
-            add_column(self.database, self.model, "arguments")
+            for column in UPGRADE_COLUMNS:
+                add_column(self.database, self.model, column)
             if isinstance(self.database, peewee.MySQLDatabase) and self.packet_limit is None:
                 self.packet_limit = int(self.database.execute_sql("SELECT @@max_allowed_packet").fetchone()[0])
             self._tables_ready = True

@@ -303,6 +303,7 @@ def test_admin_lists_filters_searches_shows_the_traceback_and_checks_the_requeue
             "found": [i in found for i in {ids!r}],
             "detail": [detail.status_code, "ValueError: exploded: kaboom" in detail.content.decode(),
                        "Traceback" in detail.content.decode(), 'name="_save"' in detail.content.decode()],
+            "arguments": detail.content.decode().split('<pre class="sqjobs-arguments">')[-1].split("</pre>")[0],
             "clerk_sees_action": "requeue_dead_letters" in clerk_page,
             "root_sees_action": "requeue_dead_letters" in listing,
             "refused": refused.status_code, "dead_after_refusal": dead_after_refusal,
@@ -313,6 +314,7 @@ def test_admin_lists_filters_searches_shows_the_traceback_and_checks_the_requeue
     assert pages["failed"] == [False, True, True] and pages["named"] == [True, False, False]
     assert pages["found"] == [False, True, False]
     assert pages["detail"] == [200, True, True, False]
+    assert pages["arguments"] == '{\n  &quot;args&quot;: [\n    &quot;kaboom&quot;\n  ],\n  &quot;kwargs&quot;: {}\n}'
     assert not pages["clerk_sees_action"] and pages["root_sees_action"]
     assert pages["dead_after_refusal"] == 2 and pages["done"]
     stats = project.queue_stats("default")
@@ -323,6 +325,40 @@ def test_admin_lists_filters_searches_shows_the_traceback_and_checks_the_requeue
         from sqjobs.message import decode
         print(json.dumps([decode(m.body, m.message_id).id for m in current_app().broker.peek("default-dead", 10)]))
     """) == [ids[2]]
+
+
+@ALSO_MARIADB
+def test_migrate_upgrades_a_status_table_of_the_earlier_shape_and_its_old_row_shows_not_recorded(
+        project: Project) -> None:
+    # Back to the table the first migration made before rows kept arguments, with a row of then.
+    project.manage("migrate", "sqjobs_django", "0001", "-v", "0")
+    project.shell("""
+        import json
+        from django.db import connection
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE sqjobs_job_status DROP COLUMN arguments")
+            cursor.execute("INSERT INTO sqjobs_job_status (id, name, queue, status, attempts) "
+                           "VALUES ('old-job', 'shop.jobs.add', 'default', 'SUCCESS', 1)")
+        print(json.dumps(True))
+    """)
+    project.manage("migrate", "-v", "0")
+    shown = project.shell("""
+        import json
+        from django.contrib.auth.models import User
+        from django.test import Client
+        from shop.jobs import add
+        from sqjobs_django.models import JobStatus
+        new_id = add.delay(4, 5).id
+        User.objects.create_superuser("root", "root@example.com", "pw")
+        client = Client()
+        client.login(username="root", password="pw")
+        page = client.get("/admin/sqjobs_django/jobstatus/old-job/change/").content.decode()
+        print(json.dumps([page.split('<pre class="sqjobs-arguments">')[-1].split("</pre>")[0],
+                          JobStatus.objects.get(job_id="old-job").arguments,
+                          JobStatus.objects.get(job_id=new_id).arguments]))
+    """)
+    assert shown == ["not recorded", None, '{"args":[4,5],"kwargs":{}}']
+    assert "No changes detected" in project.manage("makemigrations", "--check", "--dry-run", "sqjobs_django").stdout
 
 
 def test_delay_on_commit_sends_on_commit_and_nothing_on_rollback(project: Project) -> None:

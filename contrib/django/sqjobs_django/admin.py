@@ -26,8 +26,8 @@ class JobStatusAdmin(admin.ModelAdmin):
     list_filter = ("status", "name", "queue")
     search_fields = ("job_id", "name")
     date_hierarchy = None
-    readonly_fields = ("job_id", "name", "queue", "status", "attempts", "result", "error", "traceback_text",
-                       "enqueued_at", "started_at", "finished_at", "worker_host", "worker_pid")
+    readonly_fields = ("job_id", "name", "queue", "status", "attempts", "arguments_text", "result", "error",
+                       "traceback_text", "enqueued_at", "started_at", "finished_at", "worker_host", "worker_pid")
     fields = readonly_fields
     actions = ["requeue_dead_letters"]
 
@@ -46,6 +46,12 @@ class JobStatusAdmin(admin.ModelAdmin):
     def has_requeue_dead_permission(self, request: HttpRequest) -> bool:
         """Whether the user may requeue dead letters (``sqjobs_django.requeue_dead``)."""
         return bool(request.user.has_perm(REQUEUE_PERMISSION))
+
+    @admin.display(description="arguments")
+    def arguments_text(self, obj: JobStatus) -> str:
+        """The job's arguments as indented JSON, preformatted ("not recorded" for rows written before rows kept
+        them)."""
+        return format_html('<pre class="sqjobs-arguments">{}</pre>', obj.arguments_text)
 
     @admin.display(description="traceback")
     def traceback_text(self, obj: JobStatus) -> str:
