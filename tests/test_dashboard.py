@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import json
 import re
 import subprocess
 import sys
@@ -82,6 +84,21 @@ def test_script_in_an_error_renders_as_text(dead_letters: tuple[sqjobs.App, list
     job_page = client.get(f"/jobs/{ids[0]}").get_data(as_text=True)
     assert "FAILURE" in job_page and "Traceback" in job_page
     assert "in the dead-letter queue of default" in job_page
+
+
+def test_the_job_page_shows_the_arguments_of_its_row_or_not_recorded(
+        dead_letters: tuple[sqjobs.App, list[str]]) -> None:
+    app, ids = dead_letters
+    client = client_of(app)
+
+    def arguments_on(page: str) -> str:
+        return html.unescape(page.split('<pre class="arguments" id="arguments">')[1].split("</pre>")[0])
+
+    page = client.get(f"/jobs/{ids[0]}").get_data(as_text=True)
+    assert "<script>alert(1)</script>" not in page
+    assert arguments_on(page) == json.dumps({"args": ["<script>alert(1)</script>"], "kwargs": {}}, indent=2)
+    app.store.started("written-by-an-old-worker", "tracked_add", "default")  # no arguments: an earlier version
+    assert arguments_on(client.get("/jobs/written-by-an-old-worker").get_data(as_text=True)) == "not recorded"
 
 
 def test_read_only_hides_every_action_and_refuses_posts(dead_letters: tuple[sqjobs.App, list[str]]) -> None:
