@@ -196,6 +196,11 @@ DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 1
 DASHBOARD_REFRESH_S = 5
 #: Characters of a dead letter's arguments the dashboard shows before it cuts them.
 DASHBOARD_ARGS_CHARS = 200
+#: Characters of a job id the Django admin's list shows (the whole id is in its tooltip and on the job's
+#: page): enough to tell jobs apart, short enough that the list fits a 1280-pixel screen.
+ADMIN_LIST_ID_CHARS = 12
+#: Characters of a job or queue name that list shows, the middle cut out (a name's end tells most).
+ADMIN_LIST_NAME_CHARS = 40
 #: Dead letters one dashboard page lists.
 DASHBOARD_DEAD_LIMIT = 100
 #: Wrong dashboard passwords one client address may give before it must wait: room for a
