@@ -50,8 +50,16 @@ from .clock import duration_text, utc_now
 from .errors import DelayTooLongError, SigningError, StatusStoreError, UnknownJobError
 from .execution import Outcome
 from .held import HeldJob, HeldJobs
-from .message import (CANCELLABLE_HEADER, JobMessage, arguments_json, check_arguments, check_job_id, decode_own, encode,
-                      new_job_id)
+from .message import (
+    CANCELLABLE_HEADER,
+    JobMessage,
+    arguments_json,
+    check_arguments,
+    check_job_id,
+    decode_own,
+    encode,
+    new_job_id,
+)
 from .runner import attempt_with_middleware
 from .status import JobHandle, Status
 from .unique import KEY_FIELD, UniqueKeys, check_key, derived_key
