@@ -46,6 +46,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -68,7 +69,7 @@ from .database import (
     permanent_error,
     safe_url,
 )
-from .errors import StatusStoreError, StatusStorePermanentError
+from .errors import StatusRowError, StatusStoreError, StatusStorePermanentError
 from .identity import HOST_NAME, worker_pid
 from .message import ID_MAX_CHARS
 from .migrations import add_column, add_column_statement
@@ -78,7 +79,7 @@ __all__ = [
     # defined here
     "ARGUMENTS_CUT_MARK", "ARGUMENTS_NOT_RECORDED", "ERROR_MAX_CHARS", "MAX_RESULT_BYTES", "NAME_MAX_CHARS",
     "PRUNE_BATCH_ROWS", "STATUS_TABLE", "TABLE_PREFIX", "TRACEBACK_MAX_CHARS", "UPGRADE_COLUMNS", "StatusRecord",
-    "StatusStore", "arguments_text", "check_database", "fit_arguments", "fit_text", "forget_stores", "get_store",
+    "StatusStore", "arguments_text", "ascii_json", "check_database", "fit_arguments", "fit_text", "forget_stores", "get_store",
     "naive_utc_now", "status_table_statements", "status_table_upgrades",
     # kept importable from here: the id limit of sqjobs.message, the database helpers of sqjobs.database
     "ID_MAX_CHARS", "LongTextField", "PreciseDateTimeField", "create_tables_racing", "database_errors",
@@ -193,6 +194,16 @@ def fit_arguments(text: str | None) -> str | None:
     if text is None or len(text) <= limit:
         return text
     return text[:limit - len(ARGUMENTS_CUT_MARK)] + ARGUMENTS_CUT_MARK
+
+
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+def ascii_json(text: str | None) -> str | None:
+    """The JSON ``text`` with every character outside ASCII written as its JSON escape: the same value."""
+    if text is None:
+        return None
+    return _NON_ASCII.sub(lambda found: json.dumps(found.group())[1:-1], text)
 
 
 def arguments_text(stored: str | None) -> str:
@@ -363,16 +374,34 @@ class StatusStore:
         """
         self._ready()
         model = self.model
-        values = dict(name=_name(name), queue=_name(queue), status=Status.PENDING.value,
-                      attempts=0, result=None, error=None, traceback=None, enqueued_at=naive_utc_now(),
-                      started_at=None, finished_at=None, worker_host=None, worker_pid=None,
-                      arguments=fit_arguments(arguments))
-        with self._guard(f"record job {job_id} as PENDING"):
+
+        def write(spell: Callable[[str | None], str | None]) -> None:
+            values = dict(name=_name(name), queue=_name(queue), status=Status.PENDING.value,
+                          attempts=0, result=None, error=None, traceback=None, enqueued_at=naive_utc_now(),
+                          started_at=None, finished_at=None, worker_host=None, worker_pid=None,
+                          arguments=spell(arguments))
             try:
                 model.insert(id=job_id, **values).execute()
             except peewee.IntegrityError:
                 (model.update(values)
                  .where((model.id == job_id) & (model.status != Status.SUCCESS.value)).execute())
+
+        self._write_spelling_arguments(f"record job {job_id} as PENDING", write,
+                                       retry=arguments is not None and not arguments.isascii())
+
+    def _write_spelling_arguments(self, what: str, write: Callable[[Callable[[str | None], str | None]], None],
+                                  retry: bool) -> None:
+        """Run ``write(spell)``, ``spell`` making an arguments text fit the row; if the database refuses the
+        row and ``retry``, once more with the arguments in ASCII (JSON escapes), which a MySQL table of a
+        character set without emoji takes: a job's arguments never cost it its row."""
+        try:
+            with self._guard(what):
+                write(lambda text: fit_text(fit_arguments(text)))
+        except StatusRowError:
+            if not retry:
+                raise
+            with self._guard(what):
+                write(lambda text: fit_text(fit_arguments(ascii_json(text))))
 
     def started(self, job_id: str, name: str, queue: str, attempt: int | None = None,
                 arguments: Callable[[], str | None] | None = None) -> None:
@@ -392,10 +421,13 @@ class StatusStore:
         now = naive_utc_now()
         common = dict(status=Status.STARTED.value, started_at=now, finished_at=None,
                       worker_host=HOST_NAME[:NAME_MAX_CHARS], worker_pid=worker_pid())
-        with self._guard(f"record job {job_id} as STARTED"):
-            self._upsert(job_id, dict(common, attempts=model.attempts + 1 if attempt is None else attempt),
-                         dict(common, name=_name(name), queue=_name(queue), attempts=attempt or 1,
-                              arguments=lambda: fit_arguments(fit_text(arguments())) if arguments else None))
+        update = dict(common, attempts=model.attempts + 1 if attempt is None else attempt)
+        insert = dict(common, name=_name(name), queue=_name(queue), attempts=attempt or 1)
+
+        def write(spell: Callable[[str | None], str | None]) -> None:
+            self._upsert(job_id, update, dict(insert, arguments=lambda: spell(arguments() if arguments else None)))
+
+        self._write_spelling_arguments(f"record job {job_id} as STARTED", write, retry=arguments is not None)
 
     def ended(self, job_id: str, name: str, queue: str, status: Status, result_json: str | None = None,
               error: str | None = None, traceback: str | None = None) -> None:
