@@ -79,8 +79,8 @@ __all__ = [
     # defined here
     "ARGUMENTS_CUT_MARK", "ARGUMENTS_NOT_RECORDED", "ERROR_MAX_CHARS", "MAX_RESULT_BYTES", "NAME_MAX_CHARS",
     "PRUNE_BATCH_ROWS", "STATUS_TABLE", "TABLE_PREFIX", "TRACEBACK_MAX_CHARS", "UPGRADE_COLUMNS", "StatusRecord",
-    "StatusStore", "arguments_text", "ascii_json", "check_database", "fit_arguments", "fit_text", "forget_stores", "get_store",
-    "naive_utc_now", "status_table_statements", "status_table_upgrades",
+    "StatusStore", "arguments_text", "ascii_json", "check_database", "fit_arguments", "fit_text", "forget_stores",
+    "get_store", "naive_utc_now", "status_table_statements", "status_table_upgrades",
     # kept importable from here: the id limit of sqjobs.message, the database helpers of sqjobs.database
     "ID_MAX_CHARS", "LongTextField", "PreciseDateTimeField", "create_tables_racing", "database_errors",
     "is_permanent", "is_row_error", "one_line", "open_database", "permanent_error", "safe_url",
