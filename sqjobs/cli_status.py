@@ -17,7 +17,7 @@ from .cancellation import CANCELLED_TABLE, Cancellations
 from .cli_common import config_option
 from .config import load_settings
 from .errors import JobNotFoundError
-from .store import STATUS_TABLE, StatusRecord, get_store, safe_url
+from .store import ARGUMENTS_NOT_RECORDED, STATUS_TABLE, StatusRecord, get_store, safe_url
 
 #: Seconds in one of each unit ``--older-than`` accepts.
 DURATION_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -67,6 +67,7 @@ def _text(record: StatusRecord) -> str:
     data = record.to_json()
     lines = [f"{key + ':':<12} {data[key] if data[key] is not None else '-'}"
              for key in ("id", "name", "queue", "status", "attempts", "enqueued_at", "started_at", "finished_at")]
+    lines.append(f"{'arguments:':<12} {record.arguments or ARGUMENTS_NOT_RECORDED}")
     if record.worker_host or record.worker_pid:
         lines.append(f"{'worker:':<12} {record.worker_host} pid {record.worker_pid}")
     if record.status.value == "SUCCESS":
@@ -84,7 +85,7 @@ def _text(record: StatusRecord) -> str:
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True,
               help="Print JSON: id, name, queue, status, result, error, attempts, enqueued_at, started_at, "
-                   "finished_at (and traceback, worker_host, worker_pid).")
+                   "finished_at (and traceback, worker_host, worker_pid, arguments).")
 def status(config: str | None, job_id: str, as_json: bool) -> None:
     """Show the status row of tracked job JOB_ID (exit 1 if it has none).
 

@@ -147,6 +147,13 @@ DEAD_LETTER_RETRY_S = 60.0
 STORE_RETRY_PAUSE_S = 1.0
 STORE_RETRY_PAUSE_MAX_S = 30.0
 
+#: Longest arguments text a status row keeps, in characters: the JSON of
+#: ``{"args": [...], "kwargs": {...}}``, longer ones cut and marked (see
+#: :data:`sqjobs.store.ARGUMENTS_CUT_MARK`). Enough for a person to read and
+#: search; the message carries the whole (up to 256 KiB), and a row is written
+#: at every ``.delay()`` of a tracked job and read whole by every ``wait()``.
+STATUS_ARGUMENTS_MAX_CHARS = 4000
+
 # -- the SQS client (SQS's own hard limits are in sqjobs.brokers.sqs_limits) ----------------
 
 #: Attempts per SQS request (first one included) before a connection error or
@@ -193,6 +200,11 @@ DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 1
 DASHBOARD_REFRESH_S = 5
 #: Characters of a dead letter's arguments the dashboard shows before it cuts them.
 DASHBOARD_ARGS_CHARS = 200
+#: Characters of a job id the Django admin's list shows (the whole id is in its tooltip and on the job's
+#: page): enough to tell jobs apart, short enough that the list fits a 1280-pixel screen.
+ADMIN_LIST_ID_CHARS = 12
+#: Characters of a job or queue name that list shows, the middle cut out (a name's end tells most).
+ADMIN_LIST_NAME_CHARS = 40
 #: Dead letters one dashboard page lists.
 DASHBOARD_DEAD_LIMIT = 100
 #: Wrong dashboard passwords one client address may give before it must wait: room for a

@@ -84,6 +84,9 @@ class JobMessage:
     extra: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, Any] = field(default_factory=dict)
     queue: str = field(default="", compare=False)
+    #: The :func:`arguments_json` of ``args`` and ``kwargs``, when the producer made it once for both the
+    #: body and the status row (their arguments do not change after); None: made where needed.
+    arguments_text: str | None = field(default=None, compare=False, repr=False)
 
 
 #: Deepest nesting of lists and objects JSON values may have, in an argument, a result or an
@@ -210,6 +213,24 @@ def check_arguments(args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
 _JSON_WRITER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
+def arguments_json(args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
+    """The compact JSON of ``{"args": [...], "kwargs": {...}}``, as a message body spells them.
+
+    The producer makes it once per message that middleware sees before it is
+    sent (``JobMessage.arguments_text``): :func:`encode` splices it into the
+    body, however often the body is encoded again, and status tracking
+    stores it in the job's row.
+    """
+    return _JSON_WRITER.encode({"args": list(args), "kwargs": dict(kwargs)})
+
+
+#: The fields :func:`encode` writes itself, in this order; extra fields of other names follow them.
+_OWN_FIELDS = frozenset(("id", "name", "args", "kwargs", "v", "headers"))
+_VERSION_FIELD = ',"v":' + json.dumps(FORMAT_VERSION)
+#: A string as _JSON_WRITER spells it (its own function for strings: ensure_ascii off).
+_json_string = json.encoder.encode_basestring
+
+
 def encode(message: JobMessage, extra: Mapping[str, Any] | None = None, arguments_checked: bool = False) -> str:
     """Return the message body for ``message``: base64 of its UTF-8 JSON.
 
@@ -220,6 +241,25 @@ def encode(message: JobMessage, extra: Mapping[str, Any] | None = None, argument
     check_job_id(message.id)
     if not arguments_checked:
         check_arguments(message.args, message.kwargs)
+    if message.headers:
+        _check_headers(message.headers, TypeError)
+    if message.arguments_text is None or not _OWN_FIELDS.isdisjoint(message.extra) or (
+            extra and not _OWN_FIELDS.isdisjoint(extra)):
+        return _encode_whole(message, extra)
+    # The text _encode_whole makes, with the arguments' JSON the producer made once spliced in.
+    parts = ['{"id":', _json_string(message.id), ',"name":', _json_string(message.name), ",",
+             message.arguments_text[1:-1], _VERSION_FIELD]
+    if message.extra or extra:
+        parts += [",", _JSON_WRITER.encode({**message.extra, **(extra or {})})[1:-1]]
+    if message.headers:
+        parts += [',"headers":', _JSON_WRITER.encode(dict(message.headers))]
+    parts.append("}")
+    return base64.b64encode("".join(parts).encode("utf-8")).decode("ascii")
+
+
+def _encode_whole(message: JobMessage, extra: Mapping[str, Any] | None) -> str:
+    """:func:`encode` building the whole payload (no arguments' JSON made before, or extra fields that reuse
+    the names of its own fields: the last one wins)."""
     payload: dict[str, Any] = {
         "id": message.id,
         "name": message.name,
@@ -231,7 +271,6 @@ def encode(message: JobMessage, extra: Mapping[str, Any] | None = None, argument
     if extra:
         payload.update(extra)
     if message.headers:
-        _check_headers(message.headers, TypeError)
         payload["headers"] = dict(message.headers)
     text = _JSON_WRITER.encode(payload)
     return base64.b64encode(text.encode("utf-8")).decode("ascii")

@@ -7,9 +7,18 @@ table's shape first, and again under a lock (SQLite, PostgreSQL) or after a
 failure (MySQL and MariaDB), so processes starting together upgrade it once
 and never fail because another one did it first.
 
-One upgrade so far, :func:`add_key_column`: a column put in front of a
-table's primary key, every existing row getting the column's SQL default
-(``sqjobs_beats`` gained ``broker``). How, per database:
+Two kinds of upgrade so far:
+
+- :func:`add_column`: a nullable column appended to a table, every existing
+  row reading NULL (``sqjobs_job_status`` gained ``arguments``). A process of
+  an earlier version goes on writing rows without it. One ``ALTER TABLE ...
+  ADD COLUMN`` on every database: in a ``BEGIN IMMEDIATE`` transaction on
+  SQLite, with the table locked on PostgreSQL, checked again after a failure
+  on MySQL and MariaDB. None of them rewrites the rows for a nullable column
+  without a default.
+- :func:`add_key_column`: a column put in front of a table's primary key,
+  every existing row getting the column's SQL default (``sqjobs_beats``
+  gained ``broker``). How, per database:
 
 - SQLite cannot change a primary key: in one ``BEGIN IMMEDIATE`` transaction
   (other writers wait) the table is renamed, created anew from its model, its
@@ -33,6 +42,54 @@ logger = logging.getLogger("sqjobs.migrations")
 def key_columns(database: peewee.Database, table: str) -> list[str]:
     """The columns of ``table``'s primary key, in key order ([] if it has none or does not exist)."""
     return list(database.get_primary_keys(table))
+
+
+def column_names(database: peewee.Database, table: str) -> list[str]:
+    """The columns of ``table``, in table order ([] if it does not exist)."""
+    return [column.name for column in database.get_columns(table)]
+
+
+def column_sql(database: peewee.Database, model: Any, column: str) -> str:
+    """The SQL defining ``model``'s field ``column`` in ``database``, as its CREATE TABLE says it."""
+    context = database.get_sql_context()
+    return str(context.sql(model._meta.fields[column].ddl(context)).query()[0])
+
+
+def add_column_statement(database: peewee.Database, model: Any, column: str) -> str:
+    """The ``ALTER TABLE`` adding ``model``'s field ``column`` to its table (for :func:`add_column`, and for
+    programs that run their own migrations: the Django integration's)."""
+    return f"ALTER TABLE {_quote(database, model._meta.table_name)} ADD COLUMN {column_sql(database, model, column)}"
+
+
+def add_column(database: peewee.Database, model: Any, column: str) -> bool:
+    """Add ``model``'s nullable field ``column`` to its table if the table lacks it; True if it was added.
+
+    Existing rows read NULL there. Database errors are raised as Peewee
+    raises them.
+    """
+    table = model._meta.table_name
+    if column in column_names(database, table):
+        return False
+    if not model._meta.fields[column].null:
+        raise ValueError(f"column {column} of {table} must be nullable to be added in place")
+    statement = add_column_statement(database, model, column)
+    if isinstance(database, peewee.MySQLDatabase):
+        try:
+            database.execute_sql(statement)
+        except peewee.DatabaseError:
+            if column in column_names(database, table):
+                return False  # another process added it at the same moment
+            raise
+    else:
+        sqlite = isinstance(database, peewee.SqliteDatabase)
+        with database.atomic("IMMEDIATE") if sqlite else database.atomic():
+            if not sqlite:
+                database.execute_sql(f"LOCK TABLE {_quote(database, table)} IN ACCESS EXCLUSIVE MODE")
+            if column in column_names(database, table):
+                return False  # another process added it while we waited for the lock
+            database.execute_sql(statement)
+    logger.info("table %s upgraded: column %s added", table, column)
+    return True
 
 
 def _quote(database: peewee.Database, name: str) -> str:

@@ -50,7 +50,7 @@ from .brokers.sqs_limits import check_queue_name
 from .clock import duration_text, utc_now
 from .errors import DelayTooLongError, StatusStoreError
 from .held import HeldJob, HeldJobs
-from .message import CANCELLABLE_HEADER, JobMessage, check_arguments, check_job_id, encode, new_job_id
+from .message import CANCELLABLE_HEADER, JobMessage, arguments_json, check_arguments, check_job_id, encode, new_job_id
 from .status import JobHandle
 from .unique import KEY_FIELD, UniqueKeys, check_key, derived_key
 
@@ -234,9 +234,11 @@ class Producer:
             broker.check_delay(delay_s)
         else:
             later_delay_s(delay_s)  # held in the database until it is due: the longest sqjobs accepts
+        announcers, signer = announcing or self._announcing(job_class)
+        if announcers:  # the body and what middleware records (status tracking: the row) share the JSON
+            message.arguments_text = arguments_json(args, kwargs)
         body = encode(message, arguments_checked=True)
         broker.check_body(body)  # before any middleware acts on a message that cannot be sent
-        announcers, signer = announcing or self._announcing(job_class)
         if announcers or signer is not None:
             headers_before = dict(message.headers)
             for item in announcers:

@@ -27,6 +27,15 @@ where messages are read and written (:data:`~sqjobs.message.ID_MAX_CHARS`);
 results over :data:`MAX_RESULT_BYTES` are not written (the attempt is
 recorded as a FAILURE, see :class:`sqjobs.tracking.StatusTracking`).
 
+A row keeps its job's arguments (``arguments``: the JSON of ``{"args": [...],
+"kwargs": {...}}``, written with the PENDING row, or by the worker that
+creates the row of a job sent by another producer), cut to
+:data:`~sqjobs.defaults.STATUS_ARGUMENTS_MAX_CHARS` and then marked with
+:data:`ARGUMENTS_CUT_MARK`. Rows written before the column existed, or by a
+process of an earlier version, have NULL there: "not recorded". A table of
+an earlier version gains the column in place on first use
+(:mod:`sqjobs.migrations`).
+
 Times are stored as naive UTC with microseconds and returned as aware UTC
 datetimes. Results are stored as JSON text.
 """
@@ -37,13 +46,15 @@ import contextlib
 import json
 import logging
 import os
+import re
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import peewee
 
+from . import defaults
 from .clock import utc_now
 from .database import (
     LongTextField,
@@ -58,16 +69,18 @@ from .database import (
     permanent_error,
     safe_url,
 )
-from .errors import StatusStoreError, StatusStorePermanentError
+from .errors import StatusRowError, StatusStoreError, StatusStorePermanentError
 from .identity import HOST_NAME, worker_pid
 from .message import ID_MAX_CHARS
+from .migrations import add_column, add_column_statement
 from .states import FINISHED, Status
 
 __all__ = [
     # defined here
-    "ERROR_MAX_CHARS", "MAX_RESULT_BYTES", "NAME_MAX_CHARS", "PRUNE_BATCH_ROWS", "STATUS_TABLE", "TABLE_PREFIX",
-    "TRACEBACK_MAX_CHARS", "StatusRecord", "StatusStore", "check_database", "fit_text", "forget_stores",
-    "get_store", "naive_utc_now", "status_table_statements",
+    "ARGUMENTS_CUT_MARK", "ARGUMENTS_NOT_RECORDED", "ERROR_MAX_CHARS", "MAX_RESULT_BYTES", "NAME_MAX_CHARS",
+    "PRUNE_BATCH_ROWS", "STATUS_TABLE", "TABLE_PREFIX", "TRACEBACK_MAX_CHARS", "UPGRADE_COLUMNS", "StatusRecord",
+    "StatusStore", "arguments_text", "ascii_json", "check_database", "fit_arguments", "fit_text", "forget_stores",
+    "get_store", "naive_utc_now", "status_table_statements", "status_table_upgrades",
     # kept importable from here: the id limit of sqjobs.message, the database helpers of sqjobs.database
     "ID_MAX_CHARS", "LongTextField", "PreciseDateTimeField", "create_tables_racing", "database_errors",
     "is_permanent", "is_row_error", "one_line", "open_database", "permanent_error", "safe_url",
@@ -93,6 +106,10 @@ MAX_RESULT_BYTES = 1024 * 1024
 #: Rows deleted per statement by ``prune``, so that each statement stays well within the statement timeout
 #: (and within the 999 parameters of older SQLite builds).
 PRUNE_BATCH_ROWS = 500
+#: Ends an arguments text cut to STATUS_ARGUMENTS_MAX_CHARS (what is left is no longer JSON).
+ARGUMENTS_CUT_MARK = " ... [cut]"
+#: What is shown for the arguments of a row that has none (written before rows kept them).
+ARGUMENTS_NOT_RECORDED = "not recorded"
 
 
 def _make_model(database: peewee.Database) -> Any:
@@ -112,6 +129,8 @@ def _make_model(database: peewee.Database) -> Any:
         finished_at = PreciseDateTimeField(null=True, index=True)
         worker_host = peewee.CharField(max_length=NAME_MAX_CHARS, null=True)
         worker_pid = peewee.IntegerField(null=True)
+        # Added after the others: tables of earlier versions gain it in place (create_tables).
+        arguments = LongTextField(null=True)
 
         class Meta:
             table_name = STATUS_TABLE
@@ -133,6 +152,24 @@ def status_table_statements(database_class: type[peewee.Database]) -> list[tuple
     return [database.get_sql_context().sql(statement).query() for statement in statements]
 
 
+#: Columns the status table gained after its first version, in order: tables of earlier versions gain them
+#: in place (:meth:`StatusStore.create_tables`, and the Django integration's migrations).
+UPGRADE_COLUMNS = ("arguments",)
+
+
+def status_table_upgrades(database_class: type[peewee.Database], columns: Iterable[str]) -> list[str]:
+    """The SQL bringing a status table that has ``columns`` to the current shape (``[]``: it has it).
+
+    For programs that change tables their own way (the Django integration's
+    migration), without connecting; :meth:`StatusStore.create_tables` does
+    the same, safe to race.
+    """
+    database = database_class(None, field_types=_field_types(database_class))
+    model = _make_model(database)
+    present = set(columns)
+    return [add_column_statement(database, model, column) for column in UPGRADE_COLUMNS if column not in present]
+
+
 def naive_utc_now() -> datetime:
     """The current time as a naive UTC datetime, the way rows store it."""
     return utc_now().replace(tzinfo=None)
@@ -149,6 +186,34 @@ def _aware(value: datetime | None) -> datetime | None:
 
 def _cut(text: str | None, limit: int) -> str | None:
     return text if text is None or len(text) <= limit else text[:limit - 3] + "..."
+
+
+def fit_arguments(text: str | None) -> str | None:
+    """An arguments text as a row stores it: cut to STATUS_ARGUMENTS_MAX_CHARS and marked when longer."""
+    limit = defaults.STATUS_ARGUMENTS_MAX_CHARS
+    if text is None or len(text) <= limit:
+        return text
+    return text[:limit - len(ARGUMENTS_CUT_MARK)] + ARGUMENTS_CUT_MARK
+
+
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+def ascii_json(text: str | None) -> str | None:
+    """The JSON ``text`` with every character outside ASCII written as its JSON escape: the same value."""
+    if text is None:
+        return None
+    return _NON_ASCII.sub(lambda found: json.dumps(found.group())[1:-1], text)
+
+
+def arguments_text(stored: str | None) -> str:
+    """A row's arguments for a person: indented JSON, the cut text as stored, or "not recorded"."""
+    if stored is None:
+        return ARGUMENTS_NOT_RECORDED
+    try:
+        return json.dumps(json.loads(stored), indent=2, ensure_ascii=False)
+    except ValueError:
+        return stored
 
 
 def fit_text(text: str | None, limit: int | None = None) -> str | None:
@@ -185,6 +250,8 @@ class StatusRecord:
     finished_at: datetime | None = None
     worker_host: str | None = None
     worker_pid: int | None = None
+    #: The JSON of ``{"args": [...], "kwargs": {...}}`` (cut and marked when long), None if not recorded.
+    arguments: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -200,8 +267,18 @@ class StatusRecord:
         for key in ("enqueued_at", "started_at", "finished_at"):
             value = getattr(self, key)
             data[key] = value.isoformat() if value is not None else None
-        data.update(traceback=self.traceback, worker_host=self.worker_host, worker_pid=self.worker_pid)
+        data.update(traceback=self.traceback, worker_host=self.worker_host, worker_pid=self.worker_pid,
+                    arguments=self._arguments_value())
         return data
+
+    def _arguments_value(self) -> Any:
+        """The arguments as JSON data ({"args", "kwargs"}), the text when it was cut, None when not recorded."""
+        if self.arguments is None:
+            return None
+        try:
+            return json.loads(self.arguments)
+        except ValueError:
+            return self.arguments
 
 
 class StatusStore:
@@ -233,9 +310,12 @@ class StatusStore:
     # -- tables ------------------------------------------------------------------------
 
     def create_tables(self) -> None:
-        """Create the status table and its index if missing (idempotent; safe to race with other processes)."""
+        """Create the status table and its index if missing, or upgrade one of an earlier version in place
+        (idempotent; safe to race with other processes)."""
         with self._lock, self._guard("create the status table"):
             create_tables_racing(self.database, [self.model])
+            for column in UPGRADE_COLUMNS:
+                add_column(self.database, self.model, column)
             if isinstance(self.database, peewee.MySQLDatabase) and self.packet_limit is None:
                 self.packet_limit = int(self.database.execute_sql("SELECT @@max_allowed_packet").fetchone()[0])
             self._tables_ready = True
@@ -252,7 +332,8 @@ class StatusStore:
             result=json.loads(row.result) if row.result is not None else None,
             error=row.error, traceback=row.traceback, attempts=row.attempts,
             enqueued_at=_aware(row.enqueued_at), started_at=_aware(row.started_at),
-            finished_at=_aware(row.finished_at), worker_host=row.worker_host, worker_pid=row.worker_pid)
+            finished_at=_aware(row.finished_at), worker_host=row.worker_host, worker_pid=row.worker_pid,
+            arguments=row.arguments)
 
     def get(self, job_id: str) -> StatusRecord | None:
         """Return the row of ``job_id``, or None if there is none."""
@@ -271,10 +352,14 @@ class StatusStore:
     # -- writing -----------------------------------------------------------------------
 
     def _upsert(self, job_id: str, update: dict[str, Any], insert: dict[str, Any]) -> None:
-        """UPDATE the row of ``job_id``; if there is none, INSERT it (one statement when it exists)."""
+        """UPDATE the row of ``job_id``; if there is none, INSERT it (one statement when it exists).
+
+        A callable value in ``insert`` is called only when the row is inserted.
+        """
         model = self.model
         if model.update(update).where(model.id == job_id).execute():
             return
+        insert = {key: value() if callable(value) else value for key, value in insert.items()}
         try:
             model.insert(id=job_id, **insert).execute()
         except peewee.IntegrityError:
@@ -282,22 +367,49 @@ class StatusStore:
             # UPDATE that changed nothing as zero rows.
             model.update(update).where(model.id == job_id).execute()
 
-    def enqueued(self, job_id: str, name: str, queue: str) -> None:
-        """Record ``job_id`` as PENDING. A job id that already SUCCEEDED keeps its row (it will not run again)."""
+    def enqueued(self, job_id: str, name: str, queue: str, arguments: str | None = None) -> None:
+        """Record ``job_id`` as PENDING with its ``arguments`` (JSON text, cut to fit here).
+
+        A job id that already SUCCEEDED keeps its row (it will not run again).
+        """
         self._ready()
         model = self.model
-        values = dict(name=_name(name), queue=_name(queue), status=Status.PENDING.value,
-                      attempts=0, result=None, error=None, traceback=None, enqueued_at=naive_utc_now(),
-                      started_at=None, finished_at=None, worker_host=None, worker_pid=None)
-        with self._guard(f"record job {job_id} as PENDING"):
+
+        def write(spell: Callable[[str | None], str | None]) -> None:
+            values = dict(name=_name(name), queue=_name(queue), status=Status.PENDING.value,
+                          attempts=0, result=None, error=None, traceback=None, enqueued_at=naive_utc_now(),
+                          started_at=None, finished_at=None, worker_host=None, worker_pid=None,
+                          arguments=spell(arguments))
             try:
                 model.insert(id=job_id, **values).execute()
             except peewee.IntegrityError:
                 (model.update(values)
                  .where((model.id == job_id) & (model.status != Status.SUCCESS.value)).execute())
 
-    def started(self, job_id: str, name: str, queue: str, attempt: int | None = None) -> None:
+        self._write_spelling_arguments(f"record job {job_id} as PENDING", write,
+                                       retry=arguments is not None and not arguments.isascii())
+
+    def _write_spelling_arguments(self, what: str, write: Callable[[Callable[[str | None], str | None]], None],
+                                  retry: bool) -> None:
+        """Run ``write(spell)``, ``spell`` making an arguments text fit the row; if the database refuses the
+        row and ``retry``, once more with the arguments in ASCII (JSON escapes), which a MySQL table of a
+        character set without emoji takes: a job's arguments never cost it its row."""
+        try:
+            with self._guard(what):
+                write(lambda text: fit_text(fit_arguments(text)))
+        except StatusRowError:
+            if not retry:
+                raise
+            with self._guard(what):
+                write(lambda text: fit_text(fit_arguments(ascii_json(text))))
+
+    def started(self, job_id: str, name: str, queue: str, attempt: int | None = None,
+                arguments: Callable[[], str | None] | None = None) -> None:
         """Record that attempt ``attempt`` of ``job_id`` started here: STARTED, its number, host and pid.
+
+        A job with no row yet (sent by a producer that does not track it)
+        gets one, with the arguments ``arguments()`` returns (called only
+        then: a row that exists keeps its own).
 
         ``attempts`` becomes the attempt's number, the one its log lines
         show (the message's receive count, which also decides the retries
@@ -309,9 +421,13 @@ class StatusStore:
         now = naive_utc_now()
         common = dict(status=Status.STARTED.value, started_at=now, finished_at=None,
                       worker_host=HOST_NAME[:NAME_MAX_CHARS], worker_pid=worker_pid())
-        with self._guard(f"record job {job_id} as STARTED"):
-            self._upsert(job_id, dict(common, attempts=model.attempts + 1 if attempt is None else attempt),
-                         dict(common, name=_name(name), queue=_name(queue), attempts=attempt or 1))
+        update = dict(common, attempts=model.attempts + 1 if attempt is None else attempt)
+        insert = dict(common, name=_name(name), queue=_name(queue), attempts=attempt or 1)
+
+        def write(spell: Callable[[str | None], str | None]) -> None:
+            self._upsert(job_id, update, dict(insert, arguments=lambda: spell(arguments() if arguments else None)))
+
+        self._write_spelling_arguments(f"record job {job_id} as STARTED", write, retry=arguments is not None)
 
     def ended(self, job_id: str, name: str, queue: str, status: Status, result_json: str | None = None,
               error: str | None = None, traceback: str | None = None) -> None:

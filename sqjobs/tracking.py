@@ -13,7 +13,9 @@ tracked jobs are always checked).
 A tracked job's row (see :mod:`sqjobs.store`) moves through these states:
 
 - ``PENDING``: written by the producer's ``before_enqueue``, before the
-  message is sent (a send that fails removes it again);
+  message is sent (a send that fails removes it again), with the job's
+  arguments (the JSON the body carries, made once for both; a worker that
+  creates the row of a job another producer sent writes them then);
 - ``STARTED``: an attempt began (``attempts`` is its number, the one the
   worker's lines about it show: the message's receive count, which decides
   the retries left, so after ``sqjobs dead --requeue`` it starts again at 1;
@@ -47,6 +49,7 @@ from traceback import format_exception
 from typing import TYPE_CHECKING, Any
 
 from .errors import SkipMessage, StatusStoreError
+from .message import arguments_json
 from .middleware import Middleware
 from .status import Status, encode_result, outcome_error
 
@@ -56,6 +59,11 @@ if TYPE_CHECKING:
     from .message import JobMessage
 
 logger = logging.getLogger("sqjobs.tracking")
+
+
+def _arguments(message: JobMessage) -> str:
+    """The JSON of the message's arguments: the producer's (made once with the body), or made here."""
+    return message.arguments_text or arguments_json(message.args, message.kwargs)
 
 
 class StatusTracking(Middleware):
@@ -73,7 +81,7 @@ class StatusTracking(Middleware):
     def before_enqueue(self, message: JobMessage) -> None:
         """Record a tracked job as PENDING (a SUCCESS row of the same id is kept)."""
         if self._tracked(message):
-            self.app.store.enqueued(message.id, message.name, message.queue)
+            self.app.store.enqueued(message.id, message.name, message.queue, _arguments(message))
 
     def enqueue_failed(self, message: JobMessage, error: BaseException) -> None:
         """The send failed: remove the PENDING row written for it, so no row waits for a job never sent."""
@@ -91,7 +99,8 @@ class StatusTracking(Middleware):
     def before_run(self, job: Job, message: JobMessage) -> None:
         """Record that an attempt started: STARTED, the attempt's number (as its log lines say), host and pid."""
         if self.app.is_tracked(type(job)):
-            self.app.store.started(message.id, job.name, job.queue_name or message.queue, job.attempt or None)
+            self.app.store.started(message.id, job.name, job.queue_name or message.queue, job.attempt or None,
+                                   lambda: _arguments(message))
 
     def after_run(self, job: Job, message: JobMessage, result: Any = None, error: BaseException | None = None) -> None:
         """Record how the attempt ended: SUCCESS with the result, RETRY, or FAILURE on the last attempt."""

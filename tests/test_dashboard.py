@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import json
 import re
 import subprocess
 import sys
@@ -101,6 +103,21 @@ def test_dead_letters_and_their_requeue_name_the_job_id_first(dead_letters: tupl
         headers={"Origin": "http://localhost"}, follow_redirects=True)
     assert f"requeued job {ids[1]} tracked_fails (message {message_id})" in response.get_data(as_text=True)
     assert app.broker.stats("default").dead == 2
+
+
+def test_the_job_page_shows_the_arguments_of_its_row_or_not_recorded(
+        dead_letters: tuple[sqjobs.App, list[str]]) -> None:
+    app, ids = dead_letters
+    client = client_of(app)
+
+    def arguments_on(page: str) -> str:
+        return html.unescape(page.split('<pre class="arguments" id="arguments">')[1].split("</pre>")[0])
+
+    page = client.get(f"/jobs/{ids[0]}").get_data(as_text=True)
+    assert "<script>alert(1)</script>" not in page
+    assert arguments_on(page) == json.dumps({"args": ["<script>alert(1)</script>"], "kwargs": {}}, indent=2)
+    app.store.started("written-by-an-old-worker", "tracked_add", "default")  # no arguments: an earlier version
+    assert arguments_on(client.get("/jobs/written-by-an-old-worker").get_data(as_text=True)) == "not recorded"
 
 
 def test_read_only_hides_every_action_and_refuses_posts(dead_letters: tuple[sqjobs.App, list[str]]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -21,6 +22,8 @@ import pymysql
 import pytest
 
 from sqjobs.brokers.sqlite import SQLiteBroker
+from tests.support import DEADLINE_S, wait_until
+from tests.tools import chromium_path
 
 POSTGRESQL = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "test"}
 MARIADB = {"host": "127.0.0.1", "port": 3306, "user": "root"}
@@ -303,6 +306,7 @@ def test_admin_lists_filters_searches_shows_the_traceback_and_checks_the_requeue
             "found": [i in found for i in {ids!r}],
             "detail": [detail.status_code, "ValueError: exploded: kaboom" in detail.content.decode(),
                        "Traceback" in detail.content.decode(), 'name="_save"' in detail.content.decode()],
+            "arguments": detail.content.decode().split('<pre class="sqjobs-arguments">')[-1].split("</pre>")[0],
             "clerk_sees_action": "requeue_dead_letters" in clerk_page,
             "root_sees_action": "requeue_dead_letters" in listing,
             "refused": refused.status_code, "dead_after_refusal": dead_after_refusal,
@@ -313,6 +317,7 @@ def test_admin_lists_filters_searches_shows_the_traceback_and_checks_the_requeue
     assert pages["failed"] == [False, True, True] and pages["named"] == [True, False, False]
     assert pages["found"] == [False, True, False]
     assert pages["detail"] == [200, True, True, False]
+    assert pages["arguments"] == '{\n  &quot;args&quot;: [\n    &quot;kaboom&quot;\n  ],\n  &quot;kwargs&quot;: {}\n}'
     assert not pages["clerk_sees_action"] and pages["root_sees_action"]
     assert pages["dead_after_refusal"] == 2 and pages["done"]
     stats = project.queue_stats("default")
@@ -323,6 +328,104 @@ def test_admin_lists_filters_searches_shows_the_traceback_and_checks_the_requeue
         from sqjobs.message import decode
         print(json.dumps([decode(m.body, m.message_id).id for m in current_app().broker.peek("default-dead", 10)]))
     """) == [ids[2]]
+
+
+@ALSO_MARIADB
+def test_migrate_upgrades_a_status_table_of_the_earlier_shape_and_its_old_row_shows_not_recorded(
+        project: Project) -> None:
+    # Back to the table the first migration made before rows kept arguments, with a row of then.
+    project.manage("migrate", "sqjobs_django", "0001", "-v", "0")
+    project.shell("""
+        import json
+        from django.db import connection
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE sqjobs_job_status DROP COLUMN arguments")
+            cursor.execute("INSERT INTO sqjobs_job_status (id, name, queue, status, attempts) "
+                           "VALUES ('old-job', 'shop.jobs.add', 'default', 'SUCCESS', 1)")
+        print(json.dumps(True))
+    """)
+    project.manage("migrate", "-v", "0")
+    shown = project.shell("""
+        import json
+        from django.contrib.auth.models import User
+        from django.test import Client
+        from shop.jobs import add
+        from sqjobs_django.models import JobStatus
+        new_id = add.delay(4, 5).id
+        User.objects.create_superuser("root", "root@example.com", "pw")
+        client = Client()
+        client.login(username="root", password="pw")
+        page = client.get("/admin/sqjobs_django/jobstatus/old-job/change/").content.decode()
+        print(json.dumps([page.split('<pre class="sqjobs-arguments">')[-1].split("</pre>")[0],
+                          JobStatus.objects.get(job_id="old-job").arguments,
+                          JobStatus.objects.get(job_id=new_id).arguments]))
+    """)
+    assert shown == ["not recorded", None, '{"args":[4,5],"kwargs":{}}']
+    assert "No changes detected" in project.manage("makemigrations", "--check", "--dry-run", "sqjobs_django").stdout
+
+
+#: Where the browser test leaves its screenshots of the admin for a person to look at.
+ADMIN_SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "_static"
+
+
+@pytest.mark.tools("chromium")
+@pytest.mark.parametrize("project", ["sqlite"], indirect=True)
+def test_in_a_browser_the_admin_list_fits_1280_pixels_and_the_detail_page_shows_the_arguments(
+        project: Project) -> None:
+    from playwright.sync_api import sync_playwright
+
+    project.shell("""
+        import json
+        from django.contrib.auth.models import User
+        from shop.jobs import add, explode
+        from sqjobs.app import current_app
+        User.objects.create_superuser("root", "root@example.com", "pw")
+        for n in range(3):
+            add.apply_async(args=(n, n), job_id=f"order-{n}-" + "0123456789abcdef" * 7)
+        explode.delay("kaboom " * 30)
+        # A row as long as a row gets: names and id at their limits, long arguments.
+        arguments = json.dumps({"args": [{"customer": "ACME " * 20, "lines": list(range(300))}], "kwargs": {}})
+        current_app().store.enqueued("d" * 128, "billing.invoices." + "regenerate_invoice_pdfs_" * 10,
+                                     "reports-for-the-finance-department-" * 7, arguments)
+        print(json.dumps(True))
+    """)
+    project.manage("sqjobs", "worker", "default", "--burst")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+                              cwd=project.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}/admin/"
+    try:
+        wait_until(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, what="runserver listening")
+        with sync_playwright() as driver:
+            browser = driver.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(base)
+            page.fill("#id_username", "root")
+            page.fill("#id_password", "pw")
+            page.click("input[type=submit]")
+            page.goto(base + "sqjobs_django/jobstatus/")
+            assert page.locator("#result_list tbody tr").count() == 5
+            # The admin puts the table in a box that scrolls sideways: neither the page nor that box may.
+            widths = page.evaluate("""() => {
+                const box = document.querySelector('#result_list').closest('.results');
+                return [document.documentElement.scrollWidth, box.scrollWidth, box.clientWidth]; }""")
+            page.screenshot(path=str(ADMIN_SCREENSHOTS / "django-admin-list.png"), full_page=True)
+            assert widths[0] <= 1280, f"the page scrolls sideways: {widths}"
+            assert widths[1] <= widths[2], f"the list is wider than its box: {widths}"
+            full_id = page.locator("#result_list tbody tr th span[title]").first.get_attribute("title")
+            assert full_id == "d" * 128
+            page.locator("#result_list tbody tr th a").first.click()  # the latest: the long row
+            page.wait_for_selector("pre.sqjobs-arguments")
+            arguments = page.locator("pre.sqjobs-arguments").inner_text()
+            page.screenshot(path=str(ADMIN_SCREENSHOTS / "django-admin-detail.png"), full_page=True)
+            assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(DEADLINE_S)
+    assert json.loads(arguments)["args"][0]["lines"] == list(range(300))
 
 
 def test_delay_on_commit_sends_on_commit_and_nothing_on_rollback(project: Project) -> None:

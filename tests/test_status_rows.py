@@ -208,18 +208,25 @@ def test_rows_a_database_refuses_are_failures_and_their_messages_dead_lettered(t
     raised = jobs.tracked_fails.delay("\N{GRINNING FACE}")  # its error text cannot be stored
     returned = jobs.tracked_add.delay("\N{GRINNING FACE}", "!")  # succeeds; its result cannot be stored
     good = jobs.tracked_add.delay(20, 22)
+    foreign = new_job_id()  # another producer's: the worker writes its row, arguments included
+    broker.send("default", _b64({"id": foreign, "name": "tracked_add", "args": ["\N{GRINNING FACE}", "?"]}))
     log = _run_burst(config)
     assert "status database unavailable" not in log
     assert "Traceback" not in log
-    for handle in (raised, returned):
-        record = _row(utf8mb3_url, handle.id)
+    for job_id in (raised.id, returned.id, foreign):
+        record = _row(utf8mb3_url, job_id)
         assert record.status is Status.FAILURE, log
         assert record.error is not None and record.error.startswith(
             "StatusRowError: its status could not be recorded: status database ")
         assert "Incorrect string value" in record.error and len(record.error) <= runner.STATUS_ROW_REASON_MAX_CHARS
     assert (_row(utf8mb3_url, good.id).status, good.result) == (Status.SUCCESS, 42)
+    # The arguments the table's character set cannot hold are kept in JSON escapes: the same value.
+    assert json.loads(_row(utf8mb3_url, returned.id).arguments or "") == {"args": ["\N{GRINNING FACE}", "!"],
+                                                                          "kwargs": {}}
+    assert json.loads(_row(utf8mb3_url, foreign).arguments or "") == {"args": ["\N{GRINNING FACE}", "?"],
+                                                                      "kwargs": {}}
     dead = {message.message_id: message.attributes[REASON_ATTRIBUTE] for message in broker.peek("default-dead")}
-    assert len(dead) == 2
+    assert len(dead) == 3
     assert all(reason.startswith("its status could not be recorded: ") for reason in dead.values()), dead
     assert broker.stats("default").visible == broker.stats("default").in_flight == 0
 

@@ -21,7 +21,7 @@ from ..errors import SQJobsError, UnknownQueueError
 from ..held import queue_counts
 from ..message import UNDECODABLE_PREFIX, glimpse
 from ..metrics_export import periodic_schedules
-from ..store import StatusRecord
+from ..store import StatusRecord, arguments_text
 from ..unique import requeue_dead
 
 if TYPE_CHECKING:
@@ -144,6 +144,11 @@ class JobView:
     whereabouts: list[str] = field(default_factory=list)
     #: Queue of a dead letter found for it, with the letter's id and reason.
     dead_in: tuple[str, str, str] | None = None
+
+    @property
+    def arguments(self) -> str:
+        """The job's arguments from its row, for a person: indented JSON, cut text, or "not recorded"."""
+        return arguments_text(self.record.arguments if self.record is not None else None)
 
 
 def find_job(app: App, job_id: str) -> JobView:

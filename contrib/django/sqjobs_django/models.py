@@ -7,7 +7,9 @@
 The table is sqjobs' own (``sqjobs_job_status``, created by the migration
 with sqjobs' DDL, or by sqjobs itself): the model is unmanaged. It reads
 Django's ``default`` database, where the rows are unless ``[sqjobs]
-database`` says otherwise.
+database`` says otherwise. ``arguments`` is the text sqjobs stored (the
+JSON of the job's arguments, or NULL for rows written before rows kept
+them); ``arguments_text`` shows it to a person.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from django.db import models
 
 from sqjobs.message import ID_MAX_CHARS
 from sqjobs.states import Status
-from sqjobs.store import NAME_MAX_CHARS, STATUS_TABLE
+from sqjobs.store import NAME_MAX_CHARS, STATUS_TABLE, arguments_text
 
 
 class UTCDateTimeField(models.DateTimeField):
@@ -75,6 +77,8 @@ class JobStatus(models.Model):
     finished_at = UTCDateTimeField(null=True, blank=True)
     worker_host = models.CharField(max_length=NAME_MAX_CHARS, null=True, blank=True)
     worker_pid = models.IntegerField(null=True, blank=True)
+    #: The JSON of ``{"args": [...], "kwargs": {...}}`` as text (cut and marked when long); None: not recorded.
+    arguments = models.TextField(null=True, blank=True)
 
     class Meta:
         managed = False
@@ -86,6 +90,11 @@ class JobStatus(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} {self.job_id} {self.status}"
+
+    @property
+    def arguments_text(self) -> str:
+        """The arguments for a person: indented JSON, the cut text as stored, or "not recorded"."""
+        return arguments_text(self.arguments)
 
     @property
     def finished(self) -> bool:
