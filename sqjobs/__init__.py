@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "App": "app", "configure": "app", "current_app": "app", "get_broker": "app",
     "Job": "job", "PeriodicJob": "job", "ResultJob": "job", "job": "job", "JobFunction": "job", "SendOptions": "job",
-    "registry": "registry", "cancel": "cancellation", "Cancellation": "cancellation",
+    "registry": "registry", "cancel": "app", "Cancellation": "cancelling",
     "Middleware": "middleware",
     "JobHandle": "status", "Status": "status", "get_job": "app",
     "create_eager_broker": "seed", "create_sqs_broker": "seed",
@@ -42,8 +42,8 @@ __all__ = ["App", "Cancellation", "ConfigError", "Job", "JobFunction", "JobHandl
     "registry"]
 
 if TYPE_CHECKING:
-    from .app import App, configure, current_app, get_broker, get_job
-    from .cancellation import Cancellation, cancel
+    from .app import App, cancel, configure, current_app, get_broker, get_job
+    from .cancelling import Cancellation
     from .errors import (
         ConfigError,
         JobNotCancellableError,

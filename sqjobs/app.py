@@ -19,7 +19,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .brokers import EAGER_URLS, Broker, broker_url_problem, create_broker
-from .cancelling import CancellationCheck
+from .cancelling import Cancellation, CancellationCheck, cancel_job
 from .config import Settings, load_settings
 from .eager import run_now
 from .errors import ConfigError, JobNotFoundError
@@ -314,3 +314,16 @@ def get_job(job_id: str, app: App | None = None) -> JobHandle[Any]:
     if record is None:
         raise JobNotFoundError(f"no status row for job {job_id} (not tracked, unknown, or pruned)")
     return JobHandle.from_record(record, chosen)
+
+
+def cancel(job_id: str, app: App | None = None, *, sent_cancellable: bool = False) -> Cancellation:
+    """Cancel job ``job_id`` if it has not started; return what happened (``sqjobs.cancel``; :mod:`sqjobs.cancelling`).
+
+    ``app`` None: the default application. ``sent_cancellable`` says the
+    caller knows the job was sent cancellable (a handle does): then a job
+    without a status row counts as cancelled. Raises InvalidJobIdError for
+    an id no job can have (nothing is looked up or stored),
+    StatusStoreError when the database cannot be reached (then nothing was
+    recorded).
+    """
+    return cancel_job(app or current_app(), job_id, sent_cancellable=sent_cancellable)

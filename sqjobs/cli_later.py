@@ -11,8 +11,8 @@ import sys
 
 import click
 
+from .app import cancel as cancel_job
 from .app import current_app
-from .cancellation import cancel as cancel_job
 from .cli_common import config_option, configure_app
 from .unique import UniqueKeys
 

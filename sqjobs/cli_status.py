@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from .cancellation import CANCELLED_TABLE, Cancellations
+from .cancelling import CANCELLED_TABLE, Cancellations
 from .cli_common import config_option
 from .config import load_settings
 from .errors import JobNotFoundError

@@ -162,7 +162,7 @@ class JobNotCancellableError(StatusError):
     """``handle.cancel()`` on a job no worker checks for cancellation: untracked, and not sent cancellable.
 
     Nothing is recorded: such a job runs whatever the database says (see
-    ``sqjobs.cancellation``).
+    ``sqjobs.cancelling``).
     """
 
 

@@ -89,7 +89,7 @@ class Job:
     #: At most one job with these arguments waiting or running: the unique key is made from the job's
     #: name and arguments (see ``sqjobs.unique``); ``apply_async(unique_key=...)`` names one instead.
     unique: ClassVar[bool] = False
-    #: Untracked jobs: every message may be cancelled (``sqjobs.cancellation``): the worker then reads the status
+    #: Untracked jobs: every message may be cancelled (``sqjobs.cancelling``): the worker then reads the status
     #: database before each attempt. ``apply_async(cancellable=True)`` asks it for one message; tracked jobs always may.
     cancellable: ClassVar[bool] = False
     #: Periodic jobs: a cron expression and the IANA time zone it is read in.

@@ -28,7 +28,7 @@ beater when due (:mod:`sqjobs.held`). ``unique_key`` (or a job with
 job's handle is returned. ``cancellable=True`` (or a job with
 ``cancellable = True``) marks the message with the header
 ``sqjobs-cancellable``, so that a worker checks it for cancellation
-(:mod:`sqjobs.cancellation`; tracked jobs are checked without it). Eager
+(:mod:`sqjobs.cancelling`; tracked jobs are checked without it). Eager
 mode runs the job at once: it neither waits nor takes a key, and nothing is
 left to cancel.
 

@@ -161,7 +161,7 @@ class JobHandle(Generic[R]):
         return self.status in FINISHED
 
     def cancel(self) -> Cancellation:
-        """Cancel the job if it has not started (see :mod:`sqjobs.cancellation`); return what happened.
+        """Cancel the job if it has not started (see :mod:`sqjobs.cancelling`); return what happened.
 
         A running or finished job is not cancelled (``bool(result)`` is
         False and ``result.message`` says why). Raises JobNotCancellableError

@@ -7,7 +7,7 @@ neither middleware is installed). An untracked job has no status row and
 never touches the database (it runs while the database is down), unless it
 was sent cancellable (``@job(cancellable=True)``,
 ``apply_async(cancellable=True)``): then a worker reads the database once
-per attempt to check that it was not cancelled (:mod:`sqjobs.cancellation`;
+per attempt to check that it was not cancelled (:mod:`sqjobs.cancelling`;
 tracked jobs are always checked).
 
 A tracked job's row (see :mod:`sqjobs.store`) moves through these states:
@@ -29,7 +29,7 @@ A tracked job's row (see :mod:`sqjobs.store`) moves through these states:
 - ``DEAD``: the message went to the dead-letter queue without this job
   failing (no worker knew the job's name). Only a row that already exists is
   set to DEAD; nothing is created for unknown names;
-- ``CANCELLED``: cancelled before it started (:mod:`sqjobs.cancellation`
+- ``CANCELLED``: cancelled before it started (:mod:`sqjobs.cancelling`
   writes it, at the cancel and again when a worker deletes the message).
 
 The duplicate guard: a tracked job id that already SUCCEEDED and is

@@ -16,7 +16,7 @@ import sqjobs
 from sqjobs.brokers.base import Broker
 from sqjobs.brokers.memory import MemoryBroker
 from sqjobs.brokers.sqlite import SQLiteBroker
-from sqjobs.cancellation import Cancellations
+from sqjobs.cancelling import Cancellations
 from sqjobs.cli import main
 from sqjobs.dashboard.data import queue_stats
 from sqjobs.errors import InvalidJobIdError

@@ -25,7 +25,7 @@ import sqjobs
 from sqjobs.beater import Beater, BeatStore
 from sqjobs.brokers.sqlite import SQLiteBroker
 from sqjobs.brokers.sqs import SQSBroker
-from sqjobs.cancellation import Cancellations
+from sqjobs.cancelling import Cancellations
 from sqjobs.cli import main
 from sqjobs.config import Settings
 from sqjobs.dashboard.data import queue_stats

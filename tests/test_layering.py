@@ -318,7 +318,7 @@ WORKER_SIDE = ("runner", "execution", "eager", "worker", "jobprocess", "pipeline
 
 def test_what_sits_below_the_application_never_reaches_up_to_it() -> None:
     graph = import_graph(package_modules())
-    above = {"sqjobs.app", "sqjobs.job", "sqjobs.cancellation"}
+    above = {"sqjobs.app", "sqjobs.job"}
     reaching = {name: sorted(_reached(graph, f"sqjobs.{name}") & above) for name in BELOW_THE_APP}
     assert {name: found for name, found in reaching.items() if found} == {}
 
