@@ -97,6 +97,26 @@ _ERROR_MEANINGS = {
 }
 
 
+#: The one statement that stores a message (its parameters: :func:`_row`).
+_INSERT = ("INSERT INTO sqjobs_messages (queue, message_id, body, attributes, group_id, sent_at, visible_at)"
+           " VALUES (?, ?, ?, ?, ?, ?, ?)")
+
+
+def _attributes_text(attributes: dict[str, str]) -> str:
+    """The attributes column for ``attributes``: JSON as ``json.dumps`` writes it, ``{}`` for none.
+
+    Every write of the column goes through here; :meth:`SQLiteBroker._message`
+    reads a row whose column is exactly ``{}`` without parsing it.
+    """
+    return json.dumps(attributes) if attributes else "{}"
+
+
+def _row(queue: str, message_id: str, message: OutgoingMessage, now: float) -> tuple[Any, ...]:
+    """The parameters of :data:`_INSERT` for ``message`` sent on ``queue`` at ``now`` (seconds since the epoch)."""
+    return (queue, message_id, message.body, _attributes_text(message.attributes), message.group_id, now,
+            now + max(message.delay_s, 0))
+
+
 def _lenient_text(raw: object) -> str:
     """Text of a column read as bytes; bytes that are not UTF-8 are replaced (ids and names only)."""
     if isinstance(raw, bytes):
@@ -298,16 +318,6 @@ class SQLiteBroker(Broker):
                 db.execute("INSERT OR IGNORE INTO sqjobs_queues (name, created_at) VALUES (?, ?)",
                            (name, self.clock()))
 
-    def _insert(self, db: sqlite3.Connection, queue: str, message: OutgoingMessage, now: float) -> str:
-        message_id = os.urandom(16).hex()
-        db.execute(
-            "INSERT INTO sqjobs_messages (queue, message_id, body, attributes, group_id, sent_at, visible_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (queue, message_id, message.body, json.dumps(message.attributes), message.group_id, now,
-             now + max(message.delay_s, 0)),
-        )
-        return message_id
-
     def send(self, queue: str, body: str, delay_s: float = 0, attributes: dict[str, str] | None = None,
              group_id: str | None = None, dedup_id: str | None = None) -> str:
         return self.send_batch(queue, [OutgoingMessage(body, delay_s, attributes or {}, group_id, dedup_id)])[0]
@@ -315,17 +325,14 @@ class SQLiteBroker(Broker):
     def send_batch(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[str]:
         self.ensure_queue(queue)
         now = self.clock()
-        if len(messages) == 1:
-            with self._write(f"store a message on {queue!r}") as db:
-                return [self._insert(db, queue, messages[0], now)]
         ids = [os.urandom(16).hex() for _ in messages]
-        rows = [(queue, message_id, message.body, json.dumps(message.attributes) if message.attributes else "{}",
-                 message.group_id, now, now + max(message.delay_s, 0))
-                for message_id, message in zip(ids, messages, strict=True)]
-        with self._write(f"store {len(messages)} message(s) on {queue!r}") as db:
-            db.executemany(
-                "INSERT INTO sqjobs_messages (queue, message_id, body, attributes, group_id, sent_at, visible_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        rows = [_row(queue, message_id, message, now) for message_id, message in zip(ids, messages, strict=True)]
+        what = f"store {len(rows)} message(s)" if len(rows) != 1 else "store a message"
+        with self._write(f"{what} on {queue!r}") as db:
+            if len(rows) == 1:
+                db.execute(_INSERT, rows[0])  # one row: execute, which costs less than executemany
+            else:
+                db.executemany(_INSERT, rows)
         return ids
 
     def _message(self, queue: str, row: tuple, receipt: str, received: bool = False) -> ReceivedMessage:
@@ -536,7 +543,7 @@ class SQLiteBroker(Broker):
             moved = db.execute(
                 "UPDATE sqjobs_messages SET queue = ?, attributes = ?, visible_at = ?, receive_count = ?,"
                 " receipt = NULL WHERE id = ? AND receipt = ?",
-                (target, json.dumps(attributes), self.clock() + max(delay_s, 0), receive_count,
+                (target, _attributes_text(attributes), self.clock() + max(delay_s, 0), receive_count,
                  self._row_id(message.receipt), message.receipt),
             ).rowcount
         if not moved:
