@@ -154,8 +154,9 @@ def when_free(statement: Callable[[], T]) -> T:
 
     The broker's connections have no SQLite busy handler: it sleeps 1 ms,
     then 2, 5, 10 ms..., while another worker's claim or delete holds the
-    write lock for about 0.1 ms, so two busy workers would lose most of that
-    sleep on every collision. Gives up (raises SQLite's "database is
+    write lock for a small part of that, so two busy workers would lose most
+    of that sleep on every collision (the figures: docs/explanation/benchmarks.rst,
+    "Waiting for the write lock"). Gives up (raises SQLite's "database is
     locked") after BUSY_TIMEOUT_S.
     """
     waited = 0
