@@ -326,14 +326,15 @@ class SQLiteBroker(Broker):
     def send_batch(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[str]:
         self.ensure_queue(queue)
         now = self.clock()
+        if len(messages) == 1:  # .delay(): execute costs less than executemany
+            message_id = os.urandom(16).hex()
+            with self._write(f"store a message on {queue!r}") as db:
+                db.execute(_INSERT, _row(queue, message_id, messages[0], now))
+            return [message_id]
         ids = [os.urandom(16).hex() for _ in messages]
         rows = [_row(queue, message_id, message, now) for message_id, message in zip(ids, messages, strict=True)]
-        what = f"store {len(rows)} message(s)" if len(rows) != 1 else "store a message"
-        with self._write(f"{what} on {queue!r}") as db:
-            if len(rows) == 1:
-                db.execute(_INSERT, rows[0])  # one row: execute, which costs less than executemany
-            else:
-                db.executemany(_INSERT, rows)
+        with self._write(f"store {len(rows)} message(s) on {queue!r}") as db:
+            db.executemany(_INSERT, rows)
         return ids
 
     def _message(self, queue: str, row: tuple, receipt: str, received: bool = False) -> ReceivedMessage:
