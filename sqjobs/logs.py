@@ -24,8 +24,22 @@ import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-#: The format of every sqjobs command's log lines.
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]%(sqjobs_job)s: %(message)s"
+
+def log_line(time_text: str, level: str, logger_name: str, pid: object, job: str, message: str) -> str:
+    """The one place a line's parts are put together: LOG_FORMAT, :class:`Formatter` and :func:`info_line`.
+
+    ``job`` is :func:`job_text` of the job's id ("" on a line of no job).
+    """
+    return f"{time_text} {level} {logger_name}[{pid}]{job}: {message}"
+
+
+def job_text(job_id: str | None) -> str:
+    """What a line says of the job ``job_id`` (None or "": no job, nothing said)."""
+    return f" job {job_id}" if job_id else ""
+
+
+#: The format of every sqjobs command's log lines, as ``logging`` spells it (made by :func:`log_line`).
+LOG_FORMAT = log_line("%(asctime)s", "%(levelname)s", "%(name)s", "%(process)d", "%(sqjobs_job)s", "%(message)s")
 #: Levels ``--log-level`` and ``[sqjobs] log_level`` take.
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -58,11 +72,10 @@ class Formatter(logging.Formatter):
         """The line for ``record``: LOG_FORMAT filled in directly (a line per job: the cost counts)."""
         job = getattr(record, "sqjobs_job", None)
         if job is None:
-            job_id = current_job.get()
-            job = record.sqjobs_job = f" job {job_id}" if job_id else ""
+            job = record.sqjobs_job = job_text(current_job.get())
         record.message = record.getMessage()
         record.asctime = self.formatTime(record)
-        line = f"{record.asctime} {record.levelname} {record.name}[{record.process}]{job}: {record.message}"
+        line = log_line(record.asctime, record.levelname, record.name, record.process, job, record.message)
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
@@ -159,9 +172,9 @@ def info_line(logger: logging.Logger, text: str) -> None:
     When logging is as :func:`setup` left it (its one handler, no filter,
     no handler of the application's on the way), the line is written
     straight to that handler's stream, under its lock, in LOG_FORMAT: the
-    text ``logger.info`` would write, at a third of the cost (no record,
-    no walk through the handlers). Any other logging configuration gets the
-    line through ``logger.info``, as usual.
+    text ``logger.info`` would write, without making a record or walking
+    the handlers (the cost: docs/explanation/benchmarks.rst). Any other
+    logging configuration gets the line through ``logger.info``, as usual.
     """
     handler = _only_own_handler(logger)
     formatter = handler.formatter if handler is not None else None
@@ -169,9 +182,8 @@ def info_line(logger: logging.Logger, text: str) -> None:
         logger.info("%s", text)
         return
     now_ns = time.time_ns()
-    job_id = current_job.get()
-    line = (f"{formatter.time_text(now_ns / 1e9, (now_ns % 1_000_000_000) // 1_000_000)} INFO {logger.name}[{_pid}]"
-            f"{f' job {job_id}' if job_id else ''}: {text}{handler.terminator}")
+    time_text = formatter.time_text(now_ns / 1e9, (now_ns % 1_000_000_000) // 1_000_000)
+    line = log_line(time_text, "INFO", logger.name, _pid, job_text(current_job.get()), text) + handler.terminator
     handler.acquire()
     try:
         handler.stream.write(line)

@@ -170,6 +170,36 @@ def check_json_value(value: Any, where: str) -> None:
         stack.extend(reversed(nested))
 
 
+#: In a JSON text, what may spell a lone surrogate once parsed: an escape, or a surrogate itself.
+_MAY_HOLD_SURROGATE = re.compile("\\\\u|[\ud800-\udfff]")
+
+
+def _plainly_strict(text: str) -> bool:
+    """True when the values parsed from JSON ``text`` are known strict JSON without the walk above.
+
+    The fast path of :func:`decode`, which skips :func:`check_json_value`
+    (and so every rule it applies) for most messages. The invariant, pinned
+    by a property test (tests/test_message_properties.py): for a text that
+    :func:`loads_strict` accepts, when this says True, check_json_value
+    accepts every value parsed from it. It holds because of what parsing
+    leaves to the walk: JSON gives only None, bool, int, float, str, list
+    and dict with string keys; loads_strict refuses NaN, Infinity and
+    floats too large; so a value can break only two rules, and each needs
+    something in the text this looks for:
+
+    - a lone surrogate needs a ``\\u`` escape, or a surrogate in the text;
+    - nesting :data:`MAX_JSON_DEPTH` deep needs that many ``[`` and ``{``.
+
+    A rule added to check_json_value must either be one parsing cannot
+    break, or be looked for here too (the property test fails otherwise).
+    """
+    if text.count("[") + text.count("{") >= MAX_JSON_DEPTH:
+        return False
+    if text.isascii():  # a surrogate needs an escape then
+        return "\\u" not in text
+    return _MAY_HOLD_SURROGATE.search(text) is None
+
+
 def job_id_problem(job_id: str) -> str | None:
     """Say how ``job_id`` breaks :data:`ID_RULE` (too long, a control character, a '/'...), or None when it keeps it."""
     if len(job_id) > ID_MAX_CHARS:
@@ -340,24 +370,6 @@ def _finite_float(literal: str) -> float:
     return value
 
 
-#: In a JSON text, what may spell a lone surrogate once parsed: an escape, or a surrogate itself.
-_MAY_HOLD_SURROGATE = re.compile("\\\\u|[\ud800-\udfff]")
-
-
-def _plainly_strict(text: str) -> bool:
-    """True when the values parsed from ``text`` need no walk to be known strict JSON.
-
-    :func:`loads_strict` refuses NaN, Infinity and numbers too large; what
-    is left to check is lone surrogates (they need an escape, or a
-    surrogate in the text) and depth (it needs that many brackets).
-    """
-    if text.count("[") + text.count("{") >= MAX_JSON_DEPTH:
-        return False
-    if text.isascii():  # a surrogate needs an escape then
-        return "\\u" not in text
-    return _MAY_HOLD_SURROGATE.search(text) is None
-
-
 #: One decoder for every message (``json.loads`` with hooks would build one per call).
 _STRICT_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
 
@@ -459,10 +471,12 @@ def decode(body: str, fallback_id: str) -> JobMessage:
         raise MalformedMessageError(f"body cannot be read: {type(exc).__name__}: {exc}") from None
 
 
-def _decode(body: str, fallback_id: str) -> JobMessage:
+def _decode(body: str, fallback_id: str, walk_all: bool = False) -> JobMessage:
+    """:func:`decode` without its last net; ``walk_all``: walk every body, as if none were plainly strict
+    (tests compare that with the fast path)."""
     text = _body_to_json_text(body)
     data = _parse(text)
-    walk = not _plainly_strict(text)
+    walk = walk_all or not _plainly_strict(text)
     if not isinstance(data, dict):
         raise MalformedMessageError(f"body is JSON {type(data).__name__}, not an object")
     name = data.get("name")

@@ -94,7 +94,13 @@ PASSED_THROUGH = (RejectMessage, SkipMessage, StatusStoreError)
 
 
 class MiddlewareChain:
-    """The middleware of one application, called in order, each one's failure kept to itself."""
+    """The middleware of one application, called in order, each one's failure kept to itself.
+
+    The hooks around a job are not called from here: the producer calls
+    :meth:`announcers`' ``before_enqueue`` and the runner
+    :meth:`around`'s ``before_run`` and ``after_run`` itself, so that only
+    the middleware that apply to the job class are called.
+    """
 
     def __init__(self, middleware: Iterable[Middleware] = ()) -> None:
         self.middleware: list[Middleware] = list(middleware)
@@ -136,25 +142,10 @@ class MiddlewareChain:
                 and (job_class is None or item.runs_for(job_class))]
         return known
 
-    def before_enqueue(self, message: JobMessage) -> None:
-        """Call every ``before_enqueue``; an exception propagates (the send is refused)."""
-        for item in self.middleware:
-            item.before_enqueue(message)
-
     def enqueue_failed(self, message: JobMessage, error: BaseException) -> None:
         """Call every ``enqueue_failed``; failures are logged (the send's own error is what the caller gets)."""
         for item in self.middleware:
             self.call(item, "enqueue_failed", message, error, passed_through=())
-
-    def before_run(self, job: Job, message: JobMessage) -> None:
-        """Call every ``before_run``; RejectMessage, SkipMessage and StatusStoreError propagate, the rest is logged."""
-        for item in self.middleware:
-            self.call(item, "before_run", job, message)
-
-    def after_run(self, job: Job, message: JobMessage, result: Any = None, error: BaseException | None = None) -> None:
-        """Call every ``after_run`` (last first, like unwinding); StatusStoreError propagates, the rest is logged."""
-        for item in reversed(self.middleware):
-            self.call(item, "after_run", job, message, result, error)
 
     def after_dead_letter(self, message: JobMessage | str, reason: str) -> None:
         """Call every ``after_dead_letter``; failures are logged."""

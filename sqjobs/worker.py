@@ -77,8 +77,8 @@ DELETE_DELAY_S = 0.2
 #: Weight of the newest job duration in the running average that sizes how far ahead the worker receives.
 DURATION_WEIGHT = 0.2
 #: Receives a worker with a job process holds ahead of its threads once its jobs prove quick: one runs down in
-#: the job process while the next is received, so the job process does not wait for the broker (~10 % more
-#: jobs/s for quick jobs in bench/peers.py than one receive ahead).
+#: the job process while the next is received, so the job process does not wait for the broker (what it
+#: gained: docs/explanation/benchmarks.rst, "Two receives ahead").
 RECEIVES_AHEAD = 2
 #: Finished messages a worker whose broker deletes while it receives leaves to its next receive; more are
 #: deleted at once.

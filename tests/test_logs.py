@@ -43,3 +43,21 @@ def test_the_direct_line_is_the_line_logging_writes_and_gives_way_to_an_applicat
     assert re.fullmatch(r"INFO sqjobs\.runner\[\d+\] job j42: inside", inside)
     assert both.endswith(": to both")
     assert result.stdout.strip() == "['to both']", "the application's handler got it; the level held back the last"
+
+
+def test_logging_own_format_and_sqjobs_formatter_write_the_same_line() -> None:
+    """LOG_FORMAT as ``logging`` fills it in and :class:`logs.Formatter` give one text, with and without a job."""
+    import logging
+
+    from sqjobs import logs
+
+    ours, plain = logs.Formatter(), logging.Formatter(logs.LOG_FORMAT)
+    for job_id in (None, "j42"):
+        record = logging.LogRecord("app.mail", logging.WARNING, __file__, 1, "sent to %s", (42,), None)
+        token = logs.current_job.set(job_id)
+        try:
+            line = ours.format(record)  # sets record.sqjobs_job, which LOG_FORMAT names
+        finally:
+            logs.current_job.reset(token)
+        assert line == plain.format(record)
+        assert line.endswith(f" WARNING app.mail[{record.process}]{' job j42' if job_id else ''}: sent to 42"), line

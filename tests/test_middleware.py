@@ -99,3 +99,13 @@ def test_a_middleware_that_cannot_be_loaded_names_the_setting(tmp_path: Path) ->
     sqjobs.configure(str(config))
     with pytest.raises(ConfigError, match=r"\[sqjobs\] middleware: cannot import 'no_such_module'"):
         jobs.record_job.delay(str(tmp_path / "out.txt"), "x")
+
+
+def test_the_chain_has_one_way_to_call_the_hooks_around_a_job() -> None:
+    """``before_enqueue``, ``before_run`` and ``after_run`` are called on what ``announcers`` and ``around``
+    return (the middleware that apply to the job class), never on the whole chain, which would skip
+    ``runs_for``: the chain offers no second way."""
+    from sqjobs.middleware import Middleware, MiddlewareChain
+
+    for hook in ("before_enqueue", "before_run", "after_run"):
+        assert hasattr(Middleware, hook) and not hasattr(MiddlewareChain, hook), hook

@@ -3,6 +3,7 @@ full disks and read-only files reported in one line."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import sqjobs
-from sqjobs.brokers.base import REASON_ATTRIBUTE
+from sqjobs.brokers.base import REASON_ATTRIBUTE, OutgoingMessage
 from sqjobs.brokers.memory import MemoryBroker
 from sqjobs.brokers.sqlite import SQLiteBroker
 from sqjobs.errors import BrokerError, MalformedMessageError
@@ -89,6 +90,53 @@ def test_messages_survive_a_new_broker_on_the_same_file(tmp_path: Path) -> None:
     [message] = SQLiteBroker(str(tmp_path / "queue.db")).receive("q", 1)
     assert message.body == "kept"
 
+
+
+#: Rows as sqjobs before one row builder wrote them (its single-row path: ``json.dumps`` of the attributes,
+#: ``{}`` for none too; its batch path: the same, ``{}`` written directly): (message id, attributes column,
+#: group, the attributes read back).
+EARLIER_ROWS = [
+    ("plain", "{}", None, {}),
+    ("with-attributes", '{"sqjobs-dead-reason": "caf\\u00e9 \\u2603", "sqjobs-origin-queue": "q"}', None,
+     {"sqjobs-dead-reason": "caf\u00e9 \u2603", "sqjobs-origin-queue": "q"}),
+    ("grouped", '{"k": "v"}', "g1", {"k": "v"}),
+]
+
+
+def test_rows_written_by_earlier_versions_are_read_as_before(tmp_path: Path) -> None:
+    path = tmp_path / "queue.db"
+    broker = SQLiteBroker(str(path))
+    broker.ensure_queue("q")
+    with sqlite3.connect(path) as db:
+        for message_id, attributes, group, _ in EARLIER_ROWS:
+            db.execute("INSERT INTO sqjobs_messages (queue, message_id, body, attributes, group_id, sent_at,"
+                       " visible_at) VALUES ('q', ?, 'e30=', ?, ?, 1700000000.5, 0)", (message_id, attributes, group))
+    db.close()
+    received = {message.message_id: message for message in receive_all(broker, "q", len(EARLIER_ROWS))}
+    for message_id, _, group, attributes in EARLIER_ROWS:
+        message = received[message_id]
+        assert (message.body, message.attributes, message.group_id, message.sent_at, message.receive_count) == \
+            ("e30=", attributes, group, 1700000000.5, 1), message_id
+
+
+def test_one_message_and_a_batch_store_attributes_alike(tmp_path: Path) -> None:
+    """One row builder: a send and a batch send write the same attributes column, read back the same."""
+    path = tmp_path / "queue.db"
+    broker = SQLiteBroker(str(path))
+    cases = [{}, {"a": "1"}, {"reason": "caf\u00e9 \u2603 \U0001d11e", "quote": '"\\'}]
+    for index, attributes in enumerate(cases):
+        broker.send("one", f"m{index}", attributes=attributes, group_id="g" if index else None)
+    broker.send_batch("many", [OutgoingMessage(f"m{index}", 0, attributes, "g" if index else None)
+                               for index, attributes in enumerate(cases)])
+    with sqlite3.connect(path) as db:
+        stored = {queue: [tuple(row) for row in db.execute(
+            "SELECT body, attributes, typeof(attributes), group_id FROM sqjobs_messages WHERE queue = ? ORDER BY id",
+            (queue,))] for queue in ("one", "many")}
+    db.close()
+    assert stored["one"] == stored["many"]
+    assert [row[1] for row in stored["one"]] == ["{}", *(json.dumps(attributes) for attributes in cases[1:])]
+    for queue in ("one", "many"):
+        assert [m.attributes for m in sorted(receive_all(broker, queue, 3), key=lambda m: m.body)] == cases
 
 # -- rows that cannot be read, full disks, read-only files ---------------------------------------
 

@@ -97,6 +97,26 @@ _ERROR_MEANINGS = {
 }
 
 
+#: The one statement that stores a message (its parameters: :func:`_row`).
+_INSERT = ("INSERT INTO sqjobs_messages (queue, message_id, body, attributes, group_id, sent_at, visible_at)"
+           " VALUES (?, ?, ?, ?, ?, ?, ?)")
+
+
+def _attributes_text(attributes: dict[str, str]) -> str:
+    """The attributes column for ``attributes``: JSON as ``json.dumps`` writes it, ``{}`` for none.
+
+    Every write of the column goes through here; :meth:`SQLiteBroker._message`
+    reads a row whose column is exactly ``{}`` without parsing it.
+    """
+    return json.dumps(attributes) if attributes else "{}"
+
+
+def _row(queue: str, message_id: str, message: OutgoingMessage, now: float) -> tuple[Any, ...]:
+    """The parameters of :data:`_INSERT` for ``message`` sent on ``queue`` at ``now`` (seconds since the epoch)."""
+    return (queue, message_id, message.body, _attributes_text(message.attributes), message.group_id, now,
+            now + max(message.delay_s, 0))
+
+
 def _lenient_text(raw: object) -> str:
     """Text of a column read as bytes; bytes that are not UTF-8 are replaced (ids and names only)."""
     if isinstance(raw, bytes):
@@ -134,8 +154,9 @@ def when_free(statement: Callable[[], T]) -> T:
 
     The broker's connections have no SQLite busy handler: it sleeps 1 ms,
     then 2, 5, 10 ms..., while another worker's claim or delete holds the
-    write lock for about 0.1 ms, so two busy workers would lose most of that
-    sleep on every collision. Gives up (raises SQLite's "database is
+    write lock for a small part of that, so two busy workers would lose most
+    of that sleep on every collision (the figures: docs/explanation/benchmarks.rst,
+    "Waiting for the write lock"). Gives up (raises SQLite's "database is
     locked") after BUSY_TIMEOUT_S.
     """
     waited = 0
@@ -298,16 +319,6 @@ class SQLiteBroker(Broker):
                 db.execute("INSERT OR IGNORE INTO sqjobs_queues (name, created_at) VALUES (?, ?)",
                            (name, self.clock()))
 
-    def _insert(self, db: sqlite3.Connection, queue: str, message: OutgoingMessage, now: float) -> str:
-        message_id = os.urandom(16).hex()
-        db.execute(
-            "INSERT INTO sqjobs_messages (queue, message_id, body, attributes, group_id, sent_at, visible_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (queue, message_id, message.body, json.dumps(message.attributes), message.group_id, now,
-             now + max(message.delay_s, 0)),
-        )
-        return message_id
-
     def send(self, queue: str, body: str, delay_s: float = 0, attributes: dict[str, str] | None = None,
              group_id: str | None = None, dedup_id: str | None = None) -> str:
         return self.send_batch(queue, [OutgoingMessage(body, delay_s, attributes or {}, group_id, dedup_id)])[0]
@@ -315,17 +326,15 @@ class SQLiteBroker(Broker):
     def send_batch(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[str]:
         self.ensure_queue(queue)
         now = self.clock()
-        if len(messages) == 1:
+        if len(messages) == 1:  # .delay(): execute costs less than executemany
+            message_id = os.urandom(16).hex()
             with self._write(f"store a message on {queue!r}") as db:
-                return [self._insert(db, queue, messages[0], now)]
+                db.execute(_INSERT, _row(queue, message_id, messages[0], now))
+            return [message_id]
         ids = [os.urandom(16).hex() for _ in messages]
-        rows = [(queue, message_id, message.body, json.dumps(message.attributes) if message.attributes else "{}",
-                 message.group_id, now, now + max(message.delay_s, 0))
-                for message_id, message in zip(ids, messages, strict=True)]
-        with self._write(f"store {len(messages)} message(s) on {queue!r}") as db:
-            db.executemany(
-                "INSERT INTO sqjobs_messages (queue, message_id, body, attributes, group_id, sent_at, visible_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        rows = [_row(queue, message_id, message, now) for message_id, message in zip(ids, messages, strict=True)]
+        with self._write(f"store {len(rows)} message(s) on {queue!r}") as db:
+            db.executemany(_INSERT, rows)
         return ids
 
     def _message(self, queue: str, row: tuple[Any, ...], receipt: str, received: bool = False) -> ReceivedMessage:
@@ -536,7 +545,7 @@ class SQLiteBroker(Broker):
             moved = db.execute(
                 "UPDATE sqjobs_messages SET queue = ?, attributes = ?, visible_at = ?, receive_count = ?,"
                 " receipt = NULL WHERE id = ? AND receipt = ?",
-                (target, json.dumps(attributes), self.clock() + max(delay_s, 0), receive_count,
+                (target, _attributes_text(attributes), self.clock() + max(delay_s, 0), receive_count,
                  self._row_id(message.receipt), message.receipt),
             ).rowcount
         if not moved:
