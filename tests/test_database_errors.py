@@ -29,6 +29,7 @@ from sqjobs.errors import StatusStoreError, StatusStorePermanentError
 from sqjobs.message import JobMessage, encode, new_job_id
 from sqjobs.store import StatusRecord, StatusStore, forget_stores, get_store, open_database
 from sqjobs.worker import Worker
+from tests.scratch_databases import scratch_database
 from tests.status_fixtures import MYSQL_URL, POSTGRESQL_URL, use_database
 from tests.support import sqlite_config, start_worker, stop_process, wait_until, worker_log
 from tests.tcp_proxy import TcpProxy
@@ -252,10 +253,12 @@ def test_a_worker_started_while_the_database_is_down_goes_on_and_records_once_it
 
 
 def test_a_beater_started_while_the_database_is_down_goes_on_and_sends_once_it_is_back(tmp_path: Path) -> None:
-    parts = urlsplit(POSTGRESQL_URL)
     log = tmp_path / "beater.log"
-    with TcpProxy(parts.port or 5432) as proxy:
-        url = _with(POSTGRESQL_URL, netloc=f"{parts.netloc.rsplit(':', 1)[0]}:{proxy.port}")
+    # A database of its own: on the shared one, another test's open transaction on the claims table could keep
+    # this beater's first statements waiting (and SIGTERM with them) for the statement timeout.
+    with scratch_database(POSTGRESQL_URL) as own, TcpProxy(urlsplit(own).port or 5432) as proxy:
+        parts = urlsplit(own)
+        url = _with(own, netloc=f"{parts.netloc.rsplit(':', 1)[0]}:{proxy.port}")
         config = sqlite_config(tmp_path, database=url, jobs="periodic_jobs_for_tests")
         env = dict(os.environ, SQJOBS_TEST_RECORD=str(tmp_path / "beats.txt"))
         with open(log, "wb") as output:

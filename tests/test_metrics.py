@@ -210,7 +210,7 @@ def test_fifty_worker_restarts_leave_a_bounded_folder_and_exact_totals(tmp_path:
             seen.append(done)
             return found if done == jobs_count and value(found, "sqjobs_workers", queues="default") == 2 else {}
 
-        found = wait_until(drained, 2 * SLOW_S, interval_s=0.3, what=f"{jobs_count} jobs run by restarted workers")
+        found = wait_until(drained, 5 * SLOW_S, interval_s=0.3, what=f"{jobs_count} jobs run by restarted workers")
         runners = {line.split()[1] for line in daemon.recorded()}
         assert len(daemon.recorded()) == jobs_count and len(runners) == jobs_count  # a worker a job
         assert value(found, "sqjobs_job_duration_seconds_count", job="record", queue="default") == jobs_count
