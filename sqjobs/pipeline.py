@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import collections
 import itertools
-from typing import Any, Iterator
+from typing import Iterator
 
 from .brokers.base import ReceivedMessage
+from .protocol import Fail, Run
 
 
 class Item:
@@ -55,11 +56,11 @@ class Item:
         self.group: tuple[str, str] | None = (
             (message.queue, message.group_id) if message.group_id is not None else None)
 
-    def request(self) -> tuple[Any, ...]:
+    def request(self) -> Run | Fail:
         """What the job process is sent for it: run it, or record its failed attempt."""
         if self.error is not None:
-            return ("fail", self.token, self.message, self.error, self.duration_s)
-        return ("run", self.token, self.message)
+            return Fail(self.token, self.message, self.error, self.duration_s)
+        return Run(self.token, self.message)
 
 
 class Pipeline:

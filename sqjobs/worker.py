@@ -51,6 +51,7 @@ from .message import JobMessage, decode
 from .middleware import Middleware, MiddlewareChain
 from .outage import Outage, traceback_for
 from .pipeline import Item, Pipeline
+from .protocol import Done, Recycle
 from .registry import Registry
 from .runner import REFUSALS_ATTRIBUTE, Action, MessageRunner, Settlement, known_jobs_text, success_line
 from .settings import ISOLATIONS, default
@@ -482,13 +483,13 @@ class Worker:
             return 0
         settled = 0
         for event in events:
-            if event[0] == "done":
-                item = self.pipeline.settled(event[1])
+            if isinstance(event, Done):
+                item = self.pipeline.settled(event.token)
                 if item is not None:
-                    self._settled(item, event[2])
+                    self._settled(item, event.settlement)
                     settled += 1
-            elif event[0] == "recycle":
-                logger.error("job process %d: %s; it is replaced once its other jobs finished", jobs.pid, event[1])
+            elif isinstance(event, Recycle):
+                logger.error("job process %d: %s; it is replaced once its other jobs finished", jobs.pid, event.reason)
         return settled
 
     def _settled(self, item: Item, settlement: Settlement) -> None:
