@@ -42,9 +42,10 @@ from .brokers.base import Broker, ReceivedMessage, cut_reason
 from .brokers.sqs_limits import check_queue_name
 from .burst import BurstEnd
 from .config import WorkerGroup
+from .deletes import CARRIED_DELETES_MAX, PendingDeletes
 from .errors import BrokerAuthError, JobTimeoutError, MalformedMessageError, StatusStorePermanentError
 from .healthfile import HealthFile
-from .heartbeat import HeldMessages
+from .heartbeat import InFlight
 from .inline import InlineJobs
 from .jobprocess import JobProcess, JobProcessDied, crash_error, timed_out_error
 from .message import JobMessage, decode
@@ -60,7 +61,7 @@ from .unique import KeyReleases
 
 logger = logging.getLogger("sqjobs.worker")
 
-__all__ = ["HeldMessages", "Worker", "known_jobs_text", "ISOLATIONS"]
+__all__ = ["CARRIED_DELETES_MAX", "InFlight", "Worker", "known_jobs_text", "ISOLATIONS"]
 
 #: Pause after a broker error before trying again (doubled up to the cap); see :mod:`sqjobs.outage`.
 ERROR_PAUSE_S = 1.0
@@ -73,17 +74,12 @@ CRASH_MEMORY_S = 600.0
 TICK_S = 0.1
 #: How often a busy worker looks for messages held back too long and jobs past their hard deadline.
 TIMERS_S = 0.05
-#: Longest time a succeeded message waits for its delete (they are deleted ten at a time).
-DELETE_DELAY_S = 0.2
 #: Weight of the newest job duration in the running average that sizes how far ahead the worker receives.
 DURATION_WEIGHT = 0.2
 #: Receives a worker with a job process holds ahead of its threads once its jobs prove quick: one runs down in
 #: the job process while the next is received, so the job process does not wait for the broker (~10 % more
 #: jobs/s for quick jobs in bench/peers.py than one receive ahead).
 RECEIVES_AHEAD = 2
-#: Finished messages a worker whose broker deletes while it receives leaves to its next receive; more are
-#: deleted at once.
-CARRIED_DELETES_MAX = 2 * defaults.MAX_BATCH
 
 Jobs = JobProcess | InlineJobs
 
@@ -149,7 +145,7 @@ class Worker:
         self.unknown_job_refusals = max(1, unknown_job_refusals or default("worker", "unknown_job_refusals"))
         self.crash_allowance = max(0, default("worker", "crash_allowance") if crash_allowance is None
                                    else crash_allowance)
-        self.held = HeldMessages(self.broker, self.visibility_timeout_s)
+        self.in_flight = InFlight(self.broker, self.visibility_timeout_s)
         #: Middleware of this worker only (its health file), after the app's.
         self.own_middleware: list[Middleware] = [HealthFile(status_file)] if status_file else []
         #: Attempts that ran (``--max-jobs`` counts them), and jobs whose last attempt ran (not retried).
@@ -170,9 +166,6 @@ class Worker:
         self.last_crash: str | None = None
         #: The messages held: parked here, or handed over to run.
         self.pipeline = Pipeline()
-        #: Messages whose job succeeded, deleted ten at a time (or after DELETE_DELAY_S).
-        self._succeeded: list[ReceivedMessage] = []
-        self._first_succeeded_at = 0.0
         #: Running average of job durations (None until a job ran): how far ahead to receive.
         self._average_s: float | None = None
         #: A busy worker asks the broker again no sooner than this (monotonic) after finding nothing.
@@ -182,12 +175,11 @@ class Worker:
         self._jobs: Jobs | None = None
         #: Broker failures in a row: one line per backoff step, one when a receive works again.
         self.broker_outage = Outage(logger, "broker", "receiving", ERROR_PAUSE_S, ERROR_PAUSE_MAX_S)
-        #: Deletes of finished messages that failed: the messages stay held and the delete is tried again.
-        self.delete_outage = Outage(logger, "broker", "deleting finished messages (they stay held)", ERROR_PAUSE_S,
-                                    ERROR_PAUSE_MAX_S, announce_recovery=False)
-        self._delete_retry_at = 0.0
         #: Unique keys of finished jobs, freed once the broker confirmed their delete or dead-letter move.
         self.key_releases = KeyReleases(self.app.settings.database_url)
+        #: Messages whose job succeeded, deleted together (see :mod:`sqjobs.deletes`).
+        self.deletes = PendingDeletes(self.broker, self.in_flight, self.key_releases, logger, ERROR_PAUSE_S,
+                                      ERROR_PAUSE_MAX_S)
         #: Messages whose move to the dead-letter queue failed, with their settlement: never run again, only moved.
         self._undead: dict[str, Settlement] = {}
         #: Messages dead-lettered because their signature did not verify (unsigned, forged, unknown key).
@@ -235,7 +227,7 @@ class Worker:
         if self._jobs is not None:
             self._jobs.stop_retrying()
         if signum is not None:
-            self.held.notify(self._stop_notice(signal.Signals(signum).name))
+            self.in_flight.notify(self._stop_notice(signal.Signals(signum).name))
 
     def _stop_notice(self, what: str) -> str:
         """The line a stop request logs: what runs now and what will be handed back."""
@@ -274,14 +266,14 @@ class Worker:
         held).
         """
         count = max_messages or self.prefetch
-        carried = self._succeeded if self.broker.deletes_while_receiving else []
+        carried = self.deletes.take_for_receive()
         for index, queue in enumerate(self.queues):
             last = index == len(self.queues) - 1
             wait = wait_s if last else 0
             if carried:
                 messages = self.broker.delete_then_receive([m.receipt for m in carried], queue, count, wait,
                                                            self.visibility_timeout_s)
-                self._deleted(carried)
+                self.deletes.received(carried)
                 carried = []
             else:
                 messages = self.broker.receive(queue, count, wait, self.visibility_timeout_s)
@@ -351,7 +343,7 @@ class Worker:
         if not messages:
             return 0
         self.last_received_at = self.clock()
-        self.held.add(messages)
+        self.in_flight.add(messages)
         now = time.monotonic()
         items: list[Item] = []
         spare: list[ReceivedMessage] = []
@@ -371,7 +363,7 @@ class Worker:
         if spare:
             logger.warning("%d other message(s) back from a worker that died are handed back: one runs alone at "
                            "a time", len(spare))
-            self.held.hand_back(spare)
+            self.in_flight.hand_back(spare)
         self.pipeline.park(items)
         return len(messages)
 
@@ -420,7 +412,7 @@ class Worker:
         if not items:
             return
         if items[0].alone:
-            self._flush_deletes()  # if it takes the worker down, it takes no finished message with it
+            self.deletes.flush()  # if it takes the worker down, it takes no finished message with it
         try:
             self._jobs_ready().submit([item.request() for item in items])
         except JobProcessDied as death:
@@ -446,7 +438,7 @@ class Worker:
                          if item.error is None and jobs.withdraw(item.token)]
             items += self.pipeline.take_back(withdrawn)
         if items:
-            self.held.hand_back([item.message for item in items])
+            self.in_flight.hand_back([item.message for item in items])
 
     def _hold_back(self, now: float) -> None:
         """Hand back, for another worker, the messages that waited ``hold_s`` unstarted behind long jobs.
@@ -467,7 +459,7 @@ class Worker:
         if items:
             logger.info("%d message(s) waited over %g s behind running jobs: handed back for another worker",
                         len(items), self.hold_s)
-            self.held.hand_back([item.message for item in items])
+            self.in_flight.hand_back([item.message for item in items])
 
     # -- answers from the job process -------------------------------------------------
 
@@ -503,7 +495,7 @@ class Worker:
             # The group waits for this one's retry: the rest of it goes back unrun, to keep its order.
             behind = self.pipeline.unpark_group(group)
             if behind:
-                self.held.hand_back([other.message for other in behind])
+                self.in_flight.hand_back([other.message for other in behind])
         if self.max_jobs and self.jobs_done >= self.max_jobs:
             self._stopping.set()
 
@@ -615,15 +607,9 @@ class Worker:
         if action is Action.DELETE:
             if settlement.ran:
                 logs.info_line(logger, success_line(message, settlement))
-            if not self._succeeded:
-                self._first_succeeded_at = time.monotonic()
-            self._succeeded.append(message)
             if settlement.unique_key:
                 self.key_releases.expect(message.receipt, settlement.unique_key, settlement.job_id or "")
-            # Deleted ten at a time; where the next receive deletes them, by it (unless more wait).
-            if len(self._succeeded) >= (CARRIED_DELETES_MAX if self.broker.deletes_while_receiving
-                                        else defaults.MAX_BATCH):
-                self._flush_deletes()
+            self.deletes.add(message)
         elif action is Action.POSTPONE:
             if self._burst_end is not None:
                 self._burst_end.postponed(settlement.delay_s)
@@ -634,58 +620,7 @@ class Worker:
         elif action is Action.DEAD_LETTER:
             self._dead_letter(message, settlement)
         else:
-            self.held.hand_back([message], unstarted=False)
-
-    def _flush_deletes(self, last: bool = False) -> None:
-        """Delete the messages whose jobs succeeded, in batches per queue, then stop holding them.
-
-        Until then the heartbeat keeps them hidden; a crash before the flush
-        runs them again, which at-least-once delivery allows. A delete that
-        fails (the broker is down, its disk full) keeps the messages held,
-        and is tried again after a pause that doubles (one log line per
-        try), so a finished job is not run again because of an outage. Only
-        the ``last`` flush, when the worker stops, gives up on them.
-        """
-        if not self._succeeded or (not last and time.monotonic() < self._delete_retry_at):
-            return
-        succeeded, self._succeeded = self._succeeded, []
-        by_queue: dict[str, list[ReceivedMessage]] = {}
-        for message in succeeded:
-            by_queue.setdefault(message.queue, []).append(message)
-        kept: list[ReceivedMessage] = []
-        for queue, messages in by_queue.items():
-            try:
-                self.broker.delete_batch(queue, [m.receipt for m in messages])
-            except BrokerAuthError:
-                raise
-            except Exception as exc:
-                if last:
-                    logger.error("could not delete %d finished message(s) on %s; they will be delivered again: %s",
-                                 len(messages), queue, exc, exc_info=traceback_for(logger, exc))
-                    self.key_releases.forget(messages)
-                else:
-                    kept.extend(messages)
-                    self._delete_retry_at = time.monotonic() + self.delete_outage.failed(exc)
-                    continue
-            self.held.release_all(messages)
-            self.key_releases.deleted(messages)
-        if kept:
-            self._succeeded = kept + self._succeeded
-        else:
-            self._deletes_worked(len(succeeded))
-
-    def _deleted(self, messages: list[ReceivedMessage]) -> None:
-        """``messages``, the first of the succeeded ones, were deleted (by a receive): stop holding them."""
-        self._succeeded = self._succeeded[len(messages):]
-        self.held.release_all(messages)
-        self.key_releases.deleted(messages)
-        self._deletes_worked(len(messages))
-
-    def _deletes_worked(self, count: int) -> None:
-        if self.delete_outage.ongoing:
-            logger.info("deleted %d finished message(s) held since their delete failed (%d failed %s)",
-                        count, self.delete_outage.failures, "try" if self.delete_outage.failures == 1 else "tries")
-            self.delete_outage.recovered()
+            self.in_flight.hand_back([message], unstarted=False)
 
     def _dead_letter(self, message: ReceivedMessage, settlement: Settlement) -> None:
         """Move ``message`` to the dead-letter queue; log the move once it happened.
@@ -739,7 +674,7 @@ class Worker:
         A broker error leaves the message to be delivered again (and, for a
         message that should have been dead-lettered, to the crash ceiling).
         """
-        self.held.release(message)
+        self.in_flight.release(message)
         try:
             action()
             return True
@@ -756,8 +691,8 @@ class Worker:
         """One turn with messages held: hand over, take answers, keep the timers; return how many settled."""
         self._hand_over(now)
         timeout_s = TICK_S if self.pipeline.handed else 0.0
-        if self._succeeded:
-            delete_at = max(self._first_succeeded_at + DELETE_DELAY_S, self._delete_retry_at)
+        delete_at = self.deletes.due_at()
+        if delete_at is not None:
             timeout_s = min(timeout_s, max(delete_at - now, 0))
         if not self.stopping and self._next_receive_at > now:
             timeout_s = min(timeout_s, self._next_receive_at - now)
@@ -770,9 +705,8 @@ class Worker:
             if hold_back and not self.stopping:
                 self._hold_back(now)
             self._check_deadlines()
-        if self._succeeded and (now - self._first_succeeded_at >= DELETE_DELAY_S or
-                                (not self.pipeline.handed and not self.broker.deletes_while_receiving)):
-            self._flush_deletes()  # else the loop's next receive deletes them
+        if self.deletes.due(now, running=bool(self.pipeline.handed), receiving=True):
+            self.deletes.flush()  # else the loop's next receive deletes them
         return settled
 
     def run_once(self, wait_s: float = 0) -> int:
@@ -785,7 +719,7 @@ class Worker:
                 if not self.pipeline.handed and not self.pipeline.parked:
                     break
             settled += self._work_on(time.monotonic(), hold_back=False)
-        self._flush_deletes(last=True)
+        self.deletes.flush(last=True)
         self.key_releases.retry()
         return settled
 
@@ -805,16 +739,16 @@ class Worker:
                         "dead-letter queue", os.getpid(), ", ".join(self.signer.key_ids))
         middleware = self.middleware
         middleware.worker_started(self)
-        self.held.start()
+        self.in_flight.start()
         try:
             self._loop()
         finally:
             try:
                 self._give_back_unstarted()
-                self._flush_deletes(last=True)
+                self.deletes.flush(last=True)
                 self.key_releases.retry(last=True)
             finally:
-                self.held.stop()
+                self.in_flight.stop()
                 self.close()
                 middleware.worker_stopped(self)
         logger.info("worker %d stopped after %d attempt(s); %d job(s) finished", os.getpid(), self.jobs_done,
@@ -834,8 +768,8 @@ class Worker:
             wanted = self._wanted(now)
             if self.key_releases.due:
                 self.key_releases.retry()  # keys whose free failed, after its pause
-            if self._succeeded and not self.pipeline.handed and not (wanted and self.broker.deletes_while_receiving):
-                self._flush_deletes()  # no receive deletes them now (or their delete failed: tried after its pause)
+            if self.deletes.due(now, running=bool(self.pipeline.handed), receiving=bool(wanted)):
+                self.deletes.flush()  # no receive deletes them now (or their delete failed: tried after its pause)
             if not self.pipeline and self.broker_outage.ongoing and now < self._next_receive_at:
                 self._stopping.wait(self._next_receive_at - now)  # the pause the outage's last line announced
                 continue
