@@ -20,7 +20,17 @@ ahead; once its jobs prove quick, two receives ahead (with a job process),
 so that the next batch is there before the one running ran out; no more
 than it expects to start within ``hold_s`` when they are slow. A message that waited ``hold_s`` unstarted
 behind a long job is handed back for another worker (where the broker takes
-the receive back, so that it costs no attempt: not on SQS).
+the receive back, so that it costs no attempt: not on SQS). So ``hold_s``
+(``[worker] hold_s``, ``--hold``) is the hand-back timer: how long a message
+the worker has in flight (:mod:`sqjobs.heartbeat`) may wait unstarted. It
+has nothing to do with jobs *held* in the status database until they are
+due (:mod:`sqjobs.held`).
+
+The pieces, each in its module: what the worker and its job process say
+(:mod:`sqjobs.protocol`), where each message stands (:mod:`sqjobs.handover`),
+what runs in the job process (:mod:`sqjobs.jobprocess`, or
+:mod:`sqjobs.inline`), the deadlines both read (:mod:`sqjobs.tokens`), the
+deletes it owes (:mod:`sqjobs.deletes`), the heartbeat (:mod:`sqjobs.heartbeat`).
 
 What to do with each message is decided by :mod:`sqjobs.runner`; the worker
 applies the decision to the broker. Tests drive it without threads or
@@ -44,6 +54,7 @@ from .burst import BurstEnd
 from .config import WorkerGroup
 from .deletes import CARRIED_DELETES_MAX, PendingDeletes
 from .errors import BrokerAuthError, JobTimeoutError, MalformedMessageError, StatusStorePermanentError
+from .handover import Handover, Item
 from .healthfile import HealthFile
 from .heartbeat import InFlight
 from .inline import InlineJobs
@@ -51,7 +62,6 @@ from .jobprocess import JobProcess, JobProcessDied, crash_error, timed_out_error
 from .message import JobMessage, decode
 from .middleware import Middleware, MiddlewareChain
 from .outage import Outage, traceback_for
-from .pipeline import Item, Pipeline
 from .protocol import Done, Recycle
 from .registry import Registry
 from .runner import REFUSALS_ATTRIBUTE, Action, MessageRunner, Settlement, known_jobs_text, success_line
@@ -165,7 +175,7 @@ class Worker:
         self.crashes: list[float] = []
         self.last_crash: str | None = None
         #: The messages held: parked here, or handed over to run.
-        self.pipeline = Pipeline()
+        self.handover = Handover()
         #: Running average of job durations (None until a job ran): how far ahead to receive.
         self._average_s: float | None = None
         #: A busy worker asks the broker again no sooner than this (monotonic) after finding nothing.
@@ -231,8 +241,8 @@ class Worker:
 
     def _stop_notice(self, what: str) -> str:
         """The line a stop request logs: what runs now and what will be handed back."""
-        running = [item for item in list(self.pipeline.handed.values()) if self._state(item.token) == STARTED]
-        waiting = len(self.pipeline) - len(running)
+        running = [item for item in list(self.handover.handed.values()) if self._state(item.token) == STARTED]
+        waiting = len(self.handover) - len(running)
         back = f"{waiting} prefetched message(s) are handed back"
         if not running:
             return f"{what} received: stopping (no job running)" + (f"; {back}" if waiting else "")
@@ -299,7 +309,7 @@ class Worker:
             received_before = long_ns / 1e9  # a job that started before then was received before then
             long_running = 0
             if self._jobs is not None:
-                for item in self.pipeline.handed.values():
+                for item in self.handover.handed.values():
                     if item.received_at >= received_before:
                         continue
                     entry = self._jobs.state(item.token)
@@ -323,10 +333,10 @@ class Worker:
         them ran down far enough for a full receive: fewer, fuller receives
         cost the broker (and the CPU) less per message.
         """
-        if self.stopping or self.pipeline.has_suspect:
+        if self.stopping or self.handover.has_suspect:
             return 0  # a suspect runs once the messages held with it ran: none are added meanwhile
         capacity = self._capacity()
-        held = len(self.pipeline)
+        held = len(self.handover)
         room = capacity - held
         if room <= 0:
             return 0
@@ -347,7 +357,7 @@ class Worker:
         now = time.monotonic()
         items: list[Item] = []
         spare: list[ReceivedMessage] = []
-        suspect_held = self.pipeline.has_suspect
+        suspect_held = self.handover.has_suspect
         for message in messages:
             if message.unsettled_before:
                 if suspect_held:
@@ -364,7 +374,7 @@ class Worker:
             logger.warning("%d other message(s) back from a worker that died are handed back: one runs alone at "
                            "a time", len(spare))
             self.in_flight.hand_back(spare)
-        self.pipeline.park(items)
+        self.handover.park(items)
         return len(messages)
 
     # -- handing over ------------------------------------------------------------------
@@ -390,7 +400,7 @@ class Worker:
 
     def _hand_over(self, now: float) -> None:
         """Hand parked messages over to run, as far as the rules and the job process allow."""
-        if not self.pipeline.parked:
+        if not self.handover.parked:
             return
         if self._jobs is not None and self._jobs.recycling:
             self._retire_job_process()
@@ -398,15 +408,15 @@ class Worker:
         if self.stopping:
             self._give_back_unstarted()
         limit = self.threads + RECEIVES_AHEAD * self.prefetch if self.isolation == "process" else 1
-        room = limit - len(self.pipeline.handed)
+        room = limit - len(self.handover.handed)
         if room <= 0:
             return
-        items = self.pipeline.take(room, now, urgent_only=self.stopping)
+        items = self.handover.take(room, now, urgent_only=self.stopping)
         if not items:
             return
         undead = [item for item in items if item.message.message_id in self._undead]
         for item in undead:
-            self.pipeline.settled(item.token)
+            self.handover.settled(item.token)
             self.apply(item.message, self._undead[item.message.message_id])
         items = [item for item in items if item not in undead]
         if not items:
@@ -422,25 +432,25 @@ class Worker:
         """The job process asked to be replaced: take back what it did not start; replace it once it is idle."""
         jobs = self._jobs
         assert jobs is not None
-        withdrawn = [item.token for item in self.pipeline.handed.values() if jobs.withdraw(item.token)]
-        self.pipeline.park(self.pipeline.take_back(withdrawn), front=True)
-        if not self.pipeline.handed:
+        withdrawn = [item.token for item in self.handover.handed.values() if jobs.withdraw(item.token)]
+        self.handover.park(self.handover.take_back(withdrawn), front=True)
+        if not self.handover.handed:
             logger.warning("job process %d replaced: a job's thread is stuck past its timeout", jobs.pid)
             jobs.close(timeout_s=defaults.TIMEOUT_GRACE_S)
             self._jobs = None
 
     def _give_back_unstarted(self) -> None:
         """Stopping: hand back every message that did not start (parked, or queued in the job process)."""
-        items = self.pipeline.unpark_all(keep_failures=True)
+        items = self.handover.unpark_all(keep_failures=True)
         jobs = self._jobs
         if jobs is not None:
-            withdrawn = [item.token for item in self.pipeline.handed.values()
+            withdrawn = [item.token for item in self.handover.handed.values()
                          if item.error is None and jobs.withdraw(item.token)]
-            items += self.pipeline.take_back(withdrawn)
+            items += self.handover.take_back(withdrawn)
         if items:
             self.in_flight.hand_back([item.message for item in items])
 
-    def _hold_back(self, now: float) -> None:
+    def _hand_back_overdue(self, now: float) -> None:
         """Hand back, for another worker, the messages that waited ``hold_s`` unstarted behind long jobs.
 
         Only where the broker takes the receive back (it costs no attempt):
@@ -449,13 +459,13 @@ class Worker:
         if not self.broker.exact_receive_counts or self.hold_s <= 0 or self.isolation == "none":
             return
         cutoff = now - self.hold_s
-        items = self.pipeline.unpark_waiting(cutoff)
+        items = self.handover.unpark_waiting(cutoff)
         jobs = self._jobs
         if jobs is not None:
-            waiting = [item.token for item in self.pipeline.handed.values()
+            waiting = [item.token for item in self.handover.handed.values()
                        if item.received_at < cutoff and item.error is None and not item.alone
                        and self._state(item.token) == QUEUED]
-            items += self.pipeline.take_back([token for token in waiting if jobs.withdraw(token)])
+            items += self.handover.take_back([token for token in waiting if jobs.withdraw(token)])
         if items:
             logger.info("%d message(s) waited over %g s behind running jobs: handed back for another worker",
                         len(items), self.hold_s)
@@ -466,7 +476,7 @@ class Worker:
     def _collect(self, timeout_s: float) -> int:
         """Take the job process's answers (waiting up to ``timeout_s``) and settle them; return how many."""
         jobs = self._jobs
-        if jobs is None or not self.pipeline.handed:
+        if jobs is None or not self.handover.handed:
             return 0
         try:
             events = jobs.events(timeout_s)
@@ -476,7 +486,7 @@ class Worker:
         settled = 0
         for event in events:
             if isinstance(event, Done):
-                item = self.pipeline.settled(event.token)
+                item = self.handover.settled(event.token)
                 if item is not None:
                     self._settled(item, event.settlement)
                     settled += 1
@@ -493,7 +503,7 @@ class Worker:
         group = item.group
         if group is not None and settlement.action is not Action.DELETE:
             # The group waits for this one's retry: the rest of it goes back unrun, to keep its order.
-            behind = self.pipeline.unpark_group(group)
+            behind = self.handover.unpark_group(group)
             if behind:
                 self.in_flight.hand_back([other.message for other in behind])
         if self.max_jobs and self.jobs_done >= self.max_jobs:
@@ -512,7 +522,7 @@ class Worker:
         if process is None or process.table is None:
             return
         grace_s = defaults.TIMEOUT_GRACE_S + (defaults.TIMEOUT_MONITOR_SLACK_S if self.threads > 1 else 0.0)
-        for item in list(self.pipeline.handed.values()):
+        for item in list(self.handover.handed.values()):
             entry = process.table.time_out(item.token, grace_s)
             if entry is None:
                 continue  # within its deadline and grace, ended, or settled by the job process's monitor
@@ -542,7 +552,7 @@ class Worker:
         """
         jobs = self._jobs
         self._jobs = None
-        handed = list(self.pipeline.handed.values())
+        handed = list(self.handover.handed.values())
         states = {item.token: (jobs.state(item.token) if jobs is not None else None) for item in handed}
         running = [item for item in handed
                    if item.error is None and (entry := states[item.token]) is not None
@@ -563,7 +573,7 @@ class Worker:
         self.last_crash = f"{death.description} ({where})"
         logger.error("%s: the job process %s; starting a new job process", where,
                      death.description.removeprefix("the job process "))
-        taken = self.pipeline.take_back([item.token for item in handed])
+        taken = self.handover.take_back([item.token for item in handed])
         again: list[Item] = []
         for item in taken:
             if item in recording:
@@ -588,7 +598,7 @@ class Worker:
             else:
                 again.append(item)
         again.sort(key=lambda item: (item.error is None, item.alone))
-        self.pipeline.park(again, front=True)
+        self.handover.park(again, front=True)
 
     # -- settling ----------------------------------------------------------------------
 
@@ -687,10 +697,10 @@ class Worker:
 
     # -- the loop ----------------------------------------------------------------------
 
-    def _work_on(self, now: float, hold_back: bool = True) -> int:
+    def _work_on(self, now: float, hand_back: bool = True) -> int:
         """One turn with messages held: hand over, take answers, keep the timers; return how many settled."""
         self._hand_over(now)
-        timeout_s = TICK_S if self.pipeline.handed else 0.0
+        timeout_s = TICK_S if self.handover.handed else 0.0
         delete_at = self.deletes.due_at()
         if delete_at is not None:
             timeout_s = min(timeout_s, max(delete_at - now, 0))
@@ -698,14 +708,14 @@ class Worker:
             timeout_s = min(timeout_s, self._next_receive_at - now)
         settled = self._collect(timeout_s)
         now = time.monotonic()
-        if self.pipeline.parked and not self.pipeline.handed:
+        if self.handover.parked and not self.handover.handed:
             self._hand_over(now)
         if now >= self._timers_at:  # a look at every handed message: not on every turn of a busy worker
             self._timers_at = now + TIMERS_S
-            if hold_back and not self.stopping:
-                self._hold_back(now)
+            if hand_back and not self.stopping:
+                self._hand_back_overdue(now)
             self._check_deadlines()
-        if self.deletes.due(now, running=bool(self.pipeline.handed), receiving=True):
+        if self.deletes.due(now, running=bool(self.handover.handed), receiving=True):
             self.deletes.flush()  # else the loop's next receive deletes them
         return settled
 
@@ -713,12 +723,12 @@ class Worker:
         """Receive one batch and settle all of it; return how many messages were settled."""
         self._take_in(wait_s, self.prefetch)
         settled = 0
-        while self.pipeline:
+        while self.handover:
             if self.stopping:
                 self._give_back_unstarted()
-                if not self.pipeline.handed and not self.pipeline.parked:
+                if not self.handover.handed and not self.handover.parked:
                     break
-            settled += self._work_on(time.monotonic(), hold_back=False)
+            settled += self._work_on(time.monotonic(), hand_back=False)
         self.deletes.flush(last=True)
         self.key_releases.retry()
         return settled
@@ -763,18 +773,18 @@ class Worker:
             now = time.monotonic()
             if self.stopping:
                 self._give_back_unstarted()
-                if not self.pipeline:
+                if not self.handover:
                     return
             wanted = self._wanted(now)
             if self.key_releases.due:
                 self.key_releases.retry()  # keys whose free failed, after its pause
-            if self.deletes.due(now, running=bool(self.pipeline.handed), receiving=bool(wanted)):
+            if self.deletes.due(now, running=bool(self.handover.handed), receiving=bool(wanted)):
                 self.deletes.flush()  # no receive deletes them now (or their delete failed: tried after its pause)
-            if not self.pipeline and self.broker_outage.ongoing and now < self._next_receive_at:
+            if not self.handover and self.broker_outage.ongoing and now < self._next_receive_at:
                 self._stopping.wait(self._next_receive_at - now)  # the pause the outage's last line announced
                 continue
             if wanted:
-                idle = not self.pipeline
+                idle = not self.handover
                 try:
                     got = self._take_in(self.wait_s if idle and not self.burst else burst_wait_s, wanted)
                 except BrokerAuthError:
@@ -799,7 +809,7 @@ class Worker:
                 elif not idle:
                     self._next_receive_at = time.monotonic() + self.broker.busy_poll_s
                 continue
-            if not self.pipeline:
+            if not self.handover:
                 return  # no room and nothing held: --max-jobs reached
             self._work_on(now)
 

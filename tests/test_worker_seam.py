@@ -218,7 +218,7 @@ def test_each_message_crosses_the_pipe_as_its_named_type_pickled_as_a_plain_tupl
         receiver.close()
 
 
-SEAM_MODULES = ["worker.py", "jobprocess.py", "inline.py", "pipeline.py", "deletes.py"]
+SEAM_MODULES = ["worker.py", "jobprocess.py", "inline.py", "handover.py", "deletes.py"]
 MESSAGE_NAMES = {"request", "requests", "event", "item", "raw"}
 
 
