@@ -22,6 +22,7 @@ succeeded (:meth:`~PendingDeletes.add`), asks whether the deletes are due
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Callable
 
@@ -73,10 +74,10 @@ class PendingDeletes:
         if len(self.messages) >= self._limit:
             self.flush()
 
-    def due_at(self) -> float | None:
-        """When the deletes are due by their age (``clock`` seconds; None: nothing waits)."""
+    def due_at(self) -> float:
+        """When the deletes are due by their age (``clock`` seconds; infinity: nothing waits)."""
         if not self.messages:
-            return None
+            return math.inf
         return max(self.first_at + DELETE_DELAY_S, self.retry_at)
 
     def due(self, now: float, running: bool, receiving: bool) -> bool:

@@ -701,9 +701,9 @@ class Worker:
         """One turn with messages held: hand over, take answers, keep the timers; return how many settled."""
         self._hand_over(now)
         timeout_s = TICK_S if self.handover.handed else 0.0
-        delete_at = self.deletes.due_at()
-        if delete_at is not None:
-            timeout_s = min(timeout_s, max(delete_at - now, 0))
+        deletes = self.deletes
+        if deletes.messages:
+            timeout_s = min(timeout_s, max(deletes.due_at() - now, 0))
         if not self.stopping and self._next_receive_at > now:
             timeout_s = min(timeout_s, self._next_receive_at - now)
         settled = self._collect(timeout_s)
@@ -715,8 +715,8 @@ class Worker:
             if hand_back and not self.stopping:
                 self._hand_back_overdue(now)
             self._check_deadlines()
-        if self.deletes.due(now, running=bool(self.handover.handed), receiving=True):
-            self.deletes.flush()  # else the loop's next receive deletes them
+        if deletes.messages and deletes.due(now, running=bool(self.handover.handed), receiving=True):
+            deletes.flush()  # else the loop's next receive deletes them
         return settled
 
     def run_once(self, wait_s: float = 0) -> int:
@@ -778,7 +778,8 @@ class Worker:
             wanted = self._wanted(now)
             if self.key_releases.due:
                 self.key_releases.retry()  # keys whose free failed, after its pause
-            if self.deletes.due(now, running=bool(self.handover.handed), receiving=bool(wanted)):
+            if self.deletes.messages and self.deletes.due(now, running=bool(self.handover.handed),
+                                                          receiving=bool(wanted)):
                 self.deletes.flush()  # no receive deletes them now (or their delete failed: tried after its pause)
             if not self.handover and self.broker_outage.ongoing and now < self._next_receive_at:
                 self._stopping.wait(self._next_receive_at - now)  # the pause the outage's last line announced

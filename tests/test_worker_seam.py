@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import logging
+import math
 import multiprocessing
 import pathlib
 import pickle
@@ -114,7 +115,7 @@ def test_a_receive_carries_the_deletes_only_once_it_confirms_them() -> None:
     carried = deletes.take_for_receive()
     broker.delete_batch(QUEUE, [m.receipt for m in carried])  # what the receive did
     deletes.received(carried)
-    assert len(deletes) == 0 and deletes.due_at() is None
+    assert len(deletes) == 0 and deletes.due_at() == math.inf
 
 
 def test_a_failed_delete_keeps_them_owed_until_its_pause_ends_and_the_last_flush_gives_up() -> None:
