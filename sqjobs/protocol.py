@@ -123,7 +123,7 @@ class Channel:
 
     def send(self, items: Sequence[Said]) -> None:
         """Send ``items``; OSError when the other end is gone."""
-        self.conn.send_bytes(pickle.dumps([tuple(item) for item in items], pickle.HIGHEST_PROTOCOL))
+        self.conn.send_bytes(pickle.dumps(list(map(tuple, items)), pickle.HIGHEST_PROTOCOL))
 
     def recv(self) -> list[Said]:
         """The next list sent, each made its named type again; EOFError or OSError when the other end is gone."""
