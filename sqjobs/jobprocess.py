@@ -207,7 +207,7 @@ class _Host(Executor):
                 continue
             item = self.pending.popleft()
             event = self.execute(item)
-            self.outbox.put([event] if event is not None else [], bool(self.pending), isinstance(item, Fail))
+            self.outbox.put(event, bool(self.pending), isinstance(item, Fail))
 
     def _read(self, block: bool) -> bool:
         """Take in what the worker sent (waiting for it when ``block``); False when told to exit."""
@@ -218,11 +218,9 @@ class _Host(Executor):
                 requests = self.conn.recv()
             except (EOFError, OSError):
                 return False
-            for request in requests:
-                if isinstance(request, (Run, Fail)):
-                    self.pending.append(request)
-                else:
-                    return False  # Exit
+            if requests and isinstance(requests[-1], Exit):
+                return False  # sent alone, once everything handed over was settled
+            self.pending.extend(requests)  # type: ignore[arg-type]  # Run and Fail: Exit comes alone
             block = False
 
     # -- several at once -----------------------------------------------------------------
@@ -251,7 +249,7 @@ class _Host(Executor):
             if (self.recycling or self.runner.stop.is_set()) and isinstance(item, Run):
                 continue  # the worker takes back what was queued when it hears of the recycle or stops
             event = self.execute(item)
-            self.outbox.put([event] if event is not None else [], not self.work.empty(), isinstance(item, Fail))
+            self.outbox.put(event, not self.work.empty(), isinstance(item, Fail))
 
     def _monitor(self) -> None:
         """Settle, as timed out, a job whose thread is stuck past its deadline; then ask to be replaced.
@@ -283,7 +281,7 @@ class _Host(Executor):
         if not self.recycling:
             self.recycling = True
             events.append(Recycle(str(error)))
-        self.outbox.put(events, more_to_run=False, urgent=True)
+        self.outbox.send_now(events)
 
 
 def _child_main(conn: Connection, make_runner: Callable[[threading.Event], MessageRunner], parent_pid: int,
@@ -318,7 +316,8 @@ class JobProcess:
         self.pid = 0
         self.table: TokenTable | None = None
         self._conn: Channel | None = None
-        #: True once the job process asked to be replaced (a thread stuck past its deadline).
+        #: True once the job process asked to be replaced (a thread stuck past its deadline): the worker sets it
+        #: when it reads the Recycle (it reads every event anyway: no second look per event here).
         self.recycling = False
 
     def start(self) -> None:
@@ -394,9 +393,6 @@ class JobProcess:
             ended = self._reap(block=False)
             if ended is not None:
                 raise JobProcessDied(f"the job process {ended}")
-        for event in received:
-            if isinstance(event, Recycle):
-                self.recycling = True
         return received
 
     def state(self, token: int) -> Entry | None:

@@ -159,15 +159,15 @@ class Outbox:
         #: Set while something is kept: the late sender sleeps until then.
         self._unsent = threading.Event()
 
-    def put(self, events: list[Event], more_to_run: bool, urgent: bool = False) -> None:
-        """Keep ``events`` (may be empty); send everything kept if the rule says so (see the class)."""
+    def put(self, event: Event | None, more_to_run: bool, urgent: bool = False) -> None:
+        """Keep ``event`` (None: nothing new); send everything kept if the rule says so (see the class)."""
         with self._lock:
             kept = self.kept
-            if events:
+            if event is not None:
                 if not kept:
                     self.first_kept_at = self.clock()
-                kept.extend(events)
-            if not kept:
+                kept.append(event)
+            elif not kept:
                 return
             if urgent or not more_to_run or len(kept) >= BATCH_SETTLEMENTS or \
                     self.clock() - self.first_kept_at >= SETTLEMENT_DELAY_S:
@@ -176,6 +176,12 @@ class Outbox:
                 return
         if not self._unsent.is_set():  # a busy job process wakes its late sender only when it went to sleep
             self._unsent.set()
+
+    def send_now(self, events: list[Event]) -> None:
+        """Send ``events``, after what is kept, at once."""
+        with self._lock:
+            kept, self.kept = self.kept + events, []
+            self._send(kept)
 
     def flush(self) -> None:
         """Send what is kept now."""

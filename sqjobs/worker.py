@@ -491,6 +491,7 @@ class Worker:
                     self._settled(item, event.settlement)
                     settled += 1
             elif isinstance(event, Recycle):
+                jobs.recycling = True
                 logger.error("job process %d: %s; it is replaced once its other jobs finished", jobs.pid, event.reason)
         return settled
 

@@ -160,33 +160,36 @@ def outbox() -> tuple[Outbox, list[list[Any]], Clock]:
 
 def test_the_outbox_sends_at_once_when_nothing_more_waits_to_run_or_it_is_urgent() -> None:
     box, sent, _ = outbox()
-    box.put([settlement(1)], more_to_run=False)
+    box.put(settlement(1), more_to_run=False)
     assert sent == [[settlement(1)]]
-    box.put([settlement(2)], more_to_run=True)
+    box.put(settlement(2), more_to_run=True)
     assert len(sent) == 1 and box.kept == [settlement(2)]
-    box.put([settlement(3), Recycle("stuck")], more_to_run=True, urgent=True)
-    assert sent[1] == [settlement(2), settlement(3), Recycle("stuck")] and box.kept == []
-    box.put([settlement(4)], more_to_run=True)
-    box.put([], more_to_run=False)  # a withdrawn request, then nothing more: what is kept goes
-    assert sent[2] == [settlement(4)]
+    box.put(settlement(3), more_to_run=True, urgent=True)  # a recorded failure: it goes at once
+    assert sent[1] == [settlement(2), settlement(3)] and box.kept == []
+    box.put(settlement(4), more_to_run=True)
+    box.send_now([settlement(5), Recycle("stuck")])  # a stuck thread's settlement and the recycle
+    assert sent[2] == [settlement(4), settlement(5), Recycle("stuck")] and box.kept == []
+    box.put(settlement(6), more_to_run=True)
+    box.put(None, more_to_run=False)  # a withdrawn request, then nothing more: what is kept goes
+    assert sent[3] == [settlement(6)]
 
 
 def test_the_outbox_keeps_answers_while_jobs_wait_until_a_batch_or_their_delay() -> None:
     box, sent, clock = outbox()
     for n in range(protocol.BATCH_SETTLEMENTS - 1):
-        box.put([settlement(n)], more_to_run=True)
+        box.put(settlement(n), more_to_run=True)
     assert sent == []
-    box.put([settlement(99)], more_to_run=True)
+    box.put(settlement(99), more_to_run=True)
     assert len(sent) == 1 and len(sent[0]) == protocol.BATCH_SETTLEMENTS
-    box.put([settlement(1)], more_to_run=True)
+    box.put(settlement(1), more_to_run=True)
     clock.now += protocol.SETTLEMENT_DELAY_S / 2
     box.flush_late()
-    box.put([settlement(2)], more_to_run=True)
+    box.put(settlement(2), more_to_run=True)
     assert len(sent) == 1, "not yet: the first waited half its delay"
     clock.now += protocol.SETTLEMENT_DELAY_S / 2
-    box.put([settlement(3)], more_to_run=True)
+    box.put(settlement(3), more_to_run=True)
     assert sent[1] == [settlement(1), settlement(2), settlement(3)], "the first waited its delay: all go"
-    box.put([settlement(4)], more_to_run=True)
+    box.put(settlement(4), more_to_run=True)
     clock.now += protocol.SETTLEMENT_DELAY_S
     box.flush_late()
     assert sent[2] == [settlement(4)], "the late sender's look sends what waited while a long job runs"
