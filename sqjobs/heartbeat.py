@@ -1,11 +1,12 @@
-"""The messages a worker holds, and the heartbeat that keeps them hidden while it does.
+"""The messages a worker has in flight, and the heartbeat that keeps them hidden while it does.
 
-A worker holds what it received until each message is settled: the one
-running and the ones prefetched. A thread extends their visibility every
+*In flight* (as SQS says) is what a worker received and has not settled
+yet: the jobs running and the messages prefetched. (Jobs *held* in the
+status database until they are due are another thing: :mod:`sqjobs.held`.) A thread extends their visibility every
 third of the visibility timeout, so a long job is not delivered twice. The
 thread lives in the worker, which never runs job code (jobs run in its job
 process), so a job that holds the GIL cannot stop it. It also logs the lines
-a signal handler asks for (:meth:`HeldMessages.notify`): a handler must not
+a signal handler asks for (:meth:`InFlight.notify`): a handler must not
 log itself.
 """
 
@@ -24,8 +25,8 @@ from .outage import traceback_for
 logger = logging.getLogger("sqjobs.heartbeat")
 
 
-class HeldMessages:
-    """The messages a worker holds, and the heartbeat that keeps them hidden."""
+class InFlight:
+    """The messages a worker has in flight (received, not settled), and the heartbeat that keeps them hidden."""
 
     def __init__(self, broker: Broker, visibility_timeout_s: float) -> None:
         self.broker = broker

@@ -1,20 +1,22 @@
 """Jobs run in the worker itself (``isolation = none``): one at a time, in its main thread.
 
 :class:`InlineJobs` answers the worker as its job process would (see
-:class:`~sqjobs.jobprocess.JobProcess`), so the worker's loop is the same
-either way; a request runs when the worker asks for events. It is for
-debugging with pdb and for tests that step the worker's loop: a job that
-crashes the process takes the worker with it.
+:class:`~sqjobs.jobprocess.JobProcess`): it takes the same requests
+(:mod:`sqjobs.protocol`), keeps the same token table and runs each request
+with the job process's :class:`~sqjobs.jobprocess.Executor`, so the worker's
+loop is the same either way; a request runs when the worker asks for events.
+It is for debugging with pdb and for tests that step the worker's loop: a
+job that crashes the process takes the worker with it.
 """
 
 from __future__ import annotations
 
 import collections
-import time
-from typing import Any
 
+from .jobprocess import Executor
+from .protocol import Event, Fail, Run
 from .runner import MessageRunner
-from .tokens import QUEUED, STARTED, Entry
+from .tokens import Entry, TokenTable
 
 
 class InlineJobs:
@@ -27,8 +29,9 @@ class InlineJobs:
 
     def __init__(self, runner: MessageRunner) -> None:
         self.runner = runner
-        self._queued: collections.deque[tuple[Any, ...]] = collections.deque()
-        self._running: tuple[int, int] | None = None  # token, started (monotonic ns)
+        self.table = TokenTable()
+        self._executor = Executor(runner, self.table)
+        self._queued: collections.deque[Run | Fail] = collections.deque()
 
     @property
     def alive(self) -> bool:
@@ -38,40 +41,28 @@ class InlineJobs:
     def start(self) -> None:
         """Nothing to start."""
 
-    def submit(self, requests: list[tuple[Any, ...]]) -> None:
-        """Queue ``requests`` to run on the next :meth:`events` calls."""
+    def submit(self, requests: list[Run | Fail]) -> None:
+        """Queue ``requests`` to run on the next :meth:`events` calls (each Run QUEUED in the token table)."""
+        for request in requests:
+            if isinstance(request, Run):
+                self.table.queued(request.token)
         self._queued.extend(requests)
 
-    def events(self, timeout_s: float) -> list[tuple[Any, ...]]:
-        """Run the next queued request now and return its ``done`` event (nothing queued: nothing)."""
-        if not self._queued:
-            return []
-        request = self._queued.popleft()
-        token, message = request[1], request[2]
-        if request[0] == "fail":
-            return [("done", token, self.runner.fail(message, request[3], request[4]))]
-        self._running = (token, time.monotonic_ns())
-        try:
-            settlement = self.runner.run(message)
-        finally:
-            self._running = None
-        return [("done", token, settlement)]
+    def events(self, timeout_s: float) -> list[Event]:
+        """Run the next queued request now and return its answer (nothing queued, or all withdrawn: nothing)."""
+        while self._queued:
+            event = self._executor.execute(self._queued.popleft())
+            if event is not None:
+                return [event]
+        return []
 
     def state(self, token: int) -> Entry | None:
-        """Whether ``token`` is queued or running (as a job process's token table says it)."""
-        if self._running is not None and self._running[0] == token:
-            return Entry(STARTED, self._running[1], 0)
-        if any(request[1] == token for request in self._queued):
-            return Entry(QUEUED, 0, 0)
-        return None
+        """Whether ``token`` is queued, running or finished, as the token table says."""
+        return self.table.get(token)
 
     def withdraw(self, token: int) -> bool:
-        """Take back ``token`` if it is still queued."""
-        for request in self._queued:
-            if request[1] == token and request[0] == "run":
-                self._queued.remove(request)
-                return True
-        return False
+        """Take back ``token`` if it did not start (see :meth:`~sqjobs.tokens.TokenTable.withdraw`)."""
+        return self.table.withdraw(token)
 
     def stop_retrying(self) -> None:
         """Nothing to tell: the runner shares the worker's stop event."""

@@ -29,11 +29,7 @@ it did is dropped (the token table lets one of the two settle it, see
 :mod:`sqjobs.tokens`). When the job process cannot do even that (C code
 holding the GIL), the worker kills it a little later.
 
-Protocol: lists of tuples over a duplex pipe, batched both ways::
-
-    worker -> job process:  ("run", token, message) | ("fail", token, message, error, duration_s) | ("exit",)
-    job process -> worker:  ("ready", pid) | ("done", token, settlement) | ("recycle", reason)
-
+What the worker and the job process say to each other is in :mod:`sqjobs.protocol`;
 which token runs, and since when, is in a :class:`~sqjobs.tokens.TokenTable`
 both map. The job process ignores SIGTERM and SIGINT (the worker decides
 when to stop); SIGUSR1 tells it the worker is stopping, which ends
@@ -48,9 +44,7 @@ import ctypes
 import logging
 import multiprocessing
 import os
-import pickle
 import queue as queue_module
-import select
 import signal
 import sys
 import threading
@@ -63,6 +57,7 @@ from .brokers.base import ReceivedMessage
 from .errors import JobCrashedError, JobTimeoutError, SQJobsError
 from .identity import WORKER_PID_ENV
 from .message import about
+from .protocol import Channel, Done, Event, Exit, Fail, Outbox, Ready, Recycle, Run
 from .runner import MessageRunner, Settlement
 from .tokens import Entry, TokenTable
 
@@ -70,12 +65,6 @@ logger = logging.getLogger("sqjobs.jobprocess")
 
 #: Linux prctl option: the signal a process gets when its parent dies.
 _PR_SET_PDEATHSIG = 1
-#: Settlements the job process keeps before it sends them (it sends at once when it has nothing queued).
-BATCH_SETTLEMENTS = 32
-#: Longest time a settlement waits in the job process before it is sent, between two jobs.
-SETTLEMENT_DELAY_S = 0.01
-#: How often the late sender looks for settlements kept while a long job runs (it sleeps while none are kept).
-LATE_CHECK_S = 0.05
 #: How often a job process with threads looks for a thread stuck past its deadline.
 MONITOR_INTERVAL_S = 0.1
 
@@ -146,120 +135,24 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-class Channel:
-    """One end of the pipe between the worker and its job process: lists of tuples, pickled.
+class Executor:
+    """Runs what the worker hands over, as the token table allows; the job process's and :mod:`sqjobs.inline`'s."""
 
-    Readiness is asked of a poller made once (``Connection.poll`` builds a
-    selector per call, and a busy worker asks several times per job).
-    """
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-        self._poller = select.poll()
-        self._poller.register(conn.fileno(), select.POLLIN)
-
-    def ready(self, timeout_s: float | None) -> bool:
-        """True when something (or the end of the pipe) can be read, waiting up to ``timeout_s`` (None: forever)."""
-        return bool(self._poller.poll(None if timeout_s is None else max(timeout_s, 0.0) * 1000))
-
-    def send(self, items: list[tuple[Any, ...]]) -> None:
-        """Send ``items``; OSError when the other end is gone."""
-        self.conn.send_bytes(pickle.dumps(items, pickle.HIGHEST_PROTOCOL))
-
-    def recv(self) -> list[tuple[Any, ...]]:
-        """The next list sent; EOFError or OSError when the other end is gone."""
-        items: list[tuple[Any, ...]] = pickle.loads(self.conn.recv_bytes())  # noqa: S301 - our own process and pipe
-        return items
-
-    def close(self) -> None:
-        """Close this end."""
-        self.conn.close()
-
-
-class _Host:
-    """The job process's side: takes what the worker hands over, runs it, sends back the settlements."""
-
-    def __init__(self, conn: Channel, runner: MessageRunner, table: TokenTable, concurrency: int) -> None:
-        self.conn = conn
+    def __init__(self, runner: MessageRunner, table: TokenTable, concurrency: int = 1) -> None:
         self.runner = runner
         self.table = table
         self.concurrency = max(1, concurrency)
-        self.pending: collections.deque[tuple[Any, ...]] = collections.deque()
-        #: Settlements kept to be sent together (one at a time: serve_alone), since first_unsent (monotonic).
-        self.outbox: list[tuple[Any, ...]] = []
-        self.first_unsent = 0.0
-        #: Held while sending, and while the outbox changes.
-        self.send_lock = threading.Lock()
-        #: Set while the outbox holds something: the late sender watches it.
-        self.unsent = threading.Event()
         #: Tokens running in threads with a deadline (in the token table), their message and timeout: the monitor's.
         self.running: dict[int, tuple[ReceivedMessage, float]] = {}
         self.running_lock = threading.Lock()
-        self.recycling = False
-        self.work: queue_module.SimpleQueue[tuple[Any, ...] | None] = queue_module.SimpleQueue()
-
-    # -- sending -------------------------------------------------------------------------
-
-    def send(self, events: list[tuple[Any, ...]]) -> None:
-        with self.send_lock:
-            self._send(events)
-
-    def _send(self, events: list[tuple[Any, ...]]) -> None:
-        """Send ``events`` (the send lock held)."""
-        self.conn.send(events)
-
-    def keep(self, event: tuple[Any, ...]) -> None:
-        """Keep ``event`` to send it with the next ones (see :meth:`flush` and :meth:`send_late`)."""
-        with self.send_lock:
-            if not self.outbox:
-                self.first_unsent = time.monotonic()
-            self.outbox.append(event)
-        if not self.unsent.is_set():  # a busy job process wakes its late sender only when it went to sleep
-            self.unsent.set()
-
-    def flush(self) -> None:
-        """Send the kept settlements now."""
-        with self.send_lock:
-            if self.outbox:
-                events, self.outbox = self.outbox, []
-                self._send(events)
-
-    def send_late(self) -> None:
-        """A thread: every LATE_CHECK_S, send what was kept over SETTLEMENT_DELAY_S ago and is still there.
-
-        So a finished job's message is deleted while the one after it runs
-        for minutes. It sleeps while nothing is kept. Ends when the worker is
-        gone. Any other failure ends the job process: the worker then runs
-        again what it did not hear of, rather than wait for settlements that
-        would never come.
-        """
-        # Signals meant for the job's thread (its time limit, the worker's stop) never land here.
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGUSR1})
-        try:
-            while True:
-                self.unsent.wait()
-                time.sleep(LATE_CHECK_S)
-                with self.send_lock:
-                    if not self.outbox:
-                        self.unsent.clear()
-                    elif time.monotonic() - self.first_unsent >= SETTLEMENT_DELAY_S:
-                        events, self.outbox = self.outbox, []
-                        self.unsent.clear()
-                        self._send(events)
-        except OSError:
-            return  # the worker is gone
-        except BaseException:  # noqa: B036 - settlements taken and not sent: the worker must see a death
-            logger.exception("job process %d: its late sender failed; the job process ends", os.getpid())
-            os._exit(70)
 
     # -- running one ---------------------------------------------------------------------
 
-    def execute(self, item: tuple[Any, ...]) -> tuple[Any, ...] | None:
-        """Run one handed-over item; return its ``done`` event (None when the worker withdrew it)."""
-        if item[0] == "fail":
-            _, token, message, error, duration_s = item
-            return ("done", token, self.runner.fail(message, error, duration_s))
-        _, token, message = item
+    def execute(self, item: Run | Fail) -> Done | None:
+        """Run one handed-over item; return its answer (None when the worker withdrew it)."""
+        token, message = item.token, item.message
+        if isinstance(item, Fail):
+            return Done(token, self.runner.fail(message, item.error, item.duration_s))
         if self.runner.stop.is_set() or not self.table.start(token):
             return None  # the worker stops (it takes back what did not start), or withdrew this one
 
@@ -286,22 +179,25 @@ class _Host:
         if settlement is None:
             return None  # settled as timed out already (by the monitor, or by the worker that kills this process)
         self.table.finish(token)
-        return ("done", token, settlement)
+        return Done(token, settlement)
+
+class _Host(Executor):
+    """The job process's side: takes what the worker hands over, runs it, sends back the settlements."""
+
+    def __init__(self, conn: Channel, runner: MessageRunner, table: TokenTable, concurrency: int) -> None:
+        super().__init__(runner, table, concurrency)
+        self.conn = conn
+        self.pending: collections.deque[Run | Fail] = collections.deque()
+        #: Every answer goes through it, whatever the concurrency.
+        self.outbox = Outbox(conn.send)
+        self.recycling = False
+        self.work: queue_module.SimpleQueue[Run | Fail | None] = queue_module.SimpleQueue()
 
     # -- one at a time -------------------------------------------------------------------
 
     def serve_alone(self) -> None:
-        """Concurrency 1: the main thread reads what comes and runs it, one job after the other.
-
-        Settlements are sent together: when nothing is left to run, every
-        BATCH_SETTLEMENTS, and (by the late sender) SETTLEMENT_DELAY_S after
-        the first was kept, whatever runs then.
-        """
-        try:
-            threading.Thread(target=self.send_late, name="sqjobs-late-sender", daemon=True).start()
-        except RuntimeError as exc:  # no thread to be had (a limit): settlements go between jobs only
-            logger.warning("job process %d: no late sender (%s); a finished job's settlement waits for the job "
-                           "after it", os.getpid(), exc)
+        """Concurrency 1: the main thread reads what comes and runs it, one job after the other."""
+        self.outbox.start_late_sender()
         while True:
             # What the worker sent is read once everything read before ran (a withdrawal needs no reading:
             # it is in the token table); so a busy job process makes no read per job.
@@ -311,13 +207,7 @@ class _Host:
                 continue
             item = self.pending.popleft()
             event = self.execute(item)
-            if event is not None:
-                self.keep(event)
-            # A recorded failure is sent at once: the next job may kill this process, and the
-            # worker must not lose the settlement of an attempt that is recorded already.
-            if item[0] == "fail" or not self.pending or len(self.outbox) >= BATCH_SETTLEMENTS or \
-                    time.monotonic() - self.first_unsent >= SETTLEMENT_DELAY_S:
-                self.flush()
+            self.outbox.put(event, bool(self.pending), isinstance(item, Fail))
 
     def _read(self, block: bool) -> bool:
         """Take in what the worker sent (waiting for it when ``block``); False when told to exit."""
@@ -328,10 +218,9 @@ class _Host:
                 requests = self.conn.recv()
             except (EOFError, OSError):
                 return False
-            for request in requests:
-                if request[0] == "exit":
-                    return False
-                self.pending.append(request)
+            if requests and isinstance(requests[-1], Exit):
+                return False  # sent alone, once everything handed over was settled
+            self.pending.extend(requests)  # type: ignore[arg-type]  # Run and Fail: Exit comes alone
             block = False
 
     # -- several at once -----------------------------------------------------------------
@@ -345,6 +234,7 @@ class _Host:
             thread.start()
         monitor = threading.Thread(target=self._monitor, name="sqjobs-job-monitor", daemon=True)
         monitor.start()
+        self.outbox.start_late_sender()
         while self._read(block=True):
             while self.pending:
                 self.work.put(self.pending.popleft())
@@ -356,11 +246,10 @@ class _Host:
             item = self.work.get()
             if item is None:
                 return
-            if (self.recycling or self.runner.stop.is_set()) and item[0] == "run":
+            if (self.recycling or self.runner.stop.is_set()) and isinstance(item, Run):
                 continue  # the worker takes back what was queued when it hears of the recycle or stops
             event = self.execute(item)
-            if event is not None:
-                self.send([event])
+            self.outbox.put(event, not self.work.empty(), isinstance(item, Fail))
 
     def _monitor(self) -> None:
         """Settle, as timed out, a job whose thread is stuck past its deadline; then ask to be replaced.
@@ -388,11 +277,11 @@ class _Host:
                               f"{defaults.TIMEOUT_GRACE_S:g} s after it; the job process is replaced")
         settlement = self.runner.fail(message, error, (time.monotonic_ns() - entry.started_ns) / 1e9)
         self.table.finish(token)
+        events: list[Event] = [Done(token, settlement)]
         if not self.recycling:
             self.recycling = True
-            self.send([("done", token, settlement), ("recycle", str(error))])
-        else:
-            self.send([("done", token, settlement)])
+            events.append(Recycle(str(error)))
+        self.outbox.send_now(events)
 
 
 def _child_main(conn: Connection, make_runner: Callable[[threading.Event], MessageRunner], parent_pid: int,
@@ -407,7 +296,7 @@ def _child_main(conn: Connection, make_runner: Callable[[threading.Event], Messa
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
     channel = Channel(conn)
     host = _Host(channel, make_runner(stopping), table, concurrency)
-    channel.send([("ready", os.getpid())])
+    channel.send([Ready(os.getpid())])
     try:
         if host.concurrency == 1:
             host.serve_alone()
@@ -415,7 +304,7 @@ def _child_main(conn: Connection, make_runner: Callable[[threading.Event], Messa
             host.serve_threads()
     finally:
         with contextlib.suppress(OSError):
-            host.flush()  # the settlements of attempts that ran, even when this process ends on an error
+            host.outbox.flush()  # the settlements of attempts that ran, even when this process ends on an error
 
 
 class JobProcess:
@@ -427,7 +316,8 @@ class JobProcess:
         self.pid = 0
         self.table: TokenTable | None = None
         self._conn: Channel | None = None
-        #: True once the job process asked to be replaced (a thread stuck past its deadline).
+        #: True once the job process asked to be replaced (a thread stuck past its deadline): the worker sets it
+        #: when it reads the Recycle (it reads every event anyway: no second look per event here).
         self.recycling = False
 
     def start(self) -> None:
@@ -459,7 +349,7 @@ class JobProcess:
         while time.monotonic() < deadline:
             events = self.events(min(0.5, max(deadline - time.monotonic(), 0)))
             if events:
-                if events[0][0] == "ready":
+                if isinstance(events[0], Ready):
                     logger.debug("job process %d ready", pid)
                     return
                 break
@@ -471,25 +361,25 @@ class JobProcess:
         """True while the job process runs."""
         return self._conn is not None
 
-    def submit(self, requests: list[tuple[Any, ...]]) -> None:
-        """Hand over ``("run", token, message)`` and ``("fail", token, message, error)`` requests.
+    def submit(self, requests: list[Run | Fail]) -> None:
+        """Hand over ``requests`` (each Run is QUEUED in the token table before it is sent).
 
         Raises JobProcessDied if the job process is gone.
         """
         assert self._conn is not None and self.table is not None, "the job process is not running"
         for request in requests:
-            if request[0] == "run":
-                self.table.queued(request[1])
+            if isinstance(request, Run):
+                self.table.queued(request.token)
         try:
             self._conn.send(requests)
         except OSError:
             raise self._died() from None
 
-    def events(self, timeout_s: float) -> list[tuple[Any, ...]]:
+    def events(self, timeout_s: float) -> list[Event]:
         """What the job process sent, waiting up to ``timeout_s`` for something; JobProcessDied if it died."""
         conn = self._conn
         assert conn is not None
-        received: list[tuple[Any, ...]] = []
+        received: list[Any] = []
         try:
             if conn.ready(timeout_s):
                 received.extend(conn.recv())
@@ -503,9 +393,6 @@ class JobProcess:
             ended = self._reap(block=False)
             if ended is not None:
                 raise JobProcessDied(f"the job process {ended}")
-        for event in received:
-            if event[0] == "recycle":
-                self.recycling = True
         return received
 
     def state(self, token: int) -> Entry | None:
@@ -558,7 +445,7 @@ class JobProcess:
         if self._conn is None:
             return
         with contextlib.suppress(OSError):
-            self._conn.send([("exit",)])
+            self._conn.send([Exit()])
         deadline = time.monotonic() + timeout_s
         while self.pid and time.monotonic() < deadline:
             if self._reap(block=False) is not None:

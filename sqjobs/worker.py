@@ -20,7 +20,17 @@ ahead; once its jobs prove quick, two receives ahead (with a job process),
 so that the next batch is there before the one running ran out; no more
 than it expects to start within ``hold_s`` when they are slow. A message that waited ``hold_s`` unstarted
 behind a long job is handed back for another worker (where the broker takes
-the receive back, so that it costs no attempt: not on SQS).
+the receive back, so that it costs no attempt: not on SQS). So ``hold_s``
+(``[worker] hold_s``, ``--hold``) is the hand-back timer: how long a message
+the worker has in flight (:mod:`sqjobs.heartbeat`) may wait unstarted. It
+has nothing to do with jobs *held* in the status database until they are
+due (:mod:`sqjobs.held`).
+
+The pieces, each in its module: what the worker and its job process say
+(:mod:`sqjobs.protocol`), where each message stands (:mod:`sqjobs.handover`),
+what runs in the job process (:mod:`sqjobs.jobprocess`, or
+:mod:`sqjobs.inline`), the deadlines both read (:mod:`sqjobs.tokens`), the
+deletes it owes (:mod:`sqjobs.deletes`), the heartbeat (:mod:`sqjobs.heartbeat`).
 
 What to do with each message is decided by :mod:`sqjobs.runner`; the worker
 applies the decision to the broker. Tests drive it without threads or
@@ -42,15 +52,17 @@ from .brokers.base import Broker, ReceivedMessage, cut_reason
 from .brokers.sqs_limits import check_queue_name
 from .burst import BurstEnd
 from .config import WorkerGroup
+from .deletes import CARRIED_DELETES_MAX, PendingDeletes
 from .errors import BrokerAuthError, JobTimeoutError, MalformedMessageError, StatusStorePermanentError
+from .handover import Handover, Item
 from .healthfile import HealthFile
-from .heartbeat import HeldMessages
+from .heartbeat import InFlight
 from .inline import InlineJobs
 from .jobprocess import JobProcess, JobProcessDied, crash_error, timed_out_error
 from .message import JobMessage, about, decode, glimpse
 from .middleware import Middleware, MiddlewareChain
 from .outage import Outage, traceback_for
-from .pipeline import Item, Pipeline
+from .protocol import Done, Recycle
 from .registry import Registry
 from .runner import REFUSALS_ATTRIBUTE, Action, MessageRunner, Settlement, known_jobs_text, success_line
 from .settings import ISOLATIONS, default
@@ -59,7 +71,7 @@ from .unique import KeyReleases
 
 logger = logging.getLogger("sqjobs.worker")
 
-__all__ = ["HeldMessages", "Worker", "known_jobs_text", "ISOLATIONS"]
+__all__ = ["CARRIED_DELETES_MAX", "InFlight", "Worker", "known_jobs_text", "ISOLATIONS"]
 
 #: Pause after a broker error before trying again (doubled up to the cap); see :mod:`sqjobs.outage`.
 ERROR_PAUSE_S = 1.0
@@ -72,17 +84,12 @@ CRASH_MEMORY_S = 600.0
 TICK_S = 0.1
 #: How often a busy worker looks for messages held back too long and jobs past their hard deadline.
 TIMERS_S = 0.05
-#: Longest time a succeeded message waits for its delete (they are deleted ten at a time).
-DELETE_DELAY_S = 0.2
 #: Weight of the newest job duration in the running average that sizes how far ahead the worker receives.
 DURATION_WEIGHT = 0.2
 #: Receives a worker with a job process holds ahead of its threads once its jobs prove quick: one runs down in
 #: the job process while the next is received, so the job process does not wait for the broker (what it
 #: gained: docs/explanation/benchmarks.rst, "Two receives ahead").
 RECEIVES_AHEAD = 2
-#: Finished messages a worker whose broker deletes while it receives leaves to its next receive; more are
-#: deleted at once.
-CARRIED_DELETES_MAX = 2 * defaults.MAX_BATCH
 
 Jobs = JobProcess | InlineJobs
 
@@ -148,7 +155,7 @@ class Worker:
         self.unknown_job_refusals = max(1, unknown_job_refusals or default("worker", "unknown_job_refusals"))
         self.crash_allowance = max(0, default("worker", "crash_allowance") if crash_allowance is None
                                    else crash_allowance)
-        self.held = HeldMessages(self.broker, self.visibility_timeout_s)
+        self.in_flight = InFlight(self.broker, self.visibility_timeout_s)
         #: Middleware of this worker only (its health file), after the app's.
         self.own_middleware: list[Middleware] = [HealthFile(status_file)] if status_file else []
         #: Attempts that ran (``--max-jobs`` counts them), and jobs whose last attempt ran (not retried).
@@ -168,10 +175,7 @@ class Worker:
         self.crashes: list[float] = []
         self.last_crash: str | None = None
         #: The messages held: parked here, or handed over to run.
-        self.pipeline = Pipeline()
-        #: Messages whose job succeeded, deleted ten at a time (or after DELETE_DELAY_S).
-        self._succeeded: list[ReceivedMessage] = []
-        self._first_succeeded_at = 0.0
+        self.handover = Handover()
         #: Running average of job durations (None until a job ran): how far ahead to receive.
         self._average_s: float | None = None
         #: A busy worker asks the broker again no sooner than this (monotonic) after finding nothing.
@@ -181,12 +185,11 @@ class Worker:
         self._jobs: Jobs | None = None
         #: Broker failures in a row: one line per backoff step, one when a receive works again.
         self.broker_outage = Outage(logger, "broker", "receiving", ERROR_PAUSE_S, ERROR_PAUSE_MAX_S)
-        #: Deletes of finished messages that failed: the messages stay held and the delete is tried again.
-        self.delete_outage = Outage(logger, "broker", "deleting finished messages (they stay held)", ERROR_PAUSE_S,
-                                    ERROR_PAUSE_MAX_S, announce_recovery=False)
-        self._delete_retry_at = 0.0
         #: Unique keys of finished jobs, freed once the broker confirmed their delete or dead-letter move.
         self.key_releases = KeyReleases(self.app.settings.database_url)
+        #: Messages whose job succeeded, deleted together (see :mod:`sqjobs.deletes`).
+        self.deletes = PendingDeletes(self.broker, self.in_flight, self.key_releases, logger, ERROR_PAUSE_S,
+                                      ERROR_PAUSE_MAX_S)
         #: Messages whose move to the dead-letter queue failed, with their settlement: never run again, only moved.
         self._undead: dict[str, Settlement] = {}
         #: Messages dead-lettered because their signature did not verify (unsigned, forged, unknown key).
@@ -234,12 +237,12 @@ class Worker:
         if self._jobs is not None:
             self._jobs.stop_retrying()
         if signum is not None:
-            self.held.notify(self._stop_notice(signal.Signals(signum).name))
+            self.in_flight.notify(self._stop_notice(signal.Signals(signum).name))
 
     def _stop_notice(self, what: str) -> str:
         """The line a stop request logs: what runs now and what will be handed back."""
-        running = [item for item in list(self.pipeline.handed.values()) if self._state(item.token) == STARTED]
-        waiting = len(self.pipeline) - len(running)
+        running = [item for item in list(self.handover.handed.values()) if self._state(item.token) == STARTED]
+        waiting = len(self.handover) - len(running)
         back = f"{waiting} prefetched message(s) are handed back"
         if not running:
             return f"{what} received: stopping (no job running)" + (f"; {back}" if waiting else "")
@@ -270,14 +273,14 @@ class Worker:
         held).
         """
         count = max_messages or self.prefetch
-        carried = self._succeeded if self.broker.deletes_while_receiving else []
+        carried = self.deletes.take_for_receive()
         for index, queue in enumerate(self.queues):
             last = index == len(self.queues) - 1
             wait = wait_s if last else 0
             if carried:
                 messages = self.broker.delete_then_receive([m.receipt for m in carried], queue, count, wait,
                                                            self.visibility_timeout_s)
-                self._deleted(carried)
+                self.deletes.received(carried)
                 carried = []
             else:
                 messages = self.broker.receive(queue, count, wait, self.visibility_timeout_s)
@@ -303,7 +306,7 @@ class Worker:
             received_before = long_ns / 1e9  # a job that started before then was received before then
             long_running = 0
             if self._jobs is not None:
-                for item in self.pipeline.handed.values():
+                for item in self.handover.handed.values():
                     if item.received_at >= received_before:
                         continue
                     entry = self._jobs.state(item.token)
@@ -327,10 +330,10 @@ class Worker:
         them ran down far enough for a full receive: fewer, fuller receives
         cost the broker (and the CPU) less per message.
         """
-        if self.stopping or self.pipeline.has_suspect:
+        if self.stopping or self.handover.has_suspect:
             return 0  # a suspect runs once the messages held with it ran: none are added meanwhile
         capacity = self._capacity()
-        held = len(self.pipeline)
+        held = len(self.handover)
         room = capacity - held
         if room <= 0:
             return 0
@@ -347,11 +350,11 @@ class Worker:
         if not messages:
             return 0
         self.last_received_at = self.clock()
-        self.held.add(messages)
+        self.in_flight.add(messages)
         now = time.monotonic()
         items: list[Item] = []
         spare: list[ReceivedMessage] = []
-        suspect_held = self.pipeline.has_suspect
+        suspect_held = self.handover.has_suspect
         for message in messages:
             if message.unsettled_before:
                 if suspect_held:
@@ -366,8 +369,8 @@ class Worker:
         if spare:
             logger.warning("%d other message(s) back from a worker that died are handed back: one runs alone at "
                            "a time", len(spare))
-            self.held.hand_back(spare)
-        self.pipeline.park(items)
+            self.in_flight.hand_back(spare)
+        self.handover.park(items)
         return len(messages)
 
     # -- handing over ------------------------------------------------------------------
@@ -393,7 +396,7 @@ class Worker:
 
     def _hand_over(self, now: float) -> None:
         """Hand parked messages over to run, as far as the rules and the job process allow."""
-        if not self.pipeline.parked:
+        if not self.handover.parked:
             return
         if self._jobs is not None and self._jobs.recycling:
             self._retire_job_process()
@@ -401,21 +404,21 @@ class Worker:
         if self.stopping:
             self._give_back_unstarted()
         limit = self.threads + RECEIVES_AHEAD * self.prefetch if self.isolation == "process" else 1
-        room = limit - len(self.pipeline.handed)
+        room = limit - len(self.handover.handed)
         if room <= 0:
             return
-        items = self.pipeline.take(room, now, urgent_only=self.stopping)
+        items = self.handover.take(room, now, urgent_only=self.stopping)
         if not items:
             return
         undead = [item for item in items if item.message.message_id in self._undead]
         for item in undead:
-            self.pipeline.settled(item.token)
+            self.handover.settled(item.token)
             self.apply(item.message, self._undead[item.message.message_id])
         items = [item for item in items if item not in undead]
         if not items:
             return
         if items[0].alone:
-            self._flush_deletes()  # if it takes the worker down, it takes no finished message with it
+            self.deletes.flush()  # if it takes the worker down, it takes no finished message with it
         try:
             self._jobs_ready().submit([item.request() for item in items])
         except JobProcessDied as death:
@@ -425,25 +428,25 @@ class Worker:
         """The job process asked to be replaced: take back what it did not start; replace it once it is idle."""
         jobs = self._jobs
         assert jobs is not None
-        withdrawn = [item.token for item in self.pipeline.handed.values() if jobs.withdraw(item.token)]
-        self.pipeline.park(self.pipeline.take_back(withdrawn), front=True)
-        if not self.pipeline.handed:
+        withdrawn = [item.token for item in self.handover.handed.values() if jobs.withdraw(item.token)]
+        self.handover.park(self.handover.take_back(withdrawn), front=True)
+        if not self.handover.handed:
             logger.warning("job process %d replaced: a job's thread is stuck past its timeout", jobs.pid)
             jobs.close(timeout_s=defaults.TIMEOUT_GRACE_S)
             self._jobs = None
 
     def _give_back_unstarted(self) -> None:
         """Stopping: hand back every message that did not start (parked, or queued in the job process)."""
-        items = self.pipeline.unpark_all(keep_failures=True)
+        items = self.handover.unpark_all(keep_failures=True)
         jobs = self._jobs
         if jobs is not None:
-            withdrawn = [item.token for item in self.pipeline.handed.values()
+            withdrawn = [item.token for item in self.handover.handed.values()
                          if item.error is None and jobs.withdraw(item.token)]
-            items += self.pipeline.take_back(withdrawn)
+            items += self.handover.take_back(withdrawn)
         if items:
-            self.held.hand_back([item.message for item in items])
+            self.in_flight.hand_back([item.message for item in items])
 
-    def _hold_back(self, now: float) -> None:
+    def _hand_back_overdue(self, now: float) -> None:
         """Hand back, for another worker, the messages that waited ``hold_s`` unstarted behind long jobs.
 
         Only where the broker takes the receive back (it costs no attempt):
@@ -452,24 +455,24 @@ class Worker:
         if not self.broker.exact_receive_counts or self.hold_s <= 0 or self.isolation == "none":
             return
         cutoff = now - self.hold_s
-        items = self.pipeline.unpark_waiting(cutoff)
+        items = self.handover.unpark_waiting(cutoff)
         jobs = self._jobs
         if jobs is not None:
-            waiting = [item.token for item in self.pipeline.handed.values()
+            waiting = [item.token for item in self.handover.handed.values()
                        if item.received_at < cutoff and item.error is None and not item.alone
                        and self._state(item.token) == QUEUED]
-            items += self.pipeline.take_back([token for token in waiting if jobs.withdraw(token)])
+            items += self.handover.take_back([token for token in waiting if jobs.withdraw(token)])
         if items:
             logger.info("%d message(s) waited over %g s behind running jobs: handed back for another worker",
                         len(items), self.hold_s)
-            self.held.hand_back([item.message for item in items])
+            self.in_flight.hand_back([item.message for item in items])
 
     # -- answers from the job process -------------------------------------------------
 
     def _collect(self, timeout_s: float) -> int:
         """Take the job process's answers (waiting up to ``timeout_s``) and settle them; return how many."""
         jobs = self._jobs
-        if jobs is None or not self.pipeline.handed:
+        if jobs is None or not self.handover.handed:
             return 0
         try:
             events = jobs.events(timeout_s)
@@ -478,13 +481,14 @@ class Worker:
             return 0
         settled = 0
         for event in events:
-            if event[0] == "done":
-                item = self.pipeline.settled(event[1])
+            if isinstance(event, Done):
+                item = self.handover.settled(event.token)
                 if item is not None:
-                    self._settled(item, event[2])
+                    self._settled(item, event.settlement)
                     settled += 1
-            elif event[0] == "recycle":
-                logger.error("job process %d: %s; it is replaced once its other jobs finished", jobs.pid, event[1])
+            elif isinstance(event, Recycle):
+                jobs.recycling = True
+                logger.error("job process %d: %s; it is replaced once its other jobs finished", jobs.pid, event.reason)
         return settled
 
     def _settled(self, item: Item, settlement: Settlement) -> None:
@@ -496,9 +500,9 @@ class Worker:
         group = item.group
         if group is not None and settlement.action is not Action.DELETE:
             # The group waits for this one's retry: the rest of it goes back unrun, to keep its order.
-            behind = self.pipeline.unpark_group(group)
+            behind = self.handover.unpark_group(group)
             if behind:
-                self.held.hand_back([other.message for other in behind])
+                self.in_flight.hand_back([other.message for other in behind])
         if self.max_jobs and self.jobs_done >= self.max_jobs:
             self._stopping.set()
 
@@ -515,7 +519,7 @@ class Worker:
         if process is None or process.table is None:
             return
         grace_s = defaults.TIMEOUT_GRACE_S + (defaults.TIMEOUT_MONITOR_SLACK_S if self.threads > 1 else 0.0)
-        for item in list(self.pipeline.handed.values()):
+        for item in list(self.handover.handed.values()):
             entry = process.table.time_out(item.token, grace_s)
             if entry is None:
                 continue  # within its deadline and grace, ended, or settled by the job process's monitor
@@ -545,7 +549,7 @@ class Worker:
         """
         jobs = self._jobs
         self._jobs = None
-        handed = list(self.pipeline.handed.values())
+        handed = list(self.handover.handed.values())
         states = {item.token: (jobs.state(item.token) if jobs is not None else None) for item in handed}
         running = [item for item in handed
                    if item.error is None and (entry := states[item.token]) is not None
@@ -566,7 +570,7 @@ class Worker:
         self.last_crash = f"{death.description} ({where})"
         logger.error("%s: the job process %s; starting a new job process", where,
                      death.description.removeprefix("the job process "))
-        taken = self.pipeline.take_back([item.token for item in handed])
+        taken = self.handover.take_back([item.token for item in handed])
         again: list[Item] = []
         for item in taken:
             if item in recording:
@@ -591,7 +595,7 @@ class Worker:
             else:
                 again.append(item)
         again.sort(key=lambda item: (item.error is None, item.alone))
-        self.pipeline.park(again, front=True)
+        self.handover.park(again, front=True)
 
     # -- settling ----------------------------------------------------------------------
 
@@ -609,15 +613,9 @@ class Worker:
         if action is Action.DELETE:
             if settlement.ran:
                 logs.info_line(logger, success_line(message, settlement))
-            if not self._succeeded:
-                self._first_succeeded_at = time.monotonic()
-            self._succeeded.append(message)
             if settlement.unique_key:
                 self.key_releases.expect(message.receipt, settlement.unique_key, settlement.job_id or "")
-            # Deleted ten at a time; where the next receive deletes them, by it (unless more wait).
-            if len(self._succeeded) >= (CARRIED_DELETES_MAX if self.broker.deletes_while_receiving
-                                        else defaults.MAX_BATCH):
-                self._flush_deletes()
+            self.deletes.add(message)
         elif action is Action.POSTPONE:
             if self._burst_end is not None:
                 self._burst_end.postponed(settlement.delay_s)
@@ -628,58 +626,7 @@ class Worker:
         elif action is Action.DEAD_LETTER:
             self._dead_letter(message, settlement)
         else:
-            self.held.hand_back([message], unstarted=False)
-
-    def _flush_deletes(self, last: bool = False) -> None:
-        """Delete the messages whose jobs succeeded, in batches per queue, then stop holding them.
-
-        Until then the heartbeat keeps them hidden; a crash before the flush
-        runs them again, which at-least-once delivery allows. A delete that
-        fails (the broker is down, its disk full) keeps the messages held,
-        and is tried again after a pause that doubles (one log line per
-        try), so a finished job is not run again because of an outage. Only
-        the ``last`` flush, when the worker stops, gives up on them.
-        """
-        if not self._succeeded or (not last and time.monotonic() < self._delete_retry_at):
-            return
-        succeeded, self._succeeded = self._succeeded, []
-        by_queue: dict[str, list[ReceivedMessage]] = {}
-        for message in succeeded:
-            by_queue.setdefault(message.queue, []).append(message)
-        kept: list[ReceivedMessage] = []
-        for queue, messages in by_queue.items():
-            try:
-                self.broker.delete_batch(queue, [m.receipt for m in messages])
-            except BrokerAuthError:
-                raise
-            except Exception as exc:
-                if last:
-                    logger.error("could not delete %d finished message(s) on %s; they will be delivered again: %s",
-                                 len(messages), queue, exc, exc_info=traceback_for(logger, exc))
-                    self.key_releases.forget(messages)
-                else:
-                    kept.extend(messages)
-                    self._delete_retry_at = time.monotonic() + self.delete_outage.failed(exc)
-                    continue
-            self.held.release_all(messages)
-            self.key_releases.deleted(messages)
-        if kept:
-            self._succeeded = kept + self._succeeded
-        else:
-            self._deletes_worked(len(succeeded))
-
-    def _deleted(self, messages: list[ReceivedMessage]) -> None:
-        """``messages``, the first of the succeeded ones, were deleted (by a receive): stop holding them."""
-        self._succeeded = self._succeeded[len(messages):]
-        self.held.release_all(messages)
-        self.key_releases.deleted(messages)
-        self._deletes_worked(len(messages))
-
-    def _deletes_worked(self, count: int) -> None:
-        if self.delete_outage.ongoing:
-            logger.info("deleted %d finished message(s) held since their delete failed (%d failed %s)",
-                        count, self.delete_outage.failures, "try" if self.delete_outage.failures == 1 else "tries")
-            self.delete_outage.recovered()
+            self.in_flight.hand_back([message], unstarted=False)
 
     def _dead_letter(self, message: ReceivedMessage, settlement: Settlement) -> None:
         """Move ``message`` to the dead-letter queue; log the move once it happened.
@@ -736,7 +683,7 @@ class Worker:
         A broker error leaves the message to be delivered again (and, for a
         message that should have been dead-lettered, to the crash ceiling).
         """
-        self.held.release(message)
+        self.in_flight.release(message)
         try:
             action()
             return True
@@ -749,40 +696,39 @@ class Worker:
 
     # -- the loop ----------------------------------------------------------------------
 
-    def _work_on(self, now: float, hold_back: bool = True) -> int:
+    def _work_on(self, now: float, hand_back: bool = True) -> int:
         """One turn with messages held: hand over, take answers, keep the timers; return how many settled."""
         self._hand_over(now)
-        timeout_s = TICK_S if self.pipeline.handed else 0.0
-        if self._succeeded:
-            delete_at = max(self._first_succeeded_at + DELETE_DELAY_S, self._delete_retry_at)
-            timeout_s = min(timeout_s, max(delete_at - now, 0))
+        timeout_s = TICK_S if self.handover.handed else 0.0
+        deletes = self.deletes
+        if deletes.messages:
+            timeout_s = min(timeout_s, max(deletes.due_at() - now, 0))
         if not self.stopping and self._next_receive_at > now:
             timeout_s = min(timeout_s, self._next_receive_at - now)
         settled = self._collect(timeout_s)
         now = time.monotonic()
-        if self.pipeline.parked and not self.pipeline.handed:
+        if self.handover.parked and not self.handover.handed:
             self._hand_over(now)
         if now >= self._timers_at:  # a look at every handed message: not on every turn of a busy worker
             self._timers_at = now + TIMERS_S
-            if hold_back and not self.stopping:
-                self._hold_back(now)
+            if hand_back and not self.stopping:
+                self._hand_back_overdue(now)
             self._check_deadlines()
-        if self._succeeded and (now - self._first_succeeded_at >= DELETE_DELAY_S or
-                                (not self.pipeline.handed and not self.broker.deletes_while_receiving)):
-            self._flush_deletes()  # else the loop's next receive deletes them
+        if deletes.messages and deletes.due(now, running=bool(self.handover.handed), receiving=True):
+            deletes.flush()  # else the loop's next receive deletes them
         return settled
 
     def run_once(self, wait_s: float = 0) -> int:
         """Receive one batch and settle all of it; return how many messages were settled."""
         self._take_in(wait_s, self.prefetch)
         settled = 0
-        while self.pipeline:
+        while self.handover:
             if self.stopping:
                 self._give_back_unstarted()
-                if not self.pipeline.handed and not self.pipeline.parked:
+                if not self.handover.handed and not self.handover.parked:
                     break
-            settled += self._work_on(time.monotonic(), hold_back=False)
-        self._flush_deletes(last=True)
+            settled += self._work_on(time.monotonic(), hand_back=False)
+        self.deletes.flush(last=True)
         self.key_releases.retry()
         return settled
 
@@ -802,16 +748,16 @@ class Worker:
                         "dead-letter queue", os.getpid(), ", ".join(self.signer.key_ids))
         middleware = self.middleware
         middleware.worker_started(self)
-        self.held.start()
+        self.in_flight.start()
         try:
             self._loop()
         finally:
             try:
                 self._give_back_unstarted()
-                self._flush_deletes(last=True)
+                self.deletes.flush(last=True)
                 self.key_releases.retry(last=True)
             finally:
-                self.held.stop()
+                self.in_flight.stop()
                 self.close()
                 middleware.worker_stopped(self)
         logger.info("worker %d stopped after %d attempt(s); %d job(s) finished", os.getpid(), self.jobs_done,
@@ -826,18 +772,19 @@ class Worker:
             now = time.monotonic()
             if self.stopping:
                 self._give_back_unstarted()
-                if not self.pipeline:
+                if not self.handover:
                     return
             wanted = self._wanted(now)
             if self.key_releases.due:
                 self.key_releases.retry()  # keys whose free failed, after its pause
-            if self._succeeded and not self.pipeline.handed and not (wanted and self.broker.deletes_while_receiving):
-                self._flush_deletes()  # no receive deletes them now (or their delete failed: tried after its pause)
-            if not self.pipeline and self.broker_outage.ongoing and now < self._next_receive_at:
+            if self.deletes.messages and self.deletes.due(now, running=bool(self.handover.handed),
+                                                          receiving=bool(wanted)):
+                self.deletes.flush()  # no receive deletes them now (or their delete failed: tried after its pause)
+            if not self.handover and self.broker_outage.ongoing and now < self._next_receive_at:
                 self._stopping.wait(self._next_receive_at - now)  # the pause the outage's last line announced
                 continue
             if wanted:
-                idle = not self.pipeline
+                idle = not self.handover
                 try:
                     got = self._take_in(self.wait_s if idle and not self.burst else burst_wait_s, wanted)
                 except BrokerAuthError:
@@ -862,7 +809,7 @@ class Worker:
                 elif not idle:
                     self._next_receive_at = time.monotonic() + self.broker.busy_poll_s
                 continue
-            if not self.pipeline:
+            if not self.handover:
                 return  # no room and nothing held: --max-jobs reached
             self._work_on(now)
 

@@ -255,9 +255,9 @@ def test_heartbeat_extends_every_held_message(broker: MemoryBroker, clock: Clock
     send(broker, ok_job.job_class, (2,))
     worker = make_worker(broker, visibility_timeout_s=30)
     messages = worker.receive(0)
-    worker.held.add(messages)
+    worker.in_flight.add(messages)
     clock.now += 25
-    worker.held.extend()
+    worker.in_flight.extend()
     clock.now += 25  # 50 s after the receive, past the original timeout
     assert broker.receive("steps", 10) == []
     assert broker.stats("steps").in_flight == 2

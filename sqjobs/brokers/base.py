@@ -220,7 +220,24 @@ class QueueStats:
 
 
 class Broker(abc.ABC):
-    """Base class of every broker: the contract, what the broker can do, and the moves written once."""
+    """Base class of every broker: the contract, what the broker can do, and the moves written once.
+
+    Why each part beyond the SQS-shaped core (``send``, ``receive``,
+    ``delete``, ``change_visibility``, ``stats``, ``purge``) exists:
+
+    - only for a worker's speed, each with a default that is correct
+      without it: ``send_batch``, ``delete_batch``,
+      ``change_visibility_batch`` (one request or write for several; SQS
+      takes 10), ``delete_then_receive`` with ``deletes_while_receiving``
+      (the worker's finished messages deleted by its next receive, one
+      write for both: :mod:`sqjobs.deletes`), ``busy_poll_s``;
+    - for the promise (nothing lost, attempts counted right): ``release``
+      and ``exact_receive_counts`` (a message handed back unstarted costs
+      no attempt), ``postpone``, ``requeue``, ``dead_letter`` and ``_move``;
+    - for the tools and the CLI: ``find``/``withdraw`` (``can_find``:
+      cancelling), ``next_due`` (``--burst``), ``peek``, ``queues``,
+      ``requeue_dead``; ``interrupt`` makes a stop prompt.
+    """
 
     #: URL scheme this broker is chosen by.
     scheme: str = ""

@@ -1,4 +1,4 @@
-"""Where each message a worker holds stands: parked in the worker, or handed over to run.
+"""The worker's hand-over: where each message it has in flight stands, parked in the worker or handed over to run.
 
 A worker receives messages ahead of the jobs it runs, so that its job
 process never waits for the broker. Each message it holds is either
@@ -8,7 +8,7 @@ process never waits for the broker. Each message it holds is either
 - *handed over*: given to the job process under a token, queued there or
   running (the :class:`~sqjobs.tokens.TokenTable` says which).
 
-The :class:`Pipeline` keeps both in order and applies the rules of what may
+The :class:`Handover` keeps both in order and applies the rules of what may
 be handed over next:
 
 - a message whose last worker died holding it (a *suspect*, it may kill
@@ -18,7 +18,7 @@ be handed over next:
 - a FIFO group has at most one message handed over at a time, so that its
   messages run in order, one after the other.
 
-It holds no broker and runs no job: the worker decides, the pipeline keeps
+It holds no broker and runs no job: the worker decides, the hand-over keeps
 count. Only the worker's main thread uses it.
 """
 
@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import collections
 import itertools
-from typing import Any, Iterator
+from typing import Iterator
 
 from .brokers.base import ReceivedMessage
+from .protocol import Fail, Run
 
 
 class Item:
@@ -55,14 +56,14 @@ class Item:
         self.group: tuple[str, str] | None = (
             (message.queue, message.group_id) if message.group_id is not None else None)
 
-    def request(self) -> tuple[Any, ...]:
+    def request(self) -> Run | Fail:
         """What the job process is sent for it: run it, or record its failed attempt."""
         if self.error is not None:
-            return ("fail", self.token, self.message, self.error, self.duration_s)
-        return ("run", self.token, self.message)
+            return Fail(self.token, self.message, self.error, self.duration_s)
+        return Run(self.token, self.message)
 
 
-class Pipeline:
+class Handover:
     """The messages one worker holds: parked in order, and handed over by token."""
 
     def __init__(self) -> None:
