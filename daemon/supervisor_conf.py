@@ -31,6 +31,7 @@ import shlex
 import sys
 from dataclasses import dataclass
 
+from sqjobs import defaults
 from sqjobs.config import Settings
 from sqjobs.dashboard import check_bind
 from sqjobs.errors import DaemonError
@@ -52,8 +53,9 @@ DASHBOARD_PROGRAM = "sqjobs-dashboard"
 #: Rotation of every log file: size at which it rotates, and rotated files kept.
 LOG_MAX_BYTES = "10MB"
 LOG_BACKUPS = 5
-#: Seconds a program must stay up to count as started; fewer means a failed start.
-START_S = 1
+#: Seconds a program must stay up to count as started; fewer means a failed start (a worker that leaves after
+#: max_jobs stays this long: sqjobs.defaults.WORKER_MIN_LIFETIME_S).
+START_S = int(defaults.WORKER_MIN_LIFETIME_S)
 #: Failed starts in a row before supervisor gives up on a process (state FATAL).
 START_RETRIES = 5
 #: The watchdog answers SIGTERM at once; it gets this long before SIGKILL.

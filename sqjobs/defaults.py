@@ -222,3 +222,8 @@ DASHBOARD_LOGIN_FORGET_S = 15 * 60.0
 #: Addresses whose wrong passwords the dashboard remembers at most (the oldest go first), so
 #: that guesses from many addresses cannot fill its memory.
 DASHBOARD_LOGIN_CLIENTS = 10_000
+
+#: Seconds a worker process stays up at the least when it leaves on its own after ``max_jobs``: supervisord
+#: (under sqjobsd, whose ``startsecs`` is this value) counts a process that exits sooner as a failed start
+#: and gives up after a few (FATAL), though a worker that ran its jobs quickly did nothing wrong.
+WORKER_MIN_LIFETIME_S = 1.0

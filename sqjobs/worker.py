@@ -160,6 +160,10 @@ class Worker:
         self.own_middleware: list[Middleware] = [HealthFile(status_file)] if status_file else []
         #: Attempts that ran (``--max-jobs`` counts them), and jobs whose last attempt ran (not retried).
         self.jobs_done = 0
+        #: When (monotonic) this worker was made: a worker that reached max_jobs lives WORKER_MIN_LIFETIME_S.
+        self.made_monotonic = time.monotonic()
+        #: True once the worker stops because it ran max_jobs attempts.
+        self.max_jobs_reached = False
         self.jobs_finished = 0
         #: With --burst: when the queues are empty, whether to wait for a message due soon or leave.
         self._burst_end = BurstEnd(self.broker, self.queues) if burst else None
@@ -504,6 +508,7 @@ class Worker:
             if behind:
                 self.in_flight.hand_back([other.message for other in behind])
         if self.max_jobs and self.jobs_done >= self.max_jobs:
+            self.max_jobs_reached = True
             self._stopping.set()
 
     def _check_deadlines(self) -> None:
@@ -764,6 +769,8 @@ class Worker:
                     self.jobs_finished)
         if self.fatal_error is not None:
             raise self.fatal_error
+        if self.max_jobs_reached:  # a quick exit would count as a failed start under supervisord
+            threading.Event().wait(max(self.made_monotonic + defaults.WORKER_MIN_LIFETIME_S - time.monotonic(), 0.0))
         return 0
 
     def _loop(self) -> None:
