@@ -44,7 +44,7 @@ import boto3  # noqa: E402
 import sqjobs  # noqa: E402
 from sqjobs.brokers.sqs import SQSBroker  # noqa: E402
 from sqjobs.message import JobMessage, encode  # noqa: E402
-from sqjobs.worker import Worker  # noqa: E402
+from sqjobs.worker.loop import Worker  # noqa: E402
 
 REGION = "us-east-1"
 ACCESS_KEY = "bench-access-key"

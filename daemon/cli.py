@@ -15,7 +15,7 @@ import sys
 import click
 
 from sqjobs import logs
-from sqjobs.cli_common import SQJobsGroup, config_option
+from sqjobs.cli.common import SQJobsGroup, config_option
 from sqjobs.config import load_settings
 from sqjobs.errors import DaemonNotRunningError
 from sqjobs.logs import LEVELS

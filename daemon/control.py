@@ -29,10 +29,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from sqjobs import metrics_files
 from sqjobs.config import Settings
 from sqjobs.errors import DaemonError, DaemonNotRunningError
 from sqjobs.files import atomic_write
+from sqjobs.middleware import metrics_files
 from sqjobs.signing import signer_from
 
 from . import supervisor_conf

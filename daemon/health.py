@@ -49,8 +49,8 @@ from typing import Any, Callable, Mapping, Sequence
 from sqjobs.brokers import Broker, create_broker
 from sqjobs.config import Settings
 from sqjobs.errors import DaemonError
-from sqjobs.healthfile import earlier_deaths
 from sqjobs.logs import Formatter
+from sqjobs.worker.healthfile import earlier_deaths
 
 from .layout import Layout
 from .procs import pid_alive

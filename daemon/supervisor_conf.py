@@ -33,10 +33,10 @@ from dataclasses import dataclass
 
 from sqjobs import defaults
 from sqjobs.config import Settings
-from sqjobs.dashboard import check_bind
 from sqjobs.errors import DaemonError
 from sqjobs.files import atomic_write
-from sqjobs.metrics_export import metrics_dir
+from sqjobs.web.dashboard import check_bind
+from sqjobs.web.metrics import metrics_dir
 
 from .layout import RUN_DIR_ENV, DaemonOptions, Layout
 

@@ -24,11 +24,11 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "App": "app", "configure": "app", "current_app": "app", "get_broker": "app",
     "Job": "job", "PeriodicJob": "job", "ResultJob": "job", "job": "job", "JobFunction": "job", "SendOptions": "job",
-    "registry": "registry", "cancel": "app", "Cancellation": "cancelling",
-    "Middleware": "middleware",
-    "JobHandle": "status", "Status": "status", "get_job": "app",
-    "create_eager_broker": "seed", "create_sqs_broker": "seed",
-    "create_sqs_worker": "seed",
+    "registry": "registry", "cancel": "app", "Cancellation": "middleware.cancellation",
+    "Middleware": "middleware.base",
+    "JobHandle": "status.handle", "Status": "status.handle", "get_job": "app",
+    "create_eager_broker": "compat", "create_sqs_broker": "compat",
+    "create_sqs_worker": "compat",
     "ConfigError": "errors", "JobTimeoutError": "errors", "MessageTooLargeError": "errors",
     "RejectMessage": "errors", "Retry": "errors", "SQJobsError": "errors", "SkipMessage": "errors",
     "TimeLimitExceeded": "errors", "UnknownJobError": "errors", "JobNotCancellableError": "errors",
@@ -43,7 +43,7 @@ __all__ = ["App", "Cancellation", "ConfigError", "Job", "JobFunction", "JobHandl
 
 if TYPE_CHECKING:
     from .app import App, cancel, configure, current_app, get_broker, get_job
-    from .cancelling import Cancellation
+    from .compat import create_eager_broker, create_sqs_broker, create_sqs_worker
     from .errors import (
         ConfigError,
         JobNotCancellableError,
@@ -57,10 +57,10 @@ if TYPE_CHECKING:
         UnknownJobError,
     )
     from .job import Job, JobFunction, PeriodicJob, ResultJob, SendOptions, job
-    from .middleware import Middleware
+    from .middleware.base import Middleware
+    from .middleware.cancellation import Cancellation
     from .registry import registry
-    from .seed import create_eager_broker, create_sqs_broker, create_sqs_worker
-    from .status import JobHandle, Status
+    from .status.handle import JobHandle, Status
 
 
 def __getattr__(name: str) -> Any:

@@ -1,5 +1,5 @@
 """``python -m sqjobs`` runs the ``sqjobs`` command."""
 
-from .cli import main
+from .cli.commands import main
 
 main()

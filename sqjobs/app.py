@@ -19,18 +19,18 @@ import threading
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .brokers import EAGER_URLS, Broker, broker_url_problem, create_broker
-from .cancelling import Cancellation, CancellationCheck, cancel_job
 from .config import Settings, load_settings
-from .eager import run_now
 from .errors import ConfigError, JobNotFoundError
-from .middleware import Middleware, MiddlewareChain, load_middleware
+from .middleware.base import Middleware, MiddlewareChain, load_middleware
+from .middleware.cancellation import Cancellation, CancellationCheck, cancel_job
+from .middleware.tracking import DuplicateGuard, StatusTracking
 from .producer import Producer
 from .registry import Registry
 from .registry import registry as default_registry
 from .signing import KEYS_ENV, Signer, signer_from
-from .status import JobHandle
-from .store import StatusStore, get_store
-from .tracking import DuplicateGuard, StatusTracking
+from .status.handle import JobHandle
+from .status.store import StatusStore, get_store
+from .worker.eager import run_now
 
 if TYPE_CHECKING:
     from .job import Job
@@ -212,7 +212,7 @@ class App:
                 recording: list[Middleware] = []
                 metrics_dir = self.metrics_dir
                 if metrics_dir:
-                    from .metrics import MetricsMiddleware
+                    from .middleware.metrics import MetricsMiddleware
 
                     # Last: its clock starts after every other before_run let the attempt go ahead.
                     recording.append(MetricsMiddleware(metrics_dir))

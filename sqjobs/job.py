@@ -28,13 +28,13 @@ from . import defaults
 from .app import current_app
 from .brokers.sqs_limits import check_queue_name
 from .errors import ConfigError, JobDefinitionError
-from .execution import base_hook
 from .message import check_arguments, new_job_id
 from .registry import Registry, registry
-from .schedule import Schedule
+from .schedule.cron import Schedule
+from .worker.execution import base_hook
 
 if TYPE_CHECKING:
-    from .status import JobHandle
+    from .status.handle import JobHandle
 
 __all__ = ["Job", "JobFunction", "PeriodicJob", "Registry", "ResultJob", "SendOptions", "job", "registry"]
 

@@ -49,15 +49,15 @@ from .brokers.base import OutgoingMessage
 from .brokers.sqs_limits import check_queue_name
 from .clock import duration_text, utc_now
 from .errors import DelayTooLongError, StatusStoreError
-from .held import HeldJob, HeldJobs
 from .message import CANCELLABLE_HEADER, JobMessage, arguments_json, check_arguments, check_job_id, encode, new_job_id
-from .status import JobHandle
-from .unique import KEY_FIELD, UniqueKeys, check_key, derived_key
+from .middleware.unique import KEY_FIELD, UniqueKeys, check_key, derived_key
+from .schedule.later import HeldJob, HeldJobs
+from .status.handle import JobHandle
 
 if TYPE_CHECKING:
     from .app import App
     from .job import Job
-    from .middleware import Middleware
+    from .middleware.base import Middleware
     from .signing import Signer
 
 logger = logging.getLogger("sqjobs.producer")

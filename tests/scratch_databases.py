@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 
 import peewee
 
-from sqjobs.database import open_database
-from sqjobs.store import forget_stores
+from sqjobs.status.database import open_database
+from sqjobs.status.store import forget_stores
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ import pytest
 from sqjobs import app as runtime
 from sqjobs.brokers.base import Broker
 from sqjobs.config import Settings
-from sqjobs.store import StatusStore, forget_stores, get_store
+from sqjobs.status.store import StatusStore, forget_stores, get_store
 
 #: Server databases, overridable for other machines; tests fail (not skip) if they are down.
 POSTGRESQL_URL = os.environ.get("SQJOBS_TEST_POSTGRESQL_URL", "postgresql://postgres@127.0.0.1:5432/test")

@@ -14,7 +14,7 @@ import sqjobs
 from sqjobs import Job, job
 from sqjobs.brokers.base import REASON_ATTRIBUTE
 from sqjobs.brokers.memory import MemoryBroker
-from sqjobs.worker import Worker
+from sqjobs.worker.loop import Worker
 from tests import jobs_for_tests as jobs
 from tests.support import Clock, read_lines, send, sqlite_config, start_worker
 

@@ -16,12 +16,12 @@ import pytest
 
 import sqjobs
 from sqjobs import Job, PeriodicJob
-from sqjobs.beater import CLAIM_TIMEOUT_S, Beater, BeatStore, periodic_job_id
 from sqjobs.brokers.memory import MemoryBroker
 from sqjobs.brokers.sqlite import SQLiteBroker
 from sqjobs.config import load
 from sqjobs.errors import ConfigError, JobDefinitionError
 from sqjobs.message import decode
+from sqjobs.schedule.beater import CLAIM_TIMEOUT_S, Beater, BeatStore, periodic_job_id
 from tests.status_fixtures import DATABASE_KINDS, database_url_for
 from tests.support import (
     TESTS_DIR,
@@ -229,7 +229,7 @@ def test_the_seed_periodic_job_works_in_its_modern_form(tmp_path: Path) -> None:
 def test_schedule_command_prints_iso_times_with_the_offset(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from sqjobs.cli import main
+    from sqjobs.cli.commands import main
 
     config = write_config(tmp_path / "c.conf", {"sqjobs": {"broker": "memory://", "jobs": "periodic_jobs_for_tests",
                                                            "path": str(TESTS_DIR)}})

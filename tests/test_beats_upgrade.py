@@ -18,11 +18,11 @@ import peewee
 import pytest
 
 from sqjobs import PeriodicJob
-from sqjobs.beater import BEATS_TABLE, CLAIM_TIMEOUT_S, LEGACY_BROKER, Beater, BeatStore
 from sqjobs.brokers.sqlite import SQLiteBroker
-from sqjobs.database import PreciseDateTimeField, open_database
 from sqjobs.message import decode
-from sqjobs.migrations import key_columns
+from sqjobs.schedule.beater import BEATS_TABLE, CLAIM_TIMEOUT_S, LEGACY_BROKER, Beater, BeatStore
+from sqjobs.status.database import PreciseDateTimeField, open_database
+from sqjobs.status.migrations import key_columns
 from tests.scratch_databases import scratch_database
 from tests.status_fixtures import DATABASE_KINDS, MYSQL_URL, POSTGRESQL_URL
 

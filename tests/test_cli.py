@@ -15,7 +15,7 @@ from click.testing import CliRunner
 import sqjobs
 from sqjobs.brokers.base import Broker
 from sqjobs.brokers.sqlite import SQLiteBroker
-from sqjobs.cli import main
+from sqjobs.cli.commands import main
 from sqjobs.message import decode
 from tests.support import TESTS_DIR, read_lines, receive_all, sqlite_config, write_config
 

@@ -16,13 +16,13 @@ import sqjobs
 from sqjobs.brokers.base import Broker
 from sqjobs.brokers.memory import MemoryBroker
 from sqjobs.brokers.sqlite import SQLiteBroker
-from sqjobs.cancelling import Cancellations
-from sqjobs.cli import main
-from sqjobs.dashboard.data import queue_stats
+from sqjobs.cli.commands import main
 from sqjobs.errors import InvalidJobIdError
 from sqjobs.message import JobMessage, body_prefix, decode, encode
-from sqjobs.metrics_export import _NowCollector
-from sqjobs.states import Status
+from sqjobs.middleware.cancellation import Cancellations
+from sqjobs.status.states import Status
+from sqjobs.web.dashboard.data import queue_stats
+from sqjobs.web.metrics import _NowCollector
 from tests import counts_jobs_for_tests as counts
 from tests import jobs_for_tests as jobs
 from tests.support import read_lines, sqlite_config, start_worker, stop_process, wait_until, worker_log

@@ -14,10 +14,10 @@ from typing import Any, Iterator
 import pytest
 
 import sqjobs
-from sqjobs.dashboard import check_bind
-from sqjobs.dashboard.server import create_app
 from sqjobs.errors import ConfigError
-from sqjobs.worker import Worker
+from sqjobs.web.dashboard import check_bind
+from sqjobs.web.dashboard.server import create_app
+from sqjobs.worker.loop import Worker
 from tests import jobs_for_tests as jobs
 from tests.support import DEADLINE_S, send, sqlite_config, wait_until
 from tests.tools import chromium_path
@@ -204,8 +204,8 @@ def test_in_a_browser_requeue_a_dead_letter(dead_letters: tuple[sqjobs.App, list
 def test_periodic_jobs_show_their_next_fire_times_and_the_last_tick_sent(tmp_path: Path) -> None:
     from datetime import datetime, timedelta, timezone
 
-    from sqjobs.beater import Beater, BeatStore
-    from sqjobs.cli_common import configure_app
+    from sqjobs.cli.common import configure_app
+    from sqjobs.schedule.beater import Beater, BeatStore
 
     config = sqlite_config(tmp_path, jobs="jobs_for_tests, periodic_jobs_for_tests")
     configure_app(str(config))

@@ -17,10 +17,10 @@ from flask import Flask
 
 import sqjobs
 from sqjobs.config import load
-from sqjobs.dashboard.binding import AllowedHosts, host_of, host_of_url
-from sqjobs.dashboard.login import LoginThrottle
-from sqjobs.dashboard.server import create_app
 from sqjobs.errors import ConfigError
+from sqjobs.web.dashboard.binding import AllowedHosts, host_of, host_of_url
+from sqjobs.web.dashboard.login import LoginThrottle
+from sqjobs.web.dashboard.server import create_app
 from tests.support import DEADLINE_S, Clock, sqlite_config, stop_process, wait_until
 from tests.test_dashboard import csrf_token, dead_letters  # noqa: F401  (a fixture)
 

@@ -21,14 +21,15 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from sqjobs import Status, job, status
-from sqjobs.beater import Beater, BeatStore
+from sqjobs import Status, job
 from sqjobs.brokers.memory import MemoryBroker
 from sqjobs.brokers.sqlite import SQLiteBroker
 from sqjobs.errors import StatusStoreError, StatusStorePermanentError
 from sqjobs.message import JobMessage, encode, new_job_id
-from sqjobs.store import StatusRecord, StatusStore, forget_stores, get_store, open_database
-from sqjobs.worker import Worker
+from sqjobs.schedule.beater import Beater, BeatStore
+from sqjobs.status import handle as status
+from sqjobs.status.store import StatusRecord, StatusStore, forget_stores, get_store, open_database
+from sqjobs.worker.loop import Worker
 from tests.scratch_databases import scratch_database
 from tests.status_fixtures import MYSQL_URL, POSTGRESQL_URL, use_database
 from tests.support import sqlite_config, start_worker, stop_process, wait_until, worker_log

@@ -22,10 +22,10 @@ import pytest
 from sqjobs import Status
 from sqjobs.brokers.memory import MemoryBroker
 from sqjobs.brokers.sqlite import SQLiteBroker
-from sqjobs.database import ANSWER_GRACE_S, database_errors
 from sqjobs.errors import StatusRowError, StatusStoreError, StatusStorePermanentError
 from sqjobs.message import JobMessage, encode, new_job_id
-from sqjobs.store import StatusRecord, StatusStore, forget_stores, get_store, open_database
+from sqjobs.status.database import ANSWER_GRACE_S, database_errors
+from sqjobs.status.store import StatusRecord, StatusStore, forget_stores, get_store, open_database
 from tests import jobs_for_tests as jobs
 from tests.status_fixtures import MYSQL_URL, POSTGRESQL_URL, use_database
 from tests.support import sqlite_config, start_worker, stop_process, wait_until, worker_log

@@ -494,7 +494,7 @@ def test_beater_once_sends_a_due_periodic_job(project: Project) -> None:
         import json
         from datetime import datetime, timedelta, timezone
         import sqjobs
-        from sqjobs.beater import BeatStore
+        from sqjobs.schedule.beater import BeatStore
         store = BeatStore("django://default")
         broker = sqjobs.get_broker().identity
         earlier = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=10)

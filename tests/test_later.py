@@ -22,21 +22,21 @@ import pytest
 from click.testing import CliRunner
 
 import sqjobs
-from sqjobs.beater import Beater, BeatStore
 from sqjobs.brokers.sqlite import SQLiteBroker
 from sqjobs.brokers.sqs import SQSBroker
-from sqjobs.cancelling import Cancellations
-from sqjobs.cli import main
+from sqjobs.cli.commands import main
 from sqjobs.config import Settings
-from sqjobs.dashboard.data import queue_stats
 from sqjobs.errors import JobNotCancellableError, StatusStoreError
-from sqjobs.held import HeldJobs
 from sqjobs.message import decode
-from sqjobs.metrics_export import scrape
-from sqjobs.states import Status
-from sqjobs.store import forget_stores, get_store
-from sqjobs.unique import UniqueKeys, derived_key
-from sqjobs.worker import Worker
+from sqjobs.middleware.cancellation import Cancellations
+from sqjobs.middleware.unique import UniqueKeys, derived_key
+from sqjobs.schedule.beater import Beater, BeatStore
+from sqjobs.schedule.later import HeldJobs
+from sqjobs.status.states import Status
+from sqjobs.status.store import forget_stores, get_store
+from sqjobs.web.dashboard.data import queue_stats
+from sqjobs.web.metrics import scrape
+from sqjobs.worker.loop import Worker
 from tests import later_jobs_for_tests as later
 from tests.sqs_server import MotoServer
 from tests.status_fixtures import POSTGRESQL_URL, database_url_for

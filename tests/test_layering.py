@@ -11,8 +11,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BROKERS = ROOT / "sqjobs" / "brokers"
 
 #: Modules a broker may never import, at any level (function bodies included): the job machinery.
-FORBIDDEN = {"job", "worker", "status", "store", "runtime", "execution", "beater", "cli", "app", "producer",
-             "runner", "jobprocess", "tracking", "middleware", "registry", "healthfile", "seed"}
+FORBIDDEN = {"job", "worker", "status", "schedule", "runtime", "cli", "web", "app", "producer", "middleware",
+             "registry", "compat"}
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -310,10 +310,12 @@ def _reached(graph: dict[str, set[str]], start: str) -> set[str]:
 
 #: Modules below the application: handed an App (or what they need), they never import sqjobs.app (the default
 #: application), nor the job class or the public cancel, which sit above it.
-BELOW_THE_APP = ("producer", "eager", "status", "cancelling", "tracking", "unique", "middleware", "metrics",
-                 "execution", "runner", "held", "store", "registry", "message")
+BELOW_THE_APP = ("producer", "worker.eager", "status.handle", "middleware.cancellation", "middleware.tracking",
+                 "middleware.unique", "middleware.base", "middleware.metrics", "worker.execution", "worker.runner",
+                 "schedule.later", "status.store", "registry", "message")
 #: The worker side: the producer sends, it never runs a job (eager mode's run_now is plugged in by the app).
-WORKER_SIDE = ("runner", "execution", "eager", "worker", "jobprocess", "pipeline", "inline")
+WORKER_SIDE = ("worker.runner", "worker.execution", "worker.eager", "worker.loop", "worker.jobprocess",
+               "worker.inline")
 
 
 def test_what_sits_below_the_application_never_reaches_up_to_it() -> None:

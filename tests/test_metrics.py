@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import sqjobs
 from sqjobs.brokers.sqlite import SQLiteBroker
-from sqjobs.metrics_export import recorded, scrape, sweep_dead
+from sqjobs.web.metrics import recorded, scrape, sweep_dead
 from tests import jobs_for_tests as jobs
 from tests.support import DEADLINE_S, send, sqlite_config, start_worker, stop_process, wait_until, write_config
 
@@ -226,7 +226,7 @@ def test_fifty_worker_restarts_leave_a_bounded_folder_and_exact_totals(tmp_path:
 
 
 RECORD_AND_EXIT = """import sys
-from sqjobs.metrics import start_recording
+from sqjobs.middleware.metrics import start_recording
 recorder = start_recording(sys.argv[1])
 recorder.jobs.labels("j", "q", "success").inc(int(sys.argv[2]))
 recorder.duration.labels("j", "q").observe(0.2)

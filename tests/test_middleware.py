@@ -105,7 +105,7 @@ def test_the_chain_has_one_way_to_call_the_hooks_around_a_job() -> None:
     """``before_enqueue``, ``before_run`` and ``after_run`` are called on what ``announcers`` and ``around``
     return (the middleware that apply to the job class), never on the whole chain, which would skip
     ``runs_for``: the chain offers no second way."""
-    from sqjobs.middleware import Middleware, MiddlewareChain
+    from sqjobs.middleware.base import Middleware, MiddlewareChain
 
     for hook in ("before_enqueue", "before_run", "after_run"):
         assert hasattr(Middleware, hook) and not hasattr(MiddlewareChain, hook), hook

@@ -28,12 +28,12 @@ from sqjobs.brokers.sqs_limits import (
     QUEUE_NAME_RULE,
 )
 from sqjobs.config import load, settings_from_mapping
-from sqjobs.dashboard.server import create_app
 from sqjobs.errors import ConfigError, InvalidJobIdError, InvalidQueueNameError
 from sqjobs.message import ID_RULE
+from sqjobs.middleware.unique import UniqueKeys
 from sqjobs.registry import registry
-from sqjobs.unique import UniqueKeys
-from sqjobs.worker import Worker
+from sqjobs.web.dashboard.server import create_app
+from sqjobs.worker.loop import Worker
 from tests import jobs_for_tests as jobs
 from tests.status_fixtures import database_url  # noqa: F401  (fixture)
 from tests.support import sqlite_config, write_config

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 import sqjobs
 from sqjobs.brokers.sqs import SQSBroker
-from sqjobs.cli import main
+from sqjobs.cli.commands import main
 from tests import jobs_for_tests as jobs
 from tests.sqs_server import MotoServer
 from tests.support import DEADLINE_S, send, sqlite_config, start_worker, worker_log

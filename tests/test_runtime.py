@@ -9,7 +9,7 @@ import pytest
 import sqjobs
 from sqjobs import app as runtime
 from sqjobs import job
-from sqjobs.store import forget_stores, get_store
+from sqjobs.status.store import forget_stores, get_store
 from tests.support import write_config
 
 

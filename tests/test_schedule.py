@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import pytest
 
 from sqjobs.errors import JobDefinitionError
-from sqjobs.schedule import Schedule
+from sqjobs.schedule.cron import Schedule
 
 
 def utc(*parts: int) -> datetime:

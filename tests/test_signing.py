@@ -18,7 +18,7 @@ from sqjobs.brokers.sqlite import SQLiteBroker
 from sqjobs.config import load
 from sqjobs.errors import ConfigError
 from sqjobs.message import JobMessage, decode, encode
-from sqjobs.middleware import Middleware
+from sqjobs.middleware.base import Middleware
 from sqjobs.signing import (
     KEY_ID_HEADER,
     KEYS_ENV,
@@ -29,8 +29,8 @@ from sqjobs.signing import (
     configured_keys,
     key_id,
 )
-from sqjobs.store import get_store
-from sqjobs.worker import Worker
+from sqjobs.status.store import get_store
+from sqjobs.worker.loop import Worker
 from tests import jobs_for_tests as jobs
 from tests.support import read_lines, sqlite_config
 

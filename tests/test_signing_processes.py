@@ -23,7 +23,7 @@ from sqjobs.brokers.sqs import SQSBroker
 from sqjobs.config import load
 from sqjobs.message import JobMessage, decode, encode
 from sqjobs.signing import KEYS_ENV, Signer, key_id
-from sqjobs.store import get_store
+from sqjobs.status.store import get_store
 from tests import jobs_for_tests as jobs
 from tests.sqs_server import ACCESS_KEY, REGION, SECRET_KEY, MotoServer
 from tests.support import TESTS_DIR, read_lines, receive_all, sqlite_config, start_worker, worker_log, write_config

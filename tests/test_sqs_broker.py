@@ -34,7 +34,7 @@ from sqjobs.errors import (
     MessageTooLargeError,
 )
 from sqjobs.message import decode
-from sqjobs.worker import Worker
+from sqjobs.worker.loop import Worker
 from tests import jobs_for_tests
 from tests.sqs_server import REGION, MotoServer, free_port, unique_prefix
 from tests.support import read_lines, receive_all, send, send_many, wait_until, write_config

@@ -27,7 +27,7 @@ from sqjobs.brokers.base import DEAD_LETTER_ROOM_BYTES, MAX_REASON_BYTES, REASON
 from sqjobs.brokers.sqs import SQSBroker
 from sqjobs.errors import MessageTooLargeError
 from sqjobs.message import JobMessage, decode, encode
-from sqjobs.worker import ERROR_PAUSE_MAX_S, ERROR_PAUSE_S
+from sqjobs.worker.loop import ERROR_PAUSE_MAX_S, ERROR_PAUSE_S
 from tests.sqs_server import ACCESS_KEY, REGION, SECRET_KEY, MotoServer, free_port, start_moto_server
 from tests.support import (
     TESTS_DIR,

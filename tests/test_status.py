@@ -20,13 +20,13 @@ import sqjobs
 from sqjobs import Job, ResultJob, Retry, Status, get_job, job
 from sqjobs.brokers.base import REASON_ATTRIBUTE
 from sqjobs.brokers.memory import MemoryBroker
-from sqjobs.cli import main
+from sqjobs.cli.commands import main
 from sqjobs.errors import JobFailedError, JobNotFoundError, JobNotTrackedError, WaitTimeoutError
 from sqjobs.job import Registry
 from sqjobs.message import JobMessage, encode, new_job_id
-from sqjobs.status import encode_result
-from sqjobs.store import StatusStore
-from sqjobs.worker import Worker
+from sqjobs.status.handle import encode_result
+from sqjobs.status.store import StatusStore
+from sqjobs.worker.loop import Worker
 from tests.status_fixtures import database_url, store, use_database  # noqa: F401  (fixtures)
 from tests.support import Clock, sqlite_config
 

@@ -24,9 +24,9 @@ import pytest
 from sqjobs import Status, defaults
 from sqjobs import app as runtime
 from sqjobs.brokers.sqlite import SQLiteBroker
-from sqjobs.database import open_database
 from sqjobs.message import JobMessage, _encode_whole, arguments_json, decode, encode, new_job_id
-from sqjobs.store import (
+from sqjobs.status.database import open_database
+from sqjobs.status.store import (
     ARGUMENTS_CUT_MARK,
     ARGUMENTS_NOT_RECORDED,
     STATUS_TABLE,

@@ -17,10 +17,10 @@ from click.testing import CliRunner
 
 from sqjobs import Status, get_job
 from sqjobs import app as runtime
-from sqjobs.cli import main
-from sqjobs.cli_status import parse_duration_s
+from sqjobs.cli.commands import main
+from sqjobs.cli.status import parse_duration_s
 from sqjobs.message import new_job_id
-from sqjobs.store import STATUS_TABLE, StatusStore, get_store
+from sqjobs.status.store import STATUS_TABLE, StatusStore, get_store
 from tests import jobs_for_tests as jobs
 from tests.status_fixtures import database_url, store  # noqa: F401  (fixtures)
 from tests.support import send_many, sqlite_config, start_worker, stop_process, wait_until, worker_log

@@ -20,13 +20,15 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from sqjobs import Status, runner, status
+from sqjobs import Status
 from sqjobs import app as runtime
 from sqjobs.brokers.base import REASON_ATTRIBUTE
 from sqjobs.brokers.sqlite import SQLiteBroker
 from sqjobs.errors import StatusRowError, StatusStorePermanentError
 from sqjobs.message import ID_RULE, new_job_id
-from sqjobs.store import MAX_RESULT_BYTES, StatusRecord, StatusStore, forget_stores, get_store, open_database
+from sqjobs.status import handle as status
+from sqjobs.status.store import MAX_RESULT_BYTES, StatusRecord, StatusStore, forget_stores, get_store, open_database
+from sqjobs.worker import runner
 from tests import jobs_for_tests as jobs
 from tests.status_fixtures import (  # noqa: F401  (fixtures)
     MYSQL_URL,

@@ -19,12 +19,13 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from sqjobs import Status, get_job, job, status
+from sqjobs import Status, get_job, job
 from sqjobs.brokers.memory import MemoryBroker
 from sqjobs.errors import StatusStoreError, StatusStorePermanentError
 from sqjobs.message import JobMessage, encode, new_job_id
-from sqjobs.store import PRUNE_BATCH_ROWS, STATUS_TABLE, StatusStore, get_store, safe_url
-from sqjobs.worker import Worker
+from sqjobs.status import handle as status
+from sqjobs.status.store import PRUNE_BATCH_ROWS, STATUS_TABLE, StatusStore, get_store, safe_url
+from sqjobs.worker.loop import Worker
 from tests.status_fixtures import POSTGRESQL_URL, database_url, store, use_database  # noqa: F401  (fixtures)
 from tests.support import wait_until
 from tests.tcp_proxy import TcpProxy
@@ -320,7 +321,7 @@ def test_a_stop_ends_the_retries_with_the_error() -> None:
 
 
 def test_a_registered_url_scheme_stands_for_a_database_url(tmp_path: Path) -> None:
-    from sqjobs.database import register_url_scheme
+    from sqjobs.status.database import register_url_scheme
 
     def resolve(url: str) -> str:
         if urlsplit(url).netloc != "here":
@@ -335,5 +336,5 @@ def test_a_registered_url_scheme_stands_for_a_database_url(tmp_path: Path) -> No
         with pytest.raises(StatusStorePermanentError, match=r"\[sqjobs\] database testalias://there: no database"):
             StatusStore("testalias://there")
     finally:
-        from sqjobs import database
+        from sqjobs.status import database
         database._url_schemes.pop("testalias")

@@ -19,9 +19,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import sqjobs
 from sqjobs.brokers.base import REASON_ATTRIBUTE
-from sqjobs.metrics_export import scrape
-from sqjobs.status import JobHandle
-from sqjobs.tokens import STARTED, TIMED_OUT, TokenTable
+from sqjobs.status.handle import JobHandle
+from sqjobs.web.metrics import scrape
+from sqjobs.worker.tokens import STARTED, TIMED_OUT, TokenTable
 from tests import timeout_jobs_for_tests as jobs
 from tests.support import read_lines, sqlite_config, start_worker, stop_process, wait_until, worker_log
 

@@ -110,4 +110,4 @@ def test_mypy_on_an_unannotated_class_job_finds_nothing_and_types_it_any(tmp_pat
     lines = mypy(tmp_path, SEED_USER_CODE)
     assert not [line for line in lines if ": error:" in line], "\n".join(lines)
     revealed = [re.sub(r".*Revealed type is ", "", line) for line in lines if "Revealed type" in line]
-    assert revealed == ['"sqjobs.status.JobHandle[Any]"', '"Any | None"'], "\n".join(lines)
+    assert revealed == ['"sqjobs.status.handle.JobHandle[Any]"', '"Any | None"'], "\n".join(lines)

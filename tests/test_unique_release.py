@@ -19,12 +19,12 @@ from click.testing import CliRunner
 
 import sqjobs
 from sqjobs.brokers.sqlite import SQLiteBroker
-from sqjobs.cli import main
-from sqjobs.dashboard.server import create_app
-from sqjobs.states import Status
-from sqjobs.store import forget_stores
-from sqjobs.unique import UniqueKeys, derived_key
-from sqjobs.worker import Worker
+from sqjobs.cli.commands import main
+from sqjobs.middleware.unique import UniqueKeys, derived_key
+from sqjobs.status.states import Status
+from sqjobs.status.store import forget_stores
+from sqjobs.web.dashboard.server import create_app
+from sqjobs.worker.loop import Worker
 from tests import later_jobs_for_tests as later
 from tests.status_fixtures import POSTGRESQL_URL
 from tests.support import read_lines, sqlite_config, start_worker, stop_process, wait_until, worker_log

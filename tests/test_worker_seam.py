@@ -12,14 +12,14 @@ from typing import Any, Sequence
 
 import pytest
 
-from sqjobs import protocol
 from sqjobs.brokers.base import ReceivedMessage
 from sqjobs.brokers.memory import MemoryBroker
-from sqjobs.deletes import CARRIED_DELETES_MAX, DELETE_DELAY_S, PendingDeletes
-from sqjobs.heartbeat import InFlight
-from sqjobs.protocol import Channel, Done, Exit, Fail, Outbox, Ready, Recycle, Run
-from sqjobs.runner import Action, Settlement
-from sqjobs.unique import KeyReleases
+from sqjobs.middleware.unique import KeyReleases
+from sqjobs.worker import protocol
+from sqjobs.worker.deletes import CARRIED_DELETES_MAX, DELETE_DELAY_S, PendingDeletes
+from sqjobs.worker.heartbeat import InFlight
+from sqjobs.worker.protocol import Channel, Done, Exit, Fail, Outbox, Ready, Recycle, Run
+from sqjobs.worker.runner import Action, Settlement
 from tests.support import Clock
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -215,14 +215,15 @@ def test_each_message_crosses_the_pipe_as_its_named_type_pickled_as_a_plain_tupl
         assert isinstance(got[1], Fail) and str(got[1].error) == "boom" and got[1].duration_s == 1.5
         sender.send([Done(7, Settlement(Action.DELETE))])
         sent = right.recv_bytes()
-        assert b"sqjobs.protocol" not in sent, "a named type in the pickle costs microseconds a message"
+        assert b"sqjobs.worker.protocol" not in sent, "a named type in the pickle costs microseconds a message"
         assert pickle.loads(sent) == [(7, Settlement(Action.DELETE), "done")]
     finally:
         sender.close()
         receiver.close()
 
 
-SEAM_MODULES = ["worker.py", "jobprocess.py", "inline.py", "handover.py", "deletes.py"]
+SEAM_MODULES = ["worker/loop.py", "worker/jobprocess.py", "worker/inline.py", "worker/handover.py",
+                "worker/deletes.py"]
 MESSAGE_NAMES = {"request", "requests", "event", "item", "raw"}
 
 

@@ -12,8 +12,8 @@ import pytest
 from sqjobs import Job, Retry, job
 from sqjobs.brokers.base import REASON_ATTRIBUTE
 from sqjobs.brokers.memory import MemoryBroker
-from sqjobs.execution import backoff_delay
-from sqjobs.worker import Worker
+from sqjobs.worker.execution import backoff_delay
+from sqjobs.worker.loop import Worker
 from tests.support import Clock, send
 
 calls: list[str] = []

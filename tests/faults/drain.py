@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psutil
 
-from sqjobs.worker import CARRIED_DELETES_MAX, RECEIVES_AHEAD
+from sqjobs.worker.loop import CARRIED_DELETES_MAX, RECEIVES_AHEAD
 from tests.support import read_lines
 
 

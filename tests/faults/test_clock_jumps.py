@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from sqjobs import Job, PeriodicJob
-from sqjobs.beater import Beater, BeatStore
 from sqjobs.brokers.memory import MemoryBroker
 from sqjobs.brokers.sqlite import SQLiteBroker
 from sqjobs.message import decode
+from sqjobs.schedule.beater import Beater, BeatStore
 from tests.support import Clock
 
 pytestmark = pytest.mark.faults

@@ -17,7 +17,7 @@ import pytest
 
 import sqjobs
 from sqjobs.brokers.sqs import SQSBroker
-from sqjobs.worker import ERROR_PAUSE_MAX_S, ERROR_PAUSE_S
+from sqjobs.worker.loop import ERROR_PAUSE_MAX_S, ERROR_PAUSE_S
 from tests import jobs_for_tests as jobs
 from tests.faults.drain import ends, most_held_and_run
 from tests.sqs_server import MotoServer

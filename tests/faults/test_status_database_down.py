@@ -17,7 +17,7 @@ import pytest
 import sqjobs
 from sqjobs import Status
 from sqjobs.errors import StatusStoreError
-from sqjobs.store import forget_stores, get_store
+from sqjobs.status.store import forget_stores, get_store
 from tests.faults import fault_jobs
 from tests.faults.drain import fault_config
 from tests.status_fixtures import POSTGRESQL_URL

@@ -15,7 +15,7 @@ from django.utils.safestring import mark_safe
 
 from sqjobs import defaults
 from sqjobs.app import current_app
-from sqjobs.unique import requeue_dead
+from sqjobs.middleware.unique import requeue_dead
 
 from .models import JobStatus
 

@@ -15,9 +15,9 @@ from django.utils.module_loading import module_has_submodule
 
 from sqjobs.app import current_app
 from sqjobs.config import set_settings_source
-from sqjobs.database import register_url_scheme
 from sqjobs.errors import ConfigError
-from sqjobs.store import forget_stores
+from sqjobs.status.database import register_url_scheme
+from sqjobs.status.store import forget_stores
 
 from .conf import django_settings
 from .databases import database_url

@@ -7,7 +7,7 @@ from typing import Any
 from django.db import close_old_connections
 
 from sqjobs.app import current_app
-from sqjobs.middleware import Middleware
+from sqjobs.middleware.base import Middleware
 
 
 class CloseOldConnections(Middleware):

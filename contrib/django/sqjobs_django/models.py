@@ -22,8 +22,8 @@ from django.conf import settings
 from django.db import models
 
 from sqjobs.message import ID_MAX_CHARS
-from sqjobs.states import Status
-from sqjobs.store import NAME_MAX_CHARS, STATUS_TABLE, arguments_text
+from sqjobs.status.states import Status
+from sqjobs.status.store import NAME_MAX_CHARS, STATUS_TABLE, arguments_text
 
 
 class UTCDateTimeField(models.DateTimeField):

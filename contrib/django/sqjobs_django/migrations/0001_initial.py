@@ -7,7 +7,7 @@ from typing import Any
 from django.db import migrations, models
 
 import sqjobs_django.models
-from sqjobs.store import STATUS_TABLE, status_table_statements
+from sqjobs.status.store import STATUS_TABLE, status_table_statements
 from sqjobs_django.databases import peewee_class
 
 

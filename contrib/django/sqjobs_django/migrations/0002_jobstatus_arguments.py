@@ -7,7 +7,7 @@ from typing import Any
 
 from django.db import DatabaseError, migrations, models, transaction
 
-from sqjobs.store import STATUS_TABLE, status_table_upgrades
+from sqjobs.status.store import STATUS_TABLE, status_table_upgrades
 from sqjobs_django.databases import peewee_class
 
 

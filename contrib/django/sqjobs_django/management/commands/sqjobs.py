@@ -14,7 +14,7 @@ from typing import Any
 import click
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from sqjobs.cli import main
+from sqjobs.cli.commands import main
 
 #: Django's own options ``manage.py`` reads anywhere on the line; they are not passed to sqjobs.
 DJANGO_OPTIONS = ("--settings", "--pythonpath")
