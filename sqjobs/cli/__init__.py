@@ -3,8 +3,9 @@ imports it but the console script and Django's management command."""
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..lazy import exporter
 
 #: Public name -> the module of this package that defines it (imported when first used).
 _EXPORTS = {"main": "commands"}
@@ -13,9 +14,4 @@ __all__ = ["main"]
 if TYPE_CHECKING:
     from .commands import main
 
-
-def __getattr__(name: str) -> Any:
-    """Import a public name's module when the name is first used."""
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = exporter(__name__, _EXPORTS)

@@ -3,8 +3,9 @@ sqjobs' own side tables and their upgrades. It may import the top level and brok
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..lazy import exporter
 
 #: Public name -> the module of this package that defines it (imported when first used).
 _EXPORTS = {"JobHandle": "handle", "Status": "states"}
@@ -14,9 +15,4 @@ if TYPE_CHECKING:
     from .handle import JobHandle
     from .states import Status
 
-
-def __getattr__(name: str) -> Any:
-    """Import a public name's module when the name is first used."""
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = exporter(__name__, _EXPORTS)
