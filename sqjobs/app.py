@@ -317,7 +317,9 @@ def get_job(job_id: str, app: App | None = None) -> JobHandle[Any]:
 
 
 def cancel(job_id: str, app: App | None = None, *, sent_cancellable: bool = False) -> Cancellation:
-    """Cancel job ``job_id`` if it has not started; return what happened (``sqjobs.cancel``; :mod:`sqjobs.cancelling`).
+    """Cancel job ``job_id`` if it has not started; return what happened.
+
+    This is ``sqjobs.cancel``; the rules are in :mod:`sqjobs.middleware.cancellation`.
 
     ``app`` None: the default application. ``sent_cancellable`` says the
     caller knows the job was sent cancellable (a handle does): then a job

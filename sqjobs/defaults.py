@@ -19,7 +19,7 @@ MAX_MESSAGE_BYTES = 256 * 1024
 
 #: Longest delay SQS holds itself (DelaySeconds caps at 15 minutes): the default of
 #: ``[sqs] max_delay_s``. A longer delay on SQS is held in the ``[sqjobs] database``
-#: and sent by a beater when it is due (:mod:`sqjobs.held`).
+#: and sent by a beater when it is due (:mod:`sqjobs.schedule.later`).
 MAX_DELAY_S = 15 * 60
 
 #: Longest delay (or ETA ahead) any job accepts: a year. The embedded and memory
@@ -149,7 +149,7 @@ STORE_RETRY_PAUSE_MAX_S = 30.0
 
 #: Longest arguments text a status row keeps, in characters: the JSON of
 #: ``{"args": [...], "kwargs": {...}}``, longer ones cut and marked (see
-#: :data:`sqjobs.store.ARGUMENTS_CUT_MARK`). Enough for a person to read and
+#: :data:`sqjobs.status.store.ARGUMENTS_CUT_MARK`). Enough for a person to read and
 #: search; the message carries the whole (up to 256 KiB), and a row is written
 #: at every ``.delay()`` of a tracked job and read whole by every ``wait()``.
 STATUS_ARGUMENTS_MAX_CHARS = 4000

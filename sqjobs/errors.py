@@ -130,7 +130,7 @@ class StatusRowError(StatusStoreError):
     a number out of range, a statement over MySQL's ``max_allowed_packet``.
     Writing the same row again fails the same way, so nothing retries it; it
     does not stop a worker either: only that job's message is settled
-    without its status (see :mod:`sqjobs.runner`).
+    without its status (see :mod:`sqjobs.worker.runner`).
     """
 
 
@@ -147,7 +147,7 @@ class StatusStorePermanentError(StatusStoreError):
 
 
 class ResultTooLargeError(StatusError, ValueError):
-    """A tracked job returned a result larger than a status row keeps (``sqjobs.store.MAX_RESULT_BYTES``)."""
+    """A tracked job returned a result larger than a status row keeps (``sqjobs.status.store.MAX_RESULT_BYTES``)."""
 
 
 class JobNotFoundError(StatusError, LookupError):
@@ -162,7 +162,7 @@ class JobNotCancellableError(StatusError):
     """``handle.cancel()`` on a job no worker checks for cancellation: untracked, and not sent cancellable.
 
     Nothing is recorded: such a job runs whatever the database says (see
-    ``sqjobs.cancelling``).
+    ``sqjobs.middleware.cancellation``).
     """
 
 

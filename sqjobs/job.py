@@ -82,15 +82,16 @@ class Job:
     retry_delay: ClassVar[float] = defaults.RETRY_DELAY_S
     #: Hard limit in seconds for one attempt; None for no limit.
     timeout: ClassVar[float | None] = None
-    #: Record status and result in the database (see ``sqjobs.status``).
+    #: Record status and result in the database (see ``sqjobs.status.handle``).
     track: ClassVar[bool] = False
     #: FIFO queues: message group (default: the job name).
     group: ClassVar[str | None] = None
     #: At most one job with these arguments waiting or running: the unique key is made from the job's
-    #: name and arguments (see ``sqjobs.unique``); ``apply_async(unique_key=...)`` names one instead.
+    #: name and arguments (see ``sqjobs.middleware.unique``); ``apply_async(unique_key=...)`` names one instead.
     unique: ClassVar[bool] = False
-    #: Untracked jobs: every message may be cancelled (``sqjobs.cancelling``): the worker then reads the status
-    #: database before each attempt. ``apply_async(cancellable=True)`` asks it for one message; tracked jobs always may.
+    #: Untracked jobs: every message may be cancelled (:mod:`sqjobs.middleware.cancellation`): the worker reads
+    #: the status database before each attempt. ``apply_async(cancellable=True)`` asks it for one message; tracked
+    #: jobs always may.
     cancellable: ClassVar[bool] = False
     #: Periodic jobs: a cron expression and the IANA time zone it is read in.
     schedule: ClassVar[str | None] = None

@@ -22,7 +22,7 @@ send one. What sqjobs itself puts there is named ``sqjobs-...``; other
 names are free for applications (a trace id, a user id). One such:
 ``"sqjobs-cancellable": true`` (:data:`CANCELLABLE_HEADER`) marks a message
 that may be cancelled, so that a worker reads the status database for it
-(:mod:`sqjobs.cancelling`); a worker that does not know it ignores it, as
+(:mod:`sqjobs.middleware.cancellation`); a worker that does not know it ignores it, as
 any header.
 """
 
@@ -58,7 +58,7 @@ ID_RULE = (f"a job id is 1 to {ID_MAX_CHARS} characters: letters and digits (any
 #: Ids that keep the rule in ASCII: the usual case, checked at once.
 _PLAIN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]*\Z")
 
-#: Header marking a message that may be cancelled (its value ``true``): see :mod:`sqjobs.cancelling`.
+#: Header marking a message that may be cancelled (its value ``true``): see :mod:`sqjobs.middleware.cancellation`.
 CANCELLABLE_HEADER = "sqjobs-cancellable"
 
 

@@ -13,7 +13,7 @@ beaters and the seed talk's ``broker.add_job`` all go through
    middleware, so that what they changed is covered too;
 4. encodes it and checks it against the broker's limits (size, delay);
 5. sends it, or, in eager mode, hands it to the ``run_now`` the app plugged
-   in (:func:`sqjobs.eager.run_now`), which runs it at once on the body read
+   in (:func:`sqjobs.worker.eager.run_now`), which runs it at once on the body read
    back (the arguments the worker would get: tuples become lists) and through
    the same middleware as a worker (a signed message is verified first, as a
    worker would, so eager tests show a message that would not verify).
@@ -22,13 +22,13 @@ Jobs for later: ``delay_s`` (seconds or a timedelta) or ``eta`` (an aware
 datetime; a naive one is refused) up to ``MAX_LATER_S``. A delay the broker
 holds (any, on the embedded broker; up to ``[sqs] max_delay_s`` on SQS) is
 the message's own delay; a longer one is held in the database and sent by a
-beater when due (:mod:`sqjobs.held`). ``unique_key`` (or a job with
+beater when due (:mod:`sqjobs.schedule.later`). ``unique_key`` (or a job with
 ``unique = True``) is taken in the database before anything else happens
-(:mod:`sqjobs.unique`): when another job holds it, nothing is sent and that
+(:mod:`sqjobs.middleware.unique`): when another job holds it, nothing is sent and that
 job's handle is returned. ``cancellable=True`` (or a job with
 ``cancellable = True``) marks the message with the header
 ``sqjobs-cancellable``, so that a worker checks it for cancellation
-(:mod:`sqjobs.cancelling`; tracked jobs are checked without it). Eager
+(:mod:`sqjobs.middleware.cancellation`; tracked jobs are checked without it). Eager
 mode runs the job at once: it neither waits nor takes a key, and nothing is
 left to cancel.
 
@@ -64,7 +64,8 @@ logger = logging.getLogger("sqjobs.producer")
 
 #: One call of a bulk send: its positional arguments, or ``(args, kwargs)``.
 Call = Sequence[Any] | tuple[Sequence[Any], Mapping[str, Any]]
-#: Eager mode's send: runs a built and checked message at once and returns its handle (:func:`sqjobs.eager.run_now`).
+#: Eager mode's send: runs a built and checked message at once and returns its handle
+#: (:func:`sqjobs.worker.eager.run_now`).
 RunNow = Callable[["App", "type[Job] | None", JobMessage, OutgoingMessage], "JobHandle[Any]"]
 
 

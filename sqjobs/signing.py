@@ -39,7 +39,7 @@ foreign producer: ``1e-07`` is how Python writes what JavaScript writes
 
 A worker with keys never runs a message that is unsigned, signed with a key
 it does not list, or whose signature does not match: see
-:meth:`Signer.verify` and :mod:`sqjobs.runner`. Signatures are compared with
+:meth:`Signer.verify` and :mod:`sqjobs.worker.runner`. Signatures are compared with
 :func:`hmac.compare_digest` (constant time).
 """
 

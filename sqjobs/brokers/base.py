@@ -230,7 +230,7 @@ class Broker(abc.ABC):
       ``change_visibility_batch`` (one request or write for several; SQS
       takes 10), ``delete_then_receive`` with ``deletes_while_receiving``
       (the worker's finished messages deleted by its next receive, one
-      write for both: :mod:`sqjobs.deletes`), ``busy_poll_s``;
+      write for both: :mod:`sqjobs.worker.deletes`), ``busy_poll_s``;
     - for the promise (nothing lost, attempts counted right): ``release``
       and ``exact_receive_counts`` (a message handed back unstarted costs
       no attempt), ``postpone``, ``requeue``, ``dead_letter`` and ``_move``;

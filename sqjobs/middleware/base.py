@@ -7,7 +7,7 @@ arguments) or ``sqjobs.configure(middleware=[...])``. They run in the order
 given, after the ones sqjobs ships (the duplicate-delivery guard, status
 tracking, the cancellation check, the worker's health file), which are
 middleware too. (Unique keys are freed by the worker itself, once the
-broker confirmed the delete or dead-letter move: :mod:`sqjobs.unique`.)
+broker confirmed the delete or dead-letter move: :mod:`sqjobs.middleware.unique`.)
 
 - ``before_enqueue(message)``: in the producer, before the message is sent;
   it may add ``message.headers[...]`` (they travel on the wire). An exception

@@ -17,7 +17,7 @@ database`` and return a :class:`Cancellation` saying what happened:
 
 - a tracked job still PENDING (or in RETRY, waiting for its next attempt) is
   set to CANCELLED in the same transaction as the record; a held job (a long
-  delay on SQS, :mod:`sqjobs.held`) is removed from the database at once
+  delay on SQS, :mod:`sqjobs.schedule.later`) is removed from the database at once
   (whatever the job: its message is never sent); a unique key either holds
   is freed;
 - a tracked job that is running (STARTED) or finished is not cancelled: the

@@ -20,13 +20,13 @@ arguments, so the number of series stays bounded):
 Many processes record at once (the daemon's workers, each worker's job
 process, the beaters), so they use prometheus_client's multiprocess mode:
 each process writes its own files in one folder, and a scrape
-(:mod:`sqjobs.metrics_export`) adds them up. The folder is ``[metrics] dir``,
+(:mod:`sqjobs.web.metrics`) adds them up. The folder is ``[metrics] dir``,
 or ``<run_dir>/metrics`` under sqjobsd (which passes ``--metrics-dir``); a
 worker started by hand without either records nothing, so that a process
 nobody scrapes pays nothing. The counters and histograms of processes that
 stopped are merged into one file per kind, and their live gauges dropped,
 when a process starts recording and at every scrape
-(:mod:`sqjobs.metrics_files`): the folder stays bounded.
+(:mod:`sqjobs.middleware.metrics_files`): the folder stays bounded.
 
 prometheus_client chooses multiprocess mode from an environment variable
 read when it is first imported; sqjobs chooses it from its configuration,

@@ -7,10 +7,10 @@ neither middleware is installed). An untracked job has no status row and
 never touches the database (it runs while the database is down), unless it
 was sent cancellable (``@job(cancellable=True)``,
 ``apply_async(cancellable=True)``): then a worker reads the database once
-per attempt to check that it was not cancelled (:mod:`sqjobs.cancelling`;
+per attempt to check that it was not cancelled (:mod:`sqjobs.middleware.cancellation`;
 tracked jobs are always checked).
 
-A tracked job's row (see :mod:`sqjobs.store`) moves through these states:
+A tracked job's row (see :mod:`sqjobs.status.store`) moves through these states:
 
 - ``PENDING``: written by the producer's ``before_enqueue``, before the
   message is sent (a send that fails removes it again), with the job's
@@ -29,7 +29,7 @@ A tracked job's row (see :mod:`sqjobs.store`) moves through these states:
 - ``DEAD``: the message went to the dead-letter queue without this job
   failing (no worker knew the job's name). Only a row that already exists is
   set to DEAD; nothing is created for unknown names;
-- ``CANCELLED``: cancelled before it started (:mod:`sqjobs.cancelling`
+- ``CANCELLED``: cancelled before it started (:mod:`sqjobs.middleware.cancellation`
   writes it, at the cancel and again when a worker deletes the message).
 
 The duplicate guard: a tracked job id that already SUCCEEDED and is

@@ -23,7 +23,7 @@ only the most recent of them, ``"none"`` none.
 
 Claims written before claims named their broker (a ``sqjobs_beats`` table
 of an earlier version is upgraded in place when first used, see
-:mod:`sqjobs.migrations`) keep the broker :data:`LEGACY_BROKER`, and every
+:mod:`sqjobs.status.migrations`) keep the broker :data:`LEGACY_BROKER`, and every
 deployment counts them as its own: they are ticks of the past, so a deployment
 never sends again a tick it sent before the upgrade, and catches up from its
 last one as it did. A beater of the earlier version still running writes such
@@ -33,7 +33,7 @@ stop those of the earlier version before starting the new ones: a tick claimed
 by both versions at once is sent twice (with the same job id).
 
 Each tick also sends the held jobs that are due (delays longer than the
-broker holds, :mod:`sqjobs.held`), each claimed per row in the same
+broker holds, :mod:`sqjobs.schedule.later`), each claimed per row in the same
 database, so that redundant beaters send each exactly once.
 
 Tests call :meth:`Beater.tick` with the time they want; :meth:`Beater.run`

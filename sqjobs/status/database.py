@@ -1,7 +1,7 @@
 """A database reached by URL: opened with timeouts, its errors sorted into three kinds.
 
-Used by the status store (:mod:`sqjobs.store`) and the beaters' claims
-(:mod:`sqjobs.beater`). The URL is anything ``playhouse.db_url`` knows
+Used by the status store (:mod:`sqjobs.status.store`) and the beaters' claims
+(:mod:`sqjobs.schedule.beater`). The URL is anything ``playhouse.db_url`` knows
 (``sqlite:///PATH``, ``postgresql://…``, ``mysql://…``).
 
 Errors are sorted into three kinds. Transient ones (connection refused or
@@ -37,7 +37,7 @@ Nothing waits for a database forever: connecting gives up after
 (both then transient errors). On PostgreSQL the server cancels a slow
 statement itself (``statement_timeout``, sent as the ``options`` startup
 parameter) and the client shuts the connection down
-:data:`ANSWER_GRACE_S` later if no answer came at all (:mod:`sqjobs.dbwatch`:
+:data:`ANSWER_GRACE_S` later if no answer came at all (:mod:`sqjobs.status.dbwatch`:
 a network that drops packets); on MySQL and MariaDB PyMySQL's read and
 write timeouts do it. A URL may set ``connect_timeout`` (the driver's own
 parameter), ``statement_timeout_s`` (seconds, sqjobs' parameter: taken out

@@ -1,7 +1,7 @@
 """Job status, read: the handle ``.delay()`` and ``get_job(id)`` return.
 
-A tracked job's status row (see :mod:`sqjobs.tracking` for what writes it
-and when, :mod:`sqjobs.store` for the table) is read through a
+A tracked job's status row (see :mod:`sqjobs.middleware.tracking` for what writes it
+and when, :mod:`sqjobs.status.store` for the table) is read through a
 :class:`JobHandle`: ``status``, ``result``, ``error``, ``wait()``. Untracked
 jobs have none: their handle says None.
 
@@ -161,7 +161,7 @@ class JobHandle(Generic[R]):
         return self.status in FINISHED
 
     def cancel(self) -> Cancellation:
-        """Cancel the job if it has not started (see :mod:`sqjobs.cancelling`); return what happened.
+        """Cancel the job if it has not started (see :mod:`sqjobs.middleware.cancellation`); return what happened.
 
         A running or finished job is not cancelled (``bool(result)`` is
         False and ``result.message`` says why). Raises JobNotCancellableError
@@ -240,7 +240,7 @@ def outcome_error(error: BaseException) -> str:
 
 
 def encode_result(result: Any, where: str = "the result") -> str:
-    """Return ``result`` as JSON text of at most ``MAX_RESULT_BYTES`` (``sqjobs.store``) in UTF-8.
+    """Return ``result`` as JSON text of at most ``MAX_RESULT_BYTES`` (``sqjobs.status.store``) in UTF-8.
 
     Raises TypeError naming what JSON cannot carry, ResultTooLargeError
     saying the size when the JSON is larger than a status row keeps.

@@ -1,6 +1,6 @@
 """Upgrades of sqjobs' own tables in place, for tables an earlier version created.
 
-Tables are created on first use (:func:`~sqjobs.database.create_tables_racing`),
+Tables are created on first use (:func:`~sqjobs.status.database.create_tables_racing`),
 which leaves an existing table as it is. When a table's shape changes, the
 process that first uses it upgrades it here, once: each upgrade checks the
 table's shape first, and again under a lock (SQLite, PostgreSQL) or after a

@@ -2,7 +2,7 @@
 
 Each lives in the ``[sqjobs] database`` and shares the status store's
 connection (one per thread and process), so its errors are sorted exactly as
-status writes are (:mod:`sqjobs.database`): StatusStoreError while the
+status writes are (:mod:`sqjobs.status.database`): StatusStoreError while the
 database cannot be reached, StatusStorePermanentError for a configuration no
 retry fixes. A table is created on first use (safe to race with other
 processes).
@@ -26,7 +26,7 @@ _cache_lock = threading.Lock()
 
 
 class Rows:
-    """One table in the database of a :class:`~sqjobs.store.StatusStore`; subclasses make its model."""
+    """One table in the database of a :class:`~sqjobs.status.store.StatusStore`; subclasses make its model."""
 
     #: What the table holds, in error messages ("held jobs").
     label: ClassVar[str] = "rows"

@@ -6,7 +6,7 @@ import enum
 
 
 class Status(str, enum.Enum):
-    """States of a tracked job (see :mod:`sqjobs.tracking` for when each is written)."""
+    """States of a tracked job (see :mod:`sqjobs.middleware.tracking` for when each is written)."""
 
     PENDING = "PENDING"
     STARTED = "STARTED"

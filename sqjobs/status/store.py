@@ -10,7 +10,7 @@ The table ``sqjobs_job_status`` is created on first use, idempotently and
 safely when several processes start at once; ``sqjobs initdb`` creates it
 explicitly. Every write is one short statement in autocommit mode.
 
-Database errors are sorted into three kinds (:mod:`sqjobs.database`):
+Database errors are sorted into three kinds (:mod:`sqjobs.status.database`):
 transient ones raise :class:`~sqjobs.errors.StatusStoreError` and workers
 retry them; configuration errors raise
 :class:`~sqjobs.errors.StatusStorePermanentError` and stop a worker; a
@@ -25,7 +25,7 @@ rare: error texts and tracebacks are cut (:data:`ERROR_MAX_CHARS`,
 (PostgreSQL refuses them) and lone surrogates replaced; job ids are checked
 where messages are read and written (:data:`~sqjobs.message.ID_MAX_CHARS`);
 results over :data:`MAX_RESULT_BYTES` are not written (the attempt is
-recorded as a FAILURE, see :class:`sqjobs.tracking.StatusTracking`).
+recorded as a FAILURE, see :class:`sqjobs.middleware.tracking.StatusTracking`).
 
 A row keeps its job's arguments (``arguments``: the JSON of ``{"args": [...],
 "kwargs": {...}}``, written with the PENDING row, or by the worker that
@@ -34,7 +34,7 @@ creates the row of a job sent by another producer), cut to
 :data:`ARGUMENTS_CUT_MARK`. Rows written before the column existed, or by a
 process of an earlier version, have NULL there: "not recorded". A table of
 an earlier version gains the column in place on first use
-(:mod:`sqjobs.migrations`).
+(:mod:`sqjobs.status.migrations`).
 
 Times are stored as naive UTC with microseconds and returned as aware UTC
 datetimes. Results are stored as JSON text.
@@ -434,7 +434,7 @@ class StatusStore:
         """Record how an attempt ended: RETRY, or a finished state with its finish time.
 
         Texts are made to fit (:func:`fit_text`); ``result_json`` is written
-        as given (:class:`sqjobs.tracking.StatusTracking` keeps it within
+        as given (:class:`sqjobs.middleware.tracking.StatusTracking` keeps it within
         MAX_RESULT_BYTES). Raises StatusRowError if the database refuses
         the row's values anyway.
         """

@@ -1,8 +1,8 @@
 """One scrape of ``/metrics``: what the processes recorded, plus the queues and schedules as they are now.
 
 A scrape adds up the files every process wrote in the metrics folder
-(:mod:`sqjobs.metrics`), holding the folder's lock, after merging the files
-of processes that are gone (:mod:`sqjobs.metrics_files`), and asks, at that
+(:mod:`sqjobs.middleware.metrics`), holding the folder's lock, after merging the files
+of processes that are gone (:mod:`sqjobs.middleware.metrics_files`), and asks, at that
 moment:
 
 - the broker: ``sqjobs_queue_messages{queue, state}`` with ``state`` one of

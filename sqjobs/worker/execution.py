@@ -141,7 +141,7 @@ def run_attempt(job_class: type[Job], message: JobMessage, queue: str, attempt: 
 
     ``tear_down`` runs even when ``run`` raised. The job's ``timeout`` covers
     set_up, run and tear_down, and cannot be caught by the job
-    (:mod:`sqjobs.timelimit`): an attempt that outlived it fails with
+    (:mod:`sqjobs.worker.timelimit`): an attempt that outlived it fails with
     JobTimeoutError whatever it returned. ``async def`` jobs and hooks are
     awaited. Anything the job raises is the attempt's failure, ``SystemExit``
     and ``KeyboardInterrupt`` included. ``on_success`` follows success; after
@@ -150,7 +150,7 @@ def run_attempt(job_class: type[Job], message: JobMessage, queue: str, attempt: 
     ``claim_end`` (a job with a timeout, in a job process) is called once the
     job ended, before any hook: False means the attempt was settled as timed
     out already (it ran past its deadline and a grace, see
-    :mod:`sqjobs.tokens`); its outcome is then ABANDONED and no hook runs.
+    :mod:`sqjobs.worker.tokens`); its outcome is then ABANDONED and no hook runs.
     """
     token = logs.current_job.set(message.id)
     try:

@@ -6,7 +6,7 @@ process never waits for the broker. Each message it holds is either
 - *parked*: received, not handed over yet (it waits for room, for its FIFO
   group, or for the others to finish before it runs alone); or
 - *handed over*: given to the job process under a token, queued there or
-  running (the :class:`~sqjobs.tokens.TokenTable` says which).
+  running (the :class:`~sqjobs.worker.tokens.TokenTable` says which).
 
 The :class:`Handover` keeps both in order and applies the rules of what may
 be handed over next:

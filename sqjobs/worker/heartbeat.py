@@ -2,7 +2,8 @@
 
 *In flight* (as SQS says) is what a worker received and has not settled
 yet: the jobs running and the messages prefetched. (Jobs *held* in the
-status database until they are due are another thing: :mod:`sqjobs.held`.) A thread extends their visibility every
+status database until they are due are another thing:
+:mod:`sqjobs.schedule.later`.) A thread extends their visibility every
 third of the visibility timeout, so a long job is not delivered twice. The
 thread lives in the worker, which never runs job code (jobs run in its job
 process), so a job that holds the GIL cannot stop it. It also logs the lines

@@ -1,9 +1,9 @@
 """Jobs run in the worker itself (``isolation = none``): one at a time, in its main thread.
 
 :class:`InlineJobs` answers the worker as its job process would (see
-:class:`~sqjobs.jobprocess.JobProcess`): it takes the same requests
-(:mod:`sqjobs.protocol`), keeps the same token table and runs each request
-with the job process's :class:`~sqjobs.jobprocess.Executor`, so the worker's
+:class:`~sqjobs.worker.jobprocess.JobProcess`): it takes the same requests
+(:mod:`sqjobs.worker.protocol`), keeps the same token table and runs each request
+with the job process's :class:`~sqjobs.worker.jobprocess.Executor`, so the worker's
 loop is the same either way; a request runs when the worker asks for events.
 It is for debugging with pdb and for tests that step the worker's loop: a
 job that crashes the process takes the worker with it.
@@ -61,7 +61,7 @@ class InlineJobs:
         return self.table.get(token)
 
     def withdraw(self, token: int) -> bool:
-        """Take back ``token`` if it did not start (see :meth:`~sqjobs.tokens.TokenTable.withdraw`)."""
+        """Take back ``token`` if it did not start (see :meth:`~sqjobs.worker.tokens.TokenTable.withdraw`)."""
         return self.table.withdraw(token)
 
     def stop_retrying(self) -> None:

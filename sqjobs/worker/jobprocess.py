@@ -3,7 +3,7 @@
 The worker (the parent) holds the messages, keeps them hidden with its
 heartbeat and talks to the broker; it never runs job code. The job process
 (the child) decodes each message, runs its job and records its status, and
-answers with a :class:`~sqjobs.runner.Settlement` that the worker applies.
+answers with a :class:`~sqjobs.worker.runner.Settlement` that the worker applies.
 So:
 
 - a job that kills its process (``os._exit``, a segfault, the out-of-memory
@@ -13,7 +13,7 @@ So:
 - a job that holds the GIL, or is stuck in C code, cannot stop the
   heartbeat, which runs in another process;
 - a job that outlives its ``timeout`` and cannot be interrupted from inside
-  (see :mod:`sqjobs.timelimit`) is killed from outside, and its attempt
+  (see :mod:`sqjobs.worker.timelimit`) is killed from outside, and its attempt
   fails with a timeout.
 
 Concurrency: the job process runs up to ``concurrency`` jobs at once. With
@@ -26,11 +26,11 @@ be stopped: TIMEOUT_GRACE_S after the deadline the job process records that
 attempt as failed (a timeout), takes no more work, and asks the worker to
 replace it once its other jobs finished; should the thread end later, what
 it did is dropped (the token table lets one of the two settle it, see
-:mod:`sqjobs.tokens`). When the job process cannot do even that (C code
+:mod:`sqjobs.worker.tokens`). When the job process cannot do even that (C code
 holding the GIL), the worker kills it a little later.
 
-What the worker and the job process say to each other is in :mod:`sqjobs.protocol`;
-which token runs, and since when, is in a :class:`~sqjobs.tokens.TokenTable`
+What the worker and the job process say to each other is in :mod:`sqjobs.worker.protocol`;
+which token runs, and since when, is in a :class:`~sqjobs.worker.tokens.TokenTable`
 both map. The job process ignores SIGTERM and SIGINT (the worker decides
 when to stop); SIGUSR1 tells it the worker is stopping, which ends
 status-write retries early. It dies with the worker (``PR_SET_PDEATHSIG``).
@@ -137,7 +137,8 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 class Executor:
-    """Runs what the worker hands over, as the token table allows; the job process's and :mod:`sqjobs.inline`'s."""
+    """Runs what the worker hands over, as the token table allows (in the job process and in
+    :mod:`sqjobs.worker.inline`)."""
 
     def __init__(self, runner: MessageRunner, table: TokenTable, concurrency: int = 1) -> None:
         self.runner = runner
@@ -401,7 +402,7 @@ class JobProcess:
         return self.table.get(token) if self.table is not None else None
 
     def withdraw(self, token: int) -> bool:
-        """Take ``token`` back if it has not started (see :meth:`~sqjobs.tokens.TokenTable.withdraw`)."""
+        """Take ``token`` back if it has not started (see :meth:`~sqjobs.worker.tokens.TokenTable.withdraw`)."""
         return self.table is not None and self.table.withdraw(token)
 
     def _reap(self, block: bool) -> str | None:

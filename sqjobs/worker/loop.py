@@ -8,11 +8,11 @@ SIGINT stops it gracefully: no new receive, the running jobs finish, the
 messages that did not start are handed back at once, exit code 0.
 
 With ``isolation="process"`` (the default) the jobs run in a job process the
-worker forks and supervises (:mod:`sqjobs.jobprocess`), up to ``threads`` at
+worker forks and supervises (:mod:`sqjobs.worker.jobprocess`), up to ``threads`` at
 once: a job that crashes, hangs in C code or holds the GIL cannot take the
 worker, its heartbeat or the other messages it holds with it.
 ``isolation="none"`` runs them in the worker itself, one at a time
-(:mod:`sqjobs.inline`), for debugging with pdb and for tests that step the
+(:mod:`sqjobs.worker.inline`), for debugging with pdb and for tests that step the
 loop.
 
 How much it holds: ``threads`` running plus one receive (``prefetch``)
@@ -22,17 +22,17 @@ than it expects to start within ``hold_s`` when they are slow. A message that wa
 behind a long job is handed back for another worker (where the broker takes
 the receive back, so that it costs no attempt: not on SQS). So ``hold_s``
 (``[worker] hold_s``, ``--hold``) is the hand-back timer: how long a message
-the worker has in flight (:mod:`sqjobs.heartbeat`) may wait unstarted. It
+the worker has in flight (:mod:`sqjobs.worker.heartbeat`) may wait unstarted. It
 has nothing to do with jobs *held* in the status database until they are
-due (:mod:`sqjobs.held`).
+due (:mod:`sqjobs.schedule.later`).
 
 The pieces, each in its module: what the worker and its job process say
-(:mod:`sqjobs.protocol`), where each message stands (:mod:`sqjobs.handover`),
-what runs in the job process (:mod:`sqjobs.jobprocess`, or
-:mod:`sqjobs.inline`), the deadlines both read (:mod:`sqjobs.tokens`), the
-deletes it owes (:mod:`sqjobs.deletes`), the heartbeat (:mod:`sqjobs.heartbeat`).
+(:mod:`sqjobs.worker.protocol`), where each message stands (:mod:`sqjobs.worker.handover`),
+what runs in the job process (:mod:`sqjobs.worker.jobprocess`, or
+:mod:`sqjobs.worker.inline`), the deadlines both read (:mod:`sqjobs.worker.tokens`), the
+deletes it owes (:mod:`sqjobs.worker.deletes`), the heartbeat (:mod:`sqjobs.worker.heartbeat`).
 
-What to do with each message is decided by :mod:`sqjobs.runner`; the worker
+What to do with each message is decided by :mod:`sqjobs.worker.runner`; the worker
 applies the decision to the broker. Tests drive it without threads or
 signals through :meth:`Worker.run_once`.
 """
@@ -191,7 +191,7 @@ class Worker:
         self.broker_outage = Outage(logger, "broker", "receiving", ERROR_PAUSE_S, ERROR_PAUSE_MAX_S)
         #: Unique keys of finished jobs, freed once the broker confirmed their delete or dead-letter move.
         self.key_releases = KeyReleases(self.app.settings.database_url)
-        #: Messages whose job succeeded, deleted together (see :mod:`sqjobs.deletes`).
+        #: Messages whose job succeeded, deleted together (see :mod:`sqjobs.worker.deletes`).
         self.deletes = PendingDeletes(self.broker, self.in_flight, self.key_releases, logger, ERROR_PAUSE_S,
                                       ERROR_PAUSE_MAX_S)
         #: Messages whose move to the dead-letter queue failed, with their settlement: never run again, only moved.

@@ -8,7 +8,7 @@ settlements. Each thing said is one of these named types::
 
 They go as lists, batched both ways, over a duplex pipe (:class:`Channel`).
 Which token runs, and since when, is not said: it is in the
-:class:`~sqjobs.tokens.TokenTable` both processes map.
+:class:`~sqjobs.worker.tokens.TokenTable` both processes map.
 
 On the pipe each is a plain tuple that ends with its ``kind``: pickling a
 named type names its class in every pickle, which costs several times the

@@ -25,7 +25,7 @@ Rules it applies, in order:
   (dead-lettered unrun); success deletes the message, a failure with
   attempts left postpones it for the backoff, the last failure
   dead-letters it; an attempt settled as timed out from outside while its
-  job still ran (:mod:`sqjobs.tokens`) is not settled again when the job
+  job still ran (:mod:`sqjobs.worker.tokens`) is not settled again when the job
   ends (no hook, no middleware: :meth:`MessageRunner.run` returns None).
 
 Status writes are never skipped: while the status database is unreachable
@@ -196,7 +196,7 @@ def attempt_with_middleware(app: App, job_class: type[Job], message: JobMessage,
     retried one by one, never re-calling the others). A SkipMessage or
     RejectMessage from ``before_run`` ends it before the job is made to run:
     the result's outcome is SKIPPED or REJECTED. An attempt settled as timed
-    out while it ran (``claim_end``, see :func:`~sqjobs.execution.run_attempt`)
+    out while it ran (``claim_end``, see :func:`~sqjobs.worker.execution.run_attempt`)
     comes back ABANDONED, without ``after_run``: its settlement recorded it.
     """
     job = new_job(job_class, message, queue, attempt_no, last_attempt)
@@ -259,7 +259,7 @@ class MessageRunner:
         """Handle ``message`` and return its settlement; never raises for a bad message or a failed job.
 
         ``on_start`` is called just before the job's attempt runs;
-        ``claim_end`` once it ended (see :func:`~sqjobs.execution.run_attempt`).
+        ``claim_end`` once it ended (see :func:`~sqjobs.worker.execution.run_attempt`).
         None only when ``claim_end`` said the attempt was settled as timed out
         already: nothing is recorded or settled for it again.
         """

@@ -19,7 +19,7 @@ How it is raised:
 
 A job blocked in C code that never returns cannot be interrupted from inside
 its process; its attempt is then settled as timed out from outside, once
-(see :mod:`sqjobs.jobprocess` and :mod:`sqjobs.tokens`).
+(see :mod:`sqjobs.worker.jobprocess` and :mod:`sqjobs.worker.tokens`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The web dashboard: queues, dead letters, jobs by id, workers and periodic jobs (``sqjobs dashboard``).
 
 The pages need Flask (``pip install sqjobs[dashboard]``) and live in
-:mod:`sqjobs.dashboard.server`, which says what guards them; importing this
+:mod:`sqjobs.web.dashboard.server`, which says what guards them; importing this
 package needs nothing more than sqjobs (sqjobsd checks :func:`check_bind`).
 """
 

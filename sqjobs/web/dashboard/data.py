@@ -100,7 +100,7 @@ def dead_letters(app: App, queue: str, limit: int = defaults.DASHBOARD_DEAD_LIMI
 def requeue_one(app: App, queue: str, message_id: str) -> str:
     """Move dead letter ``message_id`` back to ``queue``, taking its unique key again; what happened, in a line.
 
-    It stays dead when another job holds its key (:func:`sqjobs.unique.requeue_dead`).
+    It stays dead when another job holds its key (:func:`sqjobs.middleware.unique.requeue_dead`).
     """
     done = requeue_dead(app.broker, app.settings.database_url, queue, message_id=message_id)
     if done.moved:

@@ -5,11 +5,11 @@ Guards:
 - it listens on 127.0.0.1 unless told otherwise, and :func:`check_bind`
   refuses any other address without ``[dashboard] password``;
 - a request whose ``Host`` is not one the dashboard answers to
-  (:class:`~sqjobs.dashboard.binding.AllowedHosts`: DNS rebinding) is
+  (:class:`~sqjobs.web.dashboard.binding.AllowedHosts`: DNS rebinding) is
   answered 400;
 - with a password every request needs HTTP basic authentication (any user
   name, that password); wrong passwords slow their sender down
-  (:mod:`sqjobs.dashboard.login`: 429 with ``Retry-After``);
+  (:mod:`sqjobs.web.dashboard.login`: 429 with ``Retry-After``);
 - every action is a POST whose ``Origin`` (else ``Referer``) names an
   accepted host and which carries the session's CSRF token, refused with
   403 otherwise, and reached through a confirmation page;
